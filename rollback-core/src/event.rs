@@ -1,0 +1,136 @@
+//! Events: every transition and probe result, numbered, timed, per host.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::traits::ProbeResult;
+use crate::types::{HostId, PullProgress};
+
+/// Where a host (or the fleet) stands in a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Nothing done yet.
+    Planned,
+    /// The host's deploy lock is held.
+    Locked,
+    /// The running release is pinned by digest; nothing changed yet.
+    Captured,
+    /// The new image is on the host.
+    Pulled,
+    /// The old container is stopped and kept; the new one started.
+    Switched,
+    /// Probing the new release.
+    Verifying,
+    /// The new release proved healthy.
+    Verified,
+    /// Registry tags moved (fleet).
+    Promoted,
+    /// Finished (fleet, or host after cleanup).
+    Done,
+    /// Putting the previous release back.
+    RollingBack,
+    /// The previous release runs and is healthy again.
+    RolledBack,
+    /// The previous release could not be restored: a human must act.
+    RollbackFailed,
+    /// Failed before anything changed.
+    Failed,
+}
+
+impl Phase {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planned => "planned",
+            Phase::Locked => "locked",
+            Phase::Captured => "captured",
+            Phase::Pulled => "pulled",
+            Phase::Switched => "switched",
+            Phase::Verifying => "verifying",
+            Phase::Verified => "verified",
+            Phase::Promoted => "promoted",
+            Phase::Done => "done",
+            Phase::RollingBack => "rolling_back",
+            Phase::RolledBack => "rolled_back",
+            Phase::RollbackFailed => "rollback_failed",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an event reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The host (or fleet, when `host` is `None`) entered `phase`.
+    Transition,
+    /// One health probe attempt.
+    Probe {
+        /// 1-based attempt number.
+        attempt: u32,
+        /// The verdict.
+        result: ProbeResult,
+    },
+    /// Pull progress.
+    Pull(PullProgress),
+    /// Anything else worth a line (a retry, a skipped step).
+    Note,
+}
+
+/// One numbered event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Strictly increasing within one deploy, from 1.
+    pub seq: u64,
+    /// When it happened.
+    #[serde(serialize_with = "serialize_time")]
+    pub time: SystemTime,
+    /// The host, or `None` for the fleet.
+    pub host: Option<HostId>,
+    /// The phase the host (or fleet) is in after the event.
+    pub phase: Phase,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// A human sentence; never contains a secret.
+    pub detail: String,
+}
+
+fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_millis(*time).to_string())
+}
+
+/// Receives the events of a deploy.
+///
+/// The engine hands events over through an unbounded queue drained by its
+/// own task, so a slow observer delays output, never the deploy. Calls come
+/// in `seq` order, one at a time.
+pub trait Observer: Send + Sync {
+    /// One event.
+    fn on_event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> Observer for F {
+    fn on_event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// An observer that drops every event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopObserver;
+
+impl Observer for NoopObserver {
+    fn on_event(&self, _event: &Event) {}
+}

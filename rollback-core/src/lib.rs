@@ -1,0 +1,31 @@
+//! `rollback-core`: deploy a container image to Docker hosts, prove it
+//! healthy, and restore the previous release by itself when it is not.
+//!
+//! This crate holds the domain types, the traits [`Registry`], [`Runtime`]
+//! and [`HealthProbe`], the policies, the rollback state machine and its
+//! driver, fleet rollout, events and the HTTP and TCP probes. It knows no
+//! Docker or registry client: adapters live in `rollback-docker` and
+//! `rollback-registry`.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod event;
+pub mod outcome;
+pub mod policy;
+pub mod traits;
+pub mod types;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
+pub use outcome::{DeployReport, HostReport, Outcome};
+pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
+pub use traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
+pub use types::{
+    labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
+    ContainerState, DeploymentId, Digest, EnvValue, HealthStatus, HostId, ImageRef, LockAttempt,
+    LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository, RestartPolicy, Secret,
+};
+
+#[cfg(any(test, feature = "mock"))]
+pub use traits::{MockHealthProbe, MockRegistry, MockRuntime};

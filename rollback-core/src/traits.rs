@@ -1,0 +1,261 @@
+//! The three seams of the engine: [`Registry`], [`Runtime`] and [`HealthProbe`].
+//!
+//! All are object-safe (`Arc<dyn Runtime>` works), return owned values and
+//! the crate's [`Error`]. With the `mock` feature, mockall mocks
+//! (`MockRegistry`, `MockRuntime`, `MockHealthProbe`) are exported too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::types::{
+    ContainerExit, ContainerId, ContainerInfo, ContainerSpec, Digest, ImageRef, LockAttempt,
+    LockInfo, ProgressSink,
+};
+
+/// What a registry-side copy did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[must_use]
+pub struct CopyReport {
+    /// Digest of the copied manifest, identical at source and destination.
+    pub digest: Digest,
+    /// `false` when the destination already pointed at that digest and nothing was written.
+    pub written: bool,
+}
+
+/// An image registry: resolves tags and copies manifests without moving layers.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// The manifest digest `reference` points to (a HEAD request).
+    ///
+    /// A missing tag or repository is [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    async fn resolve(&self, reference: &ImageRef) -> Result<Digest>;
+
+    /// Make `destination` point at the manifest of `source`, byte for byte.
+    ///
+    /// `source` may be a tag or a digest reference; `destination` a tag in the
+    /// same or another repository of the same registry. No layer is
+    /// downloaded.
+    async fn copy(&self, source: &ImageRef, destination: &ImageRef) -> Result<CopyReport>;
+}
+
+/// A container engine on one host.
+///
+/// Operations name containers by id, except [`Runtime::current`] which
+/// finds the app's container by name.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// The container named `name`, if one exists (running or not).
+    async fn current(&self, name: &str) -> Result<Option<ContainerInfo>>;
+
+    /// Every container labelled as belonging to `app` (active and retained).
+    async fn list_app(&self, app: &str) -> Result<Vec<ContainerInfo>>;
+
+    /// Inspect a container by id.
+    async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo>;
+
+    /// Make `image` (`repo@sha256:...`) present on the host; no-op when it is.
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        platform: Option<String>,
+        progress: Option<ProgressSink>,
+    ) -> Result<()>;
+
+    /// Create (not start) a container.
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId>;
+
+    /// Start a created or stopped container.
+    async fn start(&self, id: &ContainerId) -> Result<()>;
+
+    /// Stop a container, waiting `timeout` before killing it. Stopping a
+    /// stopped container succeeds.
+    async fn stop(&self, id: &ContainerId, timeout: Duration) -> Result<()>;
+
+    /// Rename a container.
+    async fn rename(&self, id: &ContainerId, new_name: &str) -> Result<()>;
+
+    /// Remove a container (forcefully if it runs).
+    async fn remove(&self, id: &ContainerId) -> Result<()>;
+
+    /// The last `lines` lines of the container's output.
+    async fn logs(&self, id: &ContainerId, lines: usize) -> Result<Vec<String>>;
+
+    /// Resolves when the container stops counting as running: it exits,
+    /// restarts or disappears. Pending while it runs; dropping the future
+    /// stops watching.
+    async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit>;
+
+    /// Take the host's deploy lock for `lock.app`, atomically.
+    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt>;
+
+    /// Who holds the deploy lock of `app`, if anyone.
+    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>>;
+
+    /// Release the lock of `app`. Returns whether a lock was removed.
+    async fn release_lock(&self, app: &str) -> Result<bool>;
+}
+
+/// The verdict of one health probe attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum ProbeResult {
+    /// Healthy; the detail says what was seen (`200 OK`).
+    Healthy(String),
+    /// Not healthy; the reason says why (`503`, `status is "DOWN"`, `connection refused`).
+    Unhealthy(String),
+    /// Still starting (Docker healthcheck in its start period).
+    Starting(String),
+}
+
+impl ProbeResult {
+    /// Whether the attempt counts as healthy.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, ProbeResult::Healthy(_))
+    }
+
+    /// The detail or reason text.
+    pub fn detail(&self) -> &str {
+        match self {
+            ProbeResult::Healthy(d) | ProbeResult::Unhealthy(d) | ProbeResult::Starting(d) => d,
+        }
+    }
+}
+
+/// A health check of a running release on one host.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait HealthProbe: Send + Sync {
+    /// One attempt against `container`. Probes that check an address (HTTP,
+    /// TCP) ignore the id. Must return within `timeout`.
+    async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult;
+
+    /// What is probed, for output (`http://127.0.0.1:18080/health`).
+    fn describe(&self) -> String;
+}
+
+macro_rules! forward_registry {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<T: Registry + ?Sized> Registry for $ty {
+            async fn resolve(&self, reference: &ImageRef) -> Result<Digest> {
+                (**self).resolve(reference).await
+            }
+            async fn copy(&self, source: &ImageRef, destination: &ImageRef) -> Result<CopyReport> {
+                (**self).copy(source, destination).await
+            }
+        }
+    )*};
+}
+
+macro_rules! forward_runtime {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<T: Runtime + ?Sized> Runtime for $ty {
+            async fn current(&self, name: &str) -> Result<Option<ContainerInfo>> {
+                (**self).current(name).await
+            }
+            async fn list_app(&self, app: &str) -> Result<Vec<ContainerInfo>> {
+                (**self).list_app(app).await
+            }
+            async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo> {
+                (**self).inspect(id).await
+            }
+            async fn pull(
+                &self,
+                image: &ImageRef,
+                platform: Option<String>,
+                progress: Option<ProgressSink>,
+            ) -> Result<()> {
+                (**self).pull(image, platform, progress).await
+            }
+            async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId> {
+                (**self).create(spec).await
+            }
+            async fn start(&self, id: &ContainerId) -> Result<()> {
+                (**self).start(id).await
+            }
+            async fn stop(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
+                (**self).stop(id, timeout).await
+            }
+            async fn rename(&self, id: &ContainerId, new_name: &str) -> Result<()> {
+                (**self).rename(id, new_name).await
+            }
+            async fn remove(&self, id: &ContainerId) -> Result<()> {
+                (**self).remove(id).await
+            }
+            async fn logs(&self, id: &ContainerId, lines: usize) -> Result<Vec<String>> {
+                (**self).logs(id, lines).await
+            }
+            async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit> {
+                (**self).wait_exit(id).await
+            }
+            async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
+                (**self).acquire_lock(lock).await
+            }
+            async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
+                (**self).lock_status(app).await
+            }
+            async fn release_lock(&self, app: &str) -> Result<bool> {
+                (**self).release_lock(app).await
+            }
+        }
+    )*};
+}
+
+macro_rules! forward_probe {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<T: HealthProbe + ?Sized> HealthProbe for $ty {
+            async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult {
+                (**self).check(container, timeout).await
+            }
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+        }
+    )*};
+}
+
+forward_registry!(&T, Box<T>, Arc<T>);
+forward_runtime!(&T, Box<T>, Arc<T>);
+forward_probe!(&T, Box<T>, Arc<T>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Compiles only while the traits stay object-safe and the blanket impls exist.
+    #[allow(dead_code)]
+    fn object_safe(
+        registry: Arc<dyn Registry>,
+        runtime: Arc<dyn Runtime>,
+        probe: Box<dyn HealthProbe>,
+    ) {
+        fn takes_registry<R: Registry>(_: R) {}
+        fn takes_runtime<R: Runtime>(_: R) {}
+        fn takes_probe<P: HealthProbe>(_: P) {}
+        takes_runtime(&*runtime);
+        takes_registry(registry);
+        takes_runtime(runtime);
+        takes_probe(probe);
+    }
+
+    #[tokio::test]
+    async fn mocks_work_through_arc_dyn() {
+        let mut mock = MockRegistry::new();
+        let digest: Digest = format!("sha256:{}", "d".repeat(64)).parse().unwrap();
+        let expected = digest.clone();
+        mock.expect_resolve()
+            .times(1)
+            .returning(move |_| Ok(expected.clone()));
+        let registry: Arc<dyn Registry> = Arc::new(mock);
+        let reference: ImageRef = "localhost:5000/app:v1".parse().unwrap();
+        assert_eq!(registry.resolve(&reference).await.unwrap(), digest);
+    }
+}

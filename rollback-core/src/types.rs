@@ -1,0 +1,833 @@
+//! Domain types: digests, image references, releases, container specs and states.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// A content digest, always `sha256:` followed by 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest as `sha256:<hex>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 64 hex digits without the algorithm.
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+
+    /// The first 12 hex digits, for human output.
+    pub fn short(&self) -> &str {
+        &self.hex()[..12]
+    }
+
+    /// Build a digest from the 64 hex digits of a sha256 sum.
+    pub fn from_sha256_hex(hex: &str) -> Result<Self, Error> {
+        format!("sha256:{hex}").parse()
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| {
+            Error::invalid_input(format!(
+                "invalid digest {s:?}: expected sha256:<64 hex digits>"
+            ))
+        })?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::invalid_input(format!(
+                "invalid digest {s:?}: expected sha256:<64 lowercase hex digits>"
+            )));
+        }
+        Ok(Digest(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<Digest> for String {
+    fn from(value: Digest) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.0)
+    }
+}
+
+/// A full image reference (`registry/repository[:tag][@digest]`), parsed by
+/// `oci_spec::distribution::Reference`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ImageRef(oci_spec::distribution::Reference);
+
+impl ImageRef {
+    /// The registry host as written (`docker.io` for Docker Hub names).
+    pub fn registry(&self) -> &str {
+        self.0.registry()
+    }
+
+    /// The host to speak to (`index.docker.io` for Docker Hub).
+    pub fn resolve_registry(&self) -> &str {
+        self.0.resolve_registry()
+    }
+
+    /// The repository path inside the registry (`library/nginx`).
+    pub fn repository(&self) -> &str {
+        self.0.repository()
+    }
+
+    /// The tag, if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.0.tag()
+    }
+
+    /// The digest, if the reference pins one.
+    pub fn digest(&self) -> Option<Digest> {
+        self.0.digest().and_then(|d| d.parse().ok())
+    }
+
+    /// The repository this reference belongs to.
+    pub fn repo(&self) -> Repository {
+        Repository {
+            registry: self.0.registry().to_owned(),
+            repository: self.0.repository().to_owned(),
+        }
+    }
+
+    /// The parsed reference, for adapters.
+    pub fn as_oci(&self) -> &oci_spec::distribution::Reference {
+        &self.0
+    }
+}
+
+impl FromStr for ImageRef {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let reference: oci_spec::distribution::Reference = s
+            .parse()
+            .map_err(|e| Error::invalid_input(format!("invalid image reference {s:?}: {e}")))?;
+        if let Some(digest) = reference.digest() {
+            digest.parse::<Digest>()?;
+        }
+        Ok(ImageRef(reference))
+    }
+}
+
+impl TryFrom<String> for ImageRef {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<ImageRef> for String {
+    fn from(value: ImageRef) -> Self {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImageRef({})", self.0)
+    }
+}
+
+/// An image repository without tag or digest (`127.0.0.1:5000/team/app`).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Repository {
+    registry: String,
+    repository: String,
+}
+
+impl Repository {
+    /// The registry host as written.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The repository path inside the registry.
+    pub fn path(&self) -> &str {
+        &self.repository
+    }
+
+    /// `repository:tag`.
+    pub fn with_tag(&self, tag: &str) -> Result<ImageRef, Error> {
+        format!("{self}:{tag}").parse()
+    }
+
+    /// `repository@digest`.
+    pub fn with_digest(&self, digest: &Digest) -> ImageRef {
+        ImageRef(oci_spec::distribution::Reference::with_digest(
+            self.registry.clone(),
+            self.repository.clone(),
+            digest.to_string(),
+        ))
+    }
+}
+
+impl FromStr for Repository {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let reference: ImageRef = s.parse()?;
+        let explicit_tag = reference
+            .tag()
+            .is_some_and(|t| s.ends_with(&format!(":{t}")));
+        if reference.digest().is_some() || explicit_tag {
+            return Err(Error::invalid_input(format!(
+                "invalid repository {s:?}: a repository has no tag or digest"
+            )));
+        }
+        Ok(reference.repo())
+    }
+}
+
+impl TryFrom<String> for Repository {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<Repository> for String {
+    fn from(value: Repository) -> Self {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)
+    }
+}
+
+impl fmt::Debug for Repository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Repository({self})")
+    }
+}
+
+/// A release: an image pinned by digest, with the tag it was deployed as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The image repository.
+    pub repository: Repository,
+    /// The tag the release was deployed as, when known.
+    pub tag: Option<String>,
+    /// The manifest digest that pins it.
+    pub digest: Digest,
+}
+
+impl Release {
+    /// `repository@digest`: what is pulled and run.
+    pub fn image(&self) -> ImageRef {
+        self.repository.with_digest(&self.digest)
+    }
+
+    /// `tag (sha256:0123456789ab)` or just the short digest.
+    pub fn display_name(&self) -> String {
+        match &self.tag {
+            Some(tag) => format!("{tag} ({})", self.digest.short()),
+            None => format!("sha256:{}", self.digest.short()),
+        }
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            /// The id as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(value: &str) -> Self {
+                Self(value.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(value)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// The name of a host of the fleet (`prod-a`).
+    HostId
+);
+string_id!(
+    /// The id of one deploy run, recorded in locks and container labels.
+    DeploymentId
+);
+string_id!(
+    /// A container id as the engine knows it.
+    ContainerId
+);
+
+impl DeploymentId {
+    /// A new id, unique enough across processes and hosts: time and pid.
+    pub fn generate() -> Self {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        DeploymentId(format!(
+            "d{}{:06x}{:04x}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id() & 0xffff
+        ))
+    }
+}
+
+/// A secret value: shown as `***` by `Debug`, `Display` and serde.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The real value; only for handing to the engine.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+/// An environment value: plain, or a secret that never appears in output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// Shown as is.
+    Plain(String),
+    /// Interpolated from the caller's environment; shown as `***`.
+    Secret(Secret),
+}
+
+impl EnvValue {
+    /// The value to hand to the engine.
+    pub fn expose(&self) -> &str {
+        match self {
+            EnvValue::Plain(v) => v,
+            EnvValue::Secret(s) => s.expose(),
+        }
+    }
+
+    /// Whether the value is a secret.
+    pub fn is_secret(&self) -> bool {
+        matches!(self, EnvValue::Secret(_))
+    }
+}
+
+/// A published port in `docker run -p` syntax:
+/// `[ip:][host_port:]container_port[/protocol]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortMapping {
+    /// Host address to bind, all addresses when `None`.
+    pub host_ip: Option<IpAddr>,
+    /// Host port, an ephemeral one when `None`.
+    pub host_port: Option<u16>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+impl FromStr for PortMapping {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| Error::invalid_input(format!("invalid port mapping {s:?}: {why}"));
+        let (rest, protocol) = match s.rsplit_once('/') {
+            Some((rest, proto)) if proto == "tcp" || proto == "udp" => (rest, proto.to_owned()),
+            Some(_) => return Err(bad("protocol must be tcp or udp")),
+            None => (s, "tcp".to_owned()),
+        };
+        let port = |p: &str, what: &str| -> Result<u16, Error> {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(&format!("{what} {p:?} is not a port number (1-65535)")))
+        };
+        // An IPv6 host address is written in brackets: [::1]:8080:80
+        let (host_ip, rest) = if let Some(after) = rest.strip_prefix('[') {
+            let (ip, rest) = after
+                .split_once("]:")
+                .ok_or_else(|| bad("unterminated [ipv6] address"))?;
+            let ip: IpAddr = ip.parse().map_err(|_| bad("invalid ip address"))?;
+            (Some(ip), rest)
+        } else {
+            let parts: Vec<&str> = rest.split(':').collect();
+            if parts.len() == 3 {
+                let ip: IpAddr = parts[0].parse().map_err(|_| bad("invalid ip address"))?;
+                (Some(ip), &rest[parts[0].len() + 1..])
+            } else {
+                (None, rest)
+            }
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (host_port, container_port) = match parts.as_slice() {
+            [c] if host_ip.is_none() => (None, port(c, "container port")?),
+            ["", c] => (None, port(c, "container port")?),
+            [h, c] => (Some(port(h, "host port")?), port(c, "container port")?),
+            _ => return Err(bad("expected [ip:][host_port:]container_port[/protocol]")),
+        };
+        Ok(PortMapping {
+            host_ip,
+            host_port,
+            container_port,
+            protocol,
+        })
+    }
+}
+
+impl TryFrom<String> for PortMapping {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<PortMapping> for String {
+    fn from(value: PortMapping) -> Self {
+        value.to_string()
+    }
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host_ip {
+            Some(IpAddr::V6(ip)) => write!(f, "[{ip}]:")?,
+            Some(ip) => write!(f, "{ip}:")?,
+            None => {}
+        }
+        match self.host_port {
+            Some(p) => write!(f, "{p}:")?,
+            None if self.host_ip.is_some() => f.write_str(":")?,
+            None => {}
+        }
+        write!(f, "{}", self.container_port)?;
+        if self.protocol != "tcp" {
+            write!(f, "/{}", self.protocol)?;
+        }
+        Ok(())
+    }
+}
+
+/// Docker restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart (`no`).
+    No,
+    /// `always`.
+    Always,
+    /// `unless-stopped`.
+    UnlessStopped,
+    /// `on-failure`.
+    OnFailure,
+}
+
+impl FromStr for RestartPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            _ => Err(Error::invalid_input(format!(
+                "invalid restart policy {s:?}: expected no, always, unless-stopped or on-failure"
+            ))),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The engine's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+}
+
+/// Everything needed to create the app's container on one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// The image, pinned by digest (`repo@sha256:...`).
+    pub image: ImageRef,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Environment, in order; secret values are marked.
+    pub env: Vec<(String, EnvValue)>,
+    /// Bind mounts and volumes in `docker run -v` syntax.
+    pub volumes: Vec<String>,
+    /// Platform such as `linux/arm64`.
+    pub platform: Option<String>,
+    /// Network mode or network name.
+    pub network: Option<String>,
+    /// Restart policy.
+    pub restart: Option<RestartPolicy>,
+    /// Arguments given to the image's entrypoint, replacing its `CMD`.
+    pub command: Vec<String>,
+    /// Labels; the release labels of [`labels`](crate::labels) are added by the engine.
+    pub labels: BTreeMap<String, String>,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub stop_timeout: Option<Duration>,
+}
+
+/// Health as reported by a Docker `HEALTHCHECK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Within the healthcheck's start period.
+    Starting,
+    /// Healthy.
+    Healthy,
+    /// Unhealthy.
+    Unhealthy,
+}
+
+/// Run state of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Running, with the `HEALTHCHECK` status when the image has one.
+    Running {
+        /// Docker health status, if the image defines a healthcheck.
+        health: Option<HealthStatus>,
+    },
+    /// The engine is restarting it after an exit.
+    Restarting,
+    /// Exited.
+    Exited {
+        /// Exit code.
+        code: i64,
+    },
+    /// Paused.
+    Paused,
+    /// Dead or being removed.
+    Dead,
+}
+
+impl ContainerState {
+    /// Whether the container is up.
+    pub fn is_running(&self) -> bool {
+        matches!(self, ContainerState::Running { .. })
+    }
+}
+
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContainerState::Created => f.write_str("created"),
+            ContainerState::Running { health: None } => f.write_str("running"),
+            ContainerState::Running { health: Some(h) } => {
+                write!(f, "running ({})", format!("{h:?}").to_lowercase())
+            }
+            ContainerState::Restarting => f.write_str("restarting"),
+            ContainerState::Exited { code } => write!(f, "exited with code {code}"),
+            ContainerState::Paused => f.write_str("paused"),
+            ContainerState::Dead => f.write_str("dead"),
+        }
+    }
+}
+
+/// What the engine knows about one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// Container id.
+    pub id: ContainerId,
+    /// Container name without the leading `/`.
+    pub name: String,
+    /// Local image id.
+    pub image_id: String,
+    /// The release recorded in its labels, or derived from its repo digest.
+    pub release: Option<Release>,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+    /// Run state.
+    pub state: ContainerState,
+    /// How often the engine restarted it.
+    pub restart_count: u64,
+    /// When it was last started, if ever.
+    pub started_at: Option<SystemTime>,
+}
+
+impl ContainerInfo {
+    /// The deployment that created this container, from its labels.
+    pub fn deployment(&self) -> Option<DeploymentId> {
+        self.labels
+            .get(labels::DEPLOYMENT)
+            .map(|d| DeploymentId(d.clone()))
+    }
+}
+
+/// Something that stops a running container from counting as a live release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum ContainerExit {
+    /// The process exited.
+    Exited {
+        /// Exit code.
+        code: i64,
+    },
+    /// The engine restarted it (it exited and came back).
+    Restarted {
+        /// Restart count after the restart.
+        restart_count: u64,
+    },
+    /// The container was removed or killed from outside.
+    Gone,
+}
+
+impl fmt::Display for ContainerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContainerExit::Exited { code } => write!(f, "container exited with code {code}"),
+            ContainerExit::Restarted { restart_count } => {
+                write!(f, "container restarted (restart count {restart_count})")
+            }
+            ContainerExit::Gone => f.write_str("container disappeared"),
+        }
+    }
+}
+
+/// The record of a per-host deploy lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The app the lock is for.
+    pub app: String,
+    /// Deployment that holds it.
+    pub deployment: DeploymentId,
+    /// Who holds it (`user@machine pid N`).
+    pub holder: String,
+    /// What is being deployed (a tag or digest).
+    pub target: String,
+    /// When it was taken.
+    pub started_at: SystemTime,
+}
+
+impl fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "deployment {} of {} by {} since {}",
+            self.deployment,
+            self.target,
+            self.holder,
+            humantime::format_rfc3339_seconds(self.started_at)
+        )
+    }
+}
+
+/// The answer to a lock request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum LockAttempt {
+    /// The lock is ours.
+    Acquired,
+    /// Someone else holds it.
+    Held(LockInfo),
+}
+
+/// Progress of a pull, as layer counts and bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullProgress {
+    /// Layers known so far.
+    pub layers_total: u32,
+    /// Layers downloaded (or already present).
+    pub layers_done: u32,
+    /// Bytes downloaded so far.
+    pub bytes_done: u64,
+    /// Bytes to download, as far as known.
+    pub bytes_total: u64,
+}
+
+/// Where a pull reports progress; called often, must return quickly.
+pub type ProgressSink = std::sync::Arc<dyn Fn(PullProgress) + Send + Sync>;
+
+/// The container labels that record a release, so the engine alone tells what runs.
+pub mod labels {
+    /// Marks every container managed by rollback; value: the app name.
+    pub const APP: &str = "io.rollback.app";
+    /// Image repository of the release.
+    pub const REPOSITORY: &str = "io.rollback.release.repository";
+    /// Tag the release was deployed as.
+    pub const TAG: &str = "io.rollback.release.tag";
+    /// Manifest digest of the release.
+    pub const DIGEST: &str = "io.rollback.release.digest";
+    /// Deployment that created the container.
+    pub const DEPLOYMENT: &str = "io.rollback.deployment";
+    /// RFC 3339 time of creation by the deployment.
+    pub const DEPLOYED_AT: &str = "io.rollback.deployed-at";
+    /// Digest the stable tag had when the deployment began (for promotion on recovery).
+    pub const STABLE_BEFORE: &str = "io.rollback.stable-before";
+}
+
+/// The name a retained (stopped, kept) container gets during a deploy.
+pub fn retained_name(app: &str) -> String {
+    format!("{app}--rollback-previous")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_validates() {
+        let ok = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(ok.parse::<Digest>().unwrap().as_str(), ok);
+        for bad in [
+            "sha256:abc",
+            "md5:aaaa",
+            &format!("sha256:{}", "A".repeat(64)),
+            &format!("sha256:{}g", "a".repeat(63)),
+        ] {
+            let err = bad.parse::<Digest>().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_rejects_tags_and_digests() {
+        let repo: Repository = "127.0.0.1:5000/team/ody".parse().unwrap();
+        assert_eq!(repo.registry(), "127.0.0.1:5000");
+        assert_eq!(repo.path(), "team/ody");
+        assert_eq!(repo.to_string(), "127.0.0.1:5000/team/ody");
+        assert!("127.0.0.1:5000/team/ody:latest"
+            .parse::<Repository>()
+            .is_err());
+        let d = format!("127.0.0.1:5000/team/ody@sha256:{}", "b".repeat(64));
+        assert!(d.parse::<Repository>().is_err());
+        let hub: Repository = "nginx".parse().unwrap();
+        assert_eq!(hub.to_string(), "docker.io/library/nginx");
+    }
+
+    #[test]
+    fn image_ref_with_digest_round_trips() {
+        let repo: Repository = "localhost:5000/app".parse().unwrap();
+        let digest: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
+        let image = repo.with_digest(&digest);
+        assert_eq!(image.digest(), Some(digest.clone()));
+        assert_eq!(image.to_string(), format!("localhost:5000/app@{digest}"));
+        let back: ImageRef = image.to_string().parse().unwrap();
+        assert_eq!(back, image);
+    }
+
+    #[test]
+    fn port_mappings_parse_like_docker_run() {
+        let p: PortMapping = "127.0.0.1:18080:8080".parse().unwrap();
+        assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!((p.host_port, p.container_port), (Some(18080), 8080));
+        let p: PortMapping = "80:8080".parse().unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port),
+            (None, Some(80), 8080)
+        );
+        let p: PortMapping = "8080/udp".parse().unwrap();
+        assert_eq!((p.host_port, p.protocol.as_str()), (None, "udp"));
+        let p: PortMapping = "[::1]:9000:9000".parse().unwrap();
+        assert_eq!(p.to_string(), "[::1]:9000:9000");
+        let p: PortMapping = "127.0.0.1::8080".parse().unwrap();
+        assert_eq!(p.host_port, None);
+        assert_eq!(p.to_string(), "127.0.0.1::8080");
+        for bad in [
+            "",
+            "x:80",
+            "1.2.3:80:80",
+            "80:0",
+            "70000:80",
+            "80/sctp",
+            "a:b:c:d",
+        ] {
+            assert!(bad.parse::<PortMapping>().is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let v = EnvValue::Secret(Secret::new("hunter2"));
+        assert!(!format!("{v:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&v).unwrap().contains("hunter2"));
+        assert_eq!(v.expose(), "hunter2");
+    }
+}
