@@ -11,6 +11,7 @@
 
 pub mod error;
 pub mod event;
+pub mod machine;
 pub mod outcome;
 pub mod policy;
 pub mod traits;
@@ -18,6 +19,7 @@ pub mod types;
 
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
+pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
 pub use traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
