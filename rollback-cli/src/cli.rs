@@ -1,0 +1,194 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rollback_core::Digest;
+
+/// Deploy a container image to Docker hosts, prove it healthy, and put the
+/// previous release back by itself when it is not.
+#[derive(Debug, Parser)]
+#[command(name = "rollback", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file [default: ./rollback.toml]
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Output format: human lines, or JSON lines (events, then one outcome object)
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human, global = true)]
+    pub output: OutputFormat,
+
+    /// Print the plan and change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// More detail (repeat for more)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Human,
+    /// JSON lines for programs.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a release to every host, verify it, promote it or roll back
+    Deploy(DeployArgs),
+    /// Deploy the previous release again, with the same checks
+    Undo,
+    /// Per host: running release, state, health, lock
+    Status,
+    /// Releases known from the registry tags and the hosts
+    History,
+    /// Registry-side copy of a manifest to a tag, moving no layers
+    Tag(TagArgs),
+    /// Finish or revert a deploy that was interrupted
+    Recover,
+    /// Inspect or break a deploy lock
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Print a shell completion script
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `deploy`: exactly one of a tag or a digest.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct DeployArgs {
+    /// A tag of the app's repository
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// A manifest digest of the app's repository (sha256:...)
+    #[arg(long, value_name = "DIGEST", value_parser = parse_digest)]
+    pub digest: Option<Digest>,
+}
+
+/// `tag SRC DST`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// A tag or digest of the app's repository, or a full reference
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// A tag of the app's repository, or a full reference with a tag
+    #[arg(value_name = "DST")]
+    pub destination: String,
+}
+
+/// `lock status` / `lock release`.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the deploy lock on each host
+    Status(LockArgs),
+    /// Remove the deploy lock (after making sure its deploy is dead)
+    Release(LockArgs),
+}
+
+/// Options of the lock commands.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Only this host [default: every host]
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+}
+
+fn parse_digest(s: &str) -> Result<Digest, String> {
+    s.parse::<Digest>().map_err(|e| e.message().to_owned())
+}
+
+impl Command {
+    /// Whether the command changes anything (and so honours `--dry-run`).
+    pub fn is_changing(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_)
+                | Command::Undo
+                | Command::Tag(_)
+                | Command::Recover
+                | Command::Lock(LockCommand::Release(_))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rollback").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deploy_takes_a_tag_or_a_digest() {
+        let cli = parse(&["deploy", "--tag", "v2", "-c", "x.toml", "--output", "json"]).unwrap();
+        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+        assert_eq!(cli.output, OutputFormat::Json);
+        match cli.command {
+            Command::Deploy(DeployArgs { tag, digest }) => {
+                assert_eq!(tag.as_deref(), Some("v2"));
+                assert!(digest.is_none());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let d = format!("sha256:{}", "a".repeat(64));
+        let cli = parse(&["--dry-run", "deploy", "--digest", &d]).unwrap();
+        assert!(cli.dry_run);
+        match cli.command {
+            Command::Deploy(args) => assert_eq!(args.digest.unwrap().as_str(), d),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_exit_code_2() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        for args in [
+            vec!["deploy"],
+            vec!["deploy", "--tag", "v1", "--digest", d.as_str()],
+            vec!["deploy", "--digest", "sha256:abc"],
+            vec!["tag", "only-one"],
+            vec!["--output", "xml", "status"],
+            vec!["frobnicate"],
+            vec!["lock"],
+            vec!["completions", "tcsh"],
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_are_global_and_counted() {
+        let cli = parse(&["status", "-vv", "--config", "a.toml"]).unwrap();
+        assert_eq!(cli.verbose, 2);
+        assert_eq!(cli.config, Some(PathBuf::from("a.toml")));
+        let cli = parse(&["lock", "release", "--host", "prod-a", "--dry-run"]).unwrap();
+        assert!(cli.dry_run);
+        assert!(cli.command.is_changing());
+        match cli.command {
+            Command::Lock(LockCommand::Release(a)) => assert_eq!(a.host.as_deref(), Some("prod-a")),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(!parse(&["history"]).unwrap().command.is_changing());
+    }
+}

@@ -1,0 +1,1320 @@
+//! The `rollback.toml` file: parsed, interpolated and validated in one go.
+//!
+//! Every error names the file, the line (when the value is in the file) and
+//! the key, and never contains the value of an interpolated `${VAR}`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rollback_core::{
+    EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository, RestartPolicy,
+    RolloutPolicy, Secret,
+};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The default config file name, looked up in the current folder.
+pub const DEFAULT_FILE: &str = "rollback.toml";
+
+/// The name of the host used when the file lists none.
+pub const DEFAULT_HOST: &str = "local";
+
+/// A configuration error: `file:line: key: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file as given.
+    pub file: String,
+    /// 1-based line, when the error points at something in the file.
+    pub line: Option<usize>,
+    /// The message, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The `[app]` table; absent only in a file used for `rollback tag` with full references.
+    pub app: Option<AppConfig>,
+    /// The `[container]` table, shared by every host.
+    pub container: ContainerConfig,
+    /// The health policy of `[health]`.
+    pub health: HealthPolicy,
+    /// The rollout policy of `[rollout]`.
+    pub rollout: RolloutPolicy,
+    /// The hosts, in file order; one host named `local` when the file lists none.
+    pub hosts: Vec<HostConfig>,
+}
+
+/// The `[app]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    /// Container name on every host.
+    pub name: String,
+    /// Image repository, no tag.
+    pub repository: Repository,
+    /// The tag that names the release in production (`latest`).
+    pub stable_tag: String,
+    /// The tag that names the release before it (`previous`).
+    pub previous_tag: String,
+}
+
+/// The `[container]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerConfig {
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Environment; `${VAR}` values are secrets.
+    pub env: BTreeMap<String, EnvValue>,
+    /// `docker run -v` specs.
+    pub volumes: Vec<String>,
+    /// Platform such as `linux/arm64`.
+    pub platform: Option<String>,
+    /// Network mode or name.
+    pub network: Option<String>,
+    /// Restart policy.
+    pub restart: Option<RestartPolicy>,
+    /// Arguments replacing the image's `CMD`.
+    pub command: Vec<String>,
+    /// Time between SIGTERM and SIGKILL.
+    pub stop_timeout: Option<Duration>,
+}
+
+/// How a host's release is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// An HTTP GET.
+    Http {
+        /// The URL, `http` or `https`.
+        url: String,
+        /// The status to expect; any 2xx when `None`.
+        expect_status: Option<u16>,
+        /// A JSON pointer into the body and the string it must equal.
+        expect_json: Option<(String, String)>,
+    },
+    /// A TCP connect to `host:port`.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// The image's Docker `HEALTHCHECK`.
+    Docker,
+}
+
+impl fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HealthCheck::Http { url, .. } => write!(f, "GET {url}"),
+            HealthCheck::Tcp { address } => write!(f, "tcp {address}"),
+            HealthCheck::Docker => f.write_str("docker HEALTHCHECK"),
+        }
+    }
+}
+
+/// One host of the fleet, with the per-host overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    /// The host's name.
+    pub name: HostId,
+    /// Engine address (`unix://...`, `tcp://...`); the local engine
+    /// (`DOCKER_HOST` or the default socket) when `None`.
+    pub docker: Option<String>,
+    /// The health check of this host; `None` only when the file has no `[app]`.
+    pub health: Option<HealthCheck>,
+    /// Published ports (the host's own, else `[container]`'s).
+    pub ports: Vec<PortMapping>,
+    /// `[container]` env with the host's env merged over it.
+    pub env: BTreeMap<String, EnvValue>,
+}
+
+impl Config {
+    /// Read and validate `path`, interpolating `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse and validate `text`, read from `path`, looking variables up with `env`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let ctx = Ctx {
+            file: path.display().to_string(),
+            text,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        ctx.validate(raw, path, env)
+    }
+
+    /// The `[app]` table, or an error for commands that need it.
+    pub fn app(&self) -> Result<&AppConfig, ConfigError> {
+        self.app.as_ref().ok_or_else(|| ConfigError {
+            file: self.path.display().to_string(),
+            line: None,
+            message: "missing [app] table (name and repository are required)".into(),
+        })
+    }
+}
+
+// ---- raw, as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    app: Option<Spanned<RawApp>>,
+    #[serde(default)]
+    container: RawContainer,
+    health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    rollout: RawRollout,
+    #[serde(default)]
+    hosts: Vec<Spanned<RawHost>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: Spanned<String>,
+    repository: Spanned<String>,
+    stable_tag: Option<Spanned<String>>,
+    previous_tag: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    #[serde(default)]
+    ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<RawEnvValue>>,
+    #[serde(default)]
+    volumes: Vec<Spanned<String>>,
+    platform: Option<Spanned<String>>,
+    network: Option<Spanned<String>>,
+    restart: Option<Spanned<String>>,
+    #[serde(default)]
+    command: Vec<String>,
+    stop_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawEnvValue {
+    String(String),
+    Integer(i64),
+    Bool(bool),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    http: Option<Spanned<String>>,
+    tcp: Option<Spanned<String>>,
+    docker: Option<Spanned<bool>>,
+    exec: Option<Spanned<toml::Value>>,
+    expect_status: Option<Spanned<i64>>,
+    json_pointer: Option<Spanned<String>>,
+    expect: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    start_period: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+    stable_for: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    batch: Option<Spanned<i64>>,
+    on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    docker: Option<Spanned<String>>,
+    health_url: Option<Spanned<String>>,
+    tcp: Option<Spanned<String>>,
+    ports: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<RawEnvValue>>,
+}
+
+// ---- validation ----
+
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: span.map(|s| self.line_of(s.start)),
+            message: message.into(),
+        }
+    }
+
+    fn at<T>(&self, value: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        self.err(Some(value.span()), message)
+    }
+
+    /// The `[table]` header that encloses `offset`, for messages about unknown keys.
+    fn table_at(&self, offset: usize) -> Option<String> {
+        let before = &self.text[..offset.min(self.text.len())];
+        before.lines().rev().find_map(|line| {
+            let line = line.trim();
+            if line.starts_with('[') {
+                let end = line.find(']')?;
+                let inner = line[..=end].trim_start_matches('[').trim_end_matches(']');
+                if line.starts_with("[[") {
+                    Some(format!("[[{}]]", inner.trim()))
+                } else {
+                    Some(format!("[{}]", inner.trim()))
+                }
+            } else {
+                None
+            }
+        })
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span();
+        let mut message = e.message().trim().to_owned();
+        if let (Some(rest), Some(span)) = (message.strip_prefix("unknown field `"), span.clone()) {
+            // `unknown field `prots`, expected ...` → name the table it is in.
+            if let Some((field, tail)) = rest.split_once('`') {
+                let table = self
+                    .table_at(span.start)
+                    .unwrap_or_else(|| "the top level".to_owned());
+                message = format!("unknown field `{field}` in {table}{tail}");
+            }
+        }
+        self.err(span, message)
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        value
+            .as_ref()
+            .map(|v| {
+                humantime::parse_duration(v.get_ref()).map_err(|e| {
+                    self.at(
+                        v,
+                        format!(
+                            "{key}: invalid duration {:?} ({e}); write e.g. \"6s\" or \"1m\"",
+                            v.get_ref()
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn ports(&self, key: &str, ports: &[Spanned<String>]) -> Result<Vec<PortMapping>, ConfigError> {
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.get_ref()
+                    .parse::<PortMapping>()
+                    .map_err(|e| self.at(p, format!("{key}[{i}]: {}", e.message())))
+            })
+            .collect()
+    }
+
+    fn env(
+        &self,
+        key: &str,
+        raw: &BTreeMap<String, Spanned<RawEnvValue>>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, EnvValue>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, value) in raw {
+            let full = format!("{key}.{name}");
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                return Err(self.at(value, format!("{key}: invalid variable name {name:?}")));
+            }
+            let v = match value.get_ref() {
+                RawEnvValue::String(s) => interpolate(s, lookup).map_err(|e| {
+                    self.at(
+                        value,
+                        match e {
+                            InterpolationError::Missing(var) => format!(
+                                "{full}: environment variable {var} is not set"
+                            ),
+                            InterpolationError::Malformed => format!(
+                                "{full}: malformed ${{...}} reference (write ${{NAME}} with letters, digits and _)"
+                            ),
+                        },
+                    )
+                })?,
+                RawEnvValue::Integer(i) => EnvValue::Plain(i.to_string()),
+                RawEnvValue::Bool(b) => EnvValue::Plain(b.to_string()),
+            };
+            out.insert(name.clone(), v);
+        }
+        Ok(out)
+    }
+
+    fn url(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        let url = reqwest::Url::parse(value.get_ref()).map_err(|e| {
+            self.at(
+                value,
+                format!("{key}: invalid URL {:?}: {e}", value.get_ref()),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.at(
+                value,
+                format!(
+                    "{key}: {:?} is not an http:// or https:// URL with a host",
+                    value.get_ref()
+                ),
+            ));
+        }
+        Ok(value.get_ref().clone())
+    }
+
+    fn tcp_address(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        let v = value.get_ref();
+        let ok = v.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !ok {
+            return Err(self.at(value, format!("{key}: {v:?} is not a host:port address")));
+        }
+        Ok(v.clone())
+    }
+
+    fn validate(
+        &self,
+        raw: RawConfig,
+        path: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let app = raw.app.as_ref().map(|a| self.app(a)).transpose()?;
+        let container = self.container(&raw.container, lookup)?;
+        let (check, expect, health) = self.health(raw.health.as_ref())?;
+        let rollout = self.rollout(&raw.rollout)?;
+
+        let mut hosts = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, host) in raw.hosts.iter().enumerate() {
+            let h = host.get_ref();
+            let key = format!("hosts[{i}]");
+            let name = h.name.get_ref().trim();
+            if name.is_empty() {
+                return Err(self.at(&h.name, format!("{key}.name: must not be empty")));
+            }
+            if !seen.insert(name.to_owned()) {
+                return Err(self.at(
+                    &h.name,
+                    format!("{key}.name: host name {name:?} is used twice"),
+                ));
+            }
+            let docker = match &h.docker {
+                Some(d) => {
+                    let v = d.get_ref();
+                    let known = [
+                        "unix://", "tcp://", "http://", "https://", "npipe://", "ssh://",
+                    ];
+                    if !known.iter().any(|p| v.starts_with(p) && v.len() > p.len()) {
+                        return Err(self.at(
+                            d,
+                            format!("{key}.docker: {v:?} is not an engine address (unix://, tcp://, http://, https://, npipe:// or ssh://)"),
+                        ));
+                    }
+                    Some(v.clone())
+                }
+                None => None,
+            };
+            let health = match (&h.health_url, &h.tcp) {
+                (Some(u), Some(_)) => {
+                    return Err(self.at(u, format!("{key}: set either health_url or tcp, not both")))
+                }
+                (Some(u), None) => {
+                    let url = self.url(&format!("{key}.health_url"), u)?;
+                    Some(HealthCheck::Http {
+                        url,
+                        expect_status: expect.expect_status,
+                        expect_json: expect.expect_json.clone(),
+                    })
+                }
+                (None, Some(t)) => Some(HealthCheck::Tcp {
+                    address: self.tcp_address(&format!("{key}.tcp"), t)?,
+                }),
+                (None, None) => check.clone(),
+            };
+            if health.is_none() && app.is_some() {
+                return Err(self.at(
+                    host,
+                    format!("{key}: no health check: set [health] http, tcp or docker = true, or this host's health_url or tcp"),
+                ));
+            }
+            let ports = match &h.ports {
+                Some(p) => self.ports(&format!("{key}.ports"), p)?,
+                None => container.ports.clone(),
+            };
+            let mut env = container.env.clone();
+            env.extend(self.env(&format!("{key}.env"), &h.env, lookup)?);
+            hosts.push(HostConfig {
+                name: HostId(name.to_owned()),
+                docker,
+                health,
+                ports,
+                env,
+            });
+        }
+        if hosts.is_empty() {
+            if check.is_none() && app.is_some() {
+                return Err(self.err(
+                    raw.app.as_ref().map(|a| a.span()),
+                    "health: no health check: set one of health.http, health.tcp or health.docker = true",
+                ));
+            }
+            hosts.push(HostConfig {
+                name: HostId(DEFAULT_HOST.to_owned()),
+                docker: None,
+                health: check,
+                ports: container.ports.clone(),
+                env: container.env.clone(),
+            });
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            app,
+            container,
+            health,
+            rollout,
+            hosts,
+        })
+    }
+
+    fn app(&self, raw: &Spanned<RawApp>) -> Result<AppConfig, ConfigError> {
+        let a = raw.get_ref();
+        let name = a.name.get_ref();
+        if !is_container_name(name) {
+            return Err(self.at(
+                &a.name,
+                format!(
+                    "app.name: {name:?} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+                ),
+            ));
+        }
+        let repository: Repository =
+            a.repository
+                .get_ref()
+                .parse()
+                .map_err(|e: rollback_core::Error| {
+                    self.at(&a.repository, format!("app.repository: {}", e.message()))
+                })?;
+        let tag = |key: &str,
+                   v: &Option<Spanned<String>>,
+                   default: &str|
+         -> Result<String, ConfigError> {
+            match v {
+                Some(t) if is_tag(t.get_ref()) => Ok(t.get_ref().clone()),
+                Some(t) => Err(self.at(
+                    t,
+                    format!(
+                        "{key}: {:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
+                        t.get_ref()
+                    ),
+                )),
+                None => Ok(default.to_owned()),
+            }
+        };
+        let stable_tag = tag("app.stable_tag", &a.stable_tag, "latest")?;
+        let previous_tag = tag("app.previous_tag", &a.previous_tag, "previous")?;
+        if stable_tag == previous_tag {
+            return Err(self.err(
+                a.previous_tag
+                    .as_ref()
+                    .or(a.stable_tag.as_ref())
+                    .map(|t| t.span()),
+                format!("app.previous_tag: must differ from app.stable_tag ({stable_tag:?})"),
+            ));
+        }
+        Ok(AppConfig {
+            name: name.clone(),
+            repository,
+            stable_tag,
+            previous_tag,
+        })
+    }
+
+    fn container(
+        &self,
+        c: &RawContainer,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ContainerConfig, ConfigError> {
+        let ports = self.ports("container.ports", &c.ports)?;
+        let env = self.env("container.env", &c.env, lookup)?;
+        for (i, v) in c.volumes.iter().enumerate() {
+            if v.get_ref().trim().is_empty() {
+                return Err(self.at(v, format!("container.volumes[{i}]: must not be empty")));
+            }
+        }
+        let non_empty =
+            |key: &str, v: &Option<Spanned<String>>| -> Result<Option<String>, ConfigError> {
+                match v {
+                    Some(s) if s.get_ref().trim().is_empty() => {
+                        Err(self.at(s, format!("{key}: must not be empty")))
+                    }
+                    Some(s) => Ok(Some(s.get_ref().clone())),
+                    None => Ok(None),
+                }
+            };
+        let platform = non_empty("container.platform", &c.platform)?;
+        if let (Some(p), Some(raw)) = (&platform, &c.platform) {
+            if !p.contains('/') {
+                return Err(self.at(
+                    raw,
+                    format!("container.platform: {p:?} is not os/arch (e.g. \"linux/arm64\")"),
+                ));
+            }
+        }
+        let network = non_empty("container.network", &c.network)?;
+        let restart = c
+            .restart
+            .as_ref()
+            .map(|r| {
+                r.get_ref()
+                    .parse::<RestartPolicy>()
+                    .map_err(|e| self.at(r, format!("container.restart: {}", e.message())))
+            })
+            .transpose()?;
+        Ok(ContainerConfig {
+            ports,
+            env,
+            volumes: c.volumes.iter().map(|v| v.get_ref().clone()).collect(),
+            platform,
+            network,
+            restart,
+            command: c.command.clone(),
+            stop_timeout: self.duration("container.stop_timeout", &c.stop_timeout)?,
+        })
+    }
+
+    fn health(
+        &self,
+        raw: Option<&Spanned<RawHealth>>,
+    ) -> Result<(Option<HealthCheck>, HttpExpect, HealthPolicy), ConfigError> {
+        let default = RawHealth::default();
+        let h = raw.map(|r| r.get_ref()).unwrap_or(&default);
+        if let Some(exec) = &h.exec {
+            return Err(self.at(
+                exec,
+                "health.exec: not supported yet; use http, tcp or docker = true",
+            ));
+        }
+        let mut chosen = Vec::new();
+        if h.http.is_some() {
+            chosen.push("http");
+        }
+        if h.tcp.is_some() {
+            chosen.push("tcp");
+        }
+        if let Some(d) = &h.docker {
+            if *d.get_ref() {
+                chosen.push("docker");
+            } else {
+                return Err(self.at(d, "health.docker: only `docker = true` is meaningful; remove the key to use another check"));
+            }
+        }
+        if chosen.len() > 1 {
+            return Err(self.err(
+                raw.map(|r| r.span()),
+                format!(
+                    "health: set only one of http, tcp, docker (found {})",
+                    chosen.join(", ")
+                ),
+            ));
+        }
+        let expect_status = match &h.expect_status {
+            Some(s) if (100..=599).contains(s.get_ref()) => Some(*s.get_ref() as u16),
+            Some(s) => {
+                return Err(self.at(
+                    s,
+                    format!(
+                        "health.expect_status: {} is not an HTTP status (100-599)",
+                        s.get_ref()
+                    ),
+                ))
+            }
+            None => None,
+        };
+        let expect_json = match (&h.json_pointer, &h.expect) {
+            (Some(p), Some(e)) => {
+                if !p.get_ref().is_empty() && !p.get_ref().starts_with('/') {
+                    return Err(self.at(
+                        p,
+                        format!(
+                            "health.json_pointer: {:?} must start with / (e.g. \"/status\")",
+                            p.get_ref()
+                        ),
+                    ));
+                }
+                Some((p.get_ref().clone(), e.get_ref().clone()))
+            }
+            (Some(p), None) => {
+                return Err(self.at(
+                    p,
+                    "health.json_pointer: needs health.expect (the value to compare with)",
+                ))
+            }
+            (None, Some(e)) => {
+                return Err(self.at(
+                    e,
+                    "health.expect: needs health.json_pointer (where to look in the body)",
+                ))
+            }
+            (None, None) => None,
+        };
+        let http_only = h
+            .expect_status
+            .as_ref()
+            .map(|s| s.span())
+            .or_else(|| h.json_pointer.as_ref().map(|p| p.span()));
+        let not_http = |what: &str| {
+            self.err(
+                http_only.clone(),
+                format!("health: expect_status, json_pointer and expect apply to http checks, not {what}"),
+            )
+        };
+        let check = if let Some(url) = &h.http {
+            Some(HealthCheck::Http {
+                url: self.url("health.http", url)?,
+                expect_status,
+                expect_json: expect_json.clone(),
+            })
+        } else if let Some(t) = &h.tcp {
+            if http_only.is_some() {
+                return Err(not_http("tcp"));
+            }
+            Some(HealthCheck::Tcp {
+                address: self.tcp_address("health.tcp", t)?,
+            })
+        } else if h.docker.is_some() {
+            if http_only.is_some() {
+                return Err(not_http("docker"));
+            }
+            Some(HealthCheck::Docker)
+        } else {
+            None
+        };
+        let expect = HttpExpect {
+            expect_status,
+            expect_json,
+        };
+        let d = HealthPolicy::default();
+        let interval = self
+            .duration("health.interval", &h.interval)?
+            .unwrap_or(d.interval());
+        let timeout = self
+            .duration("health.timeout", &h.timeout)?
+            .unwrap_or(d.timeout());
+        let start_period = self
+            .duration("health.start_period", &h.start_period)?
+            .unwrap_or(d.start_period());
+        let deadline = self
+            .duration("health.deadline", &h.deadline)?
+            .unwrap_or(d.deadline());
+        let stable_for = self
+            .duration("health.stable_for", &h.stable_for)?
+            .unwrap_or(d.stable_for());
+        let policy = HealthPolicy::new(interval, timeout, start_period, deadline, stable_for)
+            .map_err(|e| {
+                let span = match e.field {
+                    "health.interval" => h.interval.as_ref(),
+                    "health.timeout" => h.timeout.as_ref(),
+                    "health.start_period" => h.start_period.as_ref(),
+                    "health.deadline" => h.deadline.as_ref(),
+                    "health.stable_for" => h.stable_for.as_ref(),
+                    _ => None,
+                }
+                .map(|s| s.span())
+                .or_else(|| raw.map(|r| r.span()));
+                self.err(span, e.to_string())
+            })?;
+        Ok((check, expect, policy))
+    }
+
+    fn rollout(&self, r: &RawRollout) -> Result<RolloutPolicy, ConfigError> {
+        let on_failure = match &r.on_failure {
+            Some(o) => o
+                .get_ref()
+                .parse::<OnFailure>()
+                .map_err(|e| self.at(o, e.to_string()))?,
+            None => OnFailure::default(),
+        };
+        let batch = match &r.batch {
+            Some(b) => usize::try_from(*b.get_ref())
+                .map_err(|_| self.at(b, "rollout.batch: must be at least 1"))?,
+            None => 1,
+        };
+        RolloutPolicy::new(batch, on_failure)
+            .map_err(|e| self.err(r.batch.as_ref().map(|b| b.span()), e.to_string()))
+    }
+}
+
+/// The answer expected from an HTTP check, shared by hosts that give their own URL.
+struct HttpExpect {
+    expect_status: Option<u16>,
+    expect_json: Option<(String, String)>,
+}
+
+enum InterpolationError {
+    Missing(String),
+    Malformed,
+}
+
+/// Replace every `${NAME}` in `value`; any reference makes the value a secret.
+fn interpolate(
+    value: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<EnvValue, InterpolationError> {
+    if !value.contains("${") {
+        return Ok(EnvValue::Plain(value.to_owned()));
+    }
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or(InterpolationError::Malformed)?;
+        let name = &after[..end];
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(InterpolationError::Malformed);
+        }
+        let v = lookup(name).ok_or_else(|| InterpolationError::Missing(name.to_owned()))?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(EnvValue::Secret(Secret::new(out)))
+}
+
+fn is_container_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Whether `s` is a valid image tag.
+pub fn is_tag(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "JASYPT_PASSWORD" => Some("s3cr3t-value".into()),
+            "OTHER_SECRET" => Some("another-hidden".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("rollback.toml"), &env)
+    }
+
+    fn error(text: &str) -> String {
+        let e = parse(text).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t-value"), "{e}");
+        assert!(!e.to_string().contains("another-hidden"), "{e}");
+        e.to_string()
+    }
+
+    const APP: &str = "[app]\nname = \"ody\"\nrepository = \"127.0.0.1:5000/team/ody\"\n";
+
+    fn with_app(rest: &str) -> String {
+        format!("{APP}[health]\nhttp = \"http://127.0.0.1:18080/health\"\n{rest}")
+    }
+
+    const FULL: &str = r#"[app]
+name = "ody-prod-app"
+repository = "127.0.0.1:5000/team/ody"
+stable_tag = "latest"
+previous_tag = "previous"
+
+[container]
+ports = ["127.0.0.1:18080:8080"]
+env = { SPRING_PROFILES_ACTIVE = "prod", JASYPT_ENCRYPTOR_PASSWORD = "${JASYPT_PASSWORD}", WORKERS = 4 }
+volumes = ["/var/logs/ody:/ody-logs"]
+platform = "linux/arm64"
+network = "host"
+restart = "unless-stopped"
+command = ["--flag"]
+stop_timeout = "10s"
+
+[health]
+http = "http://127.0.0.1:18080/actuator/health"
+expect_status = 200
+json_pointer = "/status"
+expect = "UP"
+interval = "1s"
+timeout = "2s"
+start_period = "0s"
+deadline = "60s"
+stable_for = "5s"
+
+[rollout]
+batch = 2
+on_failure = "rollback-host"
+
+[[hosts]]
+name = "prod-a"
+docker = "unix:///var/run/docker.sock"
+health_url = "http://10.0.0.1:80/actuator/health"
+ports = ["127.0.0.1:18081:8080"]
+env = { REGION = "b", SPRING_PROFILES_ACTIVE = "prod-a" }
+
+[[hosts]]
+name = "prod-b"
+docker = "tcp://10.0.0.2:2376"
+tcp = "10.0.0.2:80"
+"#;
+
+    #[test]
+    fn the_design_example_loads() {
+        let c = parse(FULL).unwrap();
+        let app = c.app().unwrap();
+        assert_eq!(app.name, "ody-prod-app");
+        assert_eq!(app.repository.to_string(), "127.0.0.1:5000/team/ody");
+        assert_eq!(
+            (app.stable_tag.as_str(), app.previous_tag.as_str()),
+            ("latest", "previous")
+        );
+        assert_eq!(c.container.ports[0].host_port, Some(18080));
+        assert_eq!(c.container.volumes, vec!["/var/logs/ody:/ody-logs"]);
+        assert_eq!(c.container.platform.as_deref(), Some("linux/arm64"));
+        assert_eq!(c.container.network.as_deref(), Some("host"));
+        assert_eq!(c.container.restart, Some(RestartPolicy::UnlessStopped));
+        assert_eq!(c.container.command, vec!["--flag"]);
+        assert_eq!(c.container.stop_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.container.env["WORKERS"], EnvValue::Plain("4".into()));
+        let secret = &c.container.env["JASYPT_ENCRYPTOR_PASSWORD"];
+        assert!(secret.is_secret());
+        assert_eq!(secret.expose(), "s3cr3t-value");
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        assert_eq!(c.health.deadline(), Duration::from_secs(60));
+        assert_eq!(c.health.stable_for(), Duration::from_secs(5));
+        assert_eq!(
+            (c.rollout.batch(), c.rollout.on_failure()),
+            (2, OnFailure::RollbackHost)
+        );
+
+        assert_eq!(c.hosts.len(), 2);
+        let a = &c.hosts[0];
+        assert_eq!(a.name.as_str(), "prod-a");
+        assert_eq!(a.docker.as_deref(), Some("unix:///var/run/docker.sock"));
+        assert_eq!(
+            a.health,
+            Some(HealthCheck::Http {
+                url: "http://10.0.0.1:80/actuator/health".into(),
+                expect_status: Some(200),
+                expect_json: Some(("/status".into(), "UP".into())),
+            })
+        );
+        assert_eq!(a.ports[0].host_port, Some(18081));
+        assert_eq!(a.env["REGION"], EnvValue::Plain("b".into()));
+        assert_eq!(
+            a.env["SPRING_PROFILES_ACTIVE"],
+            EnvValue::Plain("prod-a".into())
+        );
+        assert!(a.env["JASYPT_ENCRYPTOR_PASSWORD"].is_secret());
+        let b = &c.hosts[1];
+        assert_eq!(
+            b.health,
+            Some(HealthCheck::Tcp {
+                address: "10.0.0.2:80".into()
+            })
+        );
+        assert_eq!(b.ports, c.container.ports);
+        assert_eq!(b.env, c.container.env);
+    }
+
+    #[test]
+    fn defaults_one_local_host_and_default_policies() {
+        let c = parse(&with_app("")).unwrap();
+        let app = c.app().unwrap();
+        assert_eq!(
+            (app.stable_tag.as_str(), app.previous_tag.as_str()),
+            ("latest", "previous")
+        );
+        assert_eq!(c.hosts.len(), 1);
+        assert_eq!(c.hosts[0].name.as_str(), DEFAULT_HOST);
+        assert_eq!(c.hosts[0].docker, None);
+        assert_eq!(c.health, HealthPolicy::default());
+        assert_eq!(c.rollout, RolloutPolicy::default());
+        let c = parse(&format!("{APP}[health]\ndocker = true\n")).unwrap();
+        assert_eq!(c.hosts[0].health, Some(HealthCheck::Docker));
+    }
+
+    #[test]
+    fn a_file_without_app_loads_but_app_commands_refuse() {
+        let c = parse("[container]\nports = [\"8080\"]\n").unwrap();
+        let e = c.app().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rollback.toml: missing [app] table (name and repository are required)"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_name_file_line_and_table() {
+        let text = format!("{APP}\n[container]\nprots = [\"80:80\"]\n");
+        let e = error(&text);
+        assert!(
+            e.starts_with("rollback.toml:6: unknown field `prots` in [container], expected one of"),
+            "{e}"
+        );
+        assert!(e.contains("`ports`"), "{e}");
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\nhealthurl = \"http://x\"\n",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:8: unknown field `healthurl` in [[hosts]]"),
+            "{e}"
+        );
+        let e = error(&with_app("[healthz]\nx = 1\n"));
+        assert!(
+            e.starts_with("rollback.toml:6: unknown field `healthz` in "),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{APP}[health]\nhttp = \"http://a/\"\nretries = 5\n"
+        ));
+        assert!(
+            e.starts_with("rollback.toml:6: unknown field `retries` in [health]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_and_type_errors_have_lines() {
+        let e = error(&format!("{APP}[container]\nports = \"80:80\"\n"));
+        assert!(e.starts_with("rollback.toml:5: "), "{e}");
+        let e = error(&format!("{APP}[container\n"));
+        assert!(e.starts_with("rollback.toml:4: "), "{e}");
+        let e = error("[app]\nname = \"ody\"\n");
+        assert!(e.contains("missing field `repository`"), "{e}");
+    }
+
+    #[test]
+    fn bad_ports_name_the_key_and_line() {
+        let e = error(&with_app(
+            "[container]\nports = [\"127.0.0.1:80:80\", \"x:80\"]\n",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:7: container.ports[1]: invalid port mapping \"x:80\""),
+            "{e}"
+        );
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\nports = [\"70000:80\"]\n",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:8: hosts[0].ports[0]: invalid port mapping"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_container_values() {
+        let e = error(&with_app("[container]\nrestart = \"sometimes\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: container.restart: invalid restart policy"),
+            "{e}"
+        );
+        let e = error(&with_app("[container]\nstop_timeout = \"ten seconds\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: container.stop_timeout: invalid duration"),
+            "{e}"
+        );
+        let e = error(&with_app("[container]\nplatform = \"arm64\"\n"));
+        assert!(e.starts_with("rollback.toml:7: container.platform:"), "{e}");
+        let e = error(&with_app("[container]\nvolumes = [\" \"]\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: container.volumes[0]: must not be empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn variables_become_secrets_and_missing_ones_name_variable_and_key() {
+        let c = parse(&with_app(
+            "[container]\nenv = { A = \"x-${JASYPT_PASSWORD}-${OTHER_SECRET}\", B = \"$plain\" }\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.container.env["A"].expose(),
+            "x-s3cr3t-value-another-hidden"
+        );
+        assert!(c.container.env["A"].is_secret());
+        assert_eq!(c.container.env["B"], EnvValue::Plain("$plain".into()));
+
+        let e = error(&with_app(
+            "[container]\nenv = { A = \"${OTHER_SECRET}\", DB_PASSWORD = \"${DB_PASS}\", C = \"visible-plain\" }\n",
+        ));
+        assert_eq!(
+            e,
+            "rollback.toml:7: container.env.DB_PASSWORD: environment variable DB_PASS is not set"
+        );
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\nenv = { T = \"${TOKEN}\" }\n",
+        ));
+        assert_eq!(
+            e,
+            "rollback.toml:8: hosts[0].env.T: environment variable TOKEN is not set"
+        );
+        let e = error(&with_app("[container]\nenv = { A = \"${UNCLOSED\" }\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: container.env.A: malformed ${...}"),
+            "{e}"
+        );
+        let e = error(&with_app("[container]\nenv = { A = \"${1BAD}\" }\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: container.env.A: malformed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn health_check_choice_is_validated() {
+        let e = error(&format!(
+            "{APP}[health]\nexec = [\"curl\", \"-f\", \"x\"]\n"
+        ));
+        assert_eq!(
+            e,
+            "rollback.toml:5: health.exec: not supported yet; use http, tcp or docker = true"
+        );
+        let e = error(&format!(
+            "{APP}[health]\nhttp = \"http://a/\"\ntcp = \"a:80\"\n"
+        ));
+        assert!(
+            e.starts_with("rollback.toml:4: health: set only one of http, tcp, docker"),
+            "{e}"
+        );
+        let e = error(APP);
+        assert!(e.contains("no health check"), "{e}");
+        let e = error(&format!("{APP}[health]\nhttp = \"ftp://a/\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:5: health.http: \"ftp://a/\" is not an http"),
+            "{e}"
+        );
+        let e = error(&format!("{APP}[health]\nhttp = \"not a url\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:5: health.http: invalid URL"),
+            "{e}"
+        );
+        let e = error(&format!("{APP}[health]\ntcp = \"localhost\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:5: health.tcp: \"localhost\" is not a host:port"),
+            "{e}"
+        );
+        let e = error(&format!("{APP}[health]\ndocker = false\n"));
+        assert!(e.starts_with("rollback.toml:5: health.docker:"), "{e}");
+        let e = error(&format!(
+            "{APP}[health]\ntcp = \"a:80\"\nexpect_status = 200\n"
+        ));
+        assert!(e.starts_with("rollback.toml:6: health: expect_status, json_pointer and expect apply to http checks"), "{e}");
+        let e = error(&with_app("expect = \"UP\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:6: health.expect: needs health.json_pointer"),
+            "{e}"
+        );
+        let e = error(&with_app("json_pointer = \"/status\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:6: health.json_pointer: needs health.expect"),
+            "{e}"
+        );
+        let e = error(&with_app("json_pointer = \"status\"\nexpect = \"UP\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:6: health.json_pointer: \"status\" must start with /"),
+            "{e}"
+        );
+        let e = error(&with_app("expect_status = 42\n"));
+        assert!(
+            e.starts_with("rollback.toml:6: health.expect_status: 42 is not an HTTP status"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn health_policy_errors_name_the_field_and_line() {
+        let e = error(&with_app("timeout = \"10s\"\ndeadline = \"5s\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: health.deadline: 5s is shorter than one attempt"),
+            "{e}"
+        );
+        let e = error(&with_app("interval = \"0s\"\n"));
+        assert_eq!(
+            e,
+            "rollback.toml:6: health.interval: must be greater than zero"
+        );
+        let e = error(&with_app("stable_for = \"2m\"\n"));
+        assert!(e.starts_with("rollback.toml:6: health.stable_for:"), "{e}");
+        let e = error(&with_app("start_period = \"5 parsecs\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:6: health.start_period: invalid duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rollout_errors_name_the_field() {
+        let e = error(&with_app("[rollout]\nbatch = 0\n"));
+        assert_eq!(e, "rollback.toml:7: rollout.batch: must be at least 1");
+        let e = error(&with_app("[rollout]\nbatch = -3\n"));
+        assert_eq!(e, "rollback.toml:7: rollout.batch: must be at least 1");
+        let e = error(&with_app("[rollout]\non_failure = \"panic\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:7: rollout.on_failure: \"panic\" is not one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hosts_are_validated() {
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\n[[hosts]]\nname = \"a\"\n",
+        ));
+        assert_eq!(
+            e,
+            "rollback.toml:9: hosts[1].name: host name \"a\" is used twice"
+        );
+        let e = error(&with_app("[[hosts]]\nname = \" \"\n"));
+        assert_eq!(e, "rollback.toml:7: hosts[0].name: must not be empty");
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\ndocker = \"/var/run/docker.sock\"\n",
+        ));
+        assert!(e.starts_with("rollback.toml:8: hosts[0].docker: \"/var/run/docker.sock\" is not an engine address"), "{e}");
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\nhealth_url = \"10.0.0.1/health\"\n",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:8: hosts[0].health_url: invalid URL"),
+            "{e}"
+        );
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\nhealth_url = \"http://a/\"\ntcp = \"a:1\"\n",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:8: hosts[0]: set either health_url or tcp"),
+            "{e}"
+        );
+        let e = error(&format!("{APP}[[hosts]]\nname = \"a\"\n"));
+        assert!(
+            e.starts_with("rollback.toml:4: hosts[0]: no health check"),
+            "{e}"
+        );
+        // A host's own check is enough when [health] has none.
+        let c = parse(&format!(
+            "{APP}[health]\nexpect_status = 204\n[[hosts]]\nname = \"a\"\nhealth_url = \"http://a:1/h\"\n[[hosts]]\nname = \"b\"\ntcp = \"b:1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hosts[0].health,
+            Some(HealthCheck::Http {
+                url: "http://a:1/h".into(),
+                expect_status: Some(204),
+                expect_json: None
+            })
+        );
+        assert_eq!(
+            c.hosts[1].health,
+            Some(HealthCheck::Tcp {
+                address: "b:1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn app_values_are_validated() {
+        let e = error("[app]\nname = \"-bad name\"\nrepository = \"r\"\n[health]\ndocker = true\n");
+        assert!(
+            e.starts_with("rollback.toml:2: app.name: \"-bad name\" is not a valid container name"),
+            "{e}"
+        );
+        let e = error("[app]\nname = \"a\"\nrepository = \"127.0.0.1:5000/team/ody:latest\"\n[health]\ndocker = true\n");
+        assert!(
+            e.starts_with("rollback.toml:3: app.repository: invalid repository"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{APP}stable_tag = \"bad tag\"\n[health]\ndocker = true\n"
+        ));
+        assert!(
+            e.starts_with("rollback.toml:4: app.stable_tag: \"bad tag\" is not a valid tag"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{APP}previous_tag = \"latest\"\n[health]\ndocker = true\n"
+        ));
+        assert!(
+            e.starts_with("rollback.toml:4: app.previous_tag: must differ from app.stable_tag"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_names_a_missing_file() {
+        let e = Config::load(Path::new("/nonexistent/rollback.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/rollback.toml: cannot read the config file"),
+            "{e}"
+        );
+    }
+}
