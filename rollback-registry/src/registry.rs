@@ -1,0 +1,630 @@
+//! [`OciRegistry`]: resolve and copy through the distribution API.
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use rollback_core::{CopyReport, Digest, Error, ImageRef, Registry, Result};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::RegistryConfig;
+use crate::transport::{Reply, Request, RequestCounts, Session, Transport};
+
+/// Media types of an OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of a Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Media type of a Docker image manifest (schema 2).
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Every manifest media type this crate reads and copies.
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    OCI_INDEX,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST,
+];
+
+/// Nested indexes deeper than this are refused (a loop or a hostile registry).
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// What [`OciRegistry::copy_with_report`] did, with the requests it made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct CopyStats {
+    /// Digest of the copied manifest, identical at source and destination.
+    pub digest: Digest,
+    /// `false` when the destination already pointed at that digest.
+    pub written: bool,
+    /// Manifests written at the destination (children by digest, then the top one).
+    pub manifests_written: u32,
+    /// Blobs mounted from the source repository.
+    pub blobs_mounted: u32,
+    /// Blobs the destination repository already had.
+    pub blobs_present: u32,
+    /// Requests by kind.
+    pub requests: RequestCounts,
+}
+
+impl From<CopyStats> for CopyReport {
+    fn from(stats: CopyStats) -> Self {
+        CopyReport {
+            digest: stats.digest,
+            written: stats.written,
+        }
+    }
+}
+
+/// A manifest exactly as the registry stores it.
+struct Manifest {
+    bytes: Vec<u8>,
+    media_type: String,
+    digest: Digest,
+}
+
+impl Manifest {
+    fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_MANIFEST_LIST
+    }
+
+    fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.bytes).map_err(|e| {
+            Error::invalid_input(format!("manifest {} is not valid json", self.digest))
+                .with_source(e)
+        })
+    }
+
+    /// Child manifests of an index.
+    fn children(&self) -> Result<Vec<Digest>> {
+        let json = self.json()?;
+        descriptors(&json, "manifests")
+            .into_iter()
+            .map(|d| digest_of(d, &self.digest))
+            .collect()
+    }
+
+    /// Config and layers of an image manifest; non-distributable layers are
+    /// skipped, as registries never hold them.
+    fn blobs(&self) -> Result<Vec<Digest>> {
+        let json = self.json()?;
+        let mut out = Vec::new();
+        if let Some(config) = json.get("config") {
+            out.push(digest_of(config, &self.digest)?);
+        }
+        for layer in descriptors(&json, "layers") {
+            let media_type = layer
+                .get("mediaType")
+                .and_then(|m| m.as_str())
+                .unwrap_or("");
+            if media_type.contains("foreign") || media_type.contains("nondistributable") {
+                continue;
+            }
+            let digest = digest_of(layer, &self.digest)?;
+            if !out.contains(&digest) {
+                out.push(digest);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn descriptors<'a>(json: &'a serde_json::Value, field: &str) -> Vec<&'a serde_json::Value> {
+    json.get(field)
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+fn digest_of(descriptor: &serde_json::Value, parent: &Digest) -> Result<Digest> {
+    descriptor
+        .get("digest")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| {
+            Error::invalid_input(format!("manifest {parent} has a descriptor without digest"))
+        })?
+        .parse()
+        .map_err(|e: Error| e.context(format!("manifest {parent}")))
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    let hex = hex::encode(Sha256::digest(bytes));
+    Digest::from_sha256_hex(&hex).expect("a sha256 sum is 64 lowercase hex digits")
+}
+
+/// An OCI/Docker registry client that implements [`Registry`].
+///
+/// Copies are registry-side: a same-repository retag is one manifest `GET`
+/// and one manifest `PUT` of the exact bytes; a copy to another repository
+/// of the same registry mounts every blob (`POST ...?mount=`). No blob is
+/// ever downloaded.
+pub struct OciRegistry {
+    transport: Transport,
+}
+
+impl std::fmt::Debug for OciRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciRegistry")
+            .field("config", self.transport.config())
+            .finish()
+    }
+}
+
+impl OciRegistry {
+    /// A client with `config`. Credentials are read lazily from Docker's
+    /// `config.json`, only when a registry asks for them.
+    pub fn new(config: RegistryConfig) -> Result<Self> {
+        Ok(OciRegistry {
+            transport: Transport::new(config)?,
+        })
+    }
+
+    /// A client with default settings, reading credentials from
+    /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+    pub fn from_docker_config() -> Result<Self> {
+        Self::new(RegistryConfig::default())
+    }
+
+    /// Like [`Registry::copy`], with counts of what was written and requested.
+    ///
+    /// `destination` is a full reference with a tag (or with the source's
+    /// digest, to copy by digest only).
+    pub async fn copy_with_report(
+        &self,
+        source: &ImageRef,
+        destination: &ImageRef,
+    ) -> Result<CopyStats> {
+        let host = source.resolve_registry();
+        if destination.resolve_registry() != host {
+            return Err(Error::invalid_input(format!(
+                "cannot copy {source} to {destination}: a copy between registries would move layers; \
+                 source and destination must be in the same registry"
+            )));
+        }
+        let src_repo = source.repository();
+        let dst_repo = destination.repository();
+        let same_repo = src_repo == dst_repo;
+        let scopes = if same_repo {
+            vec![format!("repository:{dst_repo}:pull,push")]
+        } else {
+            vec![
+                format!("repository:{src_repo}:pull"),
+                format!("repository:{dst_repo}:pull,push"),
+            ]
+        };
+        let mut session = Session::new(&self.transport, host, scopes);
+        let result = self
+            .copy_in(&mut session, source, destination, same_repo)
+            .await;
+        result.map(|mut stats| {
+            stats.requests = session.counts;
+            stats
+        })
+    }
+
+    async fn copy_in(
+        &self,
+        session: &mut Session<'_>,
+        source: &ImageRef,
+        destination: &ImageRef,
+        same_repo: bool,
+    ) -> Result<CopyStats> {
+        let src_repo = source.repository();
+        let dst_repo = destination.repository();
+        let source_digest = match source.digest() {
+            Some(digest) => digest,
+            None => {
+                let tag = reference_of(source)?;
+                match self.head_manifest(session, src_repo, &tag).await? {
+                    Some(digest) => digest,
+                    None => return Err(not_found(session.host(), src_repo, &tag)),
+                }
+            }
+        };
+        let target = match (destination.tag(), destination.digest()) {
+            (_, Some(digest)) if digest != source_digest => {
+                return Err(Error::invalid_input(format!(
+                    "destination {destination} names digest {digest}, but the source is {source_digest}"
+                )))
+            }
+            // A reference with both tag and digest writes the tag.
+            (Some(tag), _) => tag.to_owned(),
+            (None, Some(digest)) => digest.to_string(),
+            (None, None) => {
+                return Err(Error::invalid_input(format!(
+                    "destination {destination} has neither tag nor digest"
+                )))
+            }
+        };
+        let mut stats = CopyStats {
+            digest: source_digest.clone(),
+            written: false,
+            manifests_written: 0,
+            blobs_mounted: 0,
+            blobs_present: 0,
+            requests: RequestCounts::default(),
+        };
+        if self.head_manifest(session, dst_repo, &target).await? == Some(source_digest.clone()) {
+            return Ok(stats);
+        }
+        // Fetch by digest, so a tag moved meanwhile cannot slip in other bytes.
+        let manifest = self
+            .fetch_manifest(session, src_repo, &source_digest)
+            .await?;
+        if !same_repo {
+            self.copy_dependencies(session, src_repo, dst_repo, &manifest, 0, &mut stats)
+                .await?;
+        }
+        self.put_manifest(session, dst_repo, &target, &manifest)
+            .await?;
+        stats.manifests_written += 1;
+        stats.written = true;
+        Ok(stats)
+    }
+
+    /// Make everything `manifest` refers to present in `dst_repo`: blobs by
+    /// mount, child manifests by digest.
+    async fn copy_dependencies(
+        &self,
+        session: &mut Session<'_>,
+        src_repo: &str,
+        dst_repo: &str,
+        manifest: &Manifest,
+        depth: usize,
+        stats: &mut CopyStats,
+    ) -> Result<()> {
+        if manifest.is_index() {
+            if depth >= MAX_INDEX_DEPTH {
+                return Err(Error::invalid_input(format!(
+                    "index {} nests indexes deeper than {MAX_INDEX_DEPTH} levels",
+                    manifest.digest
+                )));
+            }
+            for child in manifest.children()? {
+                if self
+                    .head_manifest(session, dst_repo, child.as_str())
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+                let child_manifest = self.fetch_manifest(session, src_repo, &child).await?;
+                Box::pin(self.copy_dependencies(
+                    session,
+                    src_repo,
+                    dst_repo,
+                    &child_manifest,
+                    depth + 1,
+                    stats,
+                ))
+                .await?;
+                self.put_manifest(session, dst_repo, child.as_str(), &child_manifest)
+                    .await?;
+                stats.manifests_written += 1;
+            }
+        } else {
+            for blob in manifest.blobs()? {
+                if self.mount_blob(session, src_repo, dst_repo, &blob).await? {
+                    stats.blobs_mounted += 1;
+                } else {
+                    stats.blobs_present += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `HEAD` a manifest: its digest, or `None` when the registry does not have it.
+    async fn head_manifest(
+        &self,
+        session: &mut Session<'_>,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>> {
+        let request = Request::new(
+            Method::HEAD,
+            session.url(&format!("/v2/{repo}/manifests/{reference}")),
+        )
+        .header("Accept", MANIFEST_MEDIA_TYPES.join(", "));
+        session.counts.heads += 1;
+        let reply = session.send(request).await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => match reply.header("Docker-Content-Digest") {
+                Some(digest) => Ok(Some(digest.trim().parse().map_err(|e: Error| {
+                    e.context(format!(
+                        "{} answered HEAD {repo}:{reference}",
+                        session.host()
+                    ))
+                })?)),
+                // Some registries omit the header on HEAD: hash the body instead.
+                None => {
+                    let manifest = self
+                        .fetch_manifest_by(session, repo, reference, None)
+                        .await?;
+                    Ok(Some(manifest.digest))
+                }
+            },
+            _ => Err(classify(&reply, session.host(), repo, reference, "HEAD")),
+        }
+    }
+
+    async fn fetch_manifest(
+        &self,
+        session: &mut Session<'_>,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Manifest> {
+        self.fetch_manifest_by(session, repo, digest.as_str(), Some(digest))
+            .await
+    }
+
+    /// `GET` a manifest, capped in size, and verify its bytes against the
+    /// registry's `Docker-Content-Digest` and `expected`.
+    async fn fetch_manifest_by(
+        &self,
+        session: &mut Session<'_>,
+        repo: &str,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<Manifest> {
+        let limit = self.transport.config().max_manifest_bytes;
+        let request = Request::new(
+            Method::GET,
+            session.url(&format!("/v2/{repo}/manifests/{reference}")),
+        )
+        .header("Accept", MANIFEST_MEDIA_TYPES.join(", "))
+        .body_limit(limit);
+        session.counts.manifest_gets += 1;
+        let reply = session.send(request).await.map_err(|e| {
+            e.context(format!(
+                "manifest {repo}:{reference} from {}",
+                session.host()
+            ))
+        })?;
+        if !reply.status.is_success() {
+            return Err(classify(&reply, session.host(), repo, reference, "GET"));
+        }
+        let actual = sha256(&reply.body);
+        if let Some(announced) = reply.header("Docker-Content-Digest") {
+            if announced.trim() != actual.as_str() {
+                return Err(Error::invalid_input(format!(
+                    "manifest {repo}:{reference} from {}: its bytes hash to {actual}, \
+                     but the registry announced {}",
+                    session.host(),
+                    announced.trim()
+                )));
+            }
+        }
+        if let Some(expected) = expected {
+            if *expected != actual {
+                return Err(Error::invalid_input(format!(
+                    "manifest {repo}@{expected} from {}: its bytes hash to {actual}",
+                    session.host()
+                )));
+            }
+        }
+        let media_type = media_type_of(&reply).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "manifest {repo}:{reference} from {} has an unsupported media type {:?}; \
+                     supported: {}",
+                session.host(),
+                reply.header("Content-Type").unwrap_or(""),
+                MANIFEST_MEDIA_TYPES.join(", ")
+            ))
+        })?;
+        Ok(Manifest {
+            bytes: reply.body,
+            media_type,
+            digest: actual,
+        })
+    }
+
+    /// `PUT` the exact bytes of `manifest` under `reference` (a tag or its digest).
+    async fn put_manifest(
+        &self,
+        session: &mut Session<'_>,
+        repo: &str,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        let request = Request::new(
+            Method::PUT,
+            session.url(&format!("/v2/{repo}/manifests/{reference}")),
+        )
+        .header("Content-Type", manifest.media_type.clone())
+        .body(manifest.bytes.clone());
+        session.counts.manifest_puts += 1;
+        let reply = session.send(request).await?;
+        if !reply.status.is_success() {
+            return Err(classify(&reply, session.host(), repo, reference, "PUT"));
+        }
+        if let Some(stored) = reply.header("Docker-Content-Digest") {
+            if stored.trim() != manifest.digest.as_str() {
+                return Err(Error::other(format!(
+                    "{} stored manifest {} of {repo}:{reference} as {}",
+                    session.host(),
+                    manifest.digest,
+                    stored.trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Make `blob` present in `dst_repo` by a cross-repository mount.
+    /// Returns `false` when it was already there.
+    async fn mount_blob(
+        &self,
+        session: &mut Session<'_>,
+        src_repo: &str,
+        dst_repo: &str,
+        blob: &Digest,
+    ) -> Result<bool> {
+        let head = Request::new(
+            Method::HEAD,
+            session.url(&format!("/v2/{dst_repo}/blobs/{blob}")),
+        );
+        session.counts.heads += 1;
+        let reply = session.send(head).await?;
+        if reply.status.is_success() {
+            return Ok(false);
+        }
+        if reply.status != StatusCode::NOT_FOUND {
+            return Err(classify(
+                &reply,
+                session.host(),
+                dst_repo,
+                blob.as_str(),
+                "HEAD",
+            ));
+        }
+        let mount = Request::new(
+            Method::POST,
+            session.url(&format!(
+                "/v2/{dst_repo}/blobs/uploads/?mount={blob}&from={src_repo}"
+            )),
+        );
+        session.counts.blob_mounts += 1;
+        let reply = session.send(mount).await?;
+        match reply.status {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // The registry opened an upload instead: close it, never upload.
+                if let Some(location) = reply.header("Location") {
+                    let cancel = Request::new(Method::DELETE, session.absolute(location));
+                    // Best effort: the error below is what matters to the caller.
+                    let _ = session.send(cancel).await;
+                }
+                Err(Error::other(format!(
+                    "{} refused to mount blob {blob} from {src_repo} into {dst_repo} \
+                     (it offered an upload instead); the blob is missing from {src_repo} \
+                     or the registry does not support cross-repository mounts",
+                    session.host()
+                )))
+            }
+            _ => Err(classify(
+                &reply,
+                session.host(),
+                dst_repo,
+                blob.as_str(),
+                "mount",
+            )),
+        }
+    }
+}
+
+/// The tag or digest string of `reference`.
+fn reference_of(reference: &ImageRef) -> Result<String> {
+    match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => Ok(digest.to_string()),
+        (None, Some(tag)) => Ok(tag.to_owned()),
+        (None, None) => Err(Error::invalid_input(format!(
+            "{reference} has neither tag nor digest"
+        ))),
+    }
+}
+
+fn not_found(host: &str, repo: &str, reference: &str) -> Error {
+    Error::not_found(format!("manifest {repo}:{reference} not found on {host}"))
+}
+
+/// Map an unexpected answer to an error kind. 401/403 and 429/5xx never get
+/// here: the session and its retries turn them into errors first.
+fn classify(reply: &Reply, host: &str, repo: &str, reference: &str, what: &str) -> Error {
+    let detail = reply.describe();
+    match reply.status {
+        StatusCode::NOT_FOUND => Error::not_found(format!(
+            "{what} {repo}:{reference} on {host}: not found ({detail})"
+        )),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Error::unauthorized(format!("{what} {repo}:{reference} on {host}: {detail}"))
+        }
+        status if status.is_client_error() => {
+            Error::invalid_input(format!("{what} {repo}:{reference} on {host}: {detail}"))
+        }
+        _ => Error::other(format!("{what} {repo}:{reference} on {host}: {detail}")),
+    }
+}
+
+/// The manifest media type from `Content-Type`, else from the body's `mediaType`.
+fn media_type_of(reply: &Reply) -> Option<String> {
+    let header = reply
+        .header("Content-Type")
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+    if let Some(found) = header.filter(|h| MANIFEST_MEDIA_TYPES.contains(&h.as_str())) {
+        return Some(found);
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(&reply.body).ok()?;
+    probe
+        .media_type
+        .filter(|m| MANIFEST_MEDIA_TYPES.contains(&m.as_str()))
+}
+
+#[async_trait]
+impl Registry for OciRegistry {
+    async fn resolve(&self, reference: &ImageRef) -> Result<Digest> {
+        let host = reference.resolve_registry();
+        let repo = reference.repository();
+        let target = reference_of(reference)?;
+        let mut session = Session::new(
+            &self.transport,
+            host,
+            vec![format!("repository:{repo}:pull")],
+        );
+        match self.head_manifest(&mut session, repo, &target).await? {
+            Some(digest) => Ok(digest),
+            None => Err(not_found(host, repo, &target)),
+        }
+    }
+
+    async fn copy(&self, source: &ImageRef, destination: &ImageRef) -> Result<CopyReport> {
+        self.copy_with_report(source, destination)
+            .await
+            .map(CopyReport::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_skip_foreign_layers_and_duplicates() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{}"}},"layers":[
+                {{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}"}},
+                {{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"{}"}},
+                {{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}"}}]}}"#,
+            d('a'),
+            d('b'),
+            d('c'),
+            d('b')
+        );
+        let manifest = Manifest {
+            digest: sha256(body.as_bytes()),
+            bytes: body.into_bytes(),
+            media_type: OCI_MANIFEST.into(),
+        };
+        let blobs: Vec<String> = manifest
+            .blobs()
+            .unwrap()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(blobs, vec![d('a'), d('b')]);
+    }
+
+    #[test]
+    fn sha256_matches_a_known_value() {
+        assert_eq!(
+            sha256(b"").as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,645 @@
+//! HTTP to one registry: bounded retries, body caps, and authentication
+//! (anonymous, Basic, Bearer tokens covering every repository an operation touches).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
+use rollback_core::{Error, Result};
+
+use crate::auth::{self, Challenge, Credential, CredentialSource};
+use crate::config::RegistryConfig;
+
+/// Bodies of error answers are read up to this size, for their message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// How a registry host wants to be spoken to, learnt from `GET /v2/`.
+#[derive(Debug, Clone)]
+enum HostAuth {
+    Anonymous,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// One HTTP request, replayable for retries.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Vec<u8>>,
+    /// How much of a successful answer's body may be read.
+    pub(crate) body_limit: usize,
+}
+
+impl Request {
+    pub(crate) fn new(method: Method, url: String) -> Self {
+        Request {
+            method,
+            url,
+            headers: Vec::new(),
+            body: None,
+            body_limit: ERROR_BODY_LIMIT,
+        }
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub(crate) fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+}
+
+/// A complete answer: status, headers and the (capped) body.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The registry's own error codes and messages (`MANIFEST_UNKNOWN: manifest unknown`).
+    pub(crate) fn registry_errors(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            errors: Vec<Item>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Item {
+            code: Option<String>,
+            message: Option<String>,
+        }
+        match serde_json::from_slice::<Body>(&self.body) {
+            Ok(body) if !body.errors.is_empty() => body
+                .errors
+                .iter()
+                .map(|e| match (&e.code, &e.message) {
+                    (Some(c), Some(m)) => format!("{c}: {m}"),
+                    (Some(c), None) => c.clone(),
+                    (None, Some(m)) => m.clone(),
+                    (None, None) => String::new(),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => String::new(),
+        }
+    }
+
+    /// "status 400 (MANIFEST_INVALID: ...)" for messages.
+    pub(crate) fn describe(&self) -> String {
+        let errors = self.registry_errors();
+        if errors.is_empty() {
+            format!("status {}", self.status.as_u16())
+        } else {
+            format!("status {} ({errors})", self.status.as_u16())
+        }
+    }
+}
+
+/// Counts of the requests an operation made, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// `HEAD` of manifests and blobs.
+    pub heads: u32,
+    /// `GET` of manifests.
+    pub manifest_gets: u32,
+    /// `PUT` of manifests.
+    pub manifest_puts: u32,
+    /// Cross-repository mount requests (`POST .../blobs/uploads/?mount=`).
+    pub blob_mounts: u32,
+    /// Requests that only serve authentication (`GET /v2/`, token endpoint).
+    pub auth: u32,
+    /// Repeats after a 429, a 5xx or a broken connection.
+    pub retries: u32,
+}
+
+/// State shared by every operation of one client.
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    config: RegistryConfig,
+    source: CredentialSource,
+    hosts: Mutex<HashMap<String, HostAuth>>,
+    credentials: Mutex<HashMap<String, Option<Credential>>>,
+    tokens: Mutex<HashMap<String, HeaderValue>>,
+}
+
+impl Transport {
+    pub(crate) fn new(config: RegistryConfig) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rollback/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| Error::other("cannot build the http client").with_source(e))?;
+        let source = CredentialSource {
+            config_file: config.docker_config_file(),
+        };
+        Ok(Transport {
+            client,
+            config,
+            source,
+            hosts: Mutex::default(),
+            credentials: Mutex::default(),
+            tokens: Mutex::default(),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// `http://host` for loopback and configured insecure hosts, else `https://host`.
+    pub(crate) fn base_url(&self, host: &str) -> String {
+        let name = host_name(host);
+        let insecure = is_loopback(name)
+            || self
+                .config
+                .insecure
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(name));
+        let scheme = if insecure { "http" } else { "https" };
+        format!("{scheme}://{host}")
+    }
+
+    /// Send `request`, repeating it after 429, 5xx and broken connections
+    /// (bodies included) up to `max_retries` times. Other statuses are returned.
+    async fn round_trip(
+        &self,
+        request: &Request,
+        auth: Option<&HeaderValue>,
+        counts: &mut RequestCounts,
+    ) -> Result<Reply> {
+        let mut attempt = 0u32;
+        loop {
+            let outcome = self.try_once(request, auth).await;
+            let (retryable_error, retry_after) = match outcome {
+                Ok(reply)
+                    if reply.status == StatusCode::TOO_MANY_REQUESTS
+                        || reply.status.is_server_error() =>
+                {
+                    let retry_after = reply
+                        .header(RETRY_AFTER.as_str())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let error = Error::unavailable(format!(
+                        "{} {} answered {}",
+                        request.method,
+                        request.url,
+                        reply.describe()
+                    ));
+                    (error, retry_after)
+                }
+                Ok(reply) => return Ok(reply),
+                Err(e) if e.kind().is_retryable() => (e, None),
+                Err(e) => return Err(e),
+            };
+            if attempt >= self.config.max_retries {
+                let tries = attempt + 1;
+                return Err(retryable_error.context(format!("gave up after {tries} tries")));
+            }
+            let backoff = self
+                .config
+                .initial_backoff
+                .saturating_mul(2u32.saturating_pow(attempt))
+                .max(retry_after.unwrap_or_default())
+                .min(self.config.max_backoff);
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+            counts.retries += 1;
+        }
+    }
+
+    async fn try_once(&self, request: &Request, auth: Option<&HeaderValue>) -> Result<Reply> {
+        let unreachable = |e: reqwest::Error| {
+            Error::unavailable(format!("{} {} failed", request.method, request.url)).with_source(e)
+        };
+        let mut builder = self.client.request(request.method.clone(), &request.url);
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        if let Some(auth) = auth {
+            builder = builder.header(AUTHORIZATION, auth.clone());
+        }
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        let mut response = builder.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let limit = if status.is_success() {
+            request.body_limit
+        } else {
+            ERROR_BODY_LIMIT
+        };
+        if request.method != Method::HEAD {
+            let declared = headers
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if status.is_success() && declared.is_some_and(|len| len > limit as u64) {
+                return Err(too_large(request, limit));
+            }
+        }
+        let mut body = Vec::new();
+        if request.method != Method::HEAD {
+            while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+                if body.len() + chunk.len() > limit {
+                    if status.is_success() {
+                        return Err(too_large(request, limit));
+                    }
+                    // An error page only serves the message: keep its start.
+                    body.extend_from_slice(&chunk[..limit - body.len()]);
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    async fn credential(&self, host: &str) -> Result<Option<Credential>> {
+        if let Some(found) = lock(&self.credentials).get(host) {
+            return Ok(found.clone());
+        }
+        let file = self.source.config_file.clone();
+        let key = host.to_owned();
+        // A credential helper is a process: keep it off the async workers.
+        let found = tokio::task::spawn_blocking(move || auth::lookup(&file, &key))
+            .await
+            .map_err(|e| Error::other("credential lookup panicked").with_source(e))??;
+        lock(&self.credentials).insert(host.to_owned(), found.clone());
+        Ok(found)
+    }
+}
+
+fn too_large(request: &Request, limit: usize) -> Error {
+    Error::invalid_input(format!(
+        "{} {} returned more than {limit} bytes; refusing to read it",
+        request.method, request.url
+    ))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `host` without its port; brackets of IPv6 literals removed.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn is_loopback(name: &str) -> bool {
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Requests of one operation against one registry host, authorised for a
+/// fixed set of scopes (`repository:a:pull`, `repository:b:pull,push`).
+pub(crate) struct Session<'a> {
+    transport: &'a Transport,
+    host: String,
+    base: String,
+    scopes: Vec<String>,
+    auth: Option<HeaderValue>,
+    /// Whether `auth` came from the user's credentials (for error messages).
+    used_credentials: bool,
+    ready: bool,
+    pub(crate) counts: RequestCounts,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(transport: &'a Transport, host: &str, scopes: Vec<String>) -> Self {
+        Session {
+            transport,
+            host: host.to_owned(),
+            base: transport.base_url(host),
+            scopes,
+            auth: None,
+            used_credentials: false,
+            ready: false,
+            counts: RequestCounts::default(),
+        }
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `base` + `path` (path starts with `/v2/`).
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A `Location` header made absolute.
+    pub(crate) fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+
+    /// Send `request` authorised for the session's scopes. 401 and 403 become
+    /// [`ErrorKind::Unauthorized`](rollback_core::ErrorKind::Unauthorized)
+    /// naming the credential source; every other status is returned.
+    pub(crate) async fn send(&mut self, request: Request) -> Result<Reply> {
+        if !self.ready {
+            let host_auth = self.host_auth().await?;
+            self.authorize(&host_auth, false).await?;
+            self.ready = true;
+        }
+        let reply = self
+            .transport
+            .round_trip(&request, self.auth.as_ref(), &mut self.counts)
+            .await?;
+        if reply.status != StatusCode::UNAUTHORIZED {
+            return self.check_forbidden(reply);
+        }
+        // The challenge may have changed (or a cached token expired): learn it again once.
+        let host_auth = match reply
+            .header(WWW_AUTHENTICATE.as_str())
+            .and_then(Challenge::parse)
+        {
+            Some(challenge) => host_auth_from(challenge),
+            None => return Err(self.unauthorized()),
+        };
+        lock(&self.transport.hosts).insert(self.host.clone(), host_auth.clone());
+        self.authorize(&host_auth, true).await?;
+        let reply = self
+            .transport
+            .round_trip(&request, self.auth.as_ref(), &mut self.counts)
+            .await?;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized());
+        }
+        self.check_forbidden(reply)
+    }
+
+    fn check_forbidden(&self, reply: Reply) -> Result<Reply> {
+        if reply.status == StatusCode::FORBIDDEN {
+            let scopes = self.scopes.join(" ");
+            return Err(self
+                .unauthorized()
+                .context(format!("access denied ({scopes})")));
+        }
+        Ok(reply)
+    }
+
+    fn unauthorized(&self) -> Error {
+        if self.used_credentials {
+            self.transport.source.refused(&self.host)
+        } else {
+            self.transport.source.missing(&self.host)
+        }
+    }
+
+    /// What `GET /v2/` says about authentication, cached per host.
+    async fn host_auth(&mut self) -> Result<HostAuth> {
+        if let Some(known) = lock(&self.transport.hosts).get(&self.host) {
+            return Ok(known.clone());
+        }
+        let ping = Request::new(Method::GET, self.url("/v2/"));
+        self.counts.auth += 1;
+        let reply = self
+            .transport
+            .round_trip(&ping, None, &mut self.counts)
+            .await?;
+        let host_auth = if reply.status == StatusCode::UNAUTHORIZED {
+            reply
+                .header(WWW_AUTHENTICATE.as_str())
+                .and_then(Challenge::parse)
+                .map(host_auth_from)
+                .unwrap_or(HostAuth::Anonymous)
+        } else {
+            HostAuth::Anonymous
+        };
+        lock(&self.transport.hosts).insert(self.host.clone(), host_auth.clone());
+        Ok(host_auth)
+    }
+
+    /// Set the `Authorization` header for `host_auth`; `refresh` skips cached tokens.
+    async fn authorize(&mut self, host_auth: &HostAuth, refresh: bool) -> Result<()> {
+        match host_auth {
+            HostAuth::Anonymous => {
+                self.auth = None;
+                self.used_credentials = false;
+            }
+            HostAuth::Basic => match self.transport.credential(&self.host).await? {
+                Some(Credential::UsernamePassword(user, password)) => {
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{user}:{}", password.expose()));
+                    self.auth = Some(sensitive(&format!("Basic {encoded}"))?);
+                    self.used_credentials = true;
+                }
+                Some(Credential::IdentityToken(_)) => {
+                    return Err(Error::unauthorized(format!(
+                        "{} holds an identity token for {}, which asks for a username and password",
+                        self.transport.source.config_file.display(),
+                        self.host
+                    )))
+                }
+                None => return Err(self.transport.source.missing(&self.host)),
+            },
+            HostAuth::Bearer { realm, service } => {
+                let key = format!("{}|{}", self.host, self.scopes.join(" "));
+                if !refresh {
+                    if let Some(token) = lock(&self.transport.tokens).get(&key) {
+                        self.auth = Some(token.clone());
+                        self.used_credentials = true;
+                        return Ok(());
+                    }
+                }
+                let token = self.fetch_token(realm, service.as_deref()).await?;
+                lock(&self.transport.tokens).insert(key, token.clone());
+                self.auth = Some(token);
+            }
+        }
+        Ok(())
+    }
+
+    /// One token for every scope of the session (the distribution token protocol).
+    async fn fetch_token(&mut self, realm: &str, service: Option<&str>) -> Result<HeaderValue> {
+        let credential = self.transport.credential(&self.host).await?;
+        self.used_credentials = credential.is_some();
+        let mut params: Vec<(&str, &str)> = Vec::new();
+        if let Some(service) = service {
+            params.push(("service", service));
+        }
+        let request = match &credential {
+            Some(Credential::IdentityToken(token)) => {
+                let scope = self.scopes.join(" ");
+                params.push(("scope", &scope));
+                params.push(("grant_type", "refresh_token"));
+                params.push(("client_id", "rollback"));
+                params.push(("refresh_token", token.expose()));
+                Request::new(Method::POST, realm.to_owned())
+                    .header(CONTENT_TYPE.as_str(), "application/x-www-form-urlencoded")
+                    .body(form_encode(&params).into_bytes())
+            }
+            _ => {
+                for scope in &self.scopes {
+                    params.push(("scope", scope));
+                }
+                let separator = if realm.contains('?') { '&' } else { '?' };
+                let url = format!("{realm}{separator}{}", form_encode(&params));
+                let mut request = Request::new(Method::GET, url);
+                if let Some(Credential::UsernamePassword(user, password)) = &credential {
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{user}:{}", password.expose()));
+                    request = request.header(AUTHORIZATION.as_str(), format!("Basic {encoded}"));
+                }
+                request
+            }
+        };
+        self.counts.auth += 1;
+        let reply = self
+            .transport
+            .round_trip(&request, None, &mut self.counts)
+            .await
+            .map_err(|e| e.context(format!("token request to {realm}")))?;
+        if matches!(
+            reply.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            return Err(self.unauthorized());
+        }
+        if !reply.status.is_success() {
+            return Err(Error::unauthorized(format!(
+                "token endpoint {realm} answered {}",
+                reply.describe()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let parsed: TokenReply = serde_json::from_slice(&reply.body).map_err(|_| {
+            Error::unauthorized(format!("token endpoint {realm} answered no json token"))
+        })?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::unauthorized(format!("token endpoint {realm} answered no token"))
+            })?;
+        sensitive(&format!("Bearer {token}"))
+    }
+}
+
+fn host_auth_from(challenge: Challenge) -> HostAuth {
+    match challenge {
+        Challenge::Basic => HostAuth::Basic,
+        Challenge::Bearer { realm, service } => HostAuth::Bearer { realm, service },
+    }
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue> {
+    let mut header = HeaderValue::from_str(value)
+        .map_err(|_| Error::unauthorized("credential holds characters not allowed in a header"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// `application/x-www-form-urlencoded` (also fine for query strings).
+fn form_encode(params: &[(&str, &str)]) -> String {
+    fn encode(s: &str, out: &mut String) {
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(b as char)
+                }
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode(k, &mut out);
+        out.push('=');
+        encode(v, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_use_plain_http_and_others_tls() {
+        let mut config = RegistryConfig::default();
+        config.insecure.push("registry.lan:5000".into());
+        let transport = Transport::new(config).unwrap();
+        assert_eq!(
+            transport.base_url("127.0.0.1:15000"),
+            "http://127.0.0.1:15000"
+        );
+        assert_eq!(transport.base_url("127.9.0.1"), "http://127.9.0.1");
+        assert_eq!(
+            transport.base_url("localhost:5000"),
+            "http://localhost:5000"
+        );
+        assert_eq!(transport.base_url("[::1]:5000"), "http://[::1]:5000");
+        assert_eq!(
+            transport.base_url("registry.lan:5000"),
+            "http://registry.lan:5000"
+        );
+        assert_eq!(
+            transport.base_url("registry.lan:5001"),
+            "https://registry.lan:5001"
+        );
+        assert_eq!(
+            transport.base_url("index.docker.io"),
+            "https://index.docker.io"
+        );
+        assert_eq!(transport.base_url("10.0.0.1:5000"), "https://10.0.0.1:5000");
+    }
+
+    #[test]
+    fn form_encoding_escapes_scopes() {
+        assert_eq!(
+            form_encode(&[("scope", "repository:a/b:pull,push"), ("service", "x y")]),
+            "scope=repository%3Aa%2Fb%3Apull%2Cpush&service=x%20y"
+        );
+    }
+}
