@@ -1,0 +1,761 @@
+//! Human and JSON output.
+//!
+//! Where things go: everything a command reports (event lines, the plan,
+//! status tables, the final outcome) goes to **stdout**, in human lines or
+//! JSON lines. Errors go to **stderr** as `error: ...`; in JSON mode they are
+//! also printed to stdout as an outcome object, so a program reading stdout
+//! always gets a last line to parse. The pull progress bar is drawn on
+//! stdout only when it is a terminal and the format is human.
+//!
+//! Every line passes through [`Redactor`], which replaces the value of
+//! every `${VAR}` secret of the config by `***`, as a last line of defence
+//! behind the engine's own rule of never printing secrets.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rollback_core::{
+    ContainerId, DeployReport, Digest, EnvValue, Event, EventKind, HostId, LockInfo, Observer,
+    Phase, ProbeResult, Release,
+};
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+use crate::config::Config;
+use crate::exit::CliError;
+
+/// Secrets shorter than this are not searched for: replacing every `1` or
+/// `ab` in the output would garble it and reveal the secret by its gaps.
+pub const MIN_REDACTED_LEN: usize = 4;
+
+/// Replaces secret values by `***` in text about to be printed.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// Collect every secret env value of the config.
+    pub fn from_config(config: &Config) -> Self {
+        let values = config
+            .container
+            .env
+            .values()
+            .chain(config.hosts.iter().flat_map(|h| h.env.values()));
+        Self::new(values.filter_map(|v| match v {
+            EnvValue::Secret(s) => Some(s.expose().to_owned()),
+            EnvValue::Plain(_) => None,
+        }))
+    }
+
+    /// Redact these values.
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.len() >= MIN_REDACTED_LEN)
+            .flat_map(|s| {
+                // JSON output escapes quotes and backslashes: look for that spelling too.
+                let escaped = serde_json::to_string(&s).unwrap_or_default();
+                let escaped = escaped[1..escaped.len().saturating_sub(1).max(1)].to_owned();
+                [s, escaped]
+            })
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    /// `text` with every secret replaced.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            if !s.is_empty() && out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+/// The printer every command writes through.
+pub struct Output {
+    format: OutputFormat,
+    verbose: u8,
+    redactor: Redactor,
+    out: Mutex<Box<dyn Write + Send>>,
+    err: Mutex<Box<dyn Write + Send>>,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<HostId, ProgressBar>>,
+    phases: Mutex<Vec<(String, Phase)>>,
+}
+
+impl Output {
+    /// Output to the process's stdout and stderr.
+    pub fn stdio(format: OutputFormat, verbose: u8) -> Self {
+        let draw = if format == OutputFormat::Human && std::io::stdout().is_terminal() {
+            ProgressDrawTarget::stdout()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Self::new(
+            format,
+            verbose,
+            Box::new(std::io::stdout()),
+            Box::new(std::io::stderr()),
+            draw,
+        )
+    }
+
+    /// Output to the given writers (tests capture it this way).
+    pub fn new(
+        format: OutputFormat,
+        verbose: u8,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+        draw: ProgressDrawTarget,
+    ) -> Self {
+        Self {
+            format,
+            verbose,
+            redactor: Redactor::default(),
+            out: Mutex::new(out),
+            err: Mutex::new(err),
+            multi: MultiProgress::with_draw_target(draw),
+            bars: Mutex::new(HashMap::new()),
+            phases: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Redact these secrets from now on.
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
+    }
+
+    /// The format.
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// Whether the format is JSON.
+    pub fn is_json(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
+    /// The `-v` count.
+    pub fn verbose(&self) -> u8 {
+        self.verbose
+    }
+
+    /// One line on stdout, redacted, above any progress bar.
+    pub fn line(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        self.multi.suspend(|| {
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            // A closed stdout (a pipe to `head`) must not turn into a panic.
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        });
+    }
+
+    /// One JSON line on stdout.
+    pub fn json<T: Serialize + ?Sized>(&self, value: &T) {
+        match serde_json::to_string(value) {
+            Ok(text) => self.line(&text),
+            Err(e) => self.error(&CliError::failed(format!("cannot encode output: {e}"))),
+        }
+    }
+
+    /// The one formatter of failures: `error: ...` on stderr, and in JSON mode an
+    /// outcome object on stdout too.
+    pub fn error(&self, err: &CliError) {
+        let message = self.redactor.redact(err.message());
+        self.multi.suspend(|| {
+            let mut e = self.err.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(e, "error: {message}");
+            let _ = e.flush();
+        });
+        if self.is_json() {
+            self.json(&ErrorJson {
+                outcome: "error",
+                exit_code: err.exit_code(),
+                reason: &message,
+            });
+        }
+    }
+
+    /// A warning on stderr.
+    pub fn warn(&self, text: &str) {
+        let text = self.redactor.redact(text);
+        self.multi.suspend(|| {
+            let mut e = self.err.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(e, "warning: {text}");
+        });
+    }
+
+    /// The last phase seen for each host (and `fleet`), in first-seen order.
+    pub fn last_phases(&self) -> Vec<(String, Phase)> {
+        self.phases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, event: &Event) {
+        let name = host_label(event.host.as_ref());
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        match phases.iter_mut().find(|(h, _)| *h == name) {
+            Some(entry) => entry.1 = event.phase,
+            None => phases.push((name, event.phase)),
+        }
+    }
+
+    fn pull_bar(&self, host: &HostId, progress: &rollback_core::PullProgress) {
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bars.entry(host.clone()).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new(0));
+            if let Ok(style) = ProgressStyle::with_template(
+                "[{prefix}] pulling {bar:30} {bytes}/{total_bytes} {msg}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.set_prefix(host.to_string());
+            bar
+        });
+        bar.set_length(progress.bytes_total.max(progress.bytes_done));
+        bar.set_position(progress.bytes_done);
+        bar.set_message(format!(
+            "({}/{} layers)",
+            progress.layers_done, progress.layers_total
+        ));
+    }
+
+    fn finish_bar(&self, host: Option<&HostId>) {
+        if let Some(host) = host {
+            if let Some(bar) = self
+                .bars
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(host)
+            {
+                bar.finish_and_clear();
+                self.multi.remove(&bar);
+            }
+        }
+    }
+
+    /// Print the final report of a deploy, undo or recover.
+    pub fn report(&self, report: &DeployReport) {
+        if self.is_json() {
+            self.json(&OutcomeJson::from(report));
+            return;
+        }
+        for line in human_report(report) {
+            self.line(&line);
+        }
+    }
+}
+
+impl Observer for Output {
+    fn on_event(&self, event: &Event) {
+        self.remember(event);
+        if let EventKind::Pull(progress) = &event.kind {
+            if let Some(host) = &event.host {
+                self.pull_bar(host, progress);
+            }
+            if self.is_json() && self.verbose == 0 {
+                // Pull progress is frequent; JSON consumers ask for it with -v.
+                return;
+            }
+        } else {
+            self.finish_bar(event.host.as_ref());
+        }
+        if self.is_json() {
+            self.json(event);
+        } else if let Some(line) = human_event(event, self.verbose) {
+            self.line(&line);
+        }
+    }
+}
+
+/// `[host]`, or `[fleet]` for events about the whole deploy.
+fn host_label(host: Option<&HostId>) -> String {
+    host.map_or_else(|| "fleet".to_owned(), |h| h.to_string())
+}
+
+/// The human line of an event; `None` for events shown only with `-v`.
+pub fn human_event(event: &Event, verbose: u8) -> Option<String> {
+    let host = host_label(event.host.as_ref());
+    match &event.kind {
+        EventKind::Transition => Some(if event.detail.is_empty() {
+            format!("[{host}] {}", event.phase)
+        } else {
+            format!("[{host}] {}: {}", event.phase, event.detail)
+        }),
+        EventKind::Probe { attempt, result } => {
+            Some(format!("[{host}] probe #{attempt}: {}", probe_text(result)))
+        }
+        EventKind::Pull(p) if verbose >= 2 => Some(format!(
+            "[{host}] pulling: {}/{} layers, {} of {} bytes",
+            p.layers_done, p.layers_total, p.bytes_done, p.bytes_total
+        )),
+        EventKind::Pull(_) => None,
+        _ => Some(format!("[{host}] {}", event.detail)),
+    }
+}
+
+/// `healthy: 200 OK`, `unhealthy: status is "DOWN"`.
+pub fn probe_text(result: &ProbeResult) -> String {
+    let status = match result {
+        ProbeResult::Healthy(_) => "healthy",
+        ProbeResult::Unhealthy(_) => "unhealthy",
+        ProbeResult::Starting(_) => "starting",
+    };
+    if result.detail().is_empty() {
+        status.to_owned()
+    } else {
+        format!("{status}: {}", result.detail())
+    }
+}
+
+fn release_text(release: Option<&Release>) -> String {
+    release.map_or_else(|| "nothing".to_owned(), Release::display_name)
+}
+
+/// The human lines of a final report.
+pub fn human_report(report: &DeployReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    let target = report
+        .target
+        .as_ref()
+        .map(|t| format!(" {}", t.display_name()))
+        .unwrap_or_default();
+    let headline = match report.outcome {
+        rollback_core::Outcome::Deployed => format!("deployed{target}"),
+        rollback_core::Outcome::Failed => format!("failed{target}: nothing was changed"),
+        rollback_core::Outcome::PromotionFailed => {
+            format!("deployed{target} on every host, but the registry tags were not moved")
+        }
+        rollback_core::Outcome::RolledBack => {
+            format!("rolled back{target}: the previous release runs and is healthy")
+        }
+        rollback_core::Outcome::RollbackFailed => {
+            format!("ROLLBACK FAILED{target}: a host may be without a healthy release; act now")
+        }
+        rollback_core::Outcome::Locked => format!("locked{target}: another deploy is running"),
+        other => format!("{other}{target}"),
+    };
+    lines.push(headline);
+    if let Some(reason) = &report.reason {
+        lines.push(format!("  reason: {reason}"));
+    }
+    if let Some(lock) = &report.lock_holder {
+        lines.push(format!("  lock: {lock}"));
+    }
+    if report.promoted {
+        lines.push("  registry tags moved".to_owned());
+    }
+    for h in &report.hosts {
+        lines.push(format!(
+            "  [{}] {}: before {}, now {}{}",
+            h.host,
+            h.phase,
+            release_text(h.before.as_ref()),
+            release_text(h.after.as_ref()),
+            h.container
+                .as_ref()
+                .map(|c| format!(" (container {})", short_id(c)))
+                .unwrap_or_default()
+        ));
+        if let Some(error) = &h.error {
+            lines.push(format!("    error: {error}"));
+        }
+        if let Some(probe) = &h.last_probe {
+            lines.push(format!("    last probe: {probe}"));
+        }
+        if !h.logs.is_empty() {
+            lines.push("    last log lines of the failed container:".to_owned());
+            lines.extend(h.logs.iter().map(|l| format!("    | {l}")));
+        }
+    }
+    lines
+}
+
+fn short_id(id: &ContainerId) -> &str {
+    let s = id.as_str();
+    &s[..s.len().min(12)]
+}
+
+/// The outcome object closing JSON output.
+#[derive(Debug, Serialize)]
+pub struct OutcomeJson<'a> {
+    /// `deployed`, `rolled_back`, ...
+    pub outcome: &'static str,
+    /// The process exit code.
+    pub exit_code: i32,
+    /// The release deployed or attempted.
+    pub target: Option<&'a Release>,
+    /// One entry per host.
+    pub hosts: Vec<HostJson<'a>>,
+    /// Why it failed.
+    pub reason: Option<&'a str>,
+    /// Whether the registry tags moved.
+    pub promoted: bool,
+    /// The lock that stopped the deploy.
+    pub lock_holder: Option<LockJson<'a>>,
+}
+
+/// One host of [`OutcomeJson`].
+#[derive(Debug, Serialize)]
+pub struct HostJson<'a> {
+    /// Host name.
+    pub host: &'a HostId,
+    /// Phase it ended in.
+    pub phase: Phase,
+    /// Release before the deploy.
+    pub before: Option<&'a Release>,
+    /// Release running now.
+    pub after: Option<&'a Release>,
+    /// Digest running now.
+    pub digest: Option<&'a Digest>,
+    /// Container running the app now.
+    pub container: Option<&'a ContainerId>,
+    /// Why this host failed.
+    pub error: Option<&'a str>,
+    /// Last log lines of the failed container.
+    pub logs: &'a [String],
+    /// Last probe answer.
+    pub last_probe: Option<&'a str>,
+}
+
+/// A lock record with an RFC 3339 time.
+#[derive(Debug, Serialize)]
+pub struct LockJson<'a> {
+    /// App.
+    pub app: &'a str,
+    /// Deployment id.
+    pub deployment: &'a str,
+    /// Who holds it.
+    pub holder: &'a str,
+    /// What it deploys.
+    pub target: &'a str,
+    /// When it was taken, RFC 3339.
+    pub started_at: String,
+}
+
+impl<'a> From<&'a LockInfo> for LockJson<'a> {
+    fn from(l: &'a LockInfo) -> Self {
+        Self {
+            app: &l.app,
+            deployment: l.deployment.as_str(),
+            holder: &l.holder,
+            target: &l.target,
+            started_at: humantime::format_rfc3339_seconds(l.started_at).to_string(),
+        }
+    }
+}
+
+impl<'a> From<&'a DeployReport> for OutcomeJson<'a> {
+    fn from(r: &'a DeployReport) -> Self {
+        Self {
+            outcome: r.outcome.as_str(),
+            exit_code: r.exit_code(),
+            target: r.target.as_ref(),
+            hosts: r
+                .hosts
+                .iter()
+                .map(|h| HostJson {
+                    host: &h.host,
+                    phase: h.phase,
+                    before: h.before.as_ref(),
+                    after: h.after.as_ref(),
+                    digest: h.after.as_ref().map(|a| &a.digest),
+                    container: h.container.as_ref(),
+                    error: h.error.as_deref(),
+                    logs: &h.logs,
+                    last_probe: h.last_probe.as_deref(),
+                })
+                .collect(),
+            reason: r.reason.as_deref(),
+            promoted: r.promoted,
+            lock_holder: r.lock_holder.as_ref().map(LockJson::from),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    outcome: &'static str,
+    exit_code: i32,
+    reason: &'a str,
+}
+
+/// A writer that keeps what is written, for tests and for capturing output.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    /// An output whose stdout and stderr are captured.
+    pub fn captured(format: OutputFormat, verbose: u8) -> (Self, Captured, Captured) {
+        let (out, err) = (Captured::default(), Captured::default());
+        let output = Self::new(
+            format,
+            verbose,
+            Box::new(out.clone()),
+            Box::new(err.clone()),
+            ProgressDrawTarget::hidden(),
+        );
+        (output, out, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollback_core::{HostReport, Outcome, PullProgress};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn digest(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    fn release(tag: &str, c: char) -> Release {
+        Release {
+            repository: "127.0.0.1:5000/team/app".parse().unwrap(),
+            tag: Some(tag.into()),
+            digest: digest(c),
+        }
+    }
+
+    fn rolled_back_report() -> DeployReport {
+        DeployReport {
+            outcome: Outcome::RolledBack,
+            target: Some(release("v2", 'b')),
+            hosts: vec![HostReport {
+                host: "prod-a".into(),
+                phase: Phase::RolledBack,
+                before: Some(release("v1", 'a')),
+                after: Some(release("v1", 'a')),
+                container: Some(ContainerId("0123456789abcdef".into())),
+                error: Some("container exited with code 1".into()),
+                logs: vec!["starting v2".into(), "fatal: no config".into()],
+                last_probe: Some("unhealthy: connection refused".into()),
+            }],
+            reason: Some("prod-a: container exited with code 1".into()),
+            lock_holder: None,
+            promoted: false,
+        }
+    }
+
+    #[test]
+    fn outcome_json_has_the_documented_shape() {
+        let report = rolled_back_report();
+        let v = serde_json::to_value(OutcomeJson::from(&report)).unwrap();
+        assert_eq!(v["outcome"], "rolled_back");
+        assert_eq!(v["exit_code"], 3);
+        assert_eq!(v["target"]["tag"], "v2");
+        assert_eq!(v["target"]["digest"], digest('b').as_str());
+        assert_eq!(v["promoted"], false);
+        assert_eq!(v["reason"], "prod-a: container exited with code 1");
+        assert!(v["lock_holder"].is_null());
+        let host = &v["hosts"][0];
+        let mut keys: Vec<&str> = host
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "after",
+                "before",
+                "container",
+                "digest",
+                "error",
+                "host",
+                "last_probe",
+                "logs",
+                "phase"
+            ]
+        );
+        assert_eq!(host["host"], "prod-a");
+        assert_eq!(host["phase"], "rolled_back");
+        assert_eq!(host["digest"], digest('a').as_str());
+        assert_eq!(host["before"]["tag"], "v1");
+        assert_eq!(host["logs"][1], "fatal: no config");
+        assert_eq!(host["last_probe"], "unhealthy: connection refused");
+
+        let locked = DeployReport {
+            outcome: Outcome::Locked,
+            target: None,
+            hosts: vec![],
+            reason: Some("locked".into()),
+            lock_holder: Some(LockInfo {
+                app: "app".into(),
+                deployment: "d1".into(),
+                holder: "ci@runner pid 7".into(),
+                target: "v3".into(),
+                started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            }),
+            promoted: false,
+        };
+        let v = serde_json::to_value(OutcomeJson::from(&locked)).unwrap();
+        assert_eq!(v["exit_code"], 5);
+        assert_eq!(v["lock_holder"]["holder"], "ci@runner pid 7");
+        assert_eq!(v["lock_holder"]["started_at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn human_report_shows_reason_logs_and_last_probe() {
+        let lines = human_report(&rolled_back_report()).join("\n");
+        assert!(
+            lines.starts_with(
+                "rolled back v2 (bbbbbbbbbbbb): the previous release runs and is healthy"
+            ),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("reason: prod-a: container exited with code 1"),
+            "{lines}"
+        );
+        assert!(lines.contains("[prod-a] rolled_back: before v1 (aaaaaaaaaaaa), now v1 (aaaaaaaaaaaa) (container 0123456789ab)"), "{lines}");
+        assert!(
+            lines.contains("last probe: unhealthy: connection refused"),
+            "{lines}"
+        );
+        assert!(lines.contains("| fatal: no config"), "{lines}");
+    }
+
+    fn event(seq: u64, host: Option<&str>, phase: Phase, kind: EventKind, detail: &str) -> Event {
+        Event {
+            seq,
+            time: UNIX_EPOCH,
+            host: host.map(HostId::from),
+            phase,
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn events_print_as_lines_or_json_lines() {
+        let events = [
+            event(
+                1,
+                Some("prod-a"),
+                Phase::Switched,
+                EventKind::Transition,
+                "started 3f2a1c (v2)",
+            ),
+            event(
+                2,
+                Some("prod-a"),
+                Phase::Verifying,
+                EventKind::Probe {
+                    attempt: 3,
+                    result: ProbeResult::Unhealthy("status is \"DOWN\"".into()),
+                },
+                "",
+            ),
+            event(
+                3,
+                Some("prod-a"),
+                Phase::Pulled,
+                EventKind::Pull(PullProgress {
+                    layers_total: 2,
+                    layers_done: 1,
+                    bytes_done: 10,
+                    bytes_total: 20,
+                }),
+                "",
+            ),
+            event(
+                4,
+                None,
+                Phase::Promoted,
+                EventKind::Transition,
+                "latest -> v2",
+            ),
+        ];
+        let (human, out, _) = Output::captured(OutputFormat::Human, 0);
+        for e in &events {
+            human.on_event(e);
+        }
+        assert_eq!(
+            out.text(),
+            "[prod-a] switched: started 3f2a1c (v2)\n[prod-a] probe #3: unhealthy: status is \"DOWN\"\n[fleet] promoted: latest -> v2\n"
+        );
+        assert_eq!(
+            human.last_phases(),
+            vec![
+                ("prod-a".to_owned(), Phase::Pulled),
+                ("fleet".to_owned(), Phase::Promoted)
+            ]
+        );
+
+        let (json, out, _) = Output::captured(OutputFormat::Json, 0);
+        for e in &events {
+            json.on_event(e);
+        }
+        let lines: Vec<serde_json::Value> = out
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "pull progress only with -v");
+        assert_eq!(lines[0]["seq"], 1);
+        assert_eq!(lines[0]["host"], "prod-a");
+        assert_eq!(lines[0]["phase"], "switched");
+        assert_eq!(lines[0]["kind"], "transition");
+        assert_eq!(lines[1]["result"]["status"], "unhealthy");
+        assert!(lines[2]["host"].is_null());
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_every_line() {
+        let (mut output, out, err) = Output::captured(OutputFormat::Json, 0);
+        output.set_redactor(Redactor::new([
+            "hunter2-secret".to_owned(),
+            "q\"uote".to_owned(),
+            "ab".to_owned(),
+        ]));
+        output.line("value hunter2-secret here, ab stays");
+        output.json(&serde_json::json!({ "detail": "x q\"uote y" }));
+        output.error(&CliError::failed("engine said hunter2-secret"));
+        let all = format!("{}{}", out.text(), err.text());
+        assert!(!all.contains("hunter2-secret"), "{all}");
+        assert!(!all.contains("uote"), "{all}");
+        assert!(all.contains("value *** here, ab stays"), "{all}");
+        assert!(err.text().starts_with("error: engine said ***"), "{all}");
+        let last: serde_json::Value =
+            serde_json::from_str(out.text().lines().last().unwrap()).unwrap();
+        assert_eq!(last["outcome"], "error");
+        assert_eq!(last["exit_code"], 1);
+    }
+}
