@@ -167,7 +167,13 @@ impl OciRegistry {
     /// Like [`Registry::copy`], with counts of what was written and requested.
     ///
     /// `destination` is a full reference with a tag (or with the source's
-    /// digest, to copy by digest only).
+    /// digest, to copy by digest only). Both must be in the same registry.
+    ///
+    /// # Cancel safety
+    ///
+    /// The destination tag is written last, in one `PUT`: dropping the future
+    /// leaves the tag either untouched or complete. Blobs mounted and child
+    /// manifests written by digest before that stay behind, unreferenced.
     pub async fn copy_with_report(
         &self,
         source: &ImageRef,
@@ -332,8 +338,9 @@ impl OciRegistry {
             status if status.is_success() => match reply.header("Docker-Content-Digest") {
                 Some(digest) => Ok(Some(digest.trim().parse().map_err(|e: Error| {
                     e.context(format!(
-                        "{} answered HEAD {repo}:{reference}",
-                        session.host()
+                        "{} answered HEAD {}",
+                        session.host(),
+                        at(repo, reference)
                     ))
                 })?)),
                 // Some registries omit the header on HEAD: hash the body instead.
@@ -367,6 +374,7 @@ impl OciRegistry {
         reference: &str,
         expected: Option<&Digest>,
     ) -> Result<Manifest> {
+        let shown = at(repo, reference);
         let limit = self.transport.config().max_manifest_bytes;
         let request = Request::new(
             Method::GET,
@@ -375,12 +383,10 @@ impl OciRegistry {
         .header("Accept", MANIFEST_MEDIA_TYPES.join(", "))
         .body_limit(limit);
         session.counts.manifest_gets += 1;
-        let reply = session.send(request).await.map_err(|e| {
-            e.context(format!(
-                "manifest {repo}:{reference} from {}",
-                session.host()
-            ))
-        })?;
+        let reply = session
+            .send(request)
+            .await
+            .map_err(|e| e.context(format!("manifest {shown} from {}", session.host())))?;
         if !reply.status.is_success() {
             return Err(classify(&reply, session.host(), repo, reference, "GET"));
         }
@@ -388,7 +394,7 @@ impl OciRegistry {
         if let Some(announced) = reply.header("Docker-Content-Digest") {
             if announced.trim() != actual.as_str() {
                 return Err(Error::invalid_input(format!(
-                    "manifest {repo}:{reference} from {}: its bytes hash to {actual}, \
+                    "manifest {shown} from {}: its bytes hash to {actual}, \
                      but the registry announced {}",
                     session.host(),
                     announced.trim()
@@ -405,7 +411,7 @@ impl OciRegistry {
         }
         let media_type = media_type_of(&reply).ok_or_else(|| {
             Error::invalid_input(format!(
-                "manifest {repo}:{reference} from {} has an unsupported media type {:?}; \
+                "manifest {shown} from {} has an unsupported media type {:?}; \
                      supported: {}",
                 session.host(),
                 reply.header("Content-Type").unwrap_or(""),
@@ -427,6 +433,7 @@ impl OciRegistry {
         reference: &str,
         manifest: &Manifest,
     ) -> Result<()> {
+        let shown = at(repo, reference);
         let request = Request::new(
             Method::PUT,
             session.url(&format!("/v2/{repo}/manifests/{reference}")),
@@ -441,7 +448,7 @@ impl OciRegistry {
         if let Some(stored) = reply.header("Docker-Content-Digest") {
             if stored.trim() != manifest.digest.as_str() {
                 return Err(Error::other(format!(
-                    "{} stored manifest {} of {repo}:{reference} as {}",
+                    "{} stored manifest {} of {shown} as {}",
                     session.host(),
                     manifest.digest,
                     stored.trim()
@@ -513,6 +520,15 @@ impl OciRegistry {
     }
 }
 
+/// `repo:tag` or `repo@sha256:...`, for messages.
+fn at(repo: &str, reference: &str) -> String {
+    if reference.starts_with("sha256:") {
+        format!("{repo}@{reference}")
+    } else {
+        format!("{repo}:{reference}")
+    }
+}
+
 /// The tag or digest string of `reference`.
 fn reference_of(reference: &ImageRef) -> Result<String> {
     match (reference.digest(), reference.tag()) {
@@ -525,24 +541,26 @@ fn reference_of(reference: &ImageRef) -> Result<String> {
 }
 
 fn not_found(host: &str, repo: &str, reference: &str) -> Error {
-    Error::not_found(format!("manifest {repo}:{reference} not found on {host}"))
+    let shown = at(repo, reference);
+    Error::not_found(format!("manifest {shown} not found on {host}"))
 }
 
 /// Map an unexpected answer to an error kind. 401/403 and 429/5xx never get
 /// here: the session and its retries turn them into errors first.
 fn classify(reply: &Reply, host: &str, repo: &str, reference: &str, what: &str) -> Error {
     let detail = reply.describe();
+    let shown = at(repo, reference);
     match reply.status {
-        StatusCode::NOT_FOUND => Error::not_found(format!(
-            "{what} {repo}:{reference} on {host}: not found ({detail})"
-        )),
+        StatusCode::NOT_FOUND => {
+            Error::not_found(format!("{what} {shown} on {host}: not found ({detail})"))
+        }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Error::unauthorized(format!("{what} {repo}:{reference} on {host}: {detail}"))
+            Error::unauthorized(format!("{what} {shown} on {host}: {detail}"))
         }
         status if status.is_client_error() => {
-            Error::invalid_input(format!("{what} {repo}:{reference} on {host}: {detail}"))
+            Error::invalid_input(format!("{what} {shown} on {host}: {detail}"))
         }
-        _ => Error::other(format!("{what} {repo}:{reference} on {host}: {detail}")),
+        _ => Error::other(format!("{what} {shown} on {host}: {detail}")),
     }
 }
 
@@ -618,6 +636,26 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(blobs, vec![d('a'), d('b')]);
+    }
+
+    #[test]
+    fn docker_hub_names_resolve_to_index_docker_io_over_tls() {
+        let nginx: ImageRef = "nginx".parse().unwrap();
+        assert_eq!(nginx.resolve_registry(), "index.docker.io");
+        assert_eq!(nginx.repository(), "library/nginx");
+        assert_eq!(nginx.tag(), Some("latest"));
+        let registry = OciRegistry::new(RegistryConfig::default()).unwrap();
+        assert_eq!(
+            registry.transport.base_url(nginx.resolve_registry()),
+            "https://index.docker.io"
+        );
+    }
+
+    #[test]
+    fn references_are_shown_with_colon_for_tags_and_at_for_digests() {
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(at("team/app", "v1"), "team/app:v1");
+        assert_eq!(at("team/app", &digest), format!("team/app@{digest}"));
     }
 
     #[test]
