@@ -1,1 +1,41 @@
-//! placeholder
+//! `rollback-docker`: the Docker Engine adapter of `rollback`.
+//!
+//! [`DockerRuntime`] implements [`rollback_core::Runtime`] on the Engine API
+//! (through bollard, from Docker 20.10 / API 1.41 on): inspect, pull by
+//! digest with credentials from Docker's `config.json`, create, start, stop,
+//! rename, remove, logs, an event-driven [`wait_exit`](rollback_core::Runtime::wait_exit)
+//! and an atomic per-host deploy lock. [`DockerHealthProbe`] reads the
+//! image's own `HEALTHCHECK` state.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rollback_core::Runtime;
+//! use rollback_docker::DockerRuntime;
+//!
+//! # async fn demo() -> rollback_core::Result<()> {
+//! let runtime = DockerRuntime::connect(None, Duration::from_secs(10)).await?;
+//! if let Some(app) = runtime.current("ody-prod-app").await? {
+//!     println!("{} is {}", app.name, app.state);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors name the engine URL and carry a [`rollback_core::ErrorKind`]
+//! decided by the engine's status code. Secret environment values go to
+//! the engine in the create request only; they are never logged, labelled
+//! or quoted in errors. (bollard itself logs request bodies at `debug`
+//! level of the `log` crate: keep its target below `debug`.)
+
+pub mod lock;
+
+mod connect;
+mod convert;
+mod error;
+mod probe;
+mod pull;
+mod runtime;
+
+pub use connect::DEFAULT_DOCKER_URL;
+pub use probe::DockerHealthProbe;
+pub use runtime::DockerRuntime;

@@ -1,0 +1,418 @@
+//! Pure translations between the core's types and the Engine API models.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
+    HostConfig, PortBinding, RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
+};
+use rollback_core::{
+    labels, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest, HealthStatus,
+    ImageRef, Release, Repository, RestartPolicy,
+};
+
+/// Whole seconds, rounded up, so a sub-second timeout is never zero.
+pub(crate) fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The create request for `spec`. Secret env values go into the body only.
+pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &spec.ports {
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        let binding = PortBinding {
+            host_ip: Some(port.host_ip.map(|ip| ip.to_string()).unwrap_or_default()),
+            host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+
+    // `-v` syntax: with a colon it is a bind or named volume, otherwise an
+    // anonymous volume at that container path.
+    let (binds, anonymous): (Vec<String>, Vec<String>) =
+        spec.volumes.iter().cloned().partition(|v| v.contains(':'));
+
+    let host_config = HostConfig {
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        binds: (!binds.is_empty()).then_some(binds),
+        network_mode: spec.network.clone(),
+        restart_policy: spec.restart.map(|r| EngineRestartPolicy {
+            name: Some(match r {
+                RestartPolicy::No => RestartPolicyNameEnum::NO,
+                RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+                RestartPolicy::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+                RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+            }),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    };
+
+    ContainerCreateBody {
+        image: Some(spec.image.to_string()),
+        env: (!spec.env.is_empty()).then(|| {
+            spec.env
+                .iter()
+                .map(|(key, value)| format!("{key}={}", value.expose()))
+                .collect()
+        }),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        volumes: (!anonymous.is_empty()).then_some(anonymous),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        stop_timeout: spec
+            .stop_timeout
+            .map(|t| i64::try_from(ceil_secs(t)).unwrap_or(i64::MAX)),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Parse an engine timestamp; the engine's zero time means "never".
+pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
+    if text.is_empty() || text.starts_with("0001-") {
+        return None;
+    }
+    humantime::parse_rfc3339_weak(text)
+        .or_else(|_| humantime::parse_rfc3339(text))
+        .ok()
+}
+
+/// The engine's run state as the core's.
+pub(crate) fn container_state(response: &ContainerInspectResponse) -> ContainerState {
+    let Some(state) = &response.state else {
+        return ContainerState::Dead;
+    };
+    let health = state
+        .health
+        .as_ref()
+        .and_then(|h| h.status)
+        .and_then(|s| match s {
+            HealthStatusEnum::STARTING => Some(HealthStatus::Starting),
+            HealthStatusEnum::HEALTHY => Some(HealthStatus::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(HealthStatus::Unhealthy),
+            HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+        });
+    match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        // A container being stopped still runs until its process exits.
+        Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::STOPPING) => {
+            ContainerState::Running { health }
+        }
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited {
+            code: state.exit_code.unwrap_or_default(),
+        },
+        Some(ContainerStateStatusEnum::REMOVING) | Some(ContainerStateStatusEnum::DEAD) => {
+            ContainerState::Dead
+        }
+        Some(ContainerStateStatusEnum::EMPTY) | None => {
+            if state.running == Some(true) {
+                ContainerState::Running { health }
+            } else {
+                ContainerState::Exited {
+                    code: state.exit_code.unwrap_or_default(),
+                }
+            }
+        }
+    }
+}
+
+/// The release recorded in the rollback labels, when they are complete.
+pub(crate) fn release_from_labels(labels: &BTreeMap<String, String>) -> Option<Release> {
+    let repository: Repository = labels.get(labels::REPOSITORY)?.parse().ok()?;
+    let digest: Digest = labels.get(labels::DIGEST)?.parse().ok()?;
+    let tag = labels.get(labels::TAG).filter(|t| !t.is_empty()).cloned();
+    Some(Release {
+        repository,
+        tag,
+        digest,
+    })
+}
+
+/// The release named by the image reference the container was created
+/// from, when it pins a digest (`repo@sha256:...`).
+pub(crate) fn release_from_reference(reference: &str) -> Option<Release> {
+    let image: ImageRef = reference.parse().ok()?;
+    Some(Release {
+        repository: image.repo(),
+        tag: image.tag().map(str::to_owned),
+        digest: image.digest()?,
+    })
+}
+
+/// The release from an image's `RepoDigests`, preferring the repository
+/// of `config_image` (the reference the container was created from).
+pub(crate) fn release_from_repo_digests(
+    repo_digests: &[String],
+    config_image: Option<&str>,
+) -> Option<Release> {
+    let wanted: Option<ImageRef> = config_image.and_then(|i| i.parse().ok());
+    let candidates: Vec<Release> = repo_digests
+        .iter()
+        .filter_map(|d| release_from_reference(d))
+        .collect();
+    let chosen = wanted
+        .as_ref()
+        .and_then(|w| {
+            candidates
+                .iter()
+                .find(|c| c.repository == w.repo())
+                .cloned()
+        })
+        .or_else(|| candidates.first().cloned())?;
+    Some(Release {
+        tag: wanted
+            .filter(|w| w.repo() == chosen.repository)
+            .and_then(|w| w.tag().map(str::to_owned)),
+        ..chosen
+    })
+}
+
+/// Everything of an inspect answer except the release, which may need
+/// another request.
+pub(crate) fn container_info(response: &ContainerInspectResponse) -> ContainerInfo {
+    let labels: BTreeMap<String, String> = response
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let release = release_from_labels(&labels).or_else(|| {
+        response
+            .config
+            .as_ref()
+            .and_then(|c| c.image.as_deref())
+            .and_then(release_from_reference)
+    });
+    ContainerInfo {
+        id: ContainerId(response.id.clone().unwrap_or_default()),
+        name: response
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image_id: response.image.clone().unwrap_or_default(),
+        release,
+        labels,
+        state: container_state(response),
+        restart_count: response
+            .restart_count
+            .and_then(|c| u64::try_from(c).ok())
+            .unwrap_or_default(),
+        started_at: response
+            .state
+            .as_ref()
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(parse_time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerConfig, ContainerState as EngineState, Health};
+    use rollback_core::{EnvValue, PortMapping, Secret};
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "app".into(),
+            image: format!("127.0.0.1:5000/team/app@{}", digest('a'))
+                .parse()
+                .unwrap(),
+            ports: ["127.0.0.1:18080:8080", "80:8080", "9000/udp"]
+                .iter()
+                .map(|p| p.parse::<PortMapping>().unwrap())
+                .collect(),
+            env: vec![
+                ("MODE".into(), EnvValue::Plain("prod".into())),
+                ("TOKEN".into(), EnvValue::Secret(Secret::new("s3cr3t"))),
+            ],
+            volumes: vec![
+                "/var/log/app:/logs:ro".into(),
+                "data:/data".into(),
+                "/cache".into(),
+            ],
+            platform: Some("linux/amd64".into()),
+            network: Some("host".into()),
+            restart: Some(RestartPolicy::UnlessStopped),
+            command: vec!["--flag".into()],
+            labels: BTreeMap::from([("io.rollback.app".to_owned(), "app".to_owned())]),
+            stop_timeout: Some(Duration::from_millis(2500)),
+        }
+    }
+
+    #[test]
+    fn create_body_carries_the_whole_spec() {
+        let body = create_body(&spec());
+        assert_eq!(
+            body.image.as_deref(),
+            Some(spec().image.to_string().as_str())
+        );
+        assert_eq!(
+            body.env.unwrap(),
+            vec!["MODE=prod".to_owned(), "TOKEN=s3cr3t".to_owned()]
+        );
+        assert_eq!(body.cmd.unwrap(), vec!["--flag".to_owned()]);
+        assert_eq!(body.stop_timeout, Some(3));
+        assert_eq!(body.volumes.unwrap(), vec!["/cache".to_owned()]);
+        let labels = body.labels.unwrap();
+        assert_eq!(
+            labels.get("io.rollback.app").map(String::as_str),
+            Some("app")
+        );
+        assert!(!labels.values().any(|v| v.contains("s3cr3t")));
+        let mut exposed = body.exposed_ports.unwrap();
+        exposed.sort();
+        assert_eq!(exposed, vec!["8080/tcp".to_owned(), "9000/udp".to_owned()]);
+        let host = body.host_config.unwrap();
+        assert_eq!(
+            host.binds.unwrap(),
+            vec!["/var/log/app:/logs:ro".to_owned(), "data:/data".to_owned()]
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        let ports = host.port_bindings.unwrap();
+        let tcp = ports["8080/tcp"].clone().unwrap();
+        assert_eq!(tcp.len(), 2);
+        assert_eq!(tcp[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(tcp[0].host_port.as_deref(), Some("18080"));
+        assert_eq!(tcp[1].host_ip.as_deref(), Some(""));
+        assert_eq!(tcp[1].host_port.as_deref(), Some("80"));
+        let udp = ports["9000/udp"].clone().unwrap();
+        assert_eq!(udp[0].host_port.as_deref(), Some(""), "ephemeral port");
+    }
+
+    #[test]
+    fn ceil_secs_never_rounds_to_zero() {
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(10)), 10);
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn engine_times_parse_and_zero_time_is_never() {
+        let t = parse_time("2026-11-25T03:45:02.123456789Z").unwrap();
+        let since_epoch = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(since_epoch.as_secs(), 1_795_578_302);
+        assert_eq!(since_epoch.subsec_nanos(), 123_456_789);
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_time(""), None);
+    }
+
+    fn inspect(
+        status: ContainerStateStatusEnum,
+        health: Option<HealthStatusEnum>,
+    ) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            id: Some("abc".into()),
+            name: Some("/app".into()),
+            image: Some(digest('f')),
+            restart_count: Some(2),
+            state: Some(EngineState {
+                status: Some(status),
+                exit_code: Some(1),
+                started_at: Some("2026-11-25T03:45:02Z".into()),
+                health: health.map(|s| Health {
+                    status: Some(s),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig {
+                image: Some(format!("127.0.0.1:5000/team/app:v1@{}", digest('b'))),
+                labels: Some(HashMap::from([("k".to_owned(), "v".to_owned())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn inspect_maps_state_health_and_release() {
+        let info = container_info(&inspect(
+            ContainerStateStatusEnum::RUNNING,
+            Some(HealthStatusEnum::HEALTHY),
+        ));
+        assert_eq!(info.name, "app");
+        assert_eq!(info.id.as_str(), "abc");
+        assert_eq!(info.image_id, digest('f'));
+        assert_eq!(info.restart_count, 2);
+        assert!(info.started_at.is_some());
+        assert_eq!(
+            info.state,
+            ContainerState::Running {
+                health: Some(HealthStatus::Healthy)
+            }
+        );
+        let release = info.release.unwrap();
+        assert_eq!(release.digest.to_string(), digest('b'));
+        assert_eq!(release.tag.as_deref(), Some("v1"));
+        assert_eq!(release.repository.to_string(), "127.0.0.1:5000/team/app");
+
+        let exited = container_info(&inspect(ContainerStateStatusEnum::EXITED, None));
+        assert_eq!(exited.state, ContainerState::Exited { code: 1 });
+        let restarting = container_info(&inspect(ContainerStateStatusEnum::RESTARTING, None));
+        assert_eq!(restarting.state, ContainerState::Restarting);
+        let none = container_info(&inspect(
+            ContainerStateStatusEnum::RUNNING,
+            Some(HealthStatusEnum::NONE),
+        ));
+        assert_eq!(none.state, ContainerState::Running { health: None });
+    }
+
+    #[test]
+    fn labels_win_over_the_image_reference() {
+        let mut response = inspect(ContainerStateStatusEnum::RUNNING, None);
+        let labels = response.config.as_mut().unwrap().labels.as_mut().unwrap();
+        labels.insert(labels::REPOSITORY.into(), "127.0.0.1:5000/other".into());
+        labels.insert(labels::DIGEST.into(), digest('c'));
+        labels.insert(labels::TAG.into(), "v9".into());
+        let release = container_info(&response).release.unwrap();
+        assert_eq!(release.repository.to_string(), "127.0.0.1:5000/other");
+        assert_eq!(release.digest.to_string(), digest('c'));
+        assert_eq!(release.tag.as_deref(), Some("v9"));
+    }
+
+    #[test]
+    fn repo_digests_prefer_the_container_repository() {
+        let digests = vec![
+            format!("127.0.0.1:5000/mirror/app@{}", digest('d')),
+            format!("127.0.0.1:5000/team/app@{}", digest('e')),
+        ];
+        let release =
+            release_from_repo_digests(&digests, Some("127.0.0.1:5000/team/app:v2")).unwrap();
+        assert_eq!(release.repository.to_string(), "127.0.0.1:5000/team/app");
+        assert_eq!(release.digest.to_string(), digest('e'));
+        assert_eq!(release.tag.as_deref(), Some("v2"));
+        let first = release_from_repo_digests(&digests, Some("local-only:dev")).unwrap();
+        assert_eq!(first.digest.to_string(), digest('d'));
+        assert_eq!(first.tag, None);
+        assert!(release_from_repo_digests(&[], None).is_none());
+    }
+}

@@ -1,0 +1,181 @@
+//! [`DockerHealthProbe`]: health as the image's own `HEALTHCHECK` reports it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use rollback_core::{ContainerId, HealthProbe, ProbeResult};
+
+use crate::convert::container_state;
+use crate::error::classify;
+use crate::DockerRuntime;
+
+/// Reads the engine's health state of the container, kept by the image's
+/// `HEALTHCHECK`; the last health log entry is the detail.
+#[derive(Debug, Clone)]
+pub struct DockerHealthProbe {
+    runtime: DockerRuntime,
+}
+
+impl DockerHealthProbe {
+    /// A probe on the same engine as `runtime`.
+    pub fn new(runtime: DockerRuntime) -> Self {
+        DockerHealthProbe { runtime }
+    }
+}
+
+/// The verdict for one inspect answer.
+pub(crate) fn verdict(response: &ContainerInspectResponse) -> ProbeResult {
+    let state = container_state(response);
+    if !state.is_running() {
+        return ProbeResult::Unhealthy(format!("container is {state}"));
+    }
+    let has_healthcheck = response
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|test| test.first().is_some_and(|t| t != "NONE"));
+    let health = response.state.as_ref().and_then(|s| s.health.as_ref());
+    let status = health.and_then(|h| h.status);
+    let last = health
+        .and_then(|h| h.log.as_ref())
+        .and_then(|log| log.last())
+        .map(|entry| {
+            let output = entry.output.as_deref().unwrap_or_default().trim();
+            let code = entry.exit_code.unwrap_or_default();
+            if output.is_empty() {
+                format!("healthcheck exited with code {code}")
+            } else {
+                // Keep the end of long output: that is where checks say why.
+                let skip = output.chars().count().saturating_sub(300);
+                let tail: String = output.chars().skip(skip).collect();
+                format!("healthcheck exited with code {code}: {tail}")
+            }
+        });
+    match status {
+        Some(HealthStatusEnum::HEALTHY) => {
+            ProbeResult::Healthy(last.unwrap_or_else(|| "healthy".to_owned()))
+        }
+        Some(HealthStatusEnum::UNHEALTHY) => {
+            ProbeResult::Unhealthy(last.unwrap_or_else(|| "unhealthy".to_owned()))
+        }
+        Some(HealthStatusEnum::STARTING) => {
+            ProbeResult::Starting(last.unwrap_or_else(|| "healthcheck has not run yet".to_owned()))
+        }
+        _ if !has_healthcheck => ProbeResult::Unhealthy("image has no HEALTHCHECK".to_owned()),
+        _ => ProbeResult::Starting("no health status yet".to_owned()),
+    }
+}
+
+#[async_trait]
+impl HealthProbe for DockerHealthProbe {
+    async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult {
+        let inspect = self
+            .runtime
+            .docker()
+            .inspect_container(container.as_str(), None);
+        match tokio::time::timeout(timeout, inspect).await {
+            Ok(Ok(response)) => verdict(&response),
+            Ok(Err(e)) => ProbeResult::Unhealthy(
+                classify(
+                    self.runtime.url(),
+                    &format!("inspect container {container}"),
+                    e,
+                )
+                .message()
+                .to_owned(),
+            ),
+            Err(_) => ProbeResult::Unhealthy(format!(
+                "the engine at {} did not answer within {}",
+                self.runtime.url(),
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("docker HEALTHCHECK via {}", self.runtime.url())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{
+        ContainerConfig, ContainerState as EngineState, ContainerStateStatusEnum, Health,
+        HealthConfig, HealthcheckResult,
+    };
+
+    fn response(
+        status: ContainerStateStatusEnum,
+        health: Option<(HealthStatusEnum, i64, &str)>,
+        healthcheck: bool,
+    ) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(EngineState {
+                status: Some(status),
+                exit_code: Some(1),
+                health: health.map(|(status, code, output)| Health {
+                    status: Some(status),
+                    failing_streak: None,
+                    log: Some(vec![HealthcheckResult {
+                        exit_code: Some(code),
+                        output: Some(output.to_owned()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig {
+                healthcheck: healthcheck.then(|| HealthConfig {
+                    test: Some(vec!["CMD".into(), "true".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_engine_health_state() {
+        use ContainerStateStatusEnum::*;
+        assert_eq!(
+            verdict(&response(
+                RUNNING,
+                Some((HealthStatusEnum::HEALTHY, 0, "ok\n")),
+                true
+            )),
+            ProbeResult::Healthy("healthcheck exited with code 0: ok".into())
+        );
+        assert_eq!(
+            verdict(&response(
+                RUNNING,
+                Some((HealthStatusEnum::UNHEALTHY, 1, "")),
+                true
+            )),
+            ProbeResult::Unhealthy("healthcheck exited with code 1".into())
+        );
+        assert!(matches!(
+            verdict(&response(
+                RUNNING,
+                Some((HealthStatusEnum::STARTING, 1, "x")),
+                true
+            )),
+            ProbeResult::Starting(_)
+        ));
+        assert_eq!(
+            verdict(&response(RUNNING, None, false)),
+            ProbeResult::Unhealthy("image has no HEALTHCHECK".into())
+        );
+        assert_eq!(
+            verdict(&response(
+                EXITED,
+                Some((HealthStatusEnum::UNHEALTHY, 1, "")),
+                true
+            )),
+            ProbeResult::Unhealthy("container is exited with code 1".into())
+        );
+    }
+}

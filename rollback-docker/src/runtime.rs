@@ -1,0 +1,610 @@
+//! [`DockerRuntime`]: the core's [`Runtime`] on the Docker Engine API.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bollard::errors::Error as EngineError;
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures_util::StreamExt;
+use rollback_core::{
+    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Error,
+    ErrorKind, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+};
+
+use crate::connect::{ConnectEnv, Endpoint};
+use crate::convert::{ceil_secs, container_info, create_body, release_from_repo_digests};
+use crate::error::{classify, classify_pull, redact};
+use crate::lock;
+use crate::pull::{self, PullTracker};
+
+/// How often [`Runtime::wait_exit`] re-inspects the container while waiting
+/// for engine events, in case the engine dropped an event from its buffer.
+const WAIT_FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A Docker engine on one host, speaking the Engine API through bollard.
+///
+/// Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    url: String,
+    timeout: Duration,
+    docker_config: Option<PathBuf>,
+}
+
+impl fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("docker_config", &self.docker_config)
+            .finish()
+    }
+}
+
+impl DockerRuntime {
+    /// Connect to the engine at `url` (`unix:///path`, `tcp://host:port`,
+    /// `https://host:port`), or `DOCKER_HOST`, or the local socket.
+    ///
+    /// `tcp://` uses TLS when `DOCKER_TLS_VERIFY` is set, with `ca.pem`,
+    /// `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (else `~/.docker`).
+    /// Pings the engine and negotiates the API version (down to the
+    /// engine's, 1.41 for Docker 20.10). `timeout` bounds this and every
+    /// later request's wait for an answer; an engine that cannot be reached
+    /// within it is [`ErrorKind::Unavailable`], naming the URL.
+    pub async fn connect(url: Option<&str>, timeout: Duration) -> Result<Self> {
+        let env = ConnectEnv::from_process();
+        let url = env.url(url);
+        let endpoint = env.endpoint(&url)?;
+        let secs = ceil_secs(timeout).max(1);
+        let docker = match &endpoint {
+            Endpoint::Unix(path) => Docker::connect_with_unix(path, secs, API_DEFAULT_VERSION),
+            Endpoint::Http(address) => {
+                Docker::connect_with_http(address, secs, API_DEFAULT_VERSION)
+            }
+            Endpoint::Https(address, files) => Docker::connect_with_ssl(
+                address,
+                &files.key,
+                &files.cert,
+                &files.ca,
+                secs,
+                API_DEFAULT_VERSION,
+            ),
+        }
+        .map_err(|e| unreachable_engine(&url, e))?;
+
+        let handshake = async {
+            docker.ping().await?;
+            docker.negotiate_version().await
+        };
+        let docker = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "cannot reach docker engine at {url}: no answer within {}",
+                    humantime::format_duration(timeout)
+                ))
+            })?
+            .map_err(|e| unreachable_engine(&url, e))?;
+        Ok(DockerRuntime {
+            docker,
+            url,
+            timeout,
+            docker_config: None,
+        })
+    }
+
+    /// Read pull credentials from this Docker config (a `config.json` file
+    /// or the folder holding it) instead of `DOCKER_CONFIG` or
+    /// `~/.docker/config.json`.
+    pub fn with_docker_config(mut self, path: PathBuf) -> Self {
+        self.docker_config = Some(path);
+        self
+    }
+
+    /// The engine URL, as named in errors.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying bollard client, for callers that need more of the API.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The engine API version in use after negotiation (`1.41`).
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    fn err(&self, what: &str, err: EngineError) -> Error {
+        classify(&self.url, what, err)
+    }
+
+    async fn inspect_raw(
+        &self,
+        name_or_id: &str,
+    ) -> std::result::Result<ContainerInspectResponse, EngineError> {
+        self.docker.inspect_container(name_or_id, None).await
+    }
+
+    /// Inspect, with the release read from the image's `RepoDigests` when
+    /// neither the labels nor the container's image reference record it.
+    async fn info(&self, response: &ContainerInspectResponse) -> ContainerInfo {
+        let mut info = container_info(response);
+        if info.release.is_none() && !info.image_id.is_empty() {
+            if let Ok(image) = self.docker.inspect_image(&info.image_id).await {
+                let config_image = response.config.as_ref().and_then(|c| c.image.as_deref());
+                info.release = release_from_repo_digests(
+                    &image.repo_digests.unwrap_or_default(),
+                    config_image,
+                );
+            }
+        }
+        info
+    }
+
+    async fn inspect_or_none(&self, name_or_id: &str) -> Result<Option<ContainerInspectResponse>> {
+        match self.inspect_raw(name_or_id).await {
+            Ok(response) => Ok(Some(response)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.err(&format!("inspect container {name_or_id}"), e)),
+        }
+    }
+
+    async fn credentials(
+        &self,
+        image: &ImageRef,
+    ) -> Result<Option<bollard::auth::DockerCredentials>> {
+        let config = self
+            .docker_config
+            .clone()
+            .or_else(pull::default_config_path);
+        let registry = image.registry().to_owned();
+        tokio::task::spawn_blocking(move || pull::credentials(config.as_deref(), &registry))
+            .await
+            .map_err(|e| Error::other(format!("reading registry credentials failed: {e}")))?
+    }
+
+    async fn import_lock_image(&self) -> Result<()> {
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(lock::IMAGE_REPO.into()),
+            tag: Some(lock::IMAGE_TAG.into()),
+            ..Default::default()
+        };
+        // An empty tar archive: two zero blocks.
+        let body = bollard::body_full(bytes::Bytes::from(vec![0u8; 1024]));
+        let mut stream = self.docker.create_image(Some(options), Some(body), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| self.err("import the lock image", e))?;
+        }
+        Ok(())
+    }
+
+    async fn create_lock_container(&self, lock: &LockInfo) -> std::result::Result<(), EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(lock::container_name(&lock.app)),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(options), lock::container_body(lock))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// An error at connect time: anything that is not a bad URL means the
+/// engine cannot be reached.
+fn unreachable_engine(url: &str, err: EngineError) -> Error {
+    let err = classify(url, "connect", err);
+    match err.kind() {
+        ErrorKind::InvalidInput => err,
+        _ => Error::unavailable(format!(
+            "cannot reach docker engine at {url}: {}",
+            err.report()
+        )),
+    }
+}
+
+fn status_of(err: &EngineError) -> Option<u16> {
+    match err {
+        EngineError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// What ends a watch, comparing the container now with when the watch began.
+fn exit_of(now: &ContainerInfo, baseline: &ContainerInfo) -> Option<ContainerExit> {
+    match now.state {
+        ContainerState::Running { .. } | ContainerState::Paused => {
+            let restarted =
+                now.restart_count > baseline.restart_count || now.started_at != baseline.started_at;
+            restarted.then_some(ContainerExit::Restarted {
+                restart_count: now.restart_count,
+            })
+        }
+        ContainerState::Restarting => Some(ContainerExit::Restarted {
+            restart_count: now.restart_count,
+        }),
+        ContainerState::Exited { code } => Some(ContainerExit::Exited { code }),
+        ContainerState::Created => Some(ContainerExit::Exited { code: 0 }),
+        ContainerState::Dead => Some(ContainerExit::Gone),
+    }
+}
+
+/// The engine's `since` syntax: seconds and nanoseconds since the epoch.
+fn engine_timestamp(time: SystemTime) -> String {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", since.as_secs(), since.subsec_nanos())
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn current(&self, name: &str) -> Result<Option<ContainerInfo>> {
+        let Some(response) = self.inspect_or_none(name).await? else {
+            return Ok(None);
+        };
+        let info = self.info(&response).await;
+        // The engine also resolves id prefixes; only an exact name counts.
+        Ok((info.name == name.trim_start_matches('/')).then_some(info))
+    }
+
+    async fn list_app(&self, app: &str) -> Result<Vec<ContainerInfo>> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{}={app}", labels::APP)])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err(&format!("list containers of {app}"), e))?;
+        let mut infos = Vec::new();
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            let is_lock = summary
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(lock::LABEL_APP));
+            if is_lock {
+                continue;
+            }
+            // Removed between list and inspect: no longer part of the app.
+            if let Some(response) = self.inspect_or_none(&id).await? {
+                infos.push(self.info(&response).await);
+            }
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(infos)
+    }
+
+    async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo> {
+        let response = self
+            .inspect_raw(id.as_str())
+            .await
+            .map_err(|e| self.err(&format!("inspect container {id}"), e))?;
+        Ok(self.info(&response).await)
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        platform: Option<String>,
+        progress: Option<ProgressSink>,
+    ) -> Result<()> {
+        let reference = image.to_string();
+        match self.docker.inspect_image(&reference).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(self.err(&format!("inspect image {reference}"), e)),
+        }
+        let credentials = self.credentials(image).await?;
+        let options = CreateImageOptions {
+            from_image: Some(reference.clone()),
+            platform: platform.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let what = format!("pull {reference}");
+        let mut tracker = PullTracker::default();
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| classify_pull(&self.url, &what, e))?;
+            if tracker.update(&info) {
+                if let Some(sink) = &progress {
+                    sink(tracker.progress());
+                }
+            }
+        }
+        // The engine ends the stream without an error for some failures;
+        // the image being there is what counts.
+        match self.docker.inspect_image(&reference).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Err(Error::not_found(format!(
+                "{what} on {}: the engine finished without the image",
+                self.url
+            ))),
+            Err(e) => Err(self.err(&format!("inspect image {reference}"), e)),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId> {
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            platform: spec.platform.clone().unwrap_or_default(),
+        };
+        let secrets: Vec<&str> = spec
+            .env
+            .iter()
+            .filter(|(_, v)| v.is_secret())
+            .map(|(_, v)| v.expose())
+            .collect();
+        match self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+        {
+            Ok(created) => Ok(ContainerId(created.id)),
+            Err(e) => {
+                let err = self.err(&format!("create container {}", spec.name), e);
+                // Engine messages may quote the request; never let a secret through.
+                Err(Error::new(
+                    err.kind(),
+                    redact(err.message().to_owned(), &secrets),
+                ))
+            }
+        }
+    }
+
+    async fn start(&self, id: &ContainerId) -> Result<()> {
+        self.docker
+            .start_container(id.as_str(), None)
+            .await
+            .map_err(|e| self.err(&format!("start container {id}"), e))
+    }
+
+    async fn stop(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
+        let secs = ceil_secs(timeout);
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(secs).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        // The engine answers only once the container is down, after up to
+        // `timeout` plus the kill.
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(self.timeout + timeout + Duration::from_secs(5));
+        docker
+            .stop_container(id.as_str(), Some(options))
+            .await
+            .map_err(|e| self.err(&format!("stop container {id}"), e))
+    }
+
+    async fn rename(&self, id: &ContainerId, new_name: &str) -> Result<()> {
+        let options = RenameContainerOptions {
+            name: new_name.to_owned(),
+        };
+        self.docker
+            .rename_container(id.as_str(), options)
+            .await
+            .map_err(|e| self.err(&format!("rename container {id} to {new_name}"), e))
+    }
+
+    async fn remove(&self, id: &ContainerId) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(id.as_str(), Some(options))
+            .await
+            .map_err(|e| self.err(&format!("remove container {id}"), e))
+    }
+
+    async fn logs(&self, id: &ContainerId, lines: usize) -> Result<Vec<String>> {
+        if lines == 0 {
+            return Ok(Vec::new());
+        }
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        let mut stream = self.docker.logs(id.as_str(), Some(options));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err(&format!("read logs of container {id}"), e))?;
+            bytes.extend_from_slice(&chunk.into_bytes());
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_owned())
+            .collect();
+        let skip = all.len().saturating_sub(lines);
+        Ok(all.into_iter().skip(skip).collect())
+    }
+
+    /// Watches engine events for this container (`die`, `restart`, `oom`,
+    /// `destroy`), replayed from the container's start so an exit before the
+    /// subscription is not missed, and re-inspects on every event.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future closes the event stream; nothing else changes.
+    async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit> {
+        let Some(first) = self.inspect_or_none(id.as_str()).await? else {
+            return Ok(ContainerExit::Gone);
+        };
+        let baseline = container_info(&first);
+        if let Some(exit) = exit_of(&baseline, &baseline) {
+            return Ok(exit);
+        }
+        let full_id = baseline.id.as_str().to_owned();
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("container".to_owned(), vec![full_id.clone()]),
+            (
+                "event".to_owned(),
+                ["die", "restart", "oom", "destroy"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+        ]);
+        let options = EventsOptions {
+            // The engine's own clock: replays anything since the start.
+            since: baseline.started_at.map(engine_timestamp),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut events = self.docker.events(Some(options));
+        let mut fallback = tokio::time::interval(WAIT_FALLBACK_INTERVAL);
+        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        fallback.tick().await;
+        loop {
+            // First pass: the subscription is requested (and replays from
+            // the start), so an exit before it shows here at the latest.
+            let Some(response) = self.inspect_or_none(&full_id).await? else {
+                return Ok(ContainerExit::Gone);
+            };
+            if let Some(exit) = exit_of(&container_info(&response), &baseline) {
+                return Ok(exit);
+            }
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(event)) if event.action.as_deref() == Some("destroy") => {
+                        return Ok(ContainerExit::Gone);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        return Err(self.err(&format!("watch events of container {id}"), e));
+                    }
+                    None => {
+                        return Err(Error::unavailable(format!(
+                            "watch events of container {id}: the engine at {} closed the event stream",
+                            self.url
+                        )));
+                    }
+                },
+                _ = fallback.tick() => {}
+            }
+        }
+    }
+
+    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
+        lock::validate_app(&lock.app)?;
+        let what = format!("take the deploy lock of {}", lock.app);
+        let mut imported = false;
+        // A lock released between our 409 and reading it back is retried.
+        for _ in 0..3 {
+            match self.create_lock_container(lock).await {
+                Ok(()) => return Ok(LockAttempt::Acquired),
+                Err(e) if status_of(&e) == Some(409) => {
+                    if let Some(held) = self.lock_status(&lock.app).await? {
+                        return Ok(LockAttempt::Held(held));
+                    }
+                }
+                Err(e) if status_of(&e) == Some(404) && !imported => {
+                    self.import_lock_image().await?;
+                    imported = true;
+                }
+                Err(e) => return Err(self.err(&what, e)),
+            }
+        }
+        Err(Error::conflict(format!(
+            "{what} on {}: the lock kept changing hands",
+            self.url
+        )))
+    }
+
+    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
+        lock::validate_app(app)?;
+        let name = lock::container_name(app);
+        let Some(response) = self.inspect_or_none(&name).await? else {
+            return Ok(None);
+        };
+        let labels = response.config.and_then(|c| c.labels).unwrap_or_default();
+        Ok(Some(lock::info_from_labels(app, &labels)))
+    }
+
+    async fn release_lock(&self, app: &str) -> Result<bool> {
+        lock::validate_app(app)?;
+        let name = lock::container_name(app);
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(&name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(state: ContainerState, restart_count: u64, started: u64) -> ContainerInfo {
+        ContainerInfo {
+            id: ContainerId("c".into()),
+            name: "app".into(),
+            image_id: String::new(),
+            release: None,
+            labels: Default::default(),
+            state,
+            restart_count,
+            started_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(started)),
+        }
+    }
+
+    #[test]
+    fn exit_of_tells_exits_restarts_and_removal() {
+        let running = info(ContainerState::Running { health: None }, 0, 10);
+        assert_eq!(exit_of(&running, &running), None);
+        let exited = info(ContainerState::Exited { code: 3 }, 0, 10);
+        assert_eq!(
+            exit_of(&exited, &running),
+            Some(ContainerExit::Exited { code: 3 })
+        );
+        let restarting = info(ContainerState::Restarting, 1, 10);
+        assert_eq!(
+            exit_of(&restarting, &running),
+            Some(ContainerExit::Restarted { restart_count: 1 })
+        );
+        let back_up = info(ContainerState::Running { health: None }, 1, 11);
+        assert_eq!(
+            exit_of(&back_up, &running),
+            Some(ContainerExit::Restarted { restart_count: 1 })
+        );
+        let restarted_by_hand = info(ContainerState::Running { health: None }, 0, 12);
+        assert_eq!(
+            exit_of(&restarted_by_hand, &running),
+            Some(ContainerExit::Restarted { restart_count: 0 })
+        );
+        let dead = info(ContainerState::Dead, 0, 10);
+        assert_eq!(exit_of(&dead, &running), Some(ContainerExit::Gone));
+    }
+
+    #[test]
+    fn engine_timestamps_carry_nanoseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        assert_eq!(engine_timestamp(t), "1700000000.000000005");
+    }
+}
