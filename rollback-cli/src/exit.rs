@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rollback_core::{ErrorKind, LockInfo, Outcome};
+use rollback_core::{LockInfo, Outcome};
 
 use crate::config::ConfigError;
 
@@ -59,17 +59,19 @@ impl CliError {
         }
     }
 
-    /// An error of a registry, engine or probe, with what was being done.
-    ///
-    /// Invalid input (a bad reference) is a usage error; the rest exit 1.
+    /// An error of a registry, engine or probe, with what was being done (exit 1).
     pub fn core(context: impl fmt::Display, err: &rollback_core::Error) -> Self {
-        let code = match err.kind() {
-            ErrorKind::InvalidInput => USAGE,
-            _ => FAILED,
-        };
         Self {
-            code,
+            code: FAILED,
             message: format!("{context}: {}", err.report()),
+        }
+    }
+
+    /// A bad value given on the command line (exit 2), such as an invalid reference.
+    pub fn bad_argument(what: impl fmt::Display, err: &rollback_core::Error) -> Self {
+        Self {
+            code: USAGE,
+            message: format!("{what}: {}", err.message()),
         }
     }
 
@@ -127,8 +129,13 @@ mod tests {
             (e.exit_code(), e.message()),
             (FAILED, "resolve x: no such tag")
         );
-        let e = CliError::core("parse", &rollback_core::Error::invalid_input("bad ref"));
-        assert_eq!(e.exit_code(), USAGE);
+        let e = CliError::core(
+            "copy",
+            &rollback_core::Error::invalid_input("digest mismatch"),
+        );
+        assert_eq!(e.exit_code(), FAILED);
+        let e = CliError::bad_argument("SRC", &rollback_core::Error::invalid_input("bad ref"));
+        assert_eq!((e.exit_code(), e.message()), (USAGE, "SRC: bad ref"));
         let lock = LockInfo {
             app: "a".into(),
             deployment: "d1".into(),

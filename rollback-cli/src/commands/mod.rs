@@ -1,0 +1,165 @@
+//! The commands: each takes a [`Context`] and returns an exit code or a [`CliError`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rollback_core::{HealthProbe, Registry, Runtime};
+
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::config::{Config, HostConfig, DEFAULT_FILE};
+use crate::exit::{self, CliError};
+use crate::output::{Output, Redactor};
+
+pub mod lock;
+pub mod tag;
+
+/// Where the commands get their registry, engines and probes from.
+///
+/// The binary uses the real Docker and OCI adapters; tests hand in mocks.
+#[async_trait]
+pub trait Adapters: Send + Sync {
+    /// The registry client.
+    fn registry(&self) -> Result<Arc<dyn Registry>, CliError>;
+
+    /// The engine of `host`, connected.
+    async fn runtime(&self, host: &HostConfig) -> Result<Arc<dyn Runtime>, CliError>;
+
+    /// The engine of `host` and the health probe of its release.
+    async fn host(
+        &self,
+        host: &HostConfig,
+    ) -> Result<(Arc<dyn Runtime>, Arc<dyn HealthProbe>), CliError>;
+}
+
+/// What every command gets.
+pub struct Context {
+    /// The config, when one was read.
+    pub config: Option<Config>,
+    /// The printer, also the observer of deploy events.
+    pub output: Arc<Output>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// Registry, engines and probes.
+    pub adapters: Arc<dyn Adapters>,
+}
+
+impl Context {
+    /// The config, or the error of a command that needs one.
+    pub fn config(&self) -> Result<&Config, CliError> {
+        self.config
+            .as_ref()
+            .ok_or_else(|| CliError::usage(format!("{DEFAULT_FILE}: no config file")))
+    }
+}
+
+/// Whether the command reads the config file, and whether it must exist.
+enum ConfigNeed {
+    None,
+    IfPresent,
+    Required,
+}
+
+fn config_need(command: &Command) -> ConfigNeed {
+    match command {
+        Command::Completions { .. } => ConfigNeed::None,
+        // `tag` with two full references needs no [app].
+        Command::Tag(_) => ConfigNeed::IfPresent,
+        _ => ConfigNeed::Required,
+    }
+}
+
+/// Read the config the command needs: `-c FILE`, else `./rollback.toml`.
+fn load_config(cli: &Cli) -> Result<Option<Config>, CliError> {
+    let need = config_need(&cli.command);
+    let path: PathBuf = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+    match need {
+        ConfigNeed::None => Ok(None),
+        ConfigNeed::IfPresent if cli.config.is_none() && !Path::new(&path).exists() => Ok(None),
+        _ => Ok(Some(Config::load(&path)?)),
+    }
+}
+
+/// Run the parsed command line; returns the process exit code.
+///
+/// Every failure is printed once, by [`Output::error`].
+pub async fn run(cli: Cli, adapters: Arc<dyn Adapters>) -> i32 {
+    let mut output = Output::stdio(cli.output, cli.verbose);
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            output.error(&e);
+            return e.exit_code();
+        }
+    };
+    if let Some(c) = &config {
+        output.set_redactor(Redactor::from_config(c));
+    }
+    run_with(cli, config, Arc::new(output), adapters).await
+}
+
+/// Run with an already loaded config and a given output (tests use this).
+pub async fn run_with(
+    cli: Cli,
+    config: Option<Config>,
+    output: Arc<Output>,
+    adapters: Arc<dyn Adapters>,
+) -> i32 {
+    let ctx = Context {
+        config,
+        output: output.clone(),
+        dry_run: cli.dry_run,
+        adapters,
+    };
+    let result = match &cli.command {
+        Command::Completions { shell } => {
+            completions(*shell);
+            Ok(exit::OK)
+        }
+        Command::Tag(args) => tag::run(&ctx, args).await,
+        Command::Lock(command) => lock::run(&ctx, command).await,
+        other => Err(CliError::failed(format!(
+            "{} is not available in this build",
+            command_name(other)
+        ))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output.error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Deploy(_) => "deploy",
+        Command::Undo => "undo",
+        Command::Status => "status",
+        Command::History => "history",
+        Command::Tag(_) => "tag",
+        Command::Recover => "recover",
+        Command::Lock(_) => "lock",
+        Command::Completions { .. } => "completions",
+    }
+}
+
+fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "rollback", &mut std::io::stdout());
+}
+
+/// `{"outcome": "ok", "exit_code": N}` closing JSON output of non-deploy commands.
+pub(crate) fn json_done(output: &Output, outcome: &str, code: i32) {
+    if output.format() == OutputFormat::Json {
+        output.json(&serde_json::json!({ "outcome": outcome, "exit_code": code }));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

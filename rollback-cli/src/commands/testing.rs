@@ -1,0 +1,87 @@
+//! Test doubles for the commands.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rollback_core::{HealthProbe, Registry, Runtime};
+
+use crate::cli::OutputFormat;
+use crate::commands::{Adapters, Context};
+use crate::config::{Config, HostConfig};
+use crate::exit::CliError;
+use crate::output::{Captured, Output};
+
+/// Adapters handing out the doubles they were given; a host without one cannot be reached.
+#[derive(Default)]
+pub struct FakeAdapters {
+    registry: Mutex<Option<Arc<dyn Registry>>>,
+    runtimes: HashMap<String, Arc<dyn Runtime>>,
+    probes: HashMap<String, Arc<dyn HealthProbe>>,
+}
+
+impl FakeAdapters {
+    pub fn with_registry(registry: impl Registry + 'static) -> Self {
+        let fake = Self::default();
+        *fake.registry.lock().unwrap() = Some(Arc::new(registry));
+        fake
+    }
+
+    pub fn runtime(mut self, host: &str, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtimes.insert(host.to_owned(), runtime);
+        self
+    }
+
+    pub fn probe(mut self, host: &str, probe: Arc<dyn HealthProbe>) -> Self {
+        self.probes.insert(host.to_owned(), probe);
+        self
+    }
+}
+
+#[async_trait]
+impl Adapters for FakeAdapters {
+    fn registry(&self) -> Result<Arc<dyn Registry>, CliError> {
+        self.registry
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| CliError::failed("no registry in this test"))
+    }
+
+    async fn runtime(&self, host: &HostConfig) -> Result<Arc<dyn Runtime>, CliError> {
+        self.runtimes
+            .get(host.name.as_str())
+            .cloned()
+            .ok_or_else(|| CliError::failed(format!("cannot reach the engine of {}", host.name)))
+    }
+
+    async fn host(
+        &self,
+        host: &HostConfig,
+    ) -> Result<(Arc<dyn Runtime>, Arc<dyn HealthProbe>), CliError> {
+        let runtime = self.runtime(host).await?;
+        let probe = self
+            .probes
+            .get(host.name.as_str())
+            .cloned()
+            .ok_or_else(|| CliError::failed(format!("no probe for {}", host.name)))?;
+        Ok((runtime, probe))
+    }
+}
+
+/// A context with captured stdout and stderr.
+pub fn context(
+    config: Option<Config>,
+    format: OutputFormat,
+    dry_run: bool,
+    adapters: FakeAdapters,
+) -> (Context, Captured, Captured) {
+    let (output, out, err) = Output::captured(format, 0);
+    let ctx = Context {
+        config,
+        output: Arc::new(output),
+        dry_run,
+        adapters: Arc::new(adapters),
+    };
+    (ctx, out, err)
+}
