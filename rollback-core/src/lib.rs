@@ -9,14 +9,20 @@
 
 #![warn(missing_docs)]
 
+pub mod engine;
 pub mod error;
 pub mod event;
+#[cfg(any(test, feature = "mock"))]
+pub mod fake;
 pub mod machine;
 pub mod outcome;
 pub mod policy;
 pub mod traits;
 pub mod types;
 
+pub use engine::{
+    App, CancellationToken, Deployer, History, HostPlan, HostStatus, HostTarget, Plan, Target,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};

@@ -1,0 +1,127 @@
+//! Event numbering and delivery through an unbounded queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::event::{Event, EventKind, Observer, Phase};
+use crate::types::{HostId, ProgressSink, PullProgress};
+
+struct Inner {
+    seq: u64,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+}
+
+/// Numbers events and queues them for the observer task; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Emitter {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// The task that hands queued events to the observer.
+pub(crate) struct Pump {
+    emitter: Emitter,
+    task: JoinHandle<()>,
+}
+
+impl Pump {
+    /// Start delivering to `observer`.
+    pub(crate) fn start(observer: Arc<dyn Observer>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let task = tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                observer.on_event(&event);
+            }
+        });
+        Self {
+            emitter: Emitter {
+                inner: Arc::new(Mutex::new(Inner {
+                    seq: 0,
+                    tx: Some(tx),
+                })),
+            },
+            task,
+        }
+    }
+
+    pub(crate) fn emitter(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// Close the queue and wait until the observer has seen every event.
+    pub(crate) async fn finish(self) {
+        self.emitter
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tx = None;
+        // A panicking observer loses its remaining events, not the deploy.
+        let _ = self.task.await;
+    }
+}
+
+impl Emitter {
+    pub(crate) fn emit(
+        &self,
+        host: Option<&HostId>,
+        phase: Phase,
+        kind: EventKind,
+        detail: impl Into<String>,
+    ) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Numbered and sent under one lock so seq order is delivery order.
+        if let Some(tx) = &inner.tx {
+            let seq = inner.seq + 1;
+            let event = Event {
+                seq,
+                time: SystemTime::now(),
+                host: host.cloned(),
+                phase,
+                kind,
+                detail: detail.into(),
+            };
+            if tx.send(event).is_ok() {
+                inner.seq = seq;
+            }
+        }
+    }
+
+    pub(crate) fn transition(
+        &self,
+        host: Option<&HostId>,
+        phase: Phase,
+        detail: impl Into<String>,
+    ) {
+        self.emit(host, phase, EventKind::Transition, detail)
+    }
+
+    pub(crate) fn note(&self, host: Option<&HostId>, phase: Phase, detail: impl Into<String>) {
+        self.emit(host, phase, EventKind::Note, detail)
+    }
+
+    /// A pull progress sink that emits an event when the layer counts change.
+    pub(crate) fn pull_sink(&self, host: &HostId) -> ProgressSink {
+        let emitter = self.clone();
+        let host = host.clone();
+        let last = Mutex::new(None::<(u32, u32)>);
+        Arc::new(move |progress: PullProgress| {
+            let counts = (progress.layers_done, progress.layers_total);
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if *last != Some(counts) {
+                *last = Some(counts);
+                let detail = format!(
+                    "pulled {}/{} layers ({} of {} bytes)",
+                    counts.0, counts.1, progress.bytes_done, progress.bytes_total
+                );
+                emitter.emit(
+                    Some(&host),
+                    Phase::Captured,
+                    EventKind::Pull(progress),
+                    detail,
+                );
+            }
+        })
+    }
+}

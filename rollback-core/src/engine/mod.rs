@@ -1,0 +1,460 @@
+//! The async driver: performs the effects the [state machine](crate::machine)
+//! asks for, each under a time limit, and rolls a release out to a fleet.
+//!
+//! [`Deployer`] is the entry point; the CLI and other deploy tools call it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{NoopObserver, Observer};
+use crate::policy::{HealthPolicy, RolloutPolicy, StepTimeouts};
+use crate::traits::{HealthProbe, ProbeResult, Registry, Runtime};
+use crate::types::{
+    retained_name, ContainerId, ContainerInfo, ContainerSpec, DeploymentId, Digest, HostId,
+    LockInfo, Release, Repository,
+};
+
+mod deploy;
+mod emit;
+mod host;
+mod recover;
+#[cfg(test)]
+mod tests;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// The application being deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct App {
+    /// Container name on every host.
+    pub name: String,
+    /// Image repository, no tag.
+    pub repository: Repository,
+    /// The tag that names the release in production (`latest`).
+    pub stable_tag: String,
+    /// The tag that names the release before it (`previous`).
+    pub previous_tag: String,
+}
+
+/// What to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A tag of the app's repository, resolved to a digest once at the start.
+    Tag(String),
+    /// A manifest digest of the app's repository.
+    Digest(Digest),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tag(tag) => f.write_str(tag),
+            Target::Digest(digest) => fmt::Display::fmt(digest, f),
+        }
+    }
+}
+
+/// One host of the fleet and how to reach, run and probe the app there.
+#[derive(Clone)]
+pub struct HostTarget {
+    /// Host name.
+    pub id: HostId,
+    /// The container engine.
+    pub runtime: Arc<dyn Runtime>,
+    /// The health check of the app on this host.
+    pub probe: Arc<dyn HealthProbe>,
+    /// The container to run; `image` is replaced by `repository@<digest>`
+    /// at deploy time and `name` must equal the app name.
+    pub spec: ContainerSpec,
+}
+
+impl fmt::Debug for HostTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostTarget")
+            .field("id", &self.id)
+            .field("probe", &self.probe.describe())
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A dry run: what a deploy would do, changing nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The release that would be deployed.
+    pub target: Release,
+    /// The digest the stable tag has now.
+    pub stable_before: Option<Digest>,
+    /// Per host, in config order.
+    pub hosts: Vec<HostPlan>,
+}
+
+/// What a deploy would do on one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostPlan {
+    /// The host.
+    pub host: HostId,
+    /// The release running now.
+    pub current: Option<Release>,
+    /// The container running it.
+    pub container: Option<ContainerId>,
+    /// Who holds the deploy lock now, if anyone.
+    pub lock: Option<LockInfo>,
+    /// The steps, in order, as sentences.
+    pub steps: Vec<String>,
+}
+
+/// The state of the app on one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostStatus {
+    /// The host.
+    pub host: HostId,
+    /// The app container, if one exists.
+    pub container: Option<ContainerInfo>,
+    /// One probe answer, when the container runs.
+    pub probe: Option<ProbeResult>,
+    /// Who holds the deploy lock, if anyone.
+    pub lock: Option<LockInfo>,
+    /// Why the host could not be read fully.
+    pub error: Option<String>,
+}
+
+/// Releases known from the registry tags and the hosts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// The digest of the stable tag.
+    pub stable: Option<Digest>,
+    /// The digest of the previous tag.
+    pub previous: Option<Digest>,
+    /// Per host, the app's containers (active and retained).
+    pub hosts: Vec<(HostId, Vec<ContainerInfo>)>,
+}
+
+/// Deploys, verifies, rolls back and promotes releases of one app across a fleet.
+pub struct Deployer {
+    app: App,
+    registry: Arc<dyn Registry>,
+    hosts: Vec<HostTarget>,
+    health: HealthPolicy,
+    rollout: RolloutPolicy,
+    timeouts: StepTimeouts,
+    observer: Arc<dyn Observer>,
+    holder: String,
+    deployment: DeploymentId,
+}
+
+impl fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deployer")
+            .field("app", &self.app)
+            .field("hosts", &self.hosts)
+            .field("health", &self.health)
+            .field("rollout", &self.rollout)
+            .field("timeouts", &self.timeouts)
+            .field("holder", &self.holder)
+            .field("deployment", &self.deployment)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let machine = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{user}@{machine} pid {}", std::process::id())
+}
+
+impl Deployer {
+    /// A deployer with default policies, no observer and a generated deployment id.
+    pub fn new(app: App, registry: Arc<dyn Registry>, hosts: Vec<HostTarget>) -> Self {
+        Self {
+            app,
+            registry,
+            hosts,
+            health: HealthPolicy::default(),
+            rollout: RolloutPolicy::default(),
+            timeouts: StepTimeouts::default(),
+            observer: Arc::new(NoopObserver),
+            holder: default_holder(),
+            deployment: DeploymentId::generate(),
+        }
+    }
+
+    /// How releases are proven healthy.
+    pub fn with_health(mut self, health: HealthPolicy) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Batch size and what happens on failure.
+    pub fn with_rollout(mut self, rollout: RolloutPolicy) -> Self {
+        self.rollout = rollout;
+        self
+    }
+
+    /// Time limits of each effect.
+    pub fn with_timeouts(mut self, timeouts: StepTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Who receives the events.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Who deploys, recorded in locks (`user@machine pid 123`).
+    pub fn with_holder(mut self, holder: String) -> Self {
+        self.holder = holder;
+        self
+    }
+
+    /// The deployment id recorded in locks and labels.
+    pub fn with_deployment_id(mut self, deployment: DeploymentId) -> Self {
+        self.deployment = deployment;
+        self
+    }
+
+    /// The app.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The deployment id.
+    pub fn deployment_id(&self) -> &DeploymentId {
+        &self.deployment
+    }
+
+    /// Resolve `target` to a release pinned by digest.
+    async fn resolve_target(&self, target: &Target) -> Result<Release> {
+        match target {
+            Target::Digest(digest) => Ok(Release {
+                repository: self.app.repository.clone(),
+                tag: None,
+                digest: digest.clone(),
+            }),
+            Target::Tag(tag) => {
+                let reference = self.app.repository.with_tag(tag)?;
+                let what = format!("resolve {reference}");
+                match timed(
+                    self.timeouts.registry,
+                    &what,
+                    self.registry.resolve(&reference),
+                )
+                .await
+                {
+                    Ok(digest) => Ok(Release {
+                        repository: self.app.repository.clone(),
+                        tag: Some(tag.clone()),
+                        digest,
+                    }),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!(
+                        "tag {tag} not found in {}",
+                        self.app.repository
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The digest a tag points at, `None` when the tag does not exist.
+    async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
+        let reference = self.app.repository.with_tag(tag)?;
+        let what = format!("resolve {reference}");
+        match timed(
+            self.timeouts.registry,
+            &what,
+            self.registry.resolve(&reference),
+        )
+        .await
+        {
+            Ok(digest) => Ok(Some(digest)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A dry run: resolve `target`, read each host's running release and
+    /// lock, and list the steps a deploy would take. Changes nothing.
+    pub async fn plan(&self, target: &Target) -> Result<Plan> {
+        let release = self.resolve_target(target).await?;
+        let stable_before = self.tag_digest(&self.app.stable_tag).await?;
+        let limit = self.timeouts.engine;
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for host in &self.hosts {
+            let ctx = |e: Error| e.context(format!("host {}", host.id));
+            let current = timed(
+                limit,
+                "read the app container",
+                host.runtime.current(&self.app.name),
+            )
+            .await
+            .map_err(ctx)?;
+            let lock = timed(
+                limit,
+                "read the lock",
+                host.runtime.lock_status(&self.app.name),
+            )
+            .await
+            .map_err(ctx)?;
+            let mut steps = vec![format!("take the deploy lock of {}", self.app.name)];
+            if let Some(holder) = &lock {
+                steps.push(format!("(the lock is held now: {holder})"));
+            }
+            steps.push(format!("pull {}", release.image()));
+            if let Some(c) = &current {
+                steps.push(format!(
+                    "stop container {} ({}) and keep it as {}",
+                    c.id,
+                    c.release
+                        .as_ref()
+                        .map(Release::display_name)
+                        .unwrap_or_else(|| "unknown release".into()),
+                    retained_name(&self.app.name)
+                ));
+            }
+            steps.push(format!(
+                "create and start {} from {}",
+                self.app.name,
+                release.display_name()
+            ));
+            steps.push(format!(
+                "verify with {} (deadline {}, stable for {})",
+                host.probe.describe(),
+                humantime::format_duration(self.health.deadline()),
+                humantime::format_duration(self.health.stable_for())
+            ));
+            if current.is_some() {
+                steps.push(format!(
+                    "on success remove {}; on failure restore it",
+                    retained_name(&self.app.name)
+                ));
+            }
+            hosts.push(HostPlan {
+                host: host.id.clone(),
+                current: current.as_ref().and_then(|c| c.release.clone()),
+                container: current.map(|c| c.id),
+                lock,
+                steps,
+            });
+        }
+        Ok(Plan {
+            target: release,
+            stable_before,
+            hosts,
+        })
+    }
+
+    /// Per host: the running release and container state, one probe answer
+    /// and the lock. A host that cannot be read has `error` set.
+    pub async fn status(&self) -> Vec<HostStatus> {
+        let futures = self.hosts.iter().map(|host| self.host_status(host));
+        futures_util::future::join_all(futures).await
+    }
+
+    async fn host_status(&self, host: &HostTarget) -> HostStatus {
+        let limit = self.timeouts.engine;
+        let mut errors = Vec::new();
+        let container = match timed(
+            limit,
+            "read the app container",
+            host.runtime.current(&self.app.name),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e.report());
+                None
+            }
+        };
+        let lock = match timed(
+            limit,
+            "read the lock",
+            host.runtime.lock_status(&self.app.name),
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(e.report());
+                None
+            }
+        };
+        let probe = match &container {
+            Some(c) if c.state.is_running() => {
+                let t = self.health.timeout();
+                Some(
+                    tokio::time::timeout(t, host.probe.check(&c.id, t))
+                        .await
+                        .unwrap_or_else(|_| {
+                            ProbeResult::Unhealthy(format!(
+                                "no answer within {}",
+                                humantime::format_duration(t)
+                            ))
+                        }),
+                )
+            }
+            _ => None,
+        };
+        HostStatus {
+            host: host.id.clone(),
+            container,
+            probe,
+            lock,
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+        }
+    }
+
+    /// The digests of the stable and previous tags, and the app's containers
+    /// on every host (the active one and any retained one).
+    pub async fn history(&self) -> Result<History> {
+        let stable = self.tag_digest(&self.app.stable_tag).await?;
+        let previous = self.tag_digest(&self.app.previous_tag).await?;
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for host in &self.hosts {
+            let containers = timed(
+                self.timeouts.engine,
+                "list the app containers",
+                host.runtime.list_app(&self.app.name),
+            )
+            .await
+            .map_err(|e| e.context(format!("host {}", host.id)))?;
+            hosts.push((host.id.clone(), containers));
+        }
+        Ok(History {
+            stable,
+            previous,
+            hosts,
+        })
+    }
+}
+
+/// Run `fut` within `limit`; the error names `what`.
+pub(crate) async fn timed<T>(
+    limit: Duration,
+    what: impl fmt::Display,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result.map_err(|e| e.context(&what)),
+        Err(_) => Err(Error::timeout(format!(
+            "{what}: no answer within {}",
+            humantime::format_duration(limit)
+        ))),
+    }
+}

@@ -1,0 +1,258 @@
+//! Finish or revert a deploy that was interrupted after the switch.
+
+use futures_util::future::join_all;
+
+use super::emit::{Emitter, Pump};
+use super::host::HostRun;
+use super::{timed, CancellationToken, Deployer};
+use crate::event::Phase;
+use crate::machine::{CapturedRelease, HostState, Input};
+use crate::outcome::{DeployReport, Outcome};
+use crate::types::{labels, retained_name, ContainerInfo, Digest, Release};
+
+impl Deployer {
+    /// Finish or revert a deploy that was interrupted.
+    ///
+    /// On each host a retained container means the deploy stopped after the
+    /// switch. The app container is then verified: when it is healthy on
+    /// every such host, the deploy is finished (tags promoted from the
+    /// container's labels, retained containers removed); otherwise every
+    /// such host gets its retained release back, verified. Hosts without a
+    /// retained container are left alone. The app's locks are released at
+    /// the end, whoever held them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling `cancel` during verification restores the retained
+    /// release; dropping the future may leave a host half restored, and
+    /// running `recover` again continues from there.
+    pub async fn recover(&self, cancel: CancellationToken) -> DeployReport {
+        let pump = Pump::start(self.observer.clone());
+        let report = self.recover_with(pump.emitter(), &cancel).await;
+        pump.finish().await;
+        report
+    }
+
+    async fn recover_with(&self, ev: &Emitter, cancel: &CancellationToken) -> DeployReport {
+        let limit = self.timeouts.engine;
+        let retained_name = retained_name(&self.app.name);
+        let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
+        let mut releases: Vec<Option<Release>> = vec![None; self.hosts.len()];
+        let mut app_containers: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
+        let mut read_errors = Vec::new();
+
+        for (run, host) in runs.iter_mut().zip(&self.hosts) {
+            match timed(
+                limit,
+                "read the lock",
+                host.runtime.lock_status(&self.app.name),
+            )
+            .await
+            {
+                Ok(Some(lock)) => ev.note(
+                    Some(&host.id),
+                    Phase::Planned,
+                    format!("lock held by {lock}; it is released at the end"),
+                ),
+                Ok(None) => {}
+                Err(e) => read_errors.push(format!("host {}: {}", host.id, e.report())),
+            }
+            // The lock is released at the end even though recover did not take it.
+            run.lock_taken = true;
+            let containers = match timed(
+                limit,
+                "list the app containers",
+                host.runtime.list_app(&self.app.name),
+            )
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    read_errors.push(format!("host {}: {}", host.id, e.report()));
+                    continue;
+                }
+            };
+            let Some(retained) = containers.iter().find(|c| c.name == retained_name) else {
+                ev.note(Some(&host.id), Phase::Done, "nothing to recover");
+                continue;
+            };
+            let app = containers.iter().find(|c| c.name == self.app.name).cloned();
+            run.started = true;
+            run.before = retained.release.clone();
+            run.previous_container = Some(retained.id.clone());
+            let retained = Some(CapturedRelease {
+                container: retained.id.clone(),
+                release: retained.release.clone(),
+            });
+            releases[run.index] = app.as_ref().and_then(|c| c.release.clone());
+            match app {
+                Some(app) if app.state.is_running() => {
+                    run.state = HostState::Pulled {
+                        previous: retained.clone(),
+                    };
+                    self.advance(
+                        ev,
+                        host,
+                        run,
+                        Input::Switched {
+                            new_container: app.id.clone(),
+                        },
+                    );
+                    let state = std::mem::replace(&mut run.state, HostState::Planned);
+                    let (state, last) = self.verify(ev, host, &app.id, cancel, state, true).await;
+                    run.state = state;
+                    run.last_probe = last;
+                    app_containers[run.index] = Some(app);
+                }
+                app => {
+                    run.state = HostState::Pulled {
+                        previous: retained.clone(),
+                    };
+                    let reason = match &app {
+                        Some(c) => format!("{} is {}", self.app.name, c.state),
+                        None => format!("{} does not exist", self.app.name),
+                    };
+                    self.advance(
+                        ev,
+                        host,
+                        run,
+                        Input::SwitchFailed {
+                            new_container: app.map(|c| c.id),
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+
+        let failed = runs
+            .iter()
+            .find(|r| matches!(r.state, HostState::RollingBack { .. }))
+            .map(|r| r.index);
+        let (outcome, reason, promoted, target) = if !read_errors.is_empty() {
+            // Deciding for the fleet needs every host; change nothing.
+            for run in runs.iter_mut().filter(|r| r.state.is_switched()) {
+                run.state = HostState::Planned;
+                run.started = false;
+            }
+            (Outcome::Failed, Some(read_errors.join("; ")), false, None)
+        } else if let Some(index) = failed {
+            let why = format!(
+                "reverted because host {} is not healthy",
+                self.hosts[index].id
+            );
+            for run in runs.iter_mut() {
+                if matches!(run.state, HostState::Verified { .. }) {
+                    self.advance(ev, &self.hosts[run.index], run, Input::Revert(why.clone()));
+                }
+            }
+            let work = runs
+                .iter_mut()
+                .filter(|r| matches!(r.state, HostState::RollingBack { .. }))
+                .map(|run| self.restore_host(ev, &self.hosts[run.index], run));
+            join_all(work).await;
+            let outcome = if runs
+                .iter()
+                .any(|r| matches!(r.state, HostState::RollbackFailed { .. }))
+            {
+                Outcome::RollbackFailed
+            } else {
+                Outcome::RolledBack
+            };
+            (outcome, Some(why), false, None)
+        } else if runs.iter().any(|r| r.state.is_switched()) {
+            self.finish_interrupted(ev, &mut runs, &app_containers)
+                .await
+        } else {
+            (Outcome::Deployed, None, false, None)
+        };
+
+        let unlocks = runs
+            .iter_mut()
+            .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
+        join_all(unlocks).await;
+        ev.transition(
+            None,
+            if outcome == Outcome::Deployed {
+                Phase::Done
+            } else {
+                Phase::Failed
+            },
+            match &reason {
+                Some(reason) => format!("{outcome}: {reason}"),
+                None => outcome.to_string(),
+            },
+        );
+        DeployReport {
+            outcome,
+            hosts: runs
+                .iter()
+                .map(|run| run.report(&self.hosts[run.index], releases[run.index].as_ref()))
+                .collect(),
+            target,
+            reason,
+            lock_holder: None,
+            promoted,
+        }
+    }
+
+    /// Every interrupted host is healthy: promote from the labels and clean up.
+    async fn finish_interrupted(
+        &self,
+        ev: &Emitter,
+        runs: &mut [HostRun],
+        app_containers: &[Option<ContainerInfo>],
+    ) -> (Outcome, Option<String>, bool, Option<Release>) {
+        let verified: Vec<&ContainerInfo> = runs
+            .iter()
+            .filter(|r| r.state.is_switched())
+            .filter_map(|r| app_containers[r.index].as_ref())
+            .collect();
+        let label = |c: &ContainerInfo, key: &str| c.labels.get(key).cloned();
+        let digests: Vec<Option<String>> =
+            verified.iter().map(|c| label(c, labels::DIGEST)).collect();
+        let befores: Vec<Option<String>> = verified
+            .iter()
+            .map(|c| label(c, labels::STABLE_BEFORE))
+            .collect();
+        let target = verified.first().and_then(|c| c.release.clone());
+        let agreed =
+            digests.windows(2).all(|w| w[0] == w[1]) && befores.windows(2).all(|w| w[0] == w[1]);
+        let new = digests
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|d| d.parse::<Digest>().ok());
+        let (outcome, reason, promoted) = match new {
+            Some(new) if agreed => {
+                let before = befores
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .and_then(|d| d.parse::<Digest>().ok());
+                match self.move_tags(ev, &new, before.as_ref()).await {
+                    Ok(()) => (Outcome::Deployed, None, true),
+                    Err(e) => (
+                        Outcome::PromotionFailed,
+                        Some(format!("moving the tags failed: {}", e.report())),
+                        false,
+                    ),
+                }
+            }
+            _ => (
+                Outcome::PromotionFailed,
+                Some("the hosts do not run one labelled release; tags left as they are".into()),
+                false,
+            ),
+        };
+        // Without promotion the retained containers stay, so recover can run again.
+        if promoted {
+            for run in runs.iter_mut() {
+                if matches!(run.state, HostState::Verified { .. }) {
+                    self.remove_retained(ev, &self.hosts[run.index], run).await;
+                }
+            }
+        }
+        (outcome, reason, promoted, target)
+    }
+}

@@ -1,0 +1,1007 @@
+//! Engine tests with the in-memory fakes and mockall mocks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::event::{Event, EventKind, Phase};
+use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
+use crate::outcome::{DeployReport, Outcome};
+use crate::policy::{OnFailure, RolloutPolicy};
+use crate::types::{labels, ContainerState, ImageRef, LockInfo};
+
+const S: Duration = Duration::from_secs(1);
+
+fn digest(c: char) -> Digest {
+    format!("sha256:{}", c.to_string().repeat(64))
+        .parse()
+        .unwrap()
+}
+
+fn repo() -> Repository {
+    "127.0.0.1:5000/team/app".parse().unwrap()
+}
+
+fn release(tag: &str, c: char) -> Release {
+    Release {
+        repository: repo(),
+        tag: Some(tag.into()),
+        digest: digest(c),
+    }
+}
+
+fn v1() -> Release {
+    release("v1", '1')
+}
+
+fn v2() -> Release {
+    release("v2", '2')
+}
+
+fn spec() -> ContainerSpec {
+    ContainerSpec {
+        name: "app".into(),
+        image: repo().with_tag("placeholder").unwrap(),
+        ports: vec!["127.0.0.1:18080:8080".parse().unwrap()],
+        env: vec![(
+            "SECRET".into(),
+            crate::types::EnvValue::Secret(crate::types::Secret::new("hunter2")),
+        )],
+        volumes: vec![],
+        platform: None,
+        network: None,
+        restart: None,
+        command: vec![],
+        labels: BTreeMap::from([("team".to_owned(), "ody".to_owned())]),
+        stop_timeout: None,
+    }
+}
+
+/// 1 s interval and attempt limit, no start period, 10 s deadline, 3 s stable.
+fn health() -> HealthPolicy {
+    HealthPolicy::new(S, S, Duration::ZERO, 10 * S, 3 * S).unwrap()
+}
+
+struct Fleet {
+    registry: Arc<FakeRegistry>,
+    hosts: Vec<Arc<FakeRuntime>>,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Fleet {
+    /// `n` hosts running v1 (container `c1` on each), stable tag at v1, tag v2 pushed.
+    fn new(n: usize) -> Self {
+        let registry = FakeRegistry::new();
+        registry.set_tag(&repo(), "latest", &digest('1'));
+        registry.set_tag(&repo(), "v1", &digest('1'));
+        registry.set_tag(&repo(), "v2", &digest('2'));
+        let hosts = (0..n)
+            .map(|_| {
+                let rt = FakeRuntime::new();
+                rt.add_running("app", "app", &v1());
+                rt
+            })
+            .collect();
+        Self {
+            registry,
+            hosts,
+            events: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn deployer(&self) -> Deployer {
+        let app = App {
+            name: "app".into(),
+            repository: repo(),
+            stable_tag: "latest".into(),
+            previous_tag: "previous".into(),
+        };
+        let targets = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, rt)| HostTarget {
+                id: HostId(format!("h{}", i + 1)),
+                runtime: rt.clone(),
+                probe: FakeProbe::new(rt.clone()),
+                spec: spec(),
+            })
+            .collect();
+        let events = self.events.clone();
+        Deployer::new(app, self.registry.clone(), targets)
+            .with_health(health())
+            .with_holder("tester@ci pid 1".into())
+            .with_deployment_id(DeploymentId("d-test".into()))
+            .with_observer(Arc::new(move |e: &Event| {
+                events.lock().unwrap().push(e.clone())
+            }))
+    }
+
+    fn behave(&self, host: usize, release: &Release, behavior: Behavior) {
+        self.hosts[host].behave(&release.digest, behavior);
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// The app container's release tag on host `i`, and whether it runs.
+    fn running(&self, i: usize) -> Option<(String, bool)> {
+        self.hosts[i].named("app").map(|c| {
+            (
+                c.release.and_then(|r| r.tag).unwrap_or_default(),
+                c.state.is_running(),
+            )
+        })
+    }
+}
+
+async fn deploy(fleet: &Fleet, deployer: Deployer) -> DeployReport {
+    let report = deployer
+        .deploy(Target::Tag("v2".into()), CancellationToken::new())
+        .await;
+    check_events(&fleet.events());
+    report
+}
+
+fn check_events(events: &[Event]) {
+    assert!(!events.is_empty());
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.seq,
+            i as u64 + 1,
+            "events arrive numbered from 1 in order"
+        );
+        assert!(!e.detail.contains("hunter2"), "secret in event {e:?}");
+    }
+}
+
+/// The container-changing and lock calls, in order.
+fn changes(rt: &FakeRuntime) -> Vec<String> {
+    rt.calls_of(&[
+        "acquire_lock",
+        "pull",
+        "stop",
+        "rename",
+        "create",
+        "start",
+        "remove",
+        "release_lock",
+    ])
+}
+
+fn assert_nothing_promoted(fleet: &Fleet) {
+    assert!(
+        fleet.registry.copies().is_empty(),
+        "{:?}",
+        fleet.registry.copies()
+    );
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('1')));
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_release_is_switched_verified_and_promoted() {
+    let fleet = Fleet::new(1);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert_eq!(report.exit_code(), 0);
+    assert!(report.promoted);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "stop c1",
+            "rename c1 app--rollback-previous",
+            "create app sha256:222222222222",
+            "start c2",
+            "remove c1",
+            "release_lock app",
+        ]
+    );
+    assert_eq!(
+        fleet.registry.copies(),
+        [
+            format!(
+                "{} -> {}",
+                v1().image(),
+                repo().with_tag("previous").unwrap()
+            ),
+            format!("{} -> {}", v2().image(), repo().with_tag("latest").unwrap()),
+        ]
+    );
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('2')));
+    assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('1')));
+    let app = fleet.hosts[0].named("app").unwrap();
+    assert_eq!(app.labels[labels::DIGEST], digest('2').to_string());
+    assert_eq!(app.labels[labels::TAG], "v2");
+    assert_eq!(app.labels[labels::STABLE_BEFORE], digest('1').to_string());
+    assert_eq!(app.labels[labels::DEPLOYMENT], "d-test");
+    assert_eq!(app.labels["team"], "ody");
+    assert!(app.labels.contains_key(labels::DEPLOYED_AT));
+    assert_eq!(
+        fleet.hosts[0].containers().len(),
+        1,
+        "retained container removed"
+    );
+    assert!(fleet.hosts[0].lock_info().is_none());
+    let host = &report.hosts[0];
+    assert_eq!(host.phase, Phase::Done);
+    assert_eq!(host.before, Some(v1()));
+    assert_eq!(host.after, Some(v2()));
+    assert_eq!(host.container, Some(ContainerId("c2".into())));
+    let events = fleet.events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Probe { .. })));
+    assert!(events.iter().any(|e| matches!(e.kind, EventKind::Pull(_))));
+    let phases: Vec<Phase> = events
+        .iter()
+        .filter(|e| e.host.is_some() && e.kind == EventKind::Transition)
+        .map(|e| e.phase)
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::Locked,
+            Phase::Captured,
+            Phase::Pulled,
+            Phase::Switched,
+            Phase::Verifying,
+            Phase::Verified,
+            Phase::Done
+        ]
+    );
+    assert!(events.iter().any(|e| e.phase == Phase::Promoted));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lock_held_changes_nothing_and_releases_our_other_locks() {
+    let fleet = Fleet::new(2);
+    let other = LockInfo {
+        app: "app".into(),
+        deployment: DeploymentId("d-other".into()),
+        holder: "alice@laptop pid 7".into(),
+        target: "v9".into(),
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+    };
+    fleet.hosts[1].hold_lock(other.clone());
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Locked);
+    assert_eq!(report.exit_code(), 5);
+    assert_eq!(report.lock_holder, Some(other.clone()));
+    assert!(report.reason.unwrap().contains("alice@laptop"));
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        ["acquire_lock app", "release_lock app"]
+    );
+    assert_eq!(changes(&fleet.hosts[1]), ["acquire_lock app"]);
+    assert_eq!(
+        fleet.hosts[1].lock_info(),
+        Some(other),
+        "their lock is kept"
+    );
+    assert!(fleet.hosts[0].lock_info().is_none());
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pull_failure_fails_with_the_old_container_untouched() {
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].fail("pull", 1, ErrorKind::NotFound);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "release_lock app"
+        ]
+    );
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_eq!(report.hosts[0].phase, Phase::Failed);
+    assert_eq!(report.hosts[0].after, Some(v1()));
+    assert!(report.hosts[0].error.as_ref().unwrap().contains("pull"));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_failure_restores_the_old_container() {
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].fail("create", 1, ErrorKind::InvalidInput);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "stop c1",
+            "rename c1 app--rollback-previous",
+            "create app sha256:222222222222",
+            "rename c1 app",
+            "start c1",
+            "release_lock app",
+        ]
+    );
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_eq!(report.hosts[0].after, Some(v1()));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_failure_removes_the_new_container_and_restores() {
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].fail("start", 1, ErrorKind::Conflict);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "stop c1",
+            "rename c1 app--rollback-previous",
+            "create app sha256:222222222222",
+            "start c2",
+            "stop c2",
+            "remove c2",
+            "rename c1 app",
+            "start c1",
+            "release_lock app",
+        ]
+    );
+    assert_eq!(fleet.hosts[0].containers().len(), 1);
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_during_start_period_fails_at_once_and_keeps_logs() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::CrashAfter(Duration::from_millis(2500)));
+    let policy = HealthPolicy::new(S, S, 8 * S, 10 * S, 3 * S).unwrap();
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
+    let elapsed = began.elapsed();
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    // Noticed from the container's state, within one interval of the crash,
+    // though the start period still runs; the rest is the restore's 3 s of stable.
+    assert!(
+        elapsed < Duration::from_millis(2500) + S + 3 * S + S,
+        "{elapsed:?}"
+    );
+    let host = &report.hosts[0];
+    assert!(
+        host.error.as_ref().unwrap().contains("exited with code 1"),
+        "{host:?}"
+    );
+    assert!(!host.logs.is_empty());
+    assert!(host.logs[0].starts_with("c2 "));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_is_noticed_within_one_interval() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::CrashAfter(Duration::from_millis(2500)));
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer()).await;
+    let elapsed = began.elapsed();
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    // Crash at 2.5 s, seen within one 1 s interval, then 3 s of stable restore.
+    let restore = 3 * S;
+    assert!(
+        elapsed <= Duration::from_millis(2500) + S + restore,
+        "{elapsed:?}"
+    );
+    let events = fleet.events();
+    let rolling = events
+        .iter()
+        .find(|e| e.phase == Phase::RollingBack && e.kind == EventKind::Transition)
+        .unwrap();
+    assert!(rolling.detail.contains("exited with code 1"), "{rolling:?}");
+    let probes_before = events
+        .iter()
+        .filter(|e| e.seq < rolling.seq && matches!(e.kind, EventKind::Probe { .. }))
+        .count();
+    assert_eq!(probes_before, 3, "probes at 0, 1 and 2 s, then the crash");
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_healthy_fails_at_the_deadline() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::Unhealthy);
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer()).await;
+    let elapsed = began.elapsed();
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    assert!(
+        report.reason.as_ref().unwrap().contains("deadline"),
+        "{report:?}"
+    );
+    // 10 s deadline for v2, then v1 verified stable in 3 s.
+    assert!(elapsed >= 10 * S && elapsed < 14 * S, "{elapsed:?}");
+    assert_eq!(
+        report.hosts[0].last_probe.as_deref(),
+        Some("200 OK"),
+        "the last probe was of the restored release"
+    );
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_within_the_deadline_is_verified_after_stable_for() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyAfter(4 * S));
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    // First healthy probe at 4 s, stable 3 s later.
+    assert_eq!(began.elapsed(), 7 * S);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stable_for_is_waited_out() {
+    let fleet = Fleet::new(1);
+    let policy = HealthPolicy::new(S, S, Duration::ZERO, 20 * S, 5 * S).unwrap();
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    assert_eq!(began.elapsed(), 5 * S);
+    let probes = fleet
+        .events()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Probe { .. }))
+        .count();
+    assert_eq!(probes, 6, "probes at 0..=5 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unhealthy_inside_stable_for_fails_instead_of_resetting() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyFor(Duration::from_millis(1500)));
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert!(
+        report.hosts[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("after its first healthy answer"),
+        "{report:?}"
+    );
+    // Failed at the 2 s probe, not at the deadline; the restore is 3 s.
+    assert_eq!(began.elapsed(), 2 * S + 3 * S);
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_start_failure_is_rollback_failed() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::CrashAfter(S));
+    fleet.hosts[0].fail("start", 2, ErrorKind::Unavailable);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RollbackFailed);
+    assert_eq!(report.exit_code(), 4);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "stop c1",
+            "rename c1 app--rollback-previous",
+            "create app sha256:222222222222",
+            "start c2",
+            "stop c2",
+            "remove c2",
+            "rename c1 app",
+            "start c1",
+            "release_lock app",
+        ]
+    );
+    let error = report.hosts[0].error.clone().unwrap();
+    assert!(
+        error.contains("restoring the previous release failed"),
+        "{error}"
+    );
+    assert_eq!(report.hosts[0].phase, Phase::RollbackFailed);
+    assert!(fleet.hosts[0].lock_info().is_none());
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unhealthy_restored_release_is_rollback_failed() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::Unhealthy);
+    fleet.behave(0, &v1(), Behavior::Unhealthy);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RollbackFailed);
+    assert_eq!(report.exit_code(), 4);
+    assert!(report.hosts[0]
+        .error
+        .as_ref()
+        .unwrap()
+        .contains("restored release is not healthy"));
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn promotion_failure_keeps_hosts_and_retained_containers() {
+    let fleet = Fleet::new(1);
+    fleet.registry.fail_copy(1, ErrorKind::Unauthorized);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::PromotionFailed);
+    assert_eq!(report.exit_code(), 1);
+    assert!(!report.promoted);
+    assert_eq!(
+        fleet.registry.copies().len(),
+        1,
+        "stopped at the first failed copy"
+    );
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('1')));
+    assert_eq!(fleet.running(0), Some(("v2".into(), true)));
+    assert!(fleet.hosts[0].named("app--rollback-previous").is_some());
+    assert_eq!(report.hosts[0].phase, Phase::Verified);
+    assert!(fleet.hosts[0].lock_info().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_during_verify_restores_the_previous_release() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyAfter(100 * S));
+    let cancel = CancellationToken::new();
+    let deployer = fleet.deployer();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(3 * S).await;
+        trigger.cancel();
+    });
+    let began = Instant::now();
+    let report = deployer.deploy(Target::Tag("v2".into()), cancel).await;
+    check_events(&fleet.events());
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    assert_eq!(report.reason.as_deref(), Some("host h1: cancelled"));
+    assert_eq!(
+        began.elapsed(),
+        3 * S + 3 * S,
+        "cancelled at 3 s, restore stable 3 s"
+    );
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_eq!(fleet.hosts[0].containers().len(), 1);
+    assert!(fleet.hosts[0].lock_info().is_none());
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_deploy_failure_leaves_nothing_running() {
+    let mut fleet = Fleet::new(1);
+    fleet.hosts[0] = FakeRuntime::new();
+    fleet.behave(0, &v2(), Behavior::Unhealthy);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    let host = &report.hosts[0];
+    assert_eq!(host.after, None);
+    assert!(host.error.as_ref().unwrap().contains("no previous release"));
+    assert!(fleet.hosts[0].containers().is_empty());
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_deploy_success_promotes_only_the_stable_tag() {
+    let mut fleet = Fleet::new(1);
+    fleet.hosts[0] = FakeRuntime::new();
+    let registry = FakeRegistry::new();
+    registry.set_tag(&repo(), "v2", &digest('2'));
+    let fleet = Fleet { registry, ..fleet };
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    assert_eq!(
+        fleet.registry.copies(),
+        [format!(
+            "{} -> {}",
+            v2().image(),
+            repo().with_tag("latest").unwrap()
+        )]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn leftover_retained_container_is_removed_only_when_the_app_runs() {
+    let fleet = Fleet::new(2);
+    fleet.hosts[0].add_running("app--rollback-previous", "app", &release("v0", '0'));
+    let stale = fleet.hosts[0].named("app--rollback-previous").unwrap().id;
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    assert!(fleet.hosts[0].calls().contains(&format!("remove {stale}")));
+
+    let fleet = Fleet::new(1);
+    let app = fleet.hosts[0].named("app").unwrap().id;
+    fleet.hosts[0].set_state(&app, ContainerState::Exited { code: 0 });
+    fleet.hosts[0].add_running("app--rollback-previous", "app", &release("v0", '0'));
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.reason.unwrap().contains("rollback recover"));
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        ["acquire_lock app", "release_lock app"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_tag_and_unreachable_registry_fail_before_anything() {
+    let fleet = Fleet::new(1);
+    let report = fleet
+        .deployer()
+        .deploy(Target::Tag("nope".into()), CancellationToken::new())
+        .await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    let reason = report.reason.unwrap();
+    assert!(
+        reason.contains("nope") && reason.contains("127.0.0.1:5000/team/app"),
+        "{reason}"
+    );
+    assert!(fleet.hosts[0].calls().is_empty());
+
+    fleet.registry.set_unreachable(true);
+    fleet.events.lock().unwrap().clear();
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.reason.unwrap().contains("unreachable"));
+    assert!(fleet.hosts[0].calls().is_empty());
+}
+
+fn three_hosts_host_two_fails() -> Fleet {
+    let fleet = Fleet::new(3);
+    fleet.behave(1, &v2(), Behavior::Unhealthy);
+    fleet
+}
+
+fn rollout(on_failure: OnFailure) -> RolloutPolicy {
+    RolloutPolicy::new(1, on_failure).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_rollback_all_reverts_verified_hosts_and_skips_the_rest() {
+    let fleet = three_hosts_host_two_fails();
+    let deployer = fleet
+        .deployer()
+        .with_rollout(rollout(OnFailure::RollbackAll));
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    assert!(report.reason.as_ref().unwrap().starts_with("host h2:"));
+    let phases: Vec<Phase> = report.hosts.iter().map(|h| h.phase).collect();
+    assert_eq!(
+        phases,
+        [Phase::RolledBack, Phase::RolledBack, Phase::Planned]
+    );
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_eq!(fleet.running(1), Some(("v1".into(), true)));
+    assert_eq!(fleet.running(2), Some(("v1".into(), true)));
+    assert!(fleet.hosts[0].calls().contains(&"remove c2".to_owned()));
+    assert_eq!(
+        fleet.hosts[2].calls(),
+        ["acquire_lock app", "release_lock app"],
+        "host 3 never touched"
+    );
+    for rt in &fleet.hosts {
+        assert!(rt.lock_info().is_none());
+        assert_eq!(rt.containers().len(), 1);
+    }
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_rollback_host_keeps_verified_hosts() {
+    let fleet = three_hosts_host_two_fails();
+    let deployer = fleet
+        .deployer()
+        .with_rollout(rollout(OnFailure::RollbackHost));
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    let phases: Vec<Phase> = report.hosts.iter().map(|h| h.phase).collect();
+    assert_eq!(phases, [Phase::Done, Phase::RolledBack, Phase::Planned]);
+    assert_eq!(fleet.running(0), Some(("v2".into(), true)));
+    assert_eq!(fleet.running(1), Some(("v1".into(), true)));
+    assert_eq!(fleet.running(2), Some(("v1".into(), true)));
+    assert_eq!(
+        fleet.hosts[2].calls(),
+        ["acquire_lock app", "release_lock app"]
+    );
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_halt_leaves_the_failed_host_as_it_is() {
+    let fleet = three_hosts_host_two_fails();
+    let deployer = fleet.deployer().with_rollout(rollout(OnFailure::Halt));
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::RollbackFailed);
+    assert_eq!(report.exit_code(), 4);
+    assert!(report.reason.as_ref().unwrap().starts_with("halted"));
+    let phases: Vec<Phase> = report.hosts.iter().map(|h| h.phase).collect();
+    assert_eq!(
+        phases,
+        [Phase::Verified, Phase::RollbackFailed, Phase::Planned]
+    );
+    // The failed host keeps the new container and the retained one.
+    assert_eq!(fleet.running(1), Some(("v2".into(), true)));
+    assert!(fleet.hosts[1].named("app--rollback-previous").is_some());
+    assert_eq!(
+        fleet.hosts[2].calls(),
+        ["acquire_lock app", "release_lock app"]
+    );
+    for rt in &fleet.hosts {
+        assert!(rt.lock_info().is_none(), "locks are released on halt too");
+    }
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_batches_run_concurrently() {
+    let fleet = Fleet::new(4);
+    let began = Instant::now();
+    let deployer = fleet
+        .deployer()
+        .with_rollout(RolloutPolicy::new(2, OnFailure::RollbackAll).unwrap());
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    assert_eq!(began.elapsed(), 2 * 3 * S, "two batches of 3 s each");
+}
+
+#[tokio::test(start_paused = true)]
+async fn undo_deploys_the_previous_tag_and_swaps_the_tags() {
+    let fleet = Fleet::new(1);
+    fleet.registry.set_tag(&repo(), "previous", &digest('0'));
+    let report = fleet.deployer().undo(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert_eq!(report.target.as_ref().unwrap().digest, digest('0'));
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('0')));
+    assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('1')));
+
+    let fleet = Fleet::new(1);
+    let report = fleet.deployer().undo(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.reason.unwrap().contains("previous"));
+}
+
+/// A host as a deploy leaves it when its runner dies after the switch:
+/// v1 stopped and retained, v2 running, lock held.
+fn interrupted(fleet: &Fleet, host: usize) {
+    let rt = &fleet.hosts[host];
+    let old = rt.named("app").unwrap().id;
+    rt.set_state(&old, ContainerState::Exited { code: 0 });
+    futures_util::FutureExt::now_or_never(rt.rename(&old, "app--rollback-previous"))
+        .unwrap()
+        .unwrap();
+    let new = rt.add_running("app", "app", &v2());
+    let mut spec_labels = rt.named("app").unwrap().labels;
+    spec_labels.insert(labels::STABLE_BEFORE.into(), digest('1').to_string());
+    // Re-create with the stable-before label, as the engine writes it.
+    futures_util::FutureExt::now_or_never(rt.remove(&new))
+        .unwrap()
+        .unwrap();
+    let mut spec = spec();
+    spec.image = v2().image();
+    spec.labels = spec_labels;
+    let id = futures_util::FutureExt::now_or_never(rt.create(&spec))
+        .unwrap()
+        .unwrap();
+    futures_util::FutureExt::now_or_never(rt.start(&id))
+        .unwrap()
+        .unwrap();
+    rt.hold_lock(LockInfo {
+        app: "app".into(),
+        deployment: DeploymentId("d-dead".into()),
+        holder: "ci@runner pid 9".into(),
+        target: "v2".into(),
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn recover_finishes_a_healthy_interrupted_deploy() {
+    let fleet = Fleet::new(2);
+    interrupted(&fleet, 0);
+    interrupted(&fleet, 1);
+    let report = fleet.deployer().recover(CancellationToken::new()).await;
+    check_events(&fleet.events());
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert!(report.promoted);
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('2')));
+    assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('1')));
+    for (i, rt) in fleet.hosts.iter().enumerate() {
+        assert_eq!(fleet.running(i), Some(("v2".into(), true)));
+        assert!(rt.named("app--rollback-previous").is_none());
+        assert!(rt.lock_info().is_none());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recover_restores_when_the_new_release_is_unhealthy() {
+    let fleet = Fleet::new(2);
+    interrupted(&fleet, 0);
+    interrupted(&fleet, 1);
+    fleet.behave(1, &v2(), Behavior::Unhealthy);
+    let report = fleet.deployer().recover(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    for (i, rt) in fleet.hosts.iter().enumerate() {
+        assert_eq!(fleet.running(i), Some(("v1".into(), true)), "host {i}");
+        assert_eq!(rt.containers().len(), 1);
+        assert!(rt.lock_info().is_none());
+    }
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recover_with_nothing_to_do_changes_nothing() {
+    let fleet = Fleet::new(1);
+    let report = fleet.deployer().recover(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    assert!(!report.promoted);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        ["release_lock app"],
+        "only the lock release"
+    );
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn plan_status_and_history_change_nothing() {
+    let fleet = Fleet::new(1);
+    let deployer = fleet.deployer();
+    let plan = deployer.plan(&Target::Tag("v2".into())).await.unwrap();
+    assert_eq!(plan.target, v2());
+    assert_eq!(plan.stable_before, Some(digest('1')));
+    assert_eq!(plan.hosts[0].current, Some(v1()));
+    assert_eq!(plan.hosts[0].container, Some(ContainerId("c1".into())));
+    assert!(plan.hosts[0]
+        .steps
+        .iter()
+        .any(|s| s.contains("stop container c1")));
+    assert!(!serde_json::to_string(&plan).unwrap().contains("hunter2"));
+
+    let status = deployer.status().await;
+    assert_eq!(status[0].container.as_ref().unwrap().id.as_str(), "c1");
+    assert!(status[0].probe.as_ref().unwrap().is_healthy());
+    assert_eq!(status[0].error, None);
+
+    let history = deployer.history().await.unwrap();
+    assert_eq!(history.stable, Some(digest('1')));
+    assert_eq!(history.previous, None);
+    assert_eq!(history.hosts[0].1.len(), 1);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        Vec::<String>::new(),
+        "read-only calls only"
+    );
+    assert!(fleet.registry.copies().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_reports_host_errors_without_failing() {
+    let fleet = Fleet::new(2);
+    fleet.hosts[1].fail("current", 1, ErrorKind::Unavailable);
+    let status = fleet.deployer().status().await;
+    assert_eq!(status[0].error, None);
+    assert!(status[1]
+        .error
+        .as_ref()
+        .unwrap()
+        .contains("scripted current failure"));
+}
+
+#[tokio::test]
+async fn a_slow_observer_gets_every_event_before_deploy_returns() {
+    let fleet = Fleet::new(1);
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let sink = seen.clone();
+    let policy = HealthPolicy::new(
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        Duration::ZERO,
+        S,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    let report = fleet
+        .deployer()
+        .with_health(policy)
+        .with_observer(Arc::new(move |e: &Event| {
+            std::thread::sleep(Duration::from_millis(5));
+            sink.lock().unwrap().push(e.seq);
+        }))
+        .deploy(Target::Tag("v2".into()), CancellationToken::new())
+        .await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 5);
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+}
+
+mod mocked {
+    use super::*;
+    use crate::traits::{MockHealthProbe, MockRegistry, MockRuntime};
+    use crate::types::LockAttempt;
+    use mockall::predicate::eq;
+    use mockall::Sequence;
+
+    #[tokio::test(start_paused = true)]
+    async fn pull_failure_calls_in_order_and_never_copies() {
+        let mut seq = Sequence::new();
+        let mut rt = MockRuntime::new();
+        rt.expect_acquire_lock()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(LockAttempt::Acquired));
+        let running = FakeRuntime::new();
+        running.add_running("app", "app", &v1());
+        let info = running.named("app").unwrap();
+        rt.expect_current()
+            .with(eq("app"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |_| Ok(Some(info.clone())));
+        rt.expect_current()
+            .with(eq("app--rollback-previous"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(None));
+        rt.expect_pull()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Err(Error::unauthorized("pull access denied")));
+        rt.expect_release_lock()
+            .with(eq("app"))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(true));
+        rt.expect_stop().never();
+        rt.expect_create().never();
+
+        let mut registry = MockRegistry::new();
+        registry
+            .expect_resolve()
+            .returning(|r: &ImageRef| match r.tag() {
+                Some("v2") => Ok(digest('2')),
+                _ => Ok(digest('1')),
+            });
+        registry.expect_copy().never();
+        let probe = MockHealthProbe::new();
+
+        let app = App {
+            name: "app".into(),
+            repository: repo(),
+            stable_tag: "latest".into(),
+            previous_tag: "previous".into(),
+        };
+        let host = HostTarget {
+            id: HostId("h1".into()),
+            runtime: Arc::new(rt),
+            probe: Arc::new(probe),
+            spec: spec(),
+        };
+        let report = Deployer::new(app, Arc::new(registry), vec![host])
+            .deploy(Target::Tag("v2".into()), CancellationToken::new())
+            .await;
+        assert_eq!(report.outcome, Outcome::Failed);
+        assert_eq!(report.exit_code(), 1);
+        assert!(report.reason.unwrap().contains("pull access denied"));
+    }
+}

@@ -1,0 +1,585 @@
+//! In-memory fakes of [`Runtime`], [`Registry`] and [`HealthProbe`] with
+//! scripted behaviour, failures and delays, for tests of the engine and of
+//! downstream crates (feature `mock`).
+//!
+//! Times use [`tokio::time`], so tests under `#[tokio::test(start_paused = true)]`
+//! run scripted minutes in microseconds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::pending;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
+use crate::types::{
+    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest,
+    ImageRef, LockAttempt, LockInfo, ProgressSink, PullProgress, Release, Repository,
+};
+
+/// How a container of a given image behaves once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behavior {
+    /// Healthy from the start.
+    #[default]
+    Healthy,
+    /// Runs but always answers unhealthy (`DOWN`).
+    Unhealthy,
+    /// Unhealthy until this long after start, healthy after.
+    HealthyAfter(Duration),
+    /// Healthy, then unhealthy from this long after start.
+    HealthyFor(Duration),
+    /// Exits with code 1 this long after start.
+    CrashAfter(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct FakeContainer {
+    info: ContainerInfo,
+    digest: Option<Digest>,
+    started: Option<Instant>,
+}
+
+#[derive(Default)]
+struct RuntimeState {
+    containers: BTreeMap<ContainerId, FakeContainer>,
+    next_id: u64,
+    calls: Vec<String>,
+    counts: HashMap<&'static str, usize>,
+    failures: Vec<(&'static str, usize, ErrorKind)>,
+    delays: HashMap<&'static str, Duration>,
+    behaviors: HashMap<Digest, Behavior>,
+    lock: Option<LockInfo>,
+}
+
+/// An in-memory container engine.
+///
+/// Every call is recorded ([`FakeRuntime::calls`]) except `wait_exit`;
+/// containers are named `c1`, `c2`, ... in creation order.
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<RuntimeState>,
+}
+
+impl FakeRuntime {
+    /// An empty engine.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RuntimeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Containers of `digest` behave like `behavior`.
+    pub fn behave(&self, digest: &Digest, behavior: Behavior) {
+        self.lock().behaviors.insert(digest.clone(), behavior);
+    }
+
+    /// The `nth` (1-based) call of `op` (`"start"`, `"pull"`, ...) fails with `kind`.
+    pub fn fail(&self, op: &'static str, nth: usize, kind: ErrorKind) {
+        self.lock().failures.push((op, nth, kind));
+    }
+
+    /// Every call of `op` takes `delay` before answering.
+    pub fn delay(&self, op: &'static str, delay: Duration) {
+        self.lock().delays.insert(op, delay);
+    }
+
+    /// Someone else holds the deploy lock.
+    pub fn hold_lock(&self, lock: LockInfo) {
+        self.lock().lock = Some(lock);
+    }
+
+    /// The lock currently recorded.
+    pub fn lock_info(&self) -> Option<LockInfo> {
+        self.lock().lock.clone()
+    }
+
+    /// Add a running container of `release` named `name`, as a previous deploy left it.
+    pub fn add_running(&self, name: &str, app: &str, release: &Release) -> ContainerId {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = ContainerId(format!("c{}", st.next_id));
+        let mut labels = BTreeMap::new();
+        labels.insert(labels::APP.to_owned(), app.to_owned());
+        labels.insert(labels::DIGEST.to_owned(), release.digest.to_string());
+        labels.insert(
+            labels::REPOSITORY.to_owned(),
+            release.repository.to_string(),
+        );
+        if let Some(tag) = &release.tag {
+            labels.insert(labels::TAG.to_owned(), tag.clone());
+        }
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: name.to_owned(),
+            image_id: format!("img-{}", release.digest.short()),
+            release: Some(release.clone()),
+            labels,
+            state: ContainerState::Running { health: None },
+            restart_count: 0,
+            started_at: Some(std::time::SystemTime::now()),
+        };
+        st.containers.insert(
+            id.clone(),
+            FakeContainer {
+                info,
+                digest: Some(release.digest.clone()),
+                started: Some(Instant::now()),
+            },
+        );
+        id
+    }
+
+    /// Stop a container from outside, as a crash would.
+    pub fn set_state(&self, id: &ContainerId, state: ContainerState) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.info.state = state;
+        }
+    }
+
+    /// The recorded calls, such as `"stop c1"`, `"create app sha256:0123456789ab"`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// The recorded calls whose operation is one of `ops`.
+    pub fn calls_of(&self, ops: &[&str]) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| ops.iter().any(|op| c.split(' ').next() == Some(op)))
+            .collect()
+    }
+
+    /// Every container, by id.
+    pub fn containers(&self) -> Vec<ContainerInfo> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let ids: Vec<ContainerId> = st.containers.keys().cloned().collect();
+        ids.iter()
+            .filter_map(|id| Self::refresh(&mut st, id, now).ok())
+            .collect()
+    }
+
+    /// The container named `name`, if any.
+    pub fn named(&self, name: &str) -> Option<ContainerInfo> {
+        self.containers().into_iter().find(|c| c.name == name)
+    }
+
+    async fn enter(&self, op: &'static str, call: String) -> Result<()> {
+        let (delay, failure) = {
+            let mut st = self.lock();
+            st.calls.push(call);
+            let n = {
+                let count = st.counts.entry(op).or_insert(0);
+                *count += 1;
+                *count
+            };
+            let failure = st
+                .failures
+                .iter()
+                .find(|(o, nth, _)| *o == op && *nth == n)
+                .map(|(_, _, kind)| *kind);
+            (st.delays.get(op).copied(), failure)
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        match failure {
+            Some(kind) => Err(Error::new(kind, format!("scripted {op} failure"))),
+            None => Ok(()),
+        }
+    }
+
+    fn behavior_of(st: &RuntimeState, c: &FakeContainer) -> Behavior {
+        c.digest
+            .as_ref()
+            .and_then(|d| st.behaviors.get(d).copied())
+            .unwrap_or_default()
+    }
+
+    /// Apply scripted crashes that are due, then return the container.
+    fn refresh(st: &mut RuntimeState, id: &ContainerId, now: Instant) -> Result<ContainerInfo> {
+        let behavior = match st.containers.get(id) {
+            Some(c) => Self::behavior_of(st, c),
+            None => return Err(Error::not_found(format!("no such container {id}"))),
+        };
+        let c = st.containers.get_mut(id).expect("checked above");
+        if let (Behavior::CrashAfter(after), Some(started), true) =
+            (behavior, c.started, c.info.state.is_running())
+        {
+            if now >= started + after {
+                c.info.state = ContainerState::Exited { code: 1 };
+            }
+        }
+        Ok(c.info.clone())
+    }
+
+    /// What a probe of `id` sees now.
+    pub fn health(&self, id: &ContainerId) -> ProbeResult {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let info = match Self::refresh(&mut st, id, now) {
+            Ok(info) => info,
+            Err(_) => return ProbeResult::Unhealthy("connection refused".into()),
+        };
+        if !info.state.is_running() {
+            return ProbeResult::Unhealthy("connection refused".into());
+        }
+        let c = &st.containers[id];
+        let up = now - c.started.unwrap_or(now);
+        let healthy = match Self::behavior_of(&st, c) {
+            Behavior::Healthy | Behavior::CrashAfter(_) => true,
+            Behavior::Unhealthy => false,
+            Behavior::HealthyAfter(d) => up >= d,
+            Behavior::HealthyFor(d) => up < d,
+        };
+        if healthy {
+            ProbeResult::Healthy("200 OK".into())
+        } else {
+            ProbeResult::Unhealthy("status is \"DOWN\"".into())
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn current(&self, name: &str) -> Result<Option<ContainerInfo>> {
+        self.enter("current", format!("current {name}")).await?;
+        Ok(self.named(name))
+    }
+
+    async fn list_app(&self, app: &str) -> Result<Vec<ContainerInfo>> {
+        self.enter("list_app", format!("list_app {app}")).await?;
+        Ok(self
+            .containers()
+            .into_iter()
+            .filter(|c| c.labels.get(labels::APP).map(String::as_str) == Some(app))
+            .collect())
+    }
+
+    async fn inspect(&self, id: &ContainerId) -> Result<ContainerInfo> {
+        self.enter("inspect", format!("inspect {id}")).await?;
+        let mut st = self.lock();
+        Self::refresh(&mut st, id, Instant::now())
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        _platform: Option<String>,
+        progress: Option<ProgressSink>,
+    ) -> Result<()> {
+        self.enter("pull", format!("pull {image}")).await?;
+        if let Some(sink) = progress {
+            sink(PullProgress {
+                layers_total: 1,
+                layers_done: 1,
+                bytes_done: 1024,
+                bytes_total: 1024,
+            });
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<ContainerId> {
+        let digest = spec.image.digest();
+        let short = digest
+            .as_ref()
+            .map(|d| d.short().to_owned())
+            .unwrap_or_default();
+        self.enter("create", format!("create {} sha256:{short}", spec.name))
+            .await?;
+        let mut st = self.lock();
+        if st.containers.values().any(|c| c.info.name == spec.name) {
+            return Err(Error::conflict(format!(
+                "container name {} is already in use",
+                spec.name
+            )));
+        }
+        st.next_id += 1;
+        let id = ContainerId(format!("c{}", st.next_id));
+        let release = digest.clone().map(|digest| Release {
+            repository: spec.image.repo(),
+            tag: spec.labels.get(labels::TAG).cloned(),
+            digest,
+        });
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image_id: format!("img-{short}"),
+            release,
+            labels: spec.labels.clone(),
+            state: ContainerState::Created,
+            restart_count: 0,
+            started_at: None,
+        };
+        st.containers.insert(
+            id.clone(),
+            FakeContainer {
+                info,
+                digest,
+                started: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start(&self, id: &ContainerId) -> Result<()> {
+        self.enter("start", format!("start {id}")).await?;
+        let mut st = self.lock();
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("no such container {id}")))?;
+        if !c.info.state.is_running() {
+            c.info.state = ContainerState::Running { health: None };
+            c.started = Some(Instant::now());
+            c.info.started_at = Some(std::time::SystemTime::now());
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &ContainerId, _timeout: Duration) -> Result<()> {
+        self.enter("stop", format!("stop {id}")).await?;
+        let mut st = self.lock();
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("no such container {id}")))?;
+        if c.info.state.is_running() {
+            c.info.state = ContainerState::Exited { code: 0 };
+        }
+        Ok(())
+    }
+
+    async fn rename(&self, id: &ContainerId, new_name: &str) -> Result<()> {
+        self.enter("rename", format!("rename {id} {new_name}"))
+            .await?;
+        let mut st = self.lock();
+        if st
+            .containers
+            .values()
+            .any(|c| c.info.name == new_name && &c.info.id != id)
+        {
+            return Err(Error::conflict(format!(
+                "container name {new_name} is already in use"
+            )));
+        }
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("no such container {id}")))?;
+        c.info.name = new_name.to_owned();
+        Ok(())
+    }
+
+    async fn remove(&self, id: &ContainerId) -> Result<()> {
+        self.enter("remove", format!("remove {id}")).await?;
+        self.lock()
+            .containers
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| Error::not_found(format!("no such container {id}")))
+    }
+
+    async fn logs(&self, id: &ContainerId, lines: usize) -> Result<Vec<String>> {
+        self.enter("logs", format!("logs {id}")).await?;
+        Ok((1..=lines.min(3))
+            .map(|n| format!("{id} log line {n}"))
+            .collect())
+    }
+
+    async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit> {
+        let crash_at = {
+            let mut st = self.lock();
+            let info = Self::refresh(&mut st, id, Instant::now())?;
+            if let ContainerState::Exited { code } = info.state {
+                return Ok(ContainerExit::Exited { code });
+            }
+            let c = &st.containers[id];
+            match (Self::behavior_of(&st, c), c.started) {
+                (Behavior::CrashAfter(after), Some(started)) => Some(started + after),
+                _ => None,
+            }
+        };
+        match crash_at {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                Ok(ContainerExit::Exited { code: 1 })
+            }
+            None => pending().await,
+        }
+    }
+
+    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
+        self.enter("acquire_lock", format!("acquire_lock {}", lock.app))
+            .await?;
+        let mut st = self.lock();
+        match &st.lock {
+            Some(held) => Ok(LockAttempt::Held(held.clone())),
+            None => {
+                st.lock = Some(lock.clone());
+                Ok(LockAttempt::Acquired)
+            }
+        }
+    }
+
+    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
+        self.enter("lock_status", format!("lock_status {app}"))
+            .await?;
+        Ok(self.lock().lock.clone())
+    }
+
+    async fn release_lock(&self, app: &str) -> Result<bool> {
+        self.enter("release_lock", format!("release_lock {app}"))
+            .await?;
+        Ok(self.lock().lock.take().is_some())
+    }
+}
+
+/// A probe that asks a [`FakeRuntime`] how the probed container behaves.
+pub struct FakeProbe {
+    runtime: Arc<FakeRuntime>,
+    delay: Mutex<Option<Duration>>,
+    checks: Mutex<Vec<Instant>>,
+}
+
+impl FakeProbe {
+    /// A probe of containers of `runtime`.
+    pub fn new(runtime: Arc<FakeRuntime>) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            delay: Mutex::new(None),
+            checks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Each answer takes `delay` (beyond the attempt timeout, it is cut off).
+    pub fn delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap_or_else(|e| e.into_inner()) = Some(delay);
+    }
+
+    /// When each check began.
+    pub fn checks(&self) -> Vec<Instant> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl HealthProbe for FakeProbe {
+    async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult {
+        self.checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Instant::now());
+        let delay = *self.delay.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(delay) = delay {
+            if delay >= timeout {
+                tokio::time::sleep(timeout).await;
+                return ProbeResult::Unhealthy("timed out".into());
+            }
+            tokio::time::sleep(delay).await;
+        }
+        self.runtime.health(container)
+    }
+
+    fn describe(&self) -> String {
+        "fake probe".into()
+    }
+}
+
+/// An in-memory registry: tags to digests, with a log of copies.
+#[derive(Default)]
+pub struct FakeRegistry {
+    tags: Mutex<BTreeMap<String, Digest>>,
+    copies: Mutex<Vec<String>>,
+    fail_copy: Mutex<Vec<(usize, ErrorKind)>>,
+    unreachable: Mutex<bool>,
+}
+
+impl FakeRegistry {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Point `repo:tag` at `digest`.
+    pub fn set_tag(&self, repo: &Repository, tag: &str, digest: &Digest) {
+        Self::guard(&self.tags).insert(format!("{repo}:{tag}"), digest.clone());
+    }
+
+    /// The digest `repo:tag` points at.
+    pub fn tag(&self, repo: &Repository, tag: &str) -> Option<Digest> {
+        Self::guard(&self.tags)
+            .get(&format!("{repo}:{tag}"))
+            .cloned()
+    }
+
+    /// The `nth` (1-based) copy fails with `kind`.
+    pub fn fail_copy(&self, nth: usize, kind: ErrorKind) {
+        Self::guard(&self.fail_copy).push((nth, kind));
+    }
+
+    /// Every request fails as if the registry were down.
+    pub fn set_unreachable(&self, down: bool) {
+        *Self::guard(&self.unreachable) = down;
+    }
+
+    /// Copies done or attempted, as `"src -> dst"`.
+    pub fn copies(&self) -> Vec<String> {
+        Self::guard(&self.copies).clone()
+    }
+}
+
+#[async_trait]
+impl Registry for FakeRegistry {
+    async fn resolve(&self, reference: &ImageRef) -> Result<Digest> {
+        if *Self::guard(&self.unreachable) {
+            return Err(Error::unavailable("registry unreachable"));
+        }
+        if let Some(digest) = reference.digest() {
+            return Ok(digest);
+        }
+        let tag = reference.tag().unwrap_or("latest");
+        Self::guard(&self.tags)
+            .get(&format!("{}:{tag}", reference.repo()))
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("manifest unknown: {reference}")))
+    }
+
+    async fn copy(&self, source: &ImageRef, destination: &ImageRef) -> Result<CopyReport> {
+        let n = {
+            let mut copies = Self::guard(&self.copies);
+            copies.push(format!("{source} -> {destination}"));
+            copies.len()
+        };
+        if let Some((_, kind)) = Self::guard(&self.fail_copy)
+            .iter()
+            .find(|(nth, _)| *nth == n)
+        {
+            return Err(Error::new(*kind, "scripted copy failure"));
+        }
+        let digest = self.resolve(source).await?;
+        let tag = destination
+            .tag()
+            .ok_or_else(|| Error::invalid_input("destination has no tag"))?;
+        let key = format!("{}:{tag}", destination.repo());
+        let previous = Self::guard(&self.tags).insert(key, digest.clone());
+        Ok(CopyReport {
+            written: previous.as_ref() != Some(&digest),
+            digest,
+        })
+    }
+}
