@@ -29,6 +29,11 @@ use crate::pull::{self, PullTracker};
 /// for engine events, in case the engine dropped an event from its buffer.
 const WAIT_FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Tries to take a lock whose name is taken but whose record is not
+/// readable yet, and the pause between them.
+const LOCK_ATTEMPTS: u32 = 40;
+const LOCK_RETRY_DELAY: Duration = Duration::from_millis(25);
+
 /// A Docker engine on one host, speaking the Engine API through bollard.
 ///
 /// Cheap to clone: clones share the connection pool.
@@ -510,14 +515,17 @@ impl Runtime for DockerRuntime {
         lock::validate_app(&lock.app)?;
         let what = format!("take the deploy lock of {}", lock.app);
         let mut imported = false;
-        // A lock released between our 409 and reading it back is retried.
-        for _ in 0..3 {
+        // The engine reserves the name before the container can be
+        // inspected, so a 409 may briefly show no lock; a lock released in
+        // between is simply taken on the next try.
+        for attempt in 0..LOCK_ATTEMPTS {
             match self.create_lock_container(lock).await {
                 Ok(()) => return Ok(LockAttempt::Acquired),
                 Err(e) if status_of(&e) == Some(409) => {
                     if let Some(held) = self.lock_status(&lock.app).await? {
                         return Ok(LockAttempt::Held(held));
                     }
+                    tokio::time::sleep(LOCK_RETRY_DELAY * (attempt + 1).min(4)).await;
                 }
                 Err(e) if status_of(&e) == Some(404) && !imported => {
                     self.import_lock_image().await?;

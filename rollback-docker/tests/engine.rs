@@ -1,0 +1,545 @@
+//! `DockerRuntime` and `DockerHealthProbe` against the real engine.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use rollback_core::{
+    retained_name, ContainerExit, DeploymentId, EnvValue, ErrorKind, HealthProbe, LockAttempt,
+    LockInfo, ProbeResult, PullProgress, RestartPolicy, Runtime, Secret,
+};
+use rollback_docker::{DockerHealthProbe, DockerRuntime};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swap_then_rollback_restores_the_same_container() {
+    let cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("swap");
+    let port = free_port();
+
+    let v1 = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &app,
+            "rollback-fixture:healthy",
+            Some(port),
+        ))
+        .await
+        .unwrap();
+    rt.start(&v1).await.unwrap();
+    let body = tokio::task::spawn_blocking(move || http_get(port, "/health", WAIT))
+        .await
+        .unwrap();
+    assert!(body.contains(r#""version":"v1""#), "{body}");
+    let current = rt
+        .current(&app)
+        .await
+        .unwrap()
+        .expect("v1 runs under the app name");
+    assert_eq!(current.id, v1);
+    assert!(current.state.is_running());
+
+    // The swap, as the engine does it.
+    rt.stop(&v1, Duration::from_secs(2)).await.unwrap();
+    rt.stop(&v1, Duration::from_secs(2))
+        .await
+        .expect("stopping a stopped container is fine");
+    rt.rename(&v1, &retained_name(&app)).await.unwrap();
+    let v2 = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &app,
+            "rollback-fixture:crash",
+            Some(port),
+        ))
+        .await
+        .unwrap();
+    let names: Vec<String> = rt
+        .list_app(&app)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, vec![app.clone(), retained_name(&app)]);
+    rt.start(&v2).await.unwrap();
+
+    let exit = tokio::time::timeout(WAIT, rt.wait_exit(&v2))
+        .await
+        .expect("wait_exit resolves")
+        .unwrap();
+    assert_eq!(exit, ContainerExit::Exited { code: 1 });
+    let logs = rt.logs(&v2, 20).await.unwrap();
+    assert!(
+        logs.iter().any(|l| l.contains("fatal: cannot start")),
+        "{logs:?}"
+    );
+
+    // The rollback.
+    rt.remove(&v2).await.unwrap();
+    rt.rename(&v1, &app).await.unwrap();
+    rt.start(&v1).await.unwrap();
+    let restored = rt
+        .current(&app)
+        .await
+        .unwrap()
+        .expect("restored under the app name");
+    assert_eq!(restored.id, v1, "the original container runs again");
+    assert!(rt.current(&retained_name(&app)).await.unwrap().is_none());
+    let body = tokio::task::spawn_blocking(move || http_get(port, "/health", WAIT))
+        .await
+        .unwrap();
+    assert!(body.contains(r#""version":"v1""#), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_exit_reports_a_crash_within_a_second() {
+    let cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("crash");
+    let mut flaky = spec(&cleanup, &app, &app, "rollback-fixture:flaky", None);
+    flaky
+        .env
+        .push(("FLAKY_SECS".into(), EnvValue::Plain("2".into())));
+    let id = rt.create(&flaky).await.unwrap();
+    rt.start(&id).await.unwrap();
+
+    let exit = tokio::time::timeout(WAIT, rt.wait_exit(&id))
+        .await
+        .expect("wait_exit resolves")
+        .unwrap();
+    let returned = SystemTime::now();
+    assert_eq!(exit, ContainerExit::Exited { code: 2 });
+    let finished = docker_ok(&["inspect", "--format", "{{.State.FinishedAt}}", id.as_str()]);
+    let finished = humantime::parse_rfc3339_weak(finished.trim()).unwrap();
+    let latency = returned.duration_since(finished).unwrap_or_default();
+    eprintln!("wait_exit latency after the container exited: {latency:?}");
+    assert!(latency < Duration::from_secs(1), "latency {latency:?}");
+
+    // Exited before anyone watched: reported at once.
+    let started = Instant::now();
+    let exit = rt.wait_exit(&id).await.unwrap();
+    assert_eq!(exit, ContainerExit::Exited { code: 2 });
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Removed from outside while watched.
+    let hang = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &unique("hang"),
+            "rollback-fixture:hang",
+            None,
+        ))
+        .await
+        .unwrap();
+    rt.start(&hang).await.unwrap();
+    let watcher = {
+        let rt = rt.clone();
+        let hang = hang.clone();
+        tokio::spawn(async move { rt.wait_exit(&hang).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !watcher.is_finished(),
+        "a running container is still watched"
+    );
+    docker_ok(&["rm", "-f", hang.as_str()]);
+    let exit = tokio::time::timeout(WAIT, watcher)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(exit, ContainerExit::Gone | ContainerExit::Exited { .. }),
+        "{exit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_exit_reports_a_restart_by_the_engine() {
+    let cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("restart");
+    let mut flaky = spec(&cleanup, &app, &app, "rollback-fixture:flaky", None);
+    flaky
+        .env
+        .push(("FLAKY_SECS".into(), EnvValue::Plain("1".into())));
+    flaky.restart = Some(RestartPolicy::OnFailure);
+    let id = rt.create(&flaky).await.unwrap();
+    rt.start(&id).await.unwrap();
+    let exit = tokio::time::timeout(WAIT, rt.wait_exit(&id))
+        .await
+        .expect("wait_exit resolves")
+        .unwrap();
+    let ContainerExit::Restarted { restart_count } = exit else {
+        panic!("expected a restart, got {exit:?}");
+    };
+    assert!(restart_count >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_by_digest_from_the_auth_registry() {
+    let mut cleanup = Cleanup::new();
+    let registry = test_env("ROLLBACK_TEST_AUTH_REGISTRY");
+    let user = test_env("ROLLBACK_TEST_AUTH_USER");
+    let password = test_env("ROLLBACK_TEST_AUTH_PASSWORD");
+    let config = tempfile::tempdir().unwrap();
+    let config_dir = config.path().to_str().unwrap();
+
+    // Publish a fixture to the auth registry with a throwaway CLI config.
+    let mut login = std::process::Command::new("docker")
+        .args([
+            "--config",
+            config_dir,
+            "login",
+            "-u",
+            &user,
+            "--password-stdin",
+            &registry,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut login.stdin.take().unwrap(), password.as_bytes()).unwrap();
+    assert!(login.wait().unwrap().success(), "docker login");
+    let repo = format!("{registry}/{}/app", cleanup.run);
+    let tagged = format!("{repo}:v1");
+    // A release of its own, so the pull has a layer to fetch.
+    let built = std::process::Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args([
+            "build",
+            "-q",
+            "--build-arg",
+            &format!("VERSION={}", cleanup.run),
+        ])
+        .args(["-t", &tagged, &test_env("ROLLBACK_TEST_FIXTURE_CONTEXT")])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let pushed = docker_ok(&["--config", config_dir, "push", &tagged]);
+    let digest = pushed
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in push output: {pushed}"))
+        .to_owned();
+    let by_digest = format!("{repo}@{digest}");
+    docker_ok(&["rmi", &tagged]);
+    // Untagging may or may not drop the digest reference too.
+    docker(&["rmi", &by_digest]);
+    cleanup.image(&by_digest);
+    assert!(!docker(&["image", "inspect", &by_digest]).status.success());
+    let image = by_digest.parse().unwrap();
+
+    // Without credentials the registry refuses.
+    let anonymous_config = tempfile::tempdir().unwrap();
+    let anonymous = runtime()
+        .await
+        .with_docker_config(anonymous_config.path().to_owned());
+    let err = anonymous.pull(&image, None, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{}", err.report());
+    assert!(err.message().contains(anonymous.url()), "{}", err.message());
+
+    // With the config written by `docker login`.
+    let rt = runtime().await.with_docker_config(config.path().to_owned());
+    let seen: Arc<Mutex<Vec<PullProgress>>> = Arc::default();
+    let sink = {
+        let seen = seen.clone();
+        Arc::new(move |p: PullProgress| seen.lock().unwrap().push(p))
+    };
+    rt.pull(&image, Some("linux/amd64".into()), Some(sink.clone()))
+        .await
+        .unwrap();
+    assert!(docker(&["image", "inspect", &by_digest]).status.success());
+    let last = seen
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("progress reported");
+    assert!(last.layers_total > 0, "{last:?}");
+    assert_eq!(last.layers_done, last.layers_total, "{last:?}");
+    eprintln!("pull progress at the end: {last:?}");
+
+    // Present now: a no-op that reports nothing.
+    let before = seen.lock().unwrap().len();
+    rt.pull(&image, None, Some(sink)).await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deploy_lock_is_exclusive_per_app() {
+    let mut cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("lock");
+    cleanup.lock(&app);
+    let lock = |holder: &str| LockInfo {
+        app: app.clone(),
+        deployment: DeploymentId::generate(),
+        holder: holder.to_owned(),
+        target: "v2".into(),
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    };
+    let first = lock("alice@ci pid 1");
+    assert_eq!(
+        rt.acquire_lock(&first).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    assert_eq!(rt.lock_status(&app).await.unwrap(), Some(first.clone()));
+    match rt.acquire_lock(&lock("bob@ci pid 2")).await.unwrap() {
+        LockAttempt::Held(held) => {
+            assert_eq!(held, first);
+            assert_eq!(held.holder, "alice@ci pid 1");
+        }
+        LockAttempt::Acquired => panic!("a second acquire must not succeed"),
+    }
+    assert!(
+        rt.list_app(&app).await.unwrap().is_empty(),
+        "the lock is not a release"
+    );
+
+    // Concurrent acquires: exactly one wins.
+    rt.release_lock(&app).await.unwrap();
+    let contenders: Vec<_> = (0..4)
+        .map(|i| {
+            let rt = rt.clone();
+            let lock = lock(&format!("racer {i}"));
+            tokio::spawn(async move { rt.acquire_lock(&lock).await.unwrap() })
+        })
+        .collect();
+    let mut acquired = 0;
+    for c in contenders {
+        if c.await.unwrap() == LockAttempt::Acquired {
+            acquired += 1;
+        }
+    }
+    assert_eq!(acquired, 1);
+
+    assert!(rt.release_lock(&app).await.unwrap());
+    assert!(!rt.release_lock(&app).await.unwrap());
+    assert_eq!(rt.lock_status(&app).await.unwrap(), None);
+    let second = lock("bob@ci pid 2");
+    assert_eq!(
+        rt.acquire_lock(&second).await.unwrap(),
+        LockAttempt::Acquired
+    );
+    assert_eq!(rt.lock_status(&app).await.unwrap(), Some(second));
+    assert!(rt.release_lock(&app).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_env_values_reach_only_the_engine() {
+    let cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("secret");
+    let secret = format!("s3cr3t-{}", cleanup.run);
+    let mut with_secret = spec(&cleanup, &app, &app, "rollback-fixture:healthy", None);
+    with_secret.env.push((
+        "TOKEN".into(),
+        EnvValue::Secret(Secret::new(secret.clone())),
+    ));
+    with_secret.volumes = vec![format!("{}-data:/data", app)];
+    let id = rt.create(&with_secret).await.unwrap();
+
+    let env = docker_ok(&["inspect", "--format", "{{json .Config.Env}}", id.as_str()]);
+    assert!(
+        env.contains(&format!("TOKEN={secret}")),
+        "the engine gets it"
+    );
+    let labels = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        id.as_str(),
+    ]);
+    assert!(!labels.contains(&secret), "{labels}");
+    let info = rt.inspect(&id).await.unwrap();
+    assert!(!format!("{info:?}").contains(&secret));
+
+    // Errors about the container never quote it.
+    let conflict = rt.create(&with_secret).await.unwrap_err();
+    assert_eq!(conflict.kind(), ErrorKind::Conflict);
+    let mut missing_image = with_secret.clone();
+    missing_image.name = unique("secret-img");
+    missing_image.image = format!(
+        "127.0.0.1:15000/{}/absent@sha256:{}",
+        cleanup.run,
+        "0".repeat(64)
+    )
+    .parse()
+    .unwrap();
+    let missing = rt.create(&missing_image).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{}", missing.report());
+    let mut bad_volume = with_secret.clone();
+    bad_volume.name = unique("secret-vol");
+    bad_volume.volumes = vec![format!("relative/{secret}:/x")];
+    let invalid = rt.create(&bad_volume).await.unwrap_err();
+    for err in [&conflict, &missing, &invalid] {
+        assert!(!err.report().contains(&secret), "{}", err.report());
+        assert!(!format!("{err:?}").contains(&secret));
+        assert!(err.message().contains(rt.url()), "{}", err.message());
+    }
+
+    let seen: Arc<Mutex<String>> = Arc::default();
+    let sink = {
+        let seen = seen.clone();
+        Arc::new(move |p: PullProgress| seen.lock().unwrap().push_str(&format!("{p:?}")))
+    };
+    rt.pull(
+        &"rollback-fixture:healthy".parse().unwrap(),
+        None,
+        Some(sink),
+    )
+    .await
+    .unwrap();
+    assert!(!seen.lock().unwrap().contains(&secret));
+    rt.remove(&id).await.unwrap();
+    docker(&["volume", "rm", &format!("{app}-data")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_probe_reads_the_engine_health_state() {
+    let cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let probe = DockerHealthProbe::new(rt.clone());
+    assert!(probe.describe().contains(rt.url()));
+    let app = unique("health");
+
+    let healthy = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &unique("hc"),
+            "rollback-fixture:healthcheck",
+            None,
+        ))
+        .await
+        .unwrap();
+    let down = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &unique("hcdown"),
+            "rollback-fixture:healthcheck-down",
+            None,
+        ))
+        .await
+        .unwrap();
+    let plain = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &unique("plain"),
+            "rollback-fixture:healthy",
+            None,
+        ))
+        .await
+        .unwrap();
+    for id in [&healthy, &down, &plain] {
+        rt.start(id).await.unwrap();
+    }
+
+    let settle = |id| {
+        let probe = probe.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let result = probe.check(&id, Duration::from_secs(2)).await;
+                if !matches!(result, ProbeResult::Starting(_)) || start.elapsed() > WAIT {
+                    return result;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let result = settle(healthy.clone()).await;
+    assert!(result.is_healthy(), "{result:?}");
+
+    let result = settle(down.clone()).await;
+    let ProbeResult::Unhealthy(reason) = result else {
+        panic!("expected unhealthy, got {result:?}");
+    };
+    let last_code = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .State.Health.Log}}{{.ExitCode}} {{end}}",
+        down.as_str(),
+    ]);
+    let last_code = last_code
+        .split_whitespace()
+        .last()
+        .expect("health log entries");
+    assert_ne!(last_code, "0");
+    assert!(
+        reason.contains(&format!("exited with code {last_code}")),
+        "{reason}"
+    );
+
+    assert_eq!(
+        probe.check(&plain, Duration::from_secs(2)).await,
+        ProbeResult::Unhealthy("image has no HEALTHCHECK".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_engines_are_unavailable_within_the_timeout() {
+    // Accepts connections but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("tcp://{}", silent.local_addr().unwrap());
+    for url in [
+        "unix:///nonexistent.sock",
+        "tcp://127.0.0.1:1",
+        silent_url.as_str(),
+    ] {
+        let timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let err = DockerRuntime::connect(Some(url), timeout)
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        eprintln!("{url}: {} after {elapsed:?}", err.report());
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Unavailable,
+            "{url}: {}",
+            err.report()
+        );
+        assert!(err.message().contains(url), "{}", err.message());
+        assert!(
+            elapsed < timeout + Duration::from_millis(500),
+            "{url}: {elapsed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connects_to_the_local_engine_with_a_negotiated_api() {
+    let rt = runtime().await;
+    let server_api = docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(
+        rt.api_version(),
+        server_api.trim(),
+        "negotiated down to the engine's"
+    );
+    assert!(rt.current(&unique("absent")).await.unwrap().is_none());
+    let err = rt
+        .inspect(&rollback_core::ContainerId(unique("absent")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.message().contains(rt.url()));
+}
