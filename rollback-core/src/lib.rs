@@ -17,6 +17,7 @@ pub mod fake;
 pub mod machine;
 pub mod outcome;
 pub mod policy;
+pub mod probe;
 pub mod traits;
 pub mod types;
 
@@ -28,6 +29,7 @@ pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
+pub use probe::{HttpProbe, TcpProbe};
 pub use traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
