@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adapters;
 pub mod cli;
 pub mod commands;
 pub mod config;

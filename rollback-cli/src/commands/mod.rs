@@ -11,7 +11,9 @@ use crate::config::{Config, HostConfig, DEFAULT_FILE};
 use crate::exit::{self, CliError};
 use crate::output::{Output, Redactor};
 
+pub mod deploy;
 pub mod lock;
+pub mod status;
 pub mod tag;
 
 /// Where the commands get their registry, engines and probes from.
@@ -121,10 +123,11 @@ pub async fn run_with(
         }
         Command::Tag(args) => tag::run(&ctx, args).await,
         Command::Lock(command) => lock::run(&ctx, command).await,
-        other => Err(CliError::failed(format!(
-            "{} is not available in this build",
-            command_name(other)
-        ))),
+        Command::Deploy(args) => deploy::deploy(&ctx, args).await,
+        Command::Undo => deploy::undo(&ctx).await,
+        Command::Recover => deploy::recover(&ctx).await,
+        Command::Status => status::status(&ctx).await,
+        Command::History => status::history(&ctx).await,
     };
     match result {
         Ok(code) => code,
@@ -132,19 +135,6 @@ pub async fn run_with(
             output.error(&e);
             e.exit_code()
         }
-    }
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Deploy(_) => "deploy",
-        Command::Undo => "undo",
-        Command::Status => "status",
-        Command::History => "history",
-        Command::Tag(_) => "tag",
-        Command::Recover => "recover",
-        Command::Lock(_) => "lock",
-        Command::Completions { .. } => "completions",
     }
 }
 
@@ -163,3 +153,6 @@ pub(crate) fn json_done(output: &Output, outcome: &str, code: i32) {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests;

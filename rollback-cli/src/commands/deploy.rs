@@ -1,0 +1,439 @@
+//! `deploy`, `undo` and `recover`: the commands that run the engine, and
+//! their dry runs.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use rollback_core::{
+    App, CancellationToken, DeployReport, Deployer, HostId, HostTarget, Phase, Plan, Release,
+    Target,
+};
+use serde::Serialize;
+
+use crate::cli::DeployArgs;
+use crate::commands::Context;
+use crate::config::{Config, HostConfig};
+use crate::exit::{self, CliError};
+use crate::output::{LockJson, Output};
+
+/// The container spec of the app on `host`; the engine pins the image by digest.
+fn spec(config: &Config, host: &HostConfig) -> Result<rollback_core::ContainerSpec, CliError> {
+    let app = config.app()?;
+    let c = &config.container;
+    Ok(rollback_core::ContainerSpec {
+        name: app.name.clone(),
+        image: app
+            .repository
+            .with_tag(&app.stable_tag)
+            .map_err(|e| CliError::bad_argument("app.stable_tag", &e))?,
+        ports: host.ports.clone(),
+        env: host
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        volumes: c.volumes.clone(),
+        platform: c.platform.clone(),
+        network: c.network.clone(),
+        restart: c.restart,
+        command: c.command.clone(),
+        labels: Default::default(),
+        stop_timeout: c.stop_timeout,
+    })
+}
+
+/// Connect to every host and build the engine.
+///
+/// With `lenient`, hosts that cannot be reached are returned apart instead
+/// of failing the whole command (for `status`).
+pub(crate) async fn deployer(
+    ctx: &Context,
+    lenient: bool,
+) -> Result<(Deployer, Vec<(HostId, CliError)>), CliError> {
+    let config = ctx.config()?;
+    let app = config.app()?;
+    let registry = ctx.adapters.registry()?;
+    let mut hosts = Vec::new();
+    let mut unreachable = Vec::new();
+    let connections = config.hosts.iter().map(|h| ctx.adapters.host(h));
+    for (host, connected) in config.hosts.iter().zip(join_all(connections).await) {
+        match connected {
+            Ok((runtime, probe)) => hosts.push(HostTarget {
+                id: host.name.clone(),
+                runtime,
+                probe,
+                spec: spec(config, host)?,
+            }),
+            Err(e) if lenient => unreachable.push((host.name.clone(), e)),
+            Err(e) => {
+                return Err(CliError::failed(format!(
+                    "[{}] {}; nothing was changed",
+                    host.name,
+                    e.message()
+                )))
+            }
+        }
+    }
+    let deployer = Deployer::new(
+        App {
+            name: app.name.clone(),
+            repository: app.repository.clone(),
+            stable_tag: app.stable_tag.clone(),
+            previous_tag: app.previous_tag.clone(),
+        },
+        registry,
+        hosts,
+    )
+    .with_health(config.health)
+    .with_rollout(config.rollout)
+    .with_observer(ctx.output.clone());
+    Ok((deployer, unreachable))
+}
+
+/// Which engine command to run.
+enum Run {
+    Deploy(Target),
+    Undo,
+    Recover,
+}
+
+/// `deploy --tag | --digest`.
+pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
+    let target = match (&args.tag, &args.digest) {
+        (Some(tag), None) => {
+            if !crate::config::is_tag(tag) {
+                return Err(CliError::usage(format!("--tag {tag:?} is not a valid tag")));
+            }
+            Target::Tag(tag.clone())
+        }
+        (None, Some(digest)) => Target::Digest(digest.clone()),
+        _ => return Err(CliError::usage("give exactly one of --tag or --digest")),
+    };
+    let (deployer, _) = deployer(ctx, false).await?;
+    if ctx.dry_run {
+        return plan(ctx, &deployer, &target, "deploy").await;
+    }
+    drive(ctx, &deployer, Run::Deploy(target)).await
+}
+
+/// `undo`.
+pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
+    let (deployer, _) = deployer(ctx, false).await?;
+    if ctx.dry_run {
+        let previous = Target::Tag(deployer.app().previous_tag.clone());
+        return plan(ctx, &deployer, &previous, "undo").await;
+    }
+    drive(ctx, &deployer, Run::Undo).await
+}
+
+/// `recover`.
+pub async fn recover(ctx: &Context) -> Result<i32, CliError> {
+    let (deployer, _) = deployer(ctx, false).await?;
+    if ctx.dry_run {
+        return recover_plan(ctx, &deployer).await;
+    }
+    drive(ctx, &deployer, Run::Recover).await
+}
+
+/// Run the engine until it reports, turning signals into cancellation.
+async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Result<i32, CliError> {
+    let cancel = CancellationToken::new();
+    let work = async {
+        match run {
+            Run::Deploy(target) => deployer.deploy(target, cancel.clone()).await,
+            Run::Undo => deployer.undo(cancel.clone()).await,
+            Run::Recover => deployer.recover(cancel.clone()).await,
+        }
+    };
+    match until_second_signal(work, &cancel, &ctx.output).await {
+        Ok(report) => {
+            ctx.output.report(&report);
+            Ok(report_code(&report))
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+fn report_code(report: &DeployReport) -> i32 {
+    exit::for_outcome(report.outcome)
+}
+
+/// Phases in which a host may be without a verified release of its own.
+fn at_risk(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Switched
+            | Phase::Verifying
+            | Phase::Verified
+            | Phase::RollingBack
+            | Phase::RollbackFailed
+    )
+}
+
+/// Exit code when the user gives up waiting after a second signal.
+pub const INTERRUPTED: i32 = 130;
+
+/// What to print and exit with when a second signal arrives: the last phase
+/// of each host, and 4 when a host may be left without a healthy release.
+pub fn abandon(phases: &[(String, Phase)]) -> (Vec<String>, i32) {
+    let mut lines = vec!["second interrupt: exiting without waiting for the rollback".to_owned()];
+    let mut code = INTERRUPTED;
+    for (host, phase) in phases {
+        if host == "fleet" {
+            continue;
+        }
+        let risk = at_risk(*phase);
+        if risk {
+            code = exit::ROLLBACK_FAILED;
+        }
+        lines.push(format!(
+            "  [{host}] last seen {phase}{}",
+            if risk {
+                ": may be without a healthy release"
+            } else {
+                ""
+            }
+        ));
+    }
+    if code == exit::ROLLBACK_FAILED {
+        lines.push(
+            "run `rollback recover` to finish or revert, `rollback lock status` to see the locks"
+                .to_owned(),
+        );
+    } else {
+        lines.push("no host was switched; `rollback lock status` shows any lock left".to_owned());
+    }
+    (lines, code)
+}
+
+/// Await `work`; the first SIGINT/SIGTERM cancels it (the engine rolls
+/// back), the second abandons it and returns the exit code to use.
+async fn until_second_signal(
+    work: impl Future<Output = DeployReport>,
+    cancel: &CancellationToken,
+    output: &Arc<Output>,
+) -> Result<DeployReport, i32> {
+    let mut signals = Signals::new();
+    tokio::pin!(work);
+    let mut interrupts = 0;
+    loop {
+        tokio::select! {
+            report = &mut work => return Ok(report),
+            _ = signals.next() => {}
+        }
+        interrupts += 1;
+        if interrupts == 1 {
+            output.warn(
+                "interrupted: cancelling; switched hosts get their previous release back (interrupt again to exit at once)",
+            );
+            cancel.cancel();
+        } else {
+            let (lines, code) = abandon(&output.last_phases());
+            for line in lines {
+                output.warn(&line);
+            }
+            return Err(code);
+        }
+    }
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match &mut self.term {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    outcome: &'static str,
+    exit_code: i32,
+    command: &'a str,
+    dry_run: bool,
+    target: &'a Release,
+    stable_before: Option<&'a rollback_core::Digest>,
+    hosts: Vec<HostPlanJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct HostPlanJson<'a> {
+    host: &'a HostId,
+    current: Option<&'a Release>,
+    container: Option<&'a rollback_core::ContainerId>,
+    lock: Option<LockJson<'a>>,
+    steps: &'a [String],
+}
+
+async fn plan(
+    ctx: &Context,
+    deployer: &Deployer,
+    target: &Target,
+    command: &str,
+) -> Result<i32, CliError> {
+    let plan: Plan = deployer
+        .plan(target)
+        .await
+        .map_err(|e| CliError::core(format_args!("plan {command} of {target}"), &e))?;
+    print_plan(&ctx.output, &plan, command, deployer.app());
+    Ok(exit::OK)
+}
+
+/// Print a plan: what `command` would do, changing nothing.
+pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
+    if out.is_json() {
+        out.json(&PlanJson {
+            outcome: "planned",
+            exit_code: exit::OK,
+            command,
+            dry_run: true,
+            target: &plan.target,
+            stable_before: plan.stable_before.as_ref(),
+            hosts: plan
+                .hosts
+                .iter()
+                .map(|h| HostPlanJson {
+                    host: &h.host,
+                    current: h.current.as_ref(),
+                    container: h.container.as_ref(),
+                    lock: h.lock.as_ref().map(LockJson::from),
+                    steps: &h.steps,
+                })
+                .collect(),
+        });
+        return;
+    }
+    out.line(&format!(
+        "plan: {command} {} ({}) to {} host(s); {} is now {}",
+        plan.target.display_name(),
+        plan.target.digest,
+        plan.hosts.len(),
+        app.stable_tag,
+        plan.stable_before
+            .as_ref()
+            .map_or_else(|| "not set".to_owned(), |d| d.to_string())
+    ));
+    for h in &plan.hosts {
+        out.line(&format!(
+            "[{}] running {}{}",
+            h.host,
+            h.current
+                .as_ref()
+                .map_or_else(|| "nothing".to_owned(), Release::display_name),
+            h.lock
+                .as_ref()
+                .map(|l| format!("; LOCKED by {l}"))
+                .unwrap_or_default()
+        ));
+        for (i, step) in h.steps.iter().enumerate() {
+            out.line(&format!("  {}. {step}", i + 1));
+        }
+    }
+    out.line(&format!(
+        "then, when every host is verified: {} <- {}, {} <- {}",
+        app.previous_tag,
+        plan.stable_before.as_ref().map_or_else(
+            || "(unchanged: no stable release yet)".to_owned(),
+            |d| d.to_string()
+        ),
+        app.stable_tag,
+        plan.target.digest
+    ));
+    out.line("nothing changed (dry run)");
+}
+
+async fn recover_plan(ctx: &Context, deployer: &Deployer) -> Result<i32, CliError> {
+    let history = deployer
+        .history()
+        .await
+        .map_err(|e| CliError::core("read the hosts", &e))?;
+    let retained = rollback_core::retained_name(&deployer.app().name);
+    let out = &ctx.output;
+    let mut hosts = Vec::new();
+    for (host, containers) in &history.hosts {
+        let kept = containers.iter().find(|c| c.name == retained);
+        let line = match kept {
+            Some(c) => format!(
+                "[{host}] interrupted deploy: retained container {} ({}); recover would verify the app container and finish the deploy, or restore the retained release",
+                c.name,
+                c.release
+                    .as_ref()
+                    .map_or_else(|| "unknown release".to_owned(), Release::display_name)
+            ),
+            None => format!("[{host}] nothing to recover"),
+        };
+        hosts.push(serde_json::json!({
+            "host": host,
+            "interrupted": kept.is_some(),
+            "retained": kept.and_then(|c| c.release.as_ref()),
+        }));
+        if !out.is_json() {
+            out.line(&line);
+        }
+    }
+    if out.is_json() {
+        out.json(&serde_json::json!({
+            "outcome": "planned",
+            "exit_code": exit::OK,
+            "command": "recover",
+            "dry_run": true,
+            "hosts": hosts,
+        }));
+    } else {
+        out.line("nothing changed (dry run)");
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_signal_exits_4_only_when_a_host_is_at_risk() {
+        let (lines, code) = abandon(&[
+            ("a".into(), Phase::Verified),
+            ("b".into(), Phase::Pulled),
+            ("fleet".into(), Phase::Planned),
+        ]);
+        assert_eq!(code, exit::ROLLBACK_FAILED);
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("[a] last seen verified: may be without")));
+        assert!(lines.iter().any(|l| l == "  [b] last seen pulled"));
+        assert!(lines.last().unwrap().contains("rollback recover"));
+
+        let (_, code) = abandon(&[("a".into(), Phase::Locked), ("b".into(), Phase::RolledBack)]);
+        assert_eq!(code, INTERRUPTED);
+    }
+}
