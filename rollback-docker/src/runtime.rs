@@ -16,7 +16,7 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Error,
-    ErrorKind, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+    ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -208,16 +208,19 @@ impl DockerRuntime {
     }
 }
 
-/// An error at connect time: anything that is not a bad URL means the
-/// engine cannot be reached.
+/// An error at connect time: anything but a bad URL or bad certificate
+/// files means the engine cannot be reached.
 fn unreachable_engine(url: &str, err: EngineError) -> Error {
-    let err = classify(url, "connect", err);
-    match err.kind() {
-        ErrorKind::InvalidInput => err,
-        _ => Error::unavailable(format!(
-            "cannot reach docker engine at {url}: {}",
-            err.report()
+    match err {
+        EngineError::RequestTimeoutError => Error::unavailable(format!(
+            "cannot reach docker engine at {url}: no answer in time"
         )),
+        err @ (EngineError::CertPathError { .. }
+        | EngineError::CertParseError { .. }
+        | EngineError::CertMultipleKeys { .. }
+        | EngineError::UnsupportedURISchemeError { .. }
+        | EngineError::NoHomePathError) => classify(url, "connect", err),
+        err => Error::unavailable(format!("cannot reach docker engine at {url}")).with_source(err),
     }
 }
 
