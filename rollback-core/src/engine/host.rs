@@ -123,7 +123,9 @@ fn describe(state: &HostState, app: &str) -> String {
             ),
             None => format!("started container {new_container}"),
         },
-        HostState::Verifying { .. } => "verifying".into(),
+        HostState::Verifying { new_container, .. } => {
+            format!("verifying container {new_container}")
+        }
         HostState::Verified { .. } => "new release verified healthy".into(),
         HostState::RollingBack { reason, .. } => format!("rolling back: {reason}"),
         HostState::RolledBack {
