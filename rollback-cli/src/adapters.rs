@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rollback_core::{HealthProbe, Registry, Runtime};
+use rollback_core::{HealthProbe, HttpProbe, Registry, Runtime, TcpProbe};
 use rollback_docker::{DockerHealthProbe, DockerRuntime};
 use rollback_registry::OciRegistry;
 
@@ -58,9 +58,65 @@ impl Adapters for RealAdapters {
     }
 }
 
-/// The HTTP or TCP probe of a check.
-fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
-    Err(CliError::failed(format!(
-        "the {check} health check needs rollback_core::probe, not in this build"
-    )))
+/// The probe of an HTTP or TCP check (the Docker one needs the host's engine).
+pub fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
+    let bad =
+        |e: rollback_core::Error| CliError::bad_argument(format_args!("health check {check}"), &e);
+    match check {
+        HealthCheck::Http {
+            url,
+            expect_status,
+            expect_json,
+        } => {
+            let mut probe = HttpProbe::new(url).map_err(bad)?;
+            if let Some(status) = expect_status {
+                probe = probe.expect_status(*status).map_err(bad)?;
+            }
+            if let Some((pointer, expected)) = expect_json {
+                probe = probe.expect_json(pointer, expected).map_err(bad)?;
+            }
+            Ok(Arc::new(probe))
+        }
+        HealthCheck::Tcp { address } => Ok(Arc::new(TcpProbe::new(address).map_err(bad)?)),
+        HealthCheck::Docker => Err(CliError::usage(
+            "the docker health check is built with the host's engine",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_built_from_checks() {
+        let http = probe(&HealthCheck::Http {
+            url: "http://127.0.0.1:18080/health".into(),
+            expect_status: Some(200),
+            expect_json: Some(("/status".into(), "UP".into())),
+        })
+        .unwrap();
+        assert!(
+            http.describe().contains("http://127.0.0.1:18080/health"),
+            "{}",
+            http.describe()
+        );
+        let tcp = probe(&HealthCheck::Tcp {
+            address: "127.0.0.1:5432".into(),
+        })
+        .unwrap();
+        assert!(
+            tcp.describe().contains("127.0.0.1:5432"),
+            "{}",
+            tcp.describe()
+        );
+        let e = probe(&HealthCheck::Http {
+            url: "http://127.0.0.1/".into(),
+            expect_status: Some(1000),
+            expect_json: None,
+        })
+        .err()
+        .unwrap();
+        assert_eq!(e.exit_code(), crate::exit::USAGE);
+    }
 }
