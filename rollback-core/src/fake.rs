@@ -34,6 +34,14 @@ pub enum Behavior {
     HealthyFor(Duration),
     /// Exits with code 1 this long after start.
     CrashAfter(Duration),
+    /// Healthy and unhealthy by turns, `period` each (healthy first),
+    /// until `until` after start; healthy from then on.
+    FlapUntil {
+        /// Length of each healthy or unhealthy spell.
+        period: Duration,
+        /// When the flapping stops.
+        until: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +245,9 @@ impl FakeRuntime {
             Behavior::Unhealthy => false,
             Behavior::HealthyAfter(d) => up >= d,
             Behavior::HealthyFor(d) => up < d,
+            Behavior::FlapUntil { period, until } => {
+                up >= until || (up.as_nanos() / period.as_nanos().max(1)) % 2 == 0
+            }
         };
         if healthy {
             ProbeResult::Healthy("200 OK".into())

@@ -71,6 +71,9 @@ pub enum HostState {
         since_first_ok: Option<Duration>,
         /// When verification gives up (offset from verification start).
         deadline: Duration,
+        /// Until then failed answers are forgiven, even after a healthy one
+        /// (offset from verification start).
+        start_period: Duration,
     },
     /// The new release proved healthy; the old container is still kept.
     Verified {
@@ -142,6 +145,8 @@ pub enum Input {
     VerifyStarted {
         /// Verification limit.
         deadline: Duration,
+        /// Failed answers before this are forgiven.
+        start_period: Duration,
     },
     /// A healthy probe answer at `at` (offset from verification start).
     ProbeHealthy {
@@ -281,7 +286,8 @@ impl Input {
 ///
 /// Before the first healthy answer, unhealthy and starting answers are
 /// retried until [`Input::DeadlinePassed`]; after it, any of them fails the
-/// release (health must be continuous for `stable_for`).
+/// release (health must be continuous for `stable_for`), except inside the
+/// start period, where it only restarts the wait for a healthy answer.
 pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransition> {
     use HostState as S;
     use Input as I;
@@ -326,7 +332,10 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 new_container,
                 retained,
             },
-            I::VerifyStarted { deadline },
+            I::VerifyStarted {
+                deadline,
+                start_period,
+            },
         ) => S::Verifying {
             new_container,
             retained,
@@ -334,6 +343,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             consecutive_ok: 0,
             since_first_ok: None,
             deadline,
+            start_period,
         },
         (
             S::Switched {
@@ -366,6 +376,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 consecutive_ok,
                 since_first_ok,
                 deadline,
+                start_period,
             },
             I::ProbeHealthy { at },
         ) => S::Verifying {
@@ -375,6 +386,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             consecutive_ok: consecutive_ok + 1,
             since_first_ok: since_first_ok.or(Some(at)),
             deadline,
+            start_period,
         },
         (
             S::Verifying {
@@ -383,11 +395,16 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 attempt,
                 since_first_ok,
                 deadline,
+                start_period,
                 ..
             },
             input @ (I::ProbeUnhealthy { .. } | I::ProbeStarting { .. }),
         ) => {
-            if since_first_ok.is_some() {
+            let at = match &input {
+                I::ProbeUnhealthy { at, .. } | I::ProbeStarting { at } => *at,
+                _ => Duration::ZERO,
+            };
+            if since_first_ok.is_some() && at >= start_period {
                 let reason = match input {
                     I::ProbeUnhealthy { reason, .. } => {
                         format!("unhealthy after its first healthy answer: {reason}")
@@ -400,13 +417,17 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                     reason,
                 }
             } else {
+                // Before the first healthy answer failures are retried until
+                // the deadline; inside the start period a failure after one
+                // only restarts the count.
                 S::Verifying {
                     new_container,
                     retained,
                     attempt: attempt + 1,
                     consecutive_ok: 0,
-                    since_first_ok,
+                    since_first_ok: None,
                     deadline,
+                    start_period,
                 }
             }
         }
@@ -526,6 +547,10 @@ mod tests {
     }
 
     fn verifying(first_ok: Option<Duration>) -> HostState {
+        verifying_with(first_ok, Duration::ZERO)
+    }
+
+    fn verifying_with(first_ok: Option<Duration>, start_period: Duration) -> HostState {
         HostState::Verifying {
             new_container: c("new"),
             retained: previous(),
@@ -533,6 +558,7 @@ mod tests {
             consecutive_ok: u32::from(first_ok.is_some()),
             since_first_ok: first_ok,
             deadline: Duration::from_secs(60),
+            start_period,
         }
     }
 
@@ -561,6 +587,10 @@ mod tests {
             ),
             ("verifying", verifying(None)),
             ("verifying_ok", verifying(Some(Duration::from_secs(2)))),
+            (
+                "verifying_ok_in_start_period",
+                verifying_with(Some(Duration::from_secs(2)), Duration::from_secs(10)),
+            ),
             (
                 "verified",
                 HostState::Verified {
@@ -623,6 +653,7 @@ mod tests {
             },
             Input::VerifyStarted {
                 deadline: Duration::from_secs(60),
+                start_period: Duration::ZERO,
             },
             Input::ProbeHealthy { at },
             Input::ProbeUnhealthy {
@@ -676,6 +707,30 @@ mod tests {
         ("verifying_ok", "stable_reached", "verified"),
         ("verifying_ok", "revert", "rolling_back"),
         ("verifying_ok", "cancelled", "rolling_back"),
+        ("verifying_ok_in_start_period", "probe_healthy", "verifying"),
+        (
+            "verifying_ok_in_start_period",
+            "probe_unhealthy",
+            "verifying",
+        ),
+        (
+            "verifying_ok_in_start_period",
+            "probe_starting",
+            "verifying",
+        ),
+        (
+            "verifying_ok_in_start_period",
+            "container_exited",
+            "rolling_back",
+        ),
+        (
+            "verifying_ok_in_start_period",
+            "deadline_passed",
+            "rolling_back",
+        ),
+        ("verifying_ok_in_start_period", "stable_reached", "verified"),
+        ("verifying_ok_in_start_period", "revert", "rolling_back"),
+        ("verifying_ok_in_start_period", "cancelled", "rolling_back"),
         ("verified", "revert", "rolling_back"),
         ("verified", "cancelled", "rolling_back"),
         ("rolling_back", "restore_ok", "rolled_back"),
@@ -793,6 +848,26 @@ mod tests {
             matches!(&s, HostState::RollingBack { reason, .. } if reason.contains("503")),
             "{s:?}"
         );
+        // Inside the start period the same answer only restarts the wait.
+        let s = step(
+            verifying_with(Some(Duration::from_secs(2)), Duration::from_secs(10)),
+            Input::ProbeUnhealthy {
+                at: Duration::from_secs(5),
+                reason: "503".into(),
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                s,
+                HostState::Verifying {
+                    since_first_ok: None,
+                    consecutive_ok: 0,
+                    ..
+                }
+            ),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -800,7 +875,7 @@ mod tests {
         let phases: Vec<Phase> = states().iter().map(|(_, s)| s.phase()).collect();
         assert_eq!(phases[0], Phase::Planned);
         assert_eq!(phases[6], Phase::Verifying);
-        assert_eq!(phases[11], Phase::Failed);
+        assert_eq!(phases[12], Phase::Failed);
         for (_, s) in states() {
             assert_eq!(s.phase().as_str(), s.name());
         }

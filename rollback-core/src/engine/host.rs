@@ -467,6 +467,7 @@ impl Deployer {
             state,
             Input::VerifyStarted {
                 deadline: policy.deadline(),
+                start_period: policy.start_period(),
             },
         );
         if emit_transitions {
@@ -521,9 +522,8 @@ impl Deployer {
                     attempt += 1;
                     next_probe = began + policy.interval();
                     let at = began.duration_since(started);
-                    let first_ok = matches!(state, HostState::Verifying { since_first_ok: Some(_), .. });
                     let mut detail = format!("probe {attempt}: {}", result.detail());
-                    if !result.is_healthy() && !first_ok && at < policy.start_period() {
+                    if !result.is_healthy() && at < policy.start_period() {
                         detail.push_str(" (start period)");
                     }
                     last_probe = Some(result.detail().to_owned());

@@ -144,7 +144,13 @@ async fn deploy(fleet: &Fleet, deployer: Deployer) -> DeployReport {
         .deploy(Target::Tag("v2".into()), CancellationToken::new())
         .await;
     check_events(&fleet.events());
+    check_report(&report);
     report
+}
+
+fn check_report(report: &DeployReport) {
+    let json = serde_json::to_string(report).unwrap();
+    assert!(!json.contains("hunter2"), "secret in report {json}");
 }
 
 fn check_events(events: &[Event]) {
@@ -485,6 +491,31 @@ async fn unhealthy_inside_stable_for_fails_instead_of_resetting() {
     // Failed at the 2 s probe, not at the deadline; the restore is 3 s.
     assert_eq!(began.elapsed(), 2 * S + 3 * S);
     assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flapping_is_forgiven_inside_the_start_period_only() {
+    let flap = Behavior::FlapUntil {
+        period: S,
+        until: 4 * S,
+    };
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), flap);
+    let policy = HealthPolicy::new(S, S, 5 * S, 15 * S, 3 * S).unwrap();
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    // Healthy for good from 4 s, stable 3 s later.
+    assert_eq!(began.elapsed(), 7 * S);
+
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), flap);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert!(report
+        .reason
+        .unwrap()
+        .contains("after its first healthy answer"));
 }
 
 #[tokio::test(start_paused = true)]
