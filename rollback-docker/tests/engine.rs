@@ -279,6 +279,127 @@ async fn pull_by_digest_from_the_auth_registry() {
     let before = seen.lock().unwrap().len();
     rt.pull(&image, None, Some(sink)).await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), before);
+
+    // Without release labels the release is read from what the container
+    // was created from: the digest reference, or the image's RepoDigests.
+    let app = unique("pulled");
+    let mut by_ref = spec(&cleanup, &app, &app, &by_digest, None);
+    by_ref.labels.remove(rollback_core::labels::APP);
+    rt.create(&by_ref).await.unwrap();
+    let release = rt.current(&app).await.unwrap().unwrap().release.unwrap();
+    assert_eq!(release.digest.as_str(), digest);
+    assert_eq!(release.repository.to_string(), repo);
+    docker_ok(&["tag", &by_digest, &tagged]);
+    cleanup.image(&tagged);
+    let by_tag_name = unique("pulled-tag");
+    rt.create(&spec(&cleanup, &app, &by_tag_name, &tagged, None))
+        .await
+        .unwrap();
+    let release = rt
+        .current(&by_tag_name)
+        .await
+        .unwrap()
+        .unwrap()
+        .release
+        .unwrap();
+    assert_eq!(release.digest.as_str(), digest);
+    assert_eq!(release.repository.to_string(), repo);
+    assert_eq!(release.tag.as_deref(), Some("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_passes_the_whole_spec_to_the_engine() {
+    let mut cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("spec");
+    let network = unique("net");
+    docker_ok(&[
+        "network",
+        "create",
+        "--label",
+        &format!("{TEST_LABEL}={}", cleanup.run),
+        &network,
+    ]);
+    let mount = tempfile::tempdir().unwrap();
+    std::fs::write(mount.path().join("marker"), "from the host").unwrap();
+    let volume = format!("{app}-data");
+    cleanup.volume(&volume);
+    let port = free_port();
+
+    let mut full = spec(&cleanup, &app, &app, "rollback-fixture:healthy", Some(port));
+    full.ports.push("127.0.0.1::8080".parse().unwrap());
+    full.env = vec![
+        ("MODE".into(), EnvValue::Plain("prod".into())),
+        ("PORT".into(), EnvValue::Plain("8080".into())),
+    ];
+    full.volumes = vec![
+        format!("{}:/host:ro", mount.path().display()),
+        format!("{volume}:/data"),
+    ];
+    full.platform = Some("linux/amd64".into());
+    full.network = Some(network.clone());
+    full.restart = Some(RestartPolicy::UnlessStopped);
+    full.command = vec!["--ignored-by-the-fixture".into()];
+    full.stop_timeout = Some(Duration::from_secs(7));
+    let id = rt.create(&full).await.unwrap();
+    rt.start(&id).await.unwrap();
+
+    let field = |template: &str| {
+        docker_ok(&["inspect", "--format", template, id.as_str()])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("{{.Name}}"), format!("/{app}"));
+    assert_eq!(field("{{.HostConfig.NetworkMode}}"), network);
+    assert_eq!(
+        field("{{.HostConfig.RestartPolicy.Name}}"),
+        "unless-stopped"
+    );
+    assert_eq!(field("{{.Config.StopTimeout}}"), "7");
+    assert_eq!(
+        field("{{json .Config.Cmd}}"),
+        r#"["--ignored-by-the-fixture"]"#
+    );
+    assert!(field("{{json .Config.Env}}").contains("MODE=prod"));
+    let mut mounts: Vec<String> =
+        field("{{range .Mounts}}{{.Destination}}={{.Type}},{{.RW}} {{end}}")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+    mounts.sort();
+    assert_eq!(mounts, ["/data=volume,true", "/host=bind,false"]);
+    let bindings = field(
+        r#"{{range (index .HostConfig.PortBindings "8080/tcp")}}{{.HostIp}}:{{.HostPort}} {{end}}"#,
+    );
+    assert_eq!(bindings, format!("127.0.0.1:{port} 127.0.0.1:"));
+    let published = field(
+        r#"{{range (index .NetworkSettings.Ports "8080/tcp")}}{{.HostIp}}:{{.HostPort}} {{end}}"#,
+    );
+    let ephemeral: Vec<&str> = published
+        .split_whitespace()
+        .filter(|b| *b != format!("127.0.0.1:{port}"))
+        .collect();
+    assert_eq!(ephemeral.len(), 1, "{published}");
+    assert!(ephemeral[0].starts_with("127.0.0.1:"), "{published}");
+
+    let body = tokio::task::spawn_blocking(move || http_get(port, "/health", WAIT))
+        .await
+        .unwrap();
+    assert!(body.contains(r#""status":"UP""#), "{body}");
+    let exec = docker_ok(&["exec", id.as_str(), "cat", "/host/marker"]);
+    assert_eq!(exec, "from the host");
+    assert!(
+        !docker(&["exec", id.as_str(), "touch", "/host/x"])
+            .status
+            .success(),
+        "read-only bind"
+    );
+
+    let info = rt.current(&app).await.unwrap().unwrap();
+    assert!(info.state.is_running());
+    assert!(info.started_at.is_some());
+    assert_eq!(info.labels.get(TEST_LABEL), Some(&cleanup.run));
+    rt.remove(&id).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,7 +464,7 @@ async fn the_deploy_lock_is_exclusive_per_app() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn secret_env_values_reach_only_the_engine() {
-    let cleanup = Cleanup::new();
+    let mut cleanup = Cleanup::new();
     let rt = runtime().await;
     let app = unique("secret");
     let secret = format!("s3cr3t-{}", cleanup.run);
@@ -352,7 +473,8 @@ async fn secret_env_values_reach_only_the_engine() {
         "TOKEN".into(),
         EnvValue::Secret(Secret::new(secret.clone())),
     ));
-    with_secret.volumes = vec![format!("{}-data:/data", app)];
+    with_secret.volumes = vec![format!("{app}-data:/data")];
+    cleanup.volume(&format!("{app}-data"));
     let id = rt.create(&with_secret).await.unwrap();
 
     let env = docker_ok(&["inspect", "--format", "{{json .Config.Env}}", id.as_str()]);
@@ -408,7 +530,6 @@ async fn secret_env_values_reach_only_the_engine() {
     .unwrap();
     assert!(!seen.lock().unwrap().contains(&secret));
     rt.remove(&id).await.unwrap();
-    docker(&["volume", "rm", &format!("{app}-data")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

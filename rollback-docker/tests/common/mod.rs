@@ -82,12 +82,13 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Removes every container labelled with its run id, and the images it
-/// was told about, when dropped (also when the test fails).
+/// Removes every container and network labelled with its run id, and the
+/// images, volumes and locks it was told about, when dropped (also when the test fails).
 pub struct Cleanup {
     pub run: String,
     images: Vec<String>,
     locks: Vec<String>,
+    volumes: Vec<String>,
 }
 
 impl Cleanup {
@@ -96,11 +97,16 @@ impl Cleanup {
             run: unique("run"),
             images: Vec::new(),
             locks: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
     pub fn image(&mut self, reference: &str) {
         self.images.push(reference.to_owned());
+    }
+
+    pub fn volume(&mut self, name: &str) {
+        self.volumes.push(name.to_owned());
     }
 
     pub fn lock(&mut self, app: &str) {
@@ -118,6 +124,13 @@ impl Drop for Cleanup {
         args.extend(self.locks.iter().map(String::as_str));
         if args.len() > 2 {
             docker(&args);
+        }
+        let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
+        for network in String::from_utf8_lossy(&networks.stdout).split_whitespace() {
+            docker(&["network", "rm", network]);
+        }
+        for volume in &self.volumes {
+            docker(&["volume", "rm", volume]);
         }
         for image in &self.images {
             docker(&["rmi", image]);
