@@ -178,6 +178,7 @@ impl DockerRuntime {
         tokio::task::spawn_blocking(move || pull::credentials(config.as_deref(), &registry))
             .await
             .map_err(|e| Error::other(format!("reading registry credentials failed: {e}")))?
+            .map_err(|e| e.context(format!("pull {image} on {}", self.url)))
     }
 
     async fn import_lock_image(&self) -> Result<()> {
@@ -515,7 +516,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
-        lock::validate_app(&lock.app)?;
+        lock::validate_app(&lock.app).map_err(|e| e.context(&self.url))?;
         let what = format!("take the deploy lock of {}", lock.app);
         let mut imported = false;
         // The engine reserves the name before the container can be
@@ -544,7 +545,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
-        lock::validate_app(app)?;
+        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
         let name = lock::container_name(app);
         let Some(response) = self.inspect_or_none(&name).await? else {
             return Ok(None);
@@ -554,7 +555,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn release_lock(&self, app: &str) -> Result<bool> {
-        lock::validate_app(app)?;
+        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
         let name = lock::container_name(app);
         let options = RemoveContainerOptions {
             force: true,
