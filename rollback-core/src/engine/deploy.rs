@@ -286,21 +286,13 @@ impl Deployer {
                         self.advance(ev, &self.hosts[run.index], run, Input::Halt);
                     }
                 }
-                return (
-                    Outcome::RollbackFailed,
-                    Some(format!("halted: {reason}")),
-                    false,
-                    None,
-                );
             }
         }
-        let any = |f: fn(&HostState) -> bool| runs.iter().any(|r| f(&r.state));
-        let outcome = if any(|s| matches!(s, HostState::RollbackFailed { .. })) {
-            Outcome::RollbackFailed
-        } else if any(|s| matches!(s, HostState::RolledBack { .. })) {
-            Outcome::RolledBack
+        let outcome = fleet_outcome(runs);
+        let reason = if policy == OnFailure::Halt {
+            format!("halted: {reason}")
         } else {
-            Outcome::Failed
+            reason
         };
         (outcome, Some(reason), false, None)
     }
@@ -391,5 +383,27 @@ impl Deployer {
             ),
         );
         Ok(())
+    }
+}
+
+/// The fleet's outcome after a failure: `RollbackFailed` when a host may be
+/// without a healthy release, `RolledBack` when some host was changed and
+/// every host runs a verified release, `Failed` when nothing changed.
+fn fleet_outcome(runs: &[HostRun]) -> Outcome {
+    if runs
+        .iter()
+        .any(|r| matches!(r.state, HostState::RollbackFailed { .. }))
+    {
+        Outcome::RollbackFailed
+    } else if runs.iter().any(|r| {
+        r.done
+            || matches!(
+                r.state,
+                HostState::RolledBack { .. } | HostState::Verified { .. }
+            )
+    }) {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed
     }
 }

@@ -758,6 +758,40 @@ async fn fleet_rollback_host_keeps_verified_hosts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn fleet_pull_failure_on_a_later_host_is_not_reported_as_nothing_changed() {
+    let fleet = Fleet::new(3);
+    fleet.hosts[1].fail("pull", 1, ErrorKind::Unavailable);
+    let deployer = fleet
+        .deployer()
+        .with_rollout(rollout(OnFailure::RollbackHost));
+    let report = deploy(&fleet, deployer).await;
+    // Host 1 runs the verified new release: something changed, nobody is broken.
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    let phases: Vec<Phase> = report.hosts.iter().map(|h| h.phase).collect();
+    assert_eq!(phases, [Phase::Done, Phase::Failed, Phase::Planned]);
+    assert_eq!(fleet.running(0), Some(("v2".into(), true)));
+    assert_eq!(fleet.running(1), Some(("v1".into(), true)));
+    assert_nothing_promoted(&fleet);
+
+    let fleet = Fleet::new(3);
+    fleet.hosts[1].fail("pull", 1, ErrorKind::Unavailable);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(
+        fleet.running(0),
+        Some(("v1".into(), true)),
+        "host 1 reverted"
+    );
+    assert_nothing_promoted(&fleet);
+
+    let fleet = Fleet::new(3);
+    fleet.hosts[0].fail("pull", 1, ErrorKind::Unavailable);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Failed, "nothing changed anywhere");
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn fleet_halt_leaves_the_failed_host_as_it_is() {
     let fleet = three_hosts_host_two_fails();
     let deployer = fleet.deployer().with_rollout(rollout(OnFailure::Halt));
