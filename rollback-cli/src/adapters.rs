@@ -23,7 +23,8 @@ impl RealAdapters {
     async fn docker(&self, host: &HostConfig) -> Result<DockerRuntime, CliError> {
         DockerRuntime::connect(host.docker.as_deref(), ENGINE_TIMEOUT)
             .await
-            .map_err(|e| CliError::core(format_args!("host {}", host.name), &e))
+            // Callers prefix the host name; the engine's message names the URL.
+            .map_err(|e| CliError::failed(e.report()))
     }
 }
 

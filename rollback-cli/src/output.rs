@@ -90,6 +90,7 @@ pub struct Output {
     multi: MultiProgress,
     bars: Mutex<HashMap<HostId, ProgressBar>>,
     phases: Mutex<Vec<(String, Phase)>>,
+    verifying_probes: Mutex<HashMap<HostId, String>>,
 }
 
 impl Output {
@@ -126,6 +127,7 @@ impl Output {
             multi: MultiProgress::with_draw_target(draw),
             bars: Mutex::new(HashMap::new()),
             phases: Mutex::new(Vec::new()),
+            verifying_probes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -204,6 +206,15 @@ impl Output {
     }
 
     fn remember(&self, event: &Event) {
+        if let (EventKind::Probe { result, .. }, Some(host), Phase::Verifying) =
+            (&event.kind, &event.host, event.phase)
+        {
+            // The report's last probe may be the restored release's; keep the new one's.
+            self.verifying_probes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(host.clone(), probe_text(result));
+        }
         let name = host_label(event.host.as_ref());
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
         match phases.iter_mut().find(|(h, _)| *h == name) {
@@ -252,7 +263,12 @@ impl Output {
             self.json(&OutcomeJson::from(report));
             return;
         }
-        for line in human_report(report) {
+        let probes = self
+            .verifying_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for line in human_report(report, &probes) {
             self.line(&line);
         }
     }
@@ -324,8 +340,12 @@ fn release_text(release: Option<&Release>) -> String {
     release.map_or_else(|| "nothing".to_owned(), Release::display_name)
 }
 
-/// The human lines of a final report.
-pub fn human_report(report: &DeployReport) -> Vec<String> {
+/// The human lines of a final report; `verifying_probes` holds the last
+/// probe answer of the new release per host, shown for failed hosts.
+pub fn human_report(
+    report: &DeployReport,
+    verifying_probes: &HashMap<HostId, String>,
+) -> Vec<String> {
     let mut lines = Vec::new();
     let target = report
         .target
@@ -374,6 +394,11 @@ pub fn human_report(report: &DeployReport) -> Vec<String> {
         }
         if let Some(probe) = &h.last_probe {
             lines.push(format!("    last probe: {probe}"));
+        }
+        if h.error.is_some() {
+            if let Some(probe) = verifying_probes.get(&h.host) {
+                lines.push(format!("    last probe of the new release: {probe}"));
+            }
         }
         if !h.logs.is_empty() {
             lines.push("    last log lines of the failed container:".to_owned());
@@ -633,7 +658,15 @@ mod tests {
 
     #[test]
     fn human_report_shows_reason_logs_and_last_probe() {
-        let lines = human_report(&rolled_back_report()).join("\n");
+        let probes = HashMap::from([(
+            HostId::from("prod-a"),
+            "unhealthy: status is \"DOWN\"".to_owned(),
+        )]);
+        let lines = human_report(&rolled_back_report(), &probes).join("\n");
+        assert!(
+            lines.contains("last probe of the new release: unhealthy: status is \"DOWN\""),
+            "{lines}"
+        );
         assert!(
             lines.starts_with(
                 "rolled back v2 (bbbbbbbbbbbb): the previous release runs and is healthy"

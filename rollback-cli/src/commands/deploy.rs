@@ -159,15 +159,19 @@ fn report_code(report: &DeployReport) -> i32 {
     exit::for_outcome(report.outcome)
 }
 
-/// Phases in which a host may be without a verified release of its own.
+/// Whether a host last seen in `phase` may be left without a healthy
+/// release, or with a retained container for `recover`: once the image is
+/// pulled the engine goes on to stop the running container, so only the
+/// phases before that and the settled ones are safe.
 fn at_risk(phase: Phase) -> bool {
-    matches!(
+    !matches!(
         phase,
-        Phase::Switched
-            | Phase::Verifying
-            | Phase::Verified
-            | Phase::RollingBack
-            | Phase::RollbackFailed
+        Phase::Planned
+            | Phase::Locked
+            | Phase::Captured
+            | Phase::Failed
+            | Phase::RolledBack
+            | Phase::Done
     )
 }
 
@@ -423,15 +427,17 @@ mod tests {
     fn a_second_signal_exits_4_only_when_a_host_is_at_risk() {
         let (lines, code) = abandon(&[
             ("a".into(), Phase::Verified),
-            ("b".into(), Phase::Pulled),
+            ("b".into(), Phase::Captured),
             ("fleet".into(), Phase::Planned),
         ]);
         assert_eq!(code, exit::ROLLBACK_FAILED);
         assert!(lines
             .iter()
             .any(|l| l.contains("[a] last seen verified: may be without")));
-        assert!(lines.iter().any(|l| l == "  [b] last seen pulled"));
+        assert!(lines.iter().any(|l| l == "  [b] last seen captured"));
         assert!(lines.last().unwrap().contains("rollback recover"));
+        let (_, code) = abandon(&[("a".into(), Phase::Pulled)]);
+        assert_eq!(code, exit::ROLLBACK_FAILED, "the switch follows the pull");
 
         let (_, code) = abandon(&[("a".into(), Phase::Locked), ("b".into(), Phase::RolledBack)]);
         assert_eq!(code, INTERRUPTED);
