@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::event::{Event, EventKind, Observer, Phase};
@@ -20,21 +20,52 @@ pub(crate) struct Emitter {
     inner: Arc<Mutex<Inner>>,
 }
 
-/// The task that hands queued events to the observer.
+/// Where the queue is drained.
+enum Drain {
+    /// A thread of its own: a slow observer holds no runtime worker.
+    Thread(oneshot::Receiver<()>),
+    /// A task, if no thread could be started.
+    Task(JoinHandle<()>),
+}
+
+/// Hands queued events to the observer, in order.
 pub(crate) struct Pump {
     emitter: Emitter,
-    task: JoinHandle<()>,
+    drain: Drain,
 }
 
 impl Pump {
     /// Start delivering to `observer`.
     pub(crate) fn start(observer: Arc<dyn Observer>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-        let task = tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                observer.on_event(&event);
+        let (tx, rx) = mpsc::unbounded_channel::<Event>();
+        let (done_tx, done_rx) = oneshot::channel();
+        // The receiver moves into the thread only if the thread starts.
+        let slot = Arc::new(Mutex::new(Some((rx, observer))));
+        let for_thread = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rollback-events".into())
+            .spawn(move || {
+                let taken = for_thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some((mut rx, observer)) = taken {
+                    while let Some(event) = rx.blocking_recv() {
+                        observer.on_event(&event);
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        let drain = match spawned {
+            Ok(_) => Drain::Thread(done_rx),
+            Err(_) => {
+                let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Drain::Task(tokio::spawn(async move {
+                    if let Some((mut rx, observer)) = taken {
+                        while let Some(event) = rx.recv().await {
+                            observer.on_event(&event);
+                        }
+                    }
+                }))
             }
-        });
+        };
         Self {
             emitter: Emitter {
                 inner: Arc::new(Mutex::new(Inner {
@@ -42,7 +73,7 @@ impl Pump {
                     tx: Some(tx),
                 })),
             },
-            task,
+            drain,
         }
     }
 
@@ -58,7 +89,14 @@ impl Pump {
             .unwrap_or_else(|e| e.into_inner())
             .tx = None;
         // A panicking observer loses its remaining events, not the deploy.
-        let _ = self.task.await;
+        match self.drain {
+            Drain::Thread(done) => {
+                let _ = done.await;
+            }
+            Drain::Task(task) => {
+                let _ = task.await;
+            }
+        }
     }
 }
 
