@@ -114,7 +114,7 @@ fn serialize_time<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok
 /// Receives the events of a deploy.
 ///
 /// The engine hands events over through an unbounded queue drained by its
-/// own task, so a slow observer delays output, never the deploy. Calls come
+/// own thread, so a slow observer delays output, never the deploy. Calls come
 /// in `seq` order, one at a time.
 pub trait Observer: Send + Sync {
     /// One event.
