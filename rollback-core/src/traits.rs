@@ -1,7 +1,7 @@
 //! The three seams of the engine: [`Registry`], [`Runtime`] and [`HealthProbe`].
 //!
 //! All are object-safe (`Arc<dyn Runtime>` works), return owned values and
-//! the crate's [`Error`]. With the `mock` feature, mockall mocks
+//! the crate's [`Error`](crate::Error). With the `mock` feature, mockall mocks
 //! (`MockRegistry`, `MockRuntime`, `MockHealthProbe`) are exported too.
 
 use std::sync::Arc;

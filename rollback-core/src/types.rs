@@ -546,7 +546,7 @@ pub struct ContainerSpec {
     pub restart: Option<RestartPolicy>,
     /// Arguments given to the image's entrypoint, replacing its `CMD`.
     pub command: Vec<String>,
-    /// Labels; the release labels of [`labels`](crate::labels) are added by the engine.
+    /// Labels; the release labels of [`labels`] are added by the engine.
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
