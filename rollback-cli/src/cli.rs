@@ -8,7 +8,13 @@ use rollback_core::Digest;
 /// Deploy a container image to Docker hosts, prove it healthy, and put the
 /// previous release back by itself when it is not.
 #[derive(Debug, Parser)]
-#[command(name = "rollback", version, about, propagate_version = true)]
+#[command(
+    name = "rollback",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     /// Config file [default: ./rollback.toml]
     #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
@@ -30,6 +36,19 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const EXIT_CODES: &str = "\
+Output: reports on stdout (human lines, or JSON lines: events, then one outcome object);
+errors on stderr.
+
+Exit codes:
+  0  deployed, or the command succeeded
+  1  failed before anything changed, or an unexpected error
+  2  usage or configuration error
+  3  the new release failed; the previous release was restored and is healthy
+  4  rollback failed: a host may be without a healthy release
+  5  another deploy holds the lock
+  130  interrupted twice before any host was switched";
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -58,6 +58,18 @@ pub(crate) async fn deployer(
     let mut unreachable = Vec::new();
     let connections = config.hosts.iter().map(|h| ctx.adapters.host(h));
     for (host, connected) in config.hosts.iter().zip(join_all(connections).await) {
+        if ctx.output.verbose() > 0 && !ctx.output.is_json() {
+            ctx.output.line(&format!(
+                "[{}] engine {}, health check {}",
+                host.name,
+                host.docker
+                    .as_deref()
+                    .unwrap_or("local (DOCKER_HOST or the default socket)"),
+                host.health
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), ToString::to_string)
+            ));
+        }
         match connected {
             Ok((runtime, probe)) => hosts.push(HostTarget {
                 id: host.name.clone(),
@@ -422,6 +434,43 @@ async fn recover_plan(ctx: &Context, deployer: &Deployer) -> Result<i32, CliErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spec_merges_host_overrides_and_keeps_secrets_marked() {
+        let config = Config::parse(
+            r#"
+[app]
+name = "app"
+repository = "127.0.0.1:5000/team/app"
+[container]
+ports = ["127.0.0.1:18080:8080"]
+env = { MODE = "prod", TOKEN = "${T}" }
+volumes = ["/data:/data"]
+restart = "always"
+stop_timeout = "3s"
+[health]
+docker = true
+[[hosts]]
+name = "a"
+ports = ["127.0.0.1:18081:8080"]
+env = { MODE = "canary" }
+"#,
+            std::path::Path::new("rollback.toml"),
+            &|_| Some("tok-secret".into()),
+        )
+        .unwrap();
+        let spec = spec(&config, &config.hosts[0]).unwrap();
+        assert_eq!(spec.name, "app");
+        assert_eq!(spec.ports[0].host_port, Some(18081));
+        let env: std::collections::HashMap<_, _> = spec.env.iter().cloned().collect();
+        assert_eq!(env["MODE"].expose(), "canary");
+        assert!(env["TOKEN"].is_secret());
+        assert_eq!(env["TOKEN"].expose(), "tok-secret");
+        assert_eq!(spec.volumes, vec!["/data:/data"]);
+        assert_eq!(spec.restart, Some(rollback_core::RestartPolicy::Always));
+        assert_eq!(spec.stop_timeout, Some(std::time::Duration::from_secs(3)));
+        assert!(!format!("{spec:?}").contains("tok-secret"));
+    }
 
     #[test]
     fn a_second_signal_exits_4_only_when_a_host_is_at_risk() {
