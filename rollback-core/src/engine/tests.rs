@@ -179,6 +179,42 @@ fn changes(rt: &FakeRuntime) -> Vec<String> {
     ])
 }
 
+/// What a host running v1 in `c1` sees when v2 (`c2`) fails after its start
+/// and v1 is put back.
+fn reverted_calls() -> Vec<String> {
+    [
+        "acquire_lock app",
+        &format!("pull {}", v2().image()),
+        "stop c1",
+        "rename c1 app--rollback-previous",
+        "create app sha256:222222222222",
+        "start c2",
+        "logs c2",
+        "stop c2",
+        "remove c2",
+        "rename c1 app",
+        "start c1",
+        "release_lock app",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn changes_and_logs(rt: &FakeRuntime) -> Vec<String> {
+    let mut ops = vec!["logs"];
+    ops.extend([
+        "acquire_lock",
+        "pull",
+        "stop",
+        "rename",
+        "create",
+        "start",
+        "remove",
+        "release_lock",
+    ]);
+    rt.calls_of(&ops)
+}
+
 fn assert_nothing_promoted(fleet: &Fleet) {
     assert!(
         fleet.registry.copies().is_empty(),
@@ -378,6 +414,8 @@ async fn crash_during_start_period_fails_at_once_and_keeps_logs() {
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     let elapsed = began.elapsed();
     assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    assert_eq!(changes_and_logs(&fleet.hosts[0]), reverted_calls());
     // Noticed from the container's state, within one interval of the crash,
     // though the start period still runs; the rest is the restore's 3 s of stable.
     assert!(
@@ -431,12 +469,13 @@ async fn never_healthy_fails_at_the_deadline() {
     let elapsed = began.elapsed();
     assert_eq!(report.outcome, Outcome::RolledBack);
     assert_eq!(report.exit_code(), 3);
+    assert_eq!(changes_and_logs(&fleet.hosts[0]), reverted_calls());
     assert!(
         report.reason.as_ref().unwrap().contains("deadline"),
         "{report:?}"
     );
     // 10 s deadline for v2, then v1 verified stable in 3 s.
-    assert!(elapsed >= 10 * S && elapsed < 14 * S, "{elapsed:?}");
+    assert_eq!(elapsed, 10 * S + 3 * S);
     assert_eq!(
         report.hosts[0].last_probe.as_deref(),
         Some("200 OK"),
@@ -480,6 +519,8 @@ async fn unhealthy_inside_stable_for_fails_instead_of_resetting() {
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer()).await;
     assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.exit_code(), 3);
+    assert_eq!(changes_and_logs(&fleet.hosts[0]), reverted_calls());
     assert!(
         report.hosts[0]
             .error
@@ -560,6 +601,7 @@ async fn unhealthy_restored_release_is_rollback_failed() {
     let report = deploy(&fleet, fleet.deployer()).await;
     assert_eq!(report.outcome, Outcome::RollbackFailed);
     assert_eq!(report.exit_code(), 4);
+    assert_eq!(changes_and_logs(&fleet.hosts[0]), reverted_calls());
     assert!(report.hosts[0]
         .error
         .as_ref()
@@ -576,6 +618,19 @@ async fn promotion_failure_keeps_hosts_and_retained_containers() {
     assert_eq!(report.outcome, Outcome::PromotionFailed);
     assert_eq!(report.exit_code(), 1);
     assert!(!report.promoted);
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "stop c1",
+            "rename c1 app--rollback-previous",
+            "create app sha256:222222222222",
+            "start c2",
+            "release_lock app",
+        ],
+        "the retained c1 is not removed"
+    );
     assert_eq!(
         fleet.registry.copies().len(),
         1,
@@ -604,6 +659,7 @@ async fn cancel_during_verify_restores_the_previous_release() {
     check_events(&fleet.events());
     assert_eq!(report.outcome, Outcome::RolledBack);
     assert_eq!(report.exit_code(), 3);
+    assert_eq!(changes_and_logs(&fleet.hosts[0]), reverted_calls());
     assert_eq!(report.reason.as_deref(), Some("host h1: cancelled"));
     assert_eq!(
         began.elapsed(),
