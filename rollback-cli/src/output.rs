@@ -180,8 +180,13 @@ impl Output {
             let _ = e.flush();
         });
         if self.is_json() {
+            let outcome = match err.exit_code() {
+                crate::exit::USAGE => "invalid",
+                crate::exit::LOCKED => "locked",
+                _ => "failed",
+            };
             self.json(&ErrorJson {
-                outcome: "error",
+                outcome,
                 exit_code: err.exit_code(),
                 reason: &message,
             });
@@ -788,7 +793,7 @@ mod tests {
         assert!(err.text().starts_with("error: engine said ***"), "{all}");
         let last: serde_json::Value =
             serde_json::from_str(out.text().lines().last().unwrap()).unwrap();
-        assert_eq!(last["outcome"], "error");
+        assert_eq!(last["outcome"], "failed");
         assert_eq!(last["exit_code"], 1);
     }
 }
