@@ -3,7 +3,8 @@
 //! Where things go: everything a command reports (event lines, the plan,
 //! status tables, the final outcome) goes to **stdout**, in human lines or
 //! JSON lines. Errors go to **stderr** as `error: ...`; in JSON mode they are
-//! also printed to stdout as an outcome object, so a program reading stdout
+//! also printed to stdout as an outcome object (`failed`, or `invalid` for
+//! usage and config errors), so a program reading stdout
 //! always gets a last line to parse. The pull progress bar is drawn on
 //! stdout only when it is a terminal and the format is human.
 //!
