@@ -292,23 +292,45 @@ impl Ctx<'_> {
         self.err(Some(value.span()), message)
     }
 
-    /// The `[table]` header that encloses `offset`, for messages about unknown keys.
-    fn table_at(&self, offset: usize) -> Option<String> {
-        let before = &self.text[..offset.min(self.text.len())];
-        before.lines().rev().find_map(|line| {
+    /// Where the key at `offset` sits: `in [container]`, `in [[hosts]]`, `at the top level`.
+    fn table_at(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let header = |line: &str| -> Option<(bool, String)> {
             let line = line.trim();
-            if line.starts_with('[') {
-                let end = line.find(']')?;
-                let inner = line[..=end].trim_start_matches('[').trim_end_matches(']');
-                if line.starts_with("[[") {
-                    Some(format!("[[{}]]", inner.trim()))
-                } else {
-                    Some(format!("[{}]", inner.trim()))
-                }
+            let array = line.starts_with("[[");
+            let inner = line.strip_prefix('[')?.trim_start_matches('[');
+            let inner = &inner[..inner.find(']')?];
+            Some((array, inner.trim().to_owned()))
+        };
+        let show = |array: bool, name: &str| {
+            if array {
+                format!("in [[{name}]]")
             } else {
-                None
+                format!("in [{name}]")
             }
-        })
+        };
+        // The unknown key is itself a table header: it sits in the header's parent.
+        if let Some((_, name)) = header(&self.text[line_start..line_end]) {
+            return match name.rsplit_once('.') {
+                Some((parent, _)) => {
+                    let array = self.text.contains(&format!("[[{parent}]]"));
+                    show(array, parent)
+                }
+                None => "at the top level".to_owned(),
+            };
+        }
+        self.text[..line_start]
+            .lines()
+            .rev()
+            .find_map(header)
+            .map_or_else(
+                || "at the top level".to_owned(),
+                |(array, name)| show(array, &name),
+            )
     }
 
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
@@ -317,10 +339,8 @@ impl Ctx<'_> {
         if let (Some(rest), Some(span)) = (message.strip_prefix("unknown field `"), span.clone()) {
             // `unknown field `prots`, expected ...` → name the table it is in.
             if let Some((field, tail)) = rest.split_once('`') {
-                let table = self
-                    .table_at(span.start)
-                    .unwrap_or_else(|| "the top level".to_owned());
-                message = format!("unknown field `{field}` in {table}{tail}");
+                let table = self.table_at(span.start);
+                message = format!("unknown field `{field}` {table}{tail}");
             }
         }
         self.err(span, message)
@@ -1030,7 +1050,19 @@ tcp = "10.0.0.2:80"
         );
         let e = error(&with_app("[healthz]\nx = 1\n"));
         assert!(
-            e.starts_with("rollback.toml:6: unknown field `healthz` in "),
+            e.starts_with(
+                "rollback.toml:6: unknown field `healthz` at the top level, expected one of"
+            ),
+            "{e}"
+        );
+        let e = error(&format!("bogus = 1\n{APP}"));
+        assert!(
+            e.starts_with("rollback.toml:1: unknown field `bogus` at the top level"),
+            "{e}"
+        );
+        let e = error(&with_app("[[hosts]]\nname = \"a\"\n[hosts.extra]\ny = 1\n"));
+        assert!(
+            e.starts_with("rollback.toml:8: unknown field `extra` in [[hosts]]"),
             "{e}"
         );
         let e = error(&format!(
