@@ -13,8 +13,9 @@ use crate::types::{labels, retained_name, ContainerInfo, Digest, Release};
 impl Deployer {
     /// Finish or revert a deploy that was interrupted.
     ///
-    /// On each host a retained container means the deploy stopped after the
-    /// switch. The app container is then verified: when it is healthy on
+    /// On each host a retained container (or, for a first deploy, an app
+    /// container labelled with the deployment of a leftover lock) means the
+    /// deploy stopped after the switch. The app container is then verified: when it is healthy on
     /// every such host, the deploy is finished (tags promoted from the
     /// container's labels, retained containers removed); otherwise every
     /// such host gets its retained release back, verified. Hosts without a
@@ -42,21 +43,27 @@ impl Deployer {
         let mut read_errors = Vec::new();
 
         for (run, host) in runs.iter_mut().zip(&self.hosts) {
-            match timed(
+            let lock = match timed(
                 limit,
                 "read the lock",
                 host.runtime.lock_status(&self.app.name),
             )
             .await
             {
-                Ok(Some(lock)) => ev.note(
-                    Some(&host.id),
-                    Phase::Planned,
-                    format!("lock held by {lock}; it is released at the end"),
-                ),
-                Ok(None) => {}
-                Err(e) => read_errors.push(format!("host {}: {}", host.id, e.report())),
-            }
+                Ok(Some(lock)) => {
+                    ev.note(
+                        Some(&host.id),
+                        Phase::Planned,
+                        format!("lock held by {lock}; it is released at the end"),
+                    );
+                    Some(lock)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    read_errors.push(format!("host {}: {}", host.id, e.report()));
+                    None
+                }
+            };
             // The lock is released at the end even though recover did not take it.
             run.lock_taken = true;
             let containers = match timed(
@@ -72,17 +79,24 @@ impl Deployer {
                     continue;
                 }
             };
-            let Some(retained) = containers.iter().find(|c| c.name == retained_name) else {
+            let app = containers.iter().find(|c| c.name == self.app.name).cloned();
+            let retained = containers.iter().find(|c| c.name == retained_name);
+            // A first deploy keeps no retained container: its app container
+            // carries the deployment of the lock left behind.
+            let interrupted_first = retained.is_none()
+                && lock.as_ref().is_some_and(|l| {
+                    app.as_ref().and_then(ContainerInfo::deployment).as_ref() == Some(&l.deployment)
+                });
+            if retained.is_none() && !interrupted_first {
                 ev.note(Some(&host.id), Phase::Done, "nothing to recover");
                 continue;
-            };
-            let app = containers.iter().find(|c| c.name == self.app.name).cloned();
+            }
             run.started = true;
-            run.before = retained.release.clone();
-            run.previous_container = Some(retained.id.clone());
-            let retained = Some(CapturedRelease {
-                container: retained.id.clone(),
-                release: retained.release.clone(),
+            run.before = retained.and_then(|r| r.release.clone());
+            run.previous_container = retained.map(|r| r.id.clone());
+            let retained = retained.map(|r| CapturedRelease {
+                container: r.id.clone(),
+                release: r.release.clone(),
             });
             releases[run.index] = app.as_ref().and_then(|c| c.release.clone());
             match app {

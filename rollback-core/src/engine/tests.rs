@@ -970,6 +970,50 @@ async fn recover_restores_when_the_new_release_is_unhealthy() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn recover_finishes_or_removes_an_interrupted_first_deploy() {
+    for (behavior, outcome, left) in [
+        (Behavior::Healthy, Outcome::Deployed, 1),
+        (Behavior::Unhealthy, Outcome::RolledBack, 0),
+    ] {
+        let mut fleet = Fleet::new(1);
+        fleet.hosts[0] = FakeRuntime::new();
+        fleet.registry = FakeRegistry::new();
+        let rt = &fleet.hosts[0];
+        rt.behave(&v2().digest, behavior);
+        let mut spec = spec();
+        spec.image = v2().image();
+        spec.labels.insert(labels::APP.into(), "app".into());
+        spec.labels
+            .insert(labels::DIGEST.into(), digest('2').to_string());
+        spec.labels
+            .insert(labels::DEPLOYMENT.into(), "d-dead".into());
+        let id = futures_util::FutureExt::now_or_never(rt.create(&spec))
+            .unwrap()
+            .unwrap();
+        futures_util::FutureExt::now_or_never(rt.start(&id))
+            .unwrap()
+            .unwrap();
+        rt.hold_lock(LockInfo {
+            app: "app".into(),
+            deployment: DeploymentId("d-dead".into()),
+            holder: "ci@runner pid 9".into(),
+            target: "v2".into(),
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+        });
+        let report = fleet.deployer().recover(CancellationToken::new()).await;
+        assert_eq!(report.outcome, outcome, "{report:?}");
+        assert_eq!(rt.containers().len(), left);
+        assert!(rt.lock_info().is_none());
+        let promoted = outcome == Outcome::Deployed;
+        assert_eq!(report.promoted, promoted);
+        assert_eq!(
+            fleet.registry.tag(&repo(), "latest"),
+            promoted.then(|| digest('2'))
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn recover_with_nothing_to_do_changes_nothing() {
     let fleet = Fleet::new(1);
     let report = fleet.deployer().recover(CancellationToken::new()).await;
