@@ -384,6 +384,13 @@ pub fn human_report(
         lines.push("  registry tags moved".to_owned());
     }
     for h in &report.hosts {
+        if h.phase == Phase::Planned && h.before.is_none() && h.after.is_none() {
+            lines.push(format!("  [{}] untouched", h.host));
+            if let Some(error) = &h.error {
+                lines.push(format!("    error: {error}"));
+            }
+            continue;
+        }
         lines.push(format!(
             "  [{}] {}: before {}, now {}{}",
             h.host,
@@ -660,6 +667,26 @@ mod tests {
         assert_eq!(v["exit_code"], 5);
         assert_eq!(v["lock_holder"]["holder"], "ci@runner pid 7");
         assert_eq!(v["lock_holder"]["started_at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn hosts_a_failed_deploy_never_reached_are_untouched() {
+        let report = DeployReport {
+            outcome: Outcome::Failed,
+            target: None,
+            hosts: vec![HostReport::untouched("prod-b".into())],
+            reason: Some("tag v9 not found".into()),
+            lock_holder: None,
+            promoted: false,
+        };
+        assert_eq!(
+            human_report(&report, &HashMap::new()),
+            [
+                "failed: nothing was changed",
+                "  reason: tag v9 not found",
+                "  [prod-b] untouched"
+            ]
+        );
     }
 
     #[test]
