@@ -58,8 +58,12 @@ impl Redactor {
             .filter(|s| s.len() >= MIN_REDACTED_LEN)
             .flat_map(|s| {
                 // JSON output escapes quotes and backslashes: look for that spelling too.
-                let escaped = serde_json::to_string(&s).unwrap_or_default();
-                let escaped = escaped[1..escaped.len().saturating_sub(1).max(1)].to_owned();
+                let quoted = serde_json::to_string(&s).unwrap_or_default();
+                let escaped = quoted
+                    .strip_prefix('"')
+                    .and_then(|q| q.strip_suffix('"'))
+                    .unwrap_or(&s)
+                    .to_owned();
                 [s, escaped]
             })
             .collect();
