@@ -434,6 +434,7 @@ async fn recover_plan(ctx: &Context, deployer: &Deployer) -> Result<i32, CliErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollback_core::Observer;
 
     #[test]
     fn the_spec_merges_host_overrides_and_keeps_secrets_marked() {
@@ -470,6 +471,82 @@ env = { MODE = "canary" }
         assert_eq!(spec.restart, Some(rollback_core::RestartPolicy::Always));
         assert_eq!(spec.stop_timeout, Some(std::time::Duration::from_secs(3)));
         assert!(!format!("{spec:?}").contains("tok-secret"));
+    }
+
+    fn report(outcome: rollback_core::Outcome) -> DeployReport {
+        DeployReport {
+            outcome,
+            target: None,
+            hosts: vec![],
+            reason: None,
+            lock_holder: None,
+            promoted: false,
+        }
+    }
+
+    /// Send SIGTERM to this test process after `delay`.
+    fn sigterm_after(delay: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let status = tokio::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+        })
+    }
+
+    // One test for both cases: the signal reaches every listener of the process.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn signals_cancel_first_and_abandon_second() {
+        use std::time::Duration;
+        let (output, _, err) = Output::captured(crate::cli::OutputFormat::Human, 0);
+        let output = Arc::new(output);
+
+        // First signal: the token is cancelled and the engine's report is awaited.
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let work = async move {
+            token.cancelled().await;
+            report(rollback_core::Outcome::RolledBack)
+        };
+        let kill = sigterm_after(Duration::from_millis(300));
+        let result = until_second_signal(work, &cancel, &output).await;
+        kill.await.unwrap();
+        assert_eq!(result.unwrap().outcome, rollback_core::Outcome::RolledBack);
+        assert!(
+            err.text().contains("interrupted: cancelling"),
+            "{}",
+            err.text()
+        );
+
+        // Second signal: give up waiting; a host last seen switched means exit 4.
+        output.on_event(&rollback_core::Event {
+            seq: 1,
+            time: std::time::SystemTime::now(),
+            host: Some("a".into()),
+            phase: Phase::Switched,
+            kind: rollback_core::EventKind::Transition,
+            detail: String::new(),
+        });
+        let cancel = CancellationToken::new();
+        let work = std::future::pending::<DeployReport>();
+        let kills = tokio::spawn(async {
+            sigterm_after(Duration::from_millis(300)).await.unwrap();
+            sigterm_after(Duration::from_millis(300)).await.unwrap();
+        });
+        let result = until_second_signal(work, &cancel, &output).await;
+        kills.await.unwrap();
+        assert_eq!(result.unwrap_err(), exit::ROLLBACK_FAILED);
+        assert!(cancel.is_cancelled());
+        assert!(
+            err.text()
+                .contains("[a] last seen switched: may be without a healthy release"),
+            "{}",
+            err.text()
+        );
     }
 
     #[test]
