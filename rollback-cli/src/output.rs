@@ -6,7 +6,8 @@
 //! also printed to stdout as an outcome object (`failed`, or `invalid` for
 //! usage and config errors), so a program reading stdout
 //! always gets a last line to parse. The pull progress bar is drawn on
-//! stdout only when it is a terminal and the format is human.
+//! stdout only when it is a terminal and the format is human; JSON output
+//! carries pull progress events only with `-v`.
 //!
 //! Every line passes through [`Redactor`], which replaces the value of
 //! every `${VAR}` secret of the config by `***`, as a last line of defence
