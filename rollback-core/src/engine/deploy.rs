@@ -289,11 +289,25 @@ impl Deployer {
             }
         }
         let outcome = fleet_outcome(runs);
-        let reason = if policy == OnFailure::Halt {
+        let mut reason = if policy == OnFailure::Halt {
             format!("halted: {reason}")
         } else {
             reason
         };
+        // A first deploy has nothing to restore: say so where users look first.
+        let bare: Vec<String> = runs
+            .iter()
+            .filter(|r| {
+                matches!(r.state, HostState::RolledBack { .. }) && r.previous_container.is_none()
+            })
+            .map(|r| self.hosts[r.index].id.to_string())
+            .collect();
+        if !bare.is_empty() {
+            reason = format!(
+                "{reason}; there was no previous release to restore on {}, nothing runs there",
+                bare.join(", ")
+            );
+        }
         (outcome, Some(reason), false, None)
     }
 

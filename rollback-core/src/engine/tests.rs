@@ -683,6 +683,11 @@ async fn first_deploy_failure_leaves_nothing_running() {
     let host = &report.hosts[0];
     assert_eq!(host.after, None);
     assert!(host.error.as_ref().unwrap().contains("no previous release"));
+    assert!(report
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("no previous release to restore on"));
     assert!(fleet.hosts[0].containers().is_empty());
     assert_nothing_promoted(&fleet);
 }
