@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench: registry access-log accounting, a 2-platform OCI
+index pushed through the registry API, manifest digests, deploy event timings,
+and the markdown report. Standard library only.
+
+    benchlib.py logcount LOG START END REPO REGISTRY_ROOT UA
+    benchlib.py push-index REGISTRY REPO TAG
+    benchlib.py digest REGISTRY REPO REF
+    benchlib.py delete-repo REGISTRY REPO
+    benchlib.py crash-timings DEPLOY_JSON ENGINE_EVENTS
+    benchlib.py segments DEPLOY_JSON T_START T_END
+    benchlib.py report RESULTS META OUT
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import statistics
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+from datetime import datetime
+
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+# Apache combined format, as the distribution registry writes it.
+ACCESS = re.compile(
+    r'^\S+ \S+ \S+ \[[^\]]+\] "(?P<method>[A-Z]+) (?P<uri>\S+) [^"]*" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-) "[^"]*" "(?P<ua>.*)"$'
+)
+
+
+def log_lines(path, start, end):
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    return data.decode("utf-8", "replace").splitlines()
+
+
+def blob_size(root, digest):
+    algo, hexd = digest.split(":", 1)
+    p = os.path.join(root, "docker/registry/v2/blobs", algo, hexd[:2], hexd, "data")
+    try:
+        return os.path.getsize(p)
+    except OSError:
+        return None
+
+
+def tag_digest(root, repo, tag):
+    p = os.path.join(
+        root, "docker/registry/v2/repositories", repo, "_manifests/tags", tag, "current/link"
+    )
+    try:
+        with open(p) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def logcount(path, start, end, repo, root, ua):
+    """Requests of one operation: those naming REPO, plus `/v2/` pings whose
+    user agent contains UA (pings name no repository)."""
+    prefix = f"/v2/{repo}/"
+    out = {
+        "manifest_requests": 0,
+        "blob_requests": 0,
+        "ping_requests": 0,
+        "get_bytes": 0,
+        "upload_bytes": 0,
+        "blob_bytes": 0,
+        "upload_bytes_known": True,
+        "sequence": [],
+    }
+    for line in log_lines(path, int(start), int(end)):
+        m = ACCESS.match(line)
+        if not m:
+            continue
+        uri = m["uri"]
+        if uri in ("/v2/", "/v2"):
+            if ua and ua in m["ua"]:
+                out["ping_requests"] += 1
+                out["sequence"].append(f"{m['method']} /v2/ {m['status']}")
+            continue
+        if not uri.startswith(prefix):
+            continue
+        rest = uri[len(prefix):]
+        method, status = m["method"], int(m["status"])
+        out["sequence"].append(f"{method} {rest.split('?')[0]} {status}")
+        nbytes = 0 if m["bytes"] == "-" else int(m["bytes"])
+        if rest.startswith("manifests/"):
+            out["manifest_requests"] += 1
+            if method == "PUT" and status == 201:
+                ref = rest[len("manifests/"):].split("?")[0]
+                d = ref if ref.startswith("sha256:") else tag_digest(root, repo, ref)
+                size = blob_size(root, d) if d else None
+                if size is None:
+                    out["upload_bytes_known"] = False
+                else:
+                    out["upload_bytes"] += size
+        elif rest.startswith("blobs/"):
+            out["blob_requests"] += 1
+            if method == "PUT" and status == 201 and "digest=" in rest:
+                d = re.search(r"digest=([a-z0-9]+(?::|%3A)[0-9a-f]+)", rest)
+                size = blob_size(root, d[1].replace("%3A", ":")) if d else None
+                if size is None:
+                    out["upload_bytes_known"] = False
+                else:
+                    out["upload_bytes"] += size
+                    out["blob_bytes"] += size
+            if method == "GET":
+                out["blob_bytes"] += nbytes
+        else:
+            continue
+        # HEAD answers carry no body, whatever the log's size field says.
+        if method == "GET":
+            out["get_bytes"] += nbytes
+    out["requests"] = out["manifest_requests"] + out["blob_requests"] + out["ping_requests"]
+    out["bytes"] = out["get_bytes"] + out["upload_bytes"]
+    return out
+
+
+def request(method, url, data=None, headers=None):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def push_blob(registry, repo, data):
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        request("HEAD", f"http://{registry}/v2/{repo}/blobs/{digest}")
+        return digest
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+    _, headers, _ = request("POST", f"http://{registry}/v2/{repo}/blobs/uploads/")
+    location = headers["Location"]
+    if location.startswith("/"):
+        location = f"http://{registry}{location}"
+    sep = "&" if "?" in location else "?"
+    request(
+        "PUT",
+        f"{location}{sep}digest={digest}",
+        data=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    return digest
+
+
+def put_manifest(registry, repo, ref, body, media_type):
+    request(
+        "PUT",
+        f"http://{registry}/v2/{repo}/manifests/{ref}",
+        data=body,
+        headers={"Content-Type": media_type},
+    )
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def layer(arch):
+    """A real gzip'd tar layer with one file; returns (compressed, diff_id)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        payload = (f"release for {arch}\n".encode() + os.urandom(256 * 1024))
+        info = tarfile.TarInfo(f"platform-{arch}")
+        info.size = len(payload)
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(payload))
+    raw = raw.getvalue()
+    return gzip.compress(raw, mtime=0), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def push_index(registry, repo, tag):
+    manifests = []
+    for arch in ("amd64", "arm64"):
+        blob, diff_id = layer(arch)
+        layer_digest = push_blob(registry, repo, blob)
+        config = json.dumps(
+            {
+                "architecture": arch,
+                "os": "linux",
+                "config": {"Cmd": ["/platform-" + arch]},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            },
+            sort_keys=True,
+        ).encode()
+        config_digest = push_blob(registry, repo, config)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer_digest,
+                        "size": len(blob),
+                    }
+                ],
+            }
+        ).encode()
+        mt = "application/vnd.oci.image.manifest.v1+json"
+        digest = put_manifest(registry, repo, f"{tag}-{arch}", manifest, mt)
+        manifests.append(
+            {
+                "mediaType": mt,
+                "digest": digest,
+                "size": len(manifest),
+                "platform": {"architecture": arch, "os": "linux"},
+            }
+        )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        }
+    ).encode()
+    print(put_manifest(registry, repo, tag, index, "application/vnd.oci.image.index.v1+json"))
+
+
+def digest(registry, repo, ref):
+    """Digest and media type of a manifest, as the registry stores it."""
+    _, headers, _ = request(
+        "HEAD", f"http://{registry}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT}
+    )
+    headers = {k.lower(): v for k, v in headers.items()}
+    print(headers["docker-content-digest"], headers.get("content-type", ""))
+
+
+def delete_repo(registry, repo):
+    """Delete every manifest of REPO (by digest; the tags go with them)."""
+    try:
+        _, _, body = request("GET", f"http://{registry}/v2/{repo}/tags/list")
+    except urllib.error.HTTPError:
+        return
+    tags = json.loads(body).get("tags") or []
+    digests = set()
+    for tag in tags:
+        try:
+            _, headers, _ = request(
+                "HEAD", f"http://{registry}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}
+            )
+        except urllib.error.HTTPError:
+            continue
+        headers = {k.lower(): v for k, v in headers.items()}
+        digests.add(headers["docker-content-digest"])
+    for d in digests:
+        try:
+            request("DELETE", f"http://{registry}/v2/{repo}/manifests/{d}")
+        except urllib.error.HTTPError:
+            pass
+
+
+def parse_time(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def read_deploy(path):
+    """Events and outcome of one `deploy --output json` run, per host.
+
+    Returns (first event time, last event time, hosts, outcome); each host
+    maps to the first time of each phase and of the first healthy probes."""
+    evs, outcome = [], None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            obj = json.loads(line)
+            if "seq" in obj:
+                obj["t"] = parse_time(obj["time"])
+                evs.append(obj)
+            elif "outcome" in obj:
+                outcome = obj
+    if not evs:
+        sys.exit(f"{path}: no events")
+    hosts = {}
+    for e in evs:
+        h = e.get("host") or "fleet"
+        rec = hosts.setdefault(h, {})
+        if e.get("kind") == "transition":
+            rec.setdefault(e["phase"], e["t"])
+        elif e.get("kind") == "probe" and (e.get("result") or {}).get("status") == "healthy":
+            if e["phase"] == "rolling_back" or "rolling_back" in rec:
+                rec.setdefault("restored_healthy", e["t"])
+            else:
+                rec.setdefault("first_healthy", e["t"])
+    return evs[0]["t"], evs[-1]["t"], hosts, outcome
+
+
+def one_host(hosts):
+    names = [h for h in hosts if h != "fleet"]
+    if not names:
+        sys.exit("no host events")
+    return hosts[names[0]]
+
+
+def diff(a, b):
+    return None if a is None or b is None else round(b - a, 6)
+
+
+def crash_timings(deploy_path, engine_events_path):
+    """Crash detection and restore of one rolled-back deploy."""
+    _, _, hosts, outcome = read_deploy(deploy_path)
+    p = one_host(hosts)
+    rb = p.get("rolling_back")
+    starts, dies = [], []
+    with open(engine_events_path) as f:
+        for line in f:
+            if line.strip():
+                e = json.loads(line)
+                t = int(e["timeNano"]) / 1e9
+                (starts if e.get("Action") == "start" else dies).append(t)
+    # The crashing container is the last one the engine started before the
+    # decision (event times have millisecond resolution, hence the slack).
+    before = [t for t in starts if rb is not None and t <= rb + 0.0005]
+    exits = [t for t in dies if rb is not None and t <= rb + 0.0005]
+    out = {
+        "outcome": outcome and outcome.get("outcome"),
+        "detect_s": diff(p.get("switched"), rb),
+        "detect_engine_s": diff(max(before), rb) if before else None,
+        "detect_exit_s": diff(max(exits), rb) if exits else None,
+        "restore_s": diff(rb, p.get("restored_healthy")),
+        "restore_done_s": diff(rb, p.get("rolled_back")),
+    }
+    print(json.dumps(out))
+
+
+def segments(deploy_path, t0, t1):
+    """Where a one-host deploy's wall time goes."""
+    t0, t1 = float(t0), float(t1)
+    first, last, hosts, _ = read_deploy(deploy_path)
+    p = one_host(hosts)
+    out = {
+        "seg_start": diff(t0, first),
+        "seg_prepare": diff(first, p.get("pulled")),
+        "seg_switch": diff(p.get("pulled"), p.get("switched")),
+        "seg_verify": diff(p.get("switched"), p.get("verified")),
+        "seg_finish": diff(p.get("verified"), last),
+        "seg_end": diff(last, t1),
+    }
+    out["own_s"] = round(out["seg_start"] + out["seg_end"], 6)
+    print(json.dumps({k: v for k, v in out.items() if v is not None}))
+
+
+# --- report -------------------------------------------------------------------
+
+
+def load_results(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def med(rows, part, case, tool, metric):
+    vals = [
+        r["value"]
+        for r in rows
+        if r["part"] == part and r["case"] == case and r["tool"] == tool and r["metric"] == metric
+        and r["value"] is not None
+    ]
+    if not vals:
+        return None
+    return statistics.median(vals), len(vals)
+
+
+def texts(rows, part, case, tool, metric):
+    return [
+        r["value"]
+        for r in rows
+        if r["part"] == part and r["case"] == case and r["tool"] == tool and r["metric"] == metric
+    ]
+
+
+def fmt_s(v):
+    if v is None:
+        return "n/a"
+    return f"{v:.3f} s" if v < 10 else f"{v:.1f} s"
+
+
+def fmt_bytes(v):
+    if v is None:
+        return "n/a"
+    if v >= 1024 * 1024:
+        return f"{v / 1048576:.1f} MiB"
+    if v >= 1024:
+        return f"{v / 1024:.1f} KiB"
+    return f"{int(v)} B"
+
+
+def fmt_n(v):
+    return "n/a" if v is None else (f"{v:g}")
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "n/a" if r is None else f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+
+
+def verdict(ok):
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def report(results, meta_path, out_path):
+    rows = load_results(results)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    m = lambda *a: (med(rows, *a) or (None, 0))[0]  # noqa: E731
+    n = lambda *a: (med(rows, *a) or (None, 0))[1]  # noqa: E731
+    L = []
+    w = L.append
+    w(f"# Benchmarks{' (smoke run)' if meta['smoke'] else ''}")
+    w("")
+    w(
+        "`rollback` against the pipeline it replaces (docker pull/tag/push, `docker image prune -a`, "
+        "a bash health-poll loop) and against `skopeo`, measured side by side in one run of "
+        "`scripts/bench` on one machine. Every figure is the **median of "
+        f"{meta['runs']} run(s)**; every ratio is computed from medians of the same run."
+    )
+    w("")
+    w("## Machine and versions")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    for k in ("date", "cpu", "cores", "memory", "kernel", "engine", "registry", "skopeo", "rollback", "commit"):
+        w(f"| {k} | {meta.get(k, 'n/a')} |")
+    w("")
+    w(f"Reproduce: `{meta['command']}` (from the repository root; it starts the test environment "
+      "with `scripts/test-env`, builds `target/release/rollback`, and cleans up what it creates).")
+    w("")
+    w("Health timings of every `rollback` config in this run: "
+      f"interval {meta['interval']}, timeout {meta['timeout']}, stable_for {meta['stable_for']}, "
+      f"deadline {meta['deadline']}. Shell pollers use the same {meta['interval']} interval "
+      "unless said otherwise.")
+    w("")
+    targets = []
+    ran = {int(x) for x in str(meta["parts"]).split(",") if x}
+
+    def skipped(k, title):
+        if k in ran:
+            return False
+        w(f"## {title}")
+        w("")
+        w(f"Not measured in this run (`--parts {meta['parts']}`).")
+        w("")
+        return True
+
+    # --- 1 -------------------------------------------------------------------
+    if not skipped(1, "1. Backup/promotion copy inside one registry"):
+        part1(w, m, n, rows, meta, targets)
+    if not skipped(2, "2. Crash detection"):
+        part2(w, m, n, meta, targets)
+    if not skipped(3, "3. Restore time"):
+        part3(w, m, n, meta, targets)
+    if not skipped(4, "4. Overhead of the tool"):
+        part4(w, m, n, meta, targets)
+    if not skipped(5, "5. Fleet"):
+        part5(w, m, n, meta)
+    finish(w, L, rows, targets, out_path)
+
+
+def part1(w, m, n, rows, meta, targets):
+    w("## 1. Backup/promotion copy inside one registry")
+    w("")
+    w("Copy `SRC` to a new tag `DST` in the same repository of the local registry "
+      "(`127.0.0.1:15000`, CNCF distribution 2.8):")
+    w("")
+    w("- **rollback tag**: `rollback tag SRC DST` (registry-side: manifest read, manifest write).")
+    w("- **pull+tag+push**: what pipelines do: the runner has no copy of the image "
+      "(`docker image prune -a -f` before each run, not timed), then `docker pull SRC`, "
+      "`docker tag SRC DST`, `docker push DST` (timed). It runs on an engine of its own "
+      "started by the bench, so the prune touches nothing else.")
+    w("- **skopeo copy**: `skopeo copy --all --src-tls-verify=false --dest-tls-verify=false "
+      "docker://SRC docker://DST`.")
+    w("")
+    w("How requests and bytes are counted: the registry's access log (Apache combined lines) "
+      "is read from the byte offset it had before the operation to the offset after it. "
+      "Counted are the requests under `/v2/<bench repository>/` (split into `manifests/` and "
+      "`blobs/`, blob uploads included), plus `/v2/` version pings whose user agent is the "
+      "tool's. Bytes moved = the body sizes of `GET` responses (the log's size field; `HEAD` "
+      "answers carry no body and count 0) + the size of every blob or manifest whose upload "
+      "completed (`PUT` answered 201), looked up in the registry's storage by digest, since "
+      "the access log does not show request sizes.")
+    w("")
+    for case, title in (("image", f"{meta['pad_mib']} MiB single-platform image (`PAD_MIB={meta['pad_mib']}`)"),
+                        ("index", "2-platform OCI index (linux/amd64 + linux/arm64)")):
+        w(f"### {title}")
+        w("")
+        if case == "image" and meta.get("pad_size"):
+            w(f"Image size: {meta['pad_size']}.")
+            w("")
+        w("| tool | wall time | time vs rollback | manifest requests | blob requests | pings | bytes moved | runs |")
+        w("|---|---|---|---|---|---|---|---|")
+        rb = m(1, case, "rollback", "wall_s")
+        for tool, name in (("rollback", "rollback tag"), ("pipeline", "pull+tag+push"), ("skopeo", "skopeo copy --all")):
+            wall = m(1, case, tool, "wall_s")
+            w(
+                f"| {name} | {fmt_s(wall)} | {fmt_ratio(ratio(wall, rb)) if tool != 'rollback' else '1x'} "
+                f"| {fmt_n(m(1, case, tool, 'manifest_requests'))} | {fmt_n(m(1, case, tool, 'blob_requests'))} "
+                f"| {fmt_n(m(1, case, tool, 'ping_requests'))} | {fmt_bytes(m(1, case, tool, 'bytes'))} "
+                f"| {n(1, case, tool, 'wall_s')} |"
+            )
+        w("")
+        seq = texts(rows, 1, case, "rollback", "sequence")
+        if seq:
+            w(f"The requests of `rollback tag` (first run): {seq[0]}.")
+            w("")
+        if case == "image":
+            pp = m(1, case, "pipeline", "wall_s")
+            r = ratio(pp, rb)
+            targets.append(("rollback tag: 2 manifest requests (padded image)",
+                            fmt_n(m(1, case, "rollback", "manifest_requests")),
+                            verdict(None if m(1, case, "rollback", "manifest_requests") is None
+                                    else m(1, case, "rollback", "manifest_requests") <= 2)))
+            targets.append(("rollback tag: 0 blob bytes (padded image)",
+                            fmt_bytes(m(1, case, "rollback", "blob_bytes")),
+                            verdict(None if m(1, case, "rollback", "blob_bytes") is None
+                                    else m(1, case, "rollback", "blob_bytes") == 0)))
+            targets.append((">= 20x faster than pull+tag+push (padded image)", fmt_ratio(r),
+                            verdict(None if r is None else r >= 20)))
+        else:
+            src = texts(rows, 1, "index", "source", "digest")
+            w("Digest of `DST` after the copy, compared with the source index:")
+            w("")
+            w("| | digest | media type | same as source |")
+            w("|---|---|---|---|")
+            if src:
+                w(f"| source (`SRC`) | `{src[0]}` | {texts(rows, 1, 'index', 'source', 'media_type')[0]} | |")
+            for tool, name in (("rollback", "rollback tag"), ("pipeline", "pull+tag+push"), ("skopeo", "skopeo copy --all")):
+                d = texts(rows, 1, "index", tool, "digest")
+                mt = texts(rows, 1, "index", tool, "media_type")
+                if d:
+                    same = all(x == src[0] for x in d) if src else None
+                    w(f"| {name} | `{d[0]}` | {mt[0] if mt else ''} | {'yes' if same else '**no**'} ({len(d)} run(s)) |")
+            w("")
+            pd = texts(rows, 1, "index", "pipeline", "digest")
+            pm = texts(rows, 1, "index", "pipeline", "media_type")
+            if src and pd and any(x != src[0] for x in pd):
+                w("`docker pull` of an index keeps only the engine's platform, and `docker push` "
+                  f"uploads that single-platform manifest ({pm[0] if pm else ''}): `DST` is "
+                  "not the release that was tagged, and an arm64 host deploying it gets no "
+                  "image for its platform.")
+                w("")
+
+
+
+def part2(w, m, n, meta, targets):
+    w("## 2. Crash detection")
+    w("")
+    w("A release that exits 1 at start (`MODE=crash`), replacing a healthy one. Time from the "
+      "new container's start to the deploy's failure decision.")
+    w("")
+    w("- **rollback**: `rollback deploy --tag crash --output json`: from the `switched` event "
+      "(new container started) to the first `rolling_back` transition. Cross-check: from the "
+      "engine's own `start` event of the crashing container (`docker events`, nanosecond "
+      "times) to the `rolling_back` event; and from the engine's `die` event (the process "
+      "exited) to the decision, which is the reaction time of the watch.")
+    w("- **bash poll loop**: `docker run -d` of the crashing release, then what pipelines do: "
+      "`curl` the health URL and look for `\"UP\"`, 5 tries 6 s apart; the decision is after the "
+      "5th failure. Measured from the moment `docker run` returned.")
+    w("")
+    w("| tool | start → failure decision | time vs rollback | runs |")
+    w("|---|---|---|---|")
+    rb = m(2, "crash", "rollback", "detect_s")
+    w(f"| rollback (events: switched → rolling_back) | {fmt_s(rb)} | 1x | {n(2, 'crash', 'rollback', 'detect_s')} |")
+    x = m(2, "crash", "rollback", "detect_engine_s")
+    w(f"| rollback (engine start event → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_engine_s')} |")
+    x = m(2, "crash", "rollback", "detect_exit_s")
+    w(f"| rollback (engine die event → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_exit_s')} |")
+    pp = m(2, "crash", "pipeline", "detect_s")
+    w(f"| bash poll loop (5 × 6 s) | {fmt_s(pp)} | {fmt_ratio(ratio(pp, rb))} | {n(2, 'crash', 'pipeline', 'detect_s')} |")
+    w("")
+    targets.append(("crash detected < 1 s", fmt_s(rb), verdict(None if rb is None else rb < 1)))
+
+
+
+def part3(w, m, n, meta, targets):
+    w("## 3. Restore time")
+    w("")
+    w("From the failure decision to the previous release answering healthy.")
+    w("")
+    w("- **rollback**: the crash deploys of part 2: from the `rolling_back` transition to the "
+      "first healthy probe of the restored release; also to `rolled_back` (which adds the "
+      f"`stable_for` {meta['stable_for']} proof).")
+    w("- **prune + pull + run**: what pipelines do: `docker rm -f` of the failed container, "
+      "`docker image prune -a -f` (the previous image goes with it), `docker run` of the "
+      "previous tag (pulled again from the local registry), then poll until healthy. On the "
+      "bench's own engine.")
+    w("- **baseline**: `docker start` of a stopped container of the previous release, then "
+      "poll until healthy: the least any tool can do.")
+    w("")
+    w("| tool | decision → healthy | time vs baseline | runs |")
+    w("|---|---|---|---|")
+    base = m(3, "restore", "baseline", "restore_s")
+    rbh = m(3, "restore", "rollback", "restore_s")
+    rbd = m(3, "restore", "rollback", "restore_done_s")
+    pp = m(3, "restore", "pipeline", "restore_s")
+    w(f"| baseline (docker start) | {fmt_s(base)} | 1x | {n(3, 'restore', 'baseline', 'restore_s')} |")
+    w(f"| rollback (first healthy probe) | {fmt_s(rbh)} | {fmt_ratio(ratio(rbh, base))} | {n(3, 'restore', 'rollback', 'restore_s')} |")
+    w(f"| rollback (rolled_back, after stable_for) | {fmt_s(rbd)} | {fmt_ratio(ratio(rbd, base))} | {n(3, 'restore', 'rollback', 'restore_done_s')} |")
+    w(f"| prune + pull + run | {fmt_s(pp)} | {fmt_ratio(ratio(pp, base))} | {n(3, 'restore', 'pipeline', 'restore_s')} |")
+    w("")
+    r = ratio(rbh, base)
+    targets.append(("restore within 1.2x of docker start", fmt_ratio(r), verdict(None if r is None else r <= 1.2)))
+
+
+
+def part4(w, m, n, meta, targets):
+    w("## 4. Overhead of the tool")
+    w("")
+    w("`/usr/bin/time -f '%e %M %U %S'` around the process: wall time, peak resident set, "
+      "CPU time (user + system). A healthy deploy switches between two healthy releases, "
+      "one host (the local engine), image already on the host.")
+    w("")
+    w("| command | wall time | peak RSS | CPU time | runs |")
+    w("|---|---|---|---|---|")
+    for case, name in (("status", "rollback status"), ("deploy", "rollback deploy (healthy)")):
+        w(f"| {name} | {fmt_s(m(4, case, 'rollback', 'wall_s'))} | "
+          f"{fmt_bytes(None if m(4, case, 'rollback', 'rss_kib') is None else m(4, case, 'rollback', 'rss_kib') * 1024)} | "
+          f"{fmt_s(m(4, case, 'rollback', 'cpu_s'))} | {n(4, case, 'rollback', 'wall_s')} |")
+    w("")
+    w("Where a healthy deploy's wall time goes, from its event timestamps (medians):")
+    w("")
+    w("| segment | time | waits on |")
+    w("|---|---|---|")
+    for metric, name, on in (
+        ("seg_start", "process start → first event", "the tool (config, engine and registry connections)"),
+        ("seg_prepare", "first event → pulled", "engine (lock, inspect, pull) and registry (resolve)"),
+        ("seg_switch", "pulled → switched", "engine (stop old, create and start new)"),
+        ("seg_verify", "switched → verified", f"the app (health probes, stable_for {meta['stable_for']})"),
+        ("seg_finish", "verified → last event", "registry (promotion) and engine (cleanup, unlock)"),
+        ("seg_end", "last event → exit", "the tool (outcome, exit)"),
+        ("own_s", "tool's own time (first and last rows)", ""),
+    ):
+        w(f"| {name} | {fmt_s(m(4, 'deploy', 'rollback', metric))} | {on} |")
+    w("")
+    w("The middle rows are time spent waiting on the engine, the registry or the app; "
+      "CPU time above is what the tool itself computes during the whole deploy.")
+    w("")
+    rss = [m(4, c, "rollback", "rss_kib") for c in ("status", "deploy")]
+    mx = None if None in rss else max(rss)
+    targets.append(("peak RSS < 30 MiB", fmt_bytes(None if mx is None else mx * 1024),
+                    verdict(None if mx is None else mx < 30 * 1024)))
+
+
+
+def part5(w, m, n, meta):
+    w("## 5. Fleet")
+    w("")
+    w("A healthy deploy (switching between two healthy releases) to 1, 2 and "
+      f"{max(meta['fleet_hosts'])} hosts. Each host is a Docker engine on this machine "
+      "(the local engine, the test environment's second engine, and more `dockerd` "
+      "instances started by the bench with their own socket, data root and bridge), each "
+      "publishing the app on its own loopback port and probed there (`[[hosts]] ports` and "
+      "`health_url`). The image is already on every host (`docker save | docker load`).")
+    w("")
+    w("| hosts | batch | wall time | per host | time vs 1 host | runs |")
+    w("|---|---|---|---|---|---|")
+    one = m(5, "h1-b1", "rollback", "wall_s")
+    for h in meta["fleet_hosts"]:
+        for b in sorted({1, h}):
+            case = f"h{h}-b{b}"
+            wall = m(5, case, "rollback", "wall_s")
+            w(f"| {h} | {b} | {fmt_s(wall)} | {fmt_s(None if wall is None else wall / h)} | "
+              f"{fmt_ratio(ratio(wall, one))} | {n(5, case, 'rollback', 'wall_s')} |")
+    w("")
+    hmax = max(meta["fleet_hosts"])
+    seq = m(5, f"h{hmax}-b1", "rollback", "wall_s")
+    par = m(5, f"h{hmax}-b{hmax}", "rollback", "wall_s")
+    if one is not None and seq is not None and hmax > 1:
+        w(f"With `batch = 1` (the pipeline's order, one host after another) each added host "
+          f"adds {fmt_s((seq - one) / (hmax - 1))} to the deploy; ")
+        if par is not None:
+            w(f"with `batch = {hmax}` the {hmax} hosts are deployed together and take "
+              f"{fmt_ratio(ratio(par, one))} the time of one host.")
+        w("")
+
+
+def finish(w, L, rows, targets, out_path):
+    w("## Targets")
+    w("")
+    w("| target | measured | |")
+    w("|---|---|---|")
+    for t in targets:
+        w(f"| {t[0]} | {t[1]} | {t[2]} |")
+    w("")
+    failures = [r for r in rows if r["metric"] == "failure"]
+    if failures:
+        w("## Failures during this run")
+        w("")
+        for r in failures:
+            w(f"- part {r['part']} {r['case']} {r['tool']}: {r['value']}")
+        w("")
+    with open(out_path, "w") as f:
+        f.write("\n".join(L))
+
+
+def main(argv):
+    cmd, args = argv[1], argv[2:]
+    if cmd == "logcount":
+        print(json.dumps(logcount(*args)))
+    elif cmd == "push-index":
+        push_index(*args)
+    elif cmd == "digest":
+        digest(*args)
+    elif cmd == "delete-repo":
+        delete_repo(*args)
+    elif cmd == "crash-timings":
+        crash_timings(*args)
+    elif cmd == "segments":
+        segments(*args)
+    elif cmd == "report":
+        report(*args)
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
