@@ -335,7 +335,14 @@ impl Ctx<'_> {
 
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let span = e.span();
-        let mut message = e.message().trim().to_owned();
+        // toml's messages may span lines ("invalid table header\nexpected ..."): keep one line.
+        let mut message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
         if let (Some(rest), Some(span)) = (message.strip_prefix("unknown field `"), span.clone()) {
             // `unknown field `prots`, expected ...` → name the table it is in.
             if let Some((field, tail)) = rest.split_once('`') {
@@ -1078,6 +1085,11 @@ tcp = "10.0.0.2:80"
     fn syntax_and_type_errors_have_lines() {
         let e = error(&format!("{APP}[container]\nports = \"80:80\"\n"));
         assert!(e.starts_with("rollback.toml:5: "), "{e}");
+        let e = error("[app\nname = \"x\"\n");
+        assert_eq!(
+            e,
+            "rollback.toml:1: invalid table header: expected `.`, `]`"
+        );
         let e = error(&format!("{APP}[container\n"));
         assert!(e.starts_with("rollback.toml:4: "), "{e}");
         let e = error("[app]\nname = \"ody\"\n");
