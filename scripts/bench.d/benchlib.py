@@ -96,7 +96,9 @@ def logcount(path, start, end, repo, root, ua):
             continue
         rest = uri[len(prefix):]
         method, status = m["method"], int(m["status"])
-        out["sequence"].append(f"{method} {rest.split('?')[0]} {status}")
+        # Digests shortened: the sequence is for reading.
+        shown = re.sub(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}", r"\1…", rest.split("?")[0])
+        out["sequence"].append(f"{method} {shown} {status}")
         nbytes = 0 if m["bytes"] == "-" else int(m["bytes"])
         if rest.startswith("manifests/"):
             out["manifest_requests"] += 1
@@ -430,7 +432,14 @@ def report(results, meta_path, out_path):
     with open(meta_path) as f:
         meta = json.load(f)
     m = lambda *a: (med(rows, *a) or (None, 0))[0]  # noqa: E731
-    n = lambda *a: (med(rows, *a) or (None, 0))[1]  # noqa: E731
+    def n(part, case, tool, metric):
+        """The number of runs, with the range of a time."""
+        vals = [r["value"] for r in rows if r["part"] == part and r["case"] == case
+                and r["tool"] == tool and r["metric"] == metric and r["value"] is not None]
+        if len(vals) > 1 and metric.endswith("_s"):
+            return f"{len(vals)}: {min(vals):.3f}–{max(vals):.3f} s"
+        return str(len(vals))
+
     L = []
     w = L.append
     w(f"# Benchmarks{' (smoke run)' if meta['smoke'] else ''}")
@@ -441,6 +450,12 @@ def report(results, meta_path, out_path):
         "`scripts/bench` on one machine. Every figure is the **median of "
         f"{meta['runs']} run(s)**; every ratio is computed from medians of the same run."
     )
+    w("")
+    w("Run it: `scripts/bench` (this file, 5 runs), `scripts/bench --runs N`, "
+      "`scripts/bench --parts 1,3` (some parts only), `scripts/bench --smoke` (1 run, "
+      "1 MiB image, 1-2 hosts, a few minutes; writes `target/bench-smoke.md` and exits "
+      "non-zero when a step breaks). Times in the tables are medians; the last column "
+      "gives the number of runs and the range of the time.")
     w("")
     w("## Machine and versions")
     w("")
@@ -513,8 +528,8 @@ def part1(w, m, n, rows, meta, targets):
         if case == "image" and meta.get("pad_size"):
             w(f"Image size: {meta['pad_size']}.")
             w("")
-        w("| tool | wall time | time vs rollback | manifest requests | blob requests | pings | bytes moved | runs |")
-        w("|---|---|---|---|---|---|---|---|")
+        w("| tool | wall time | time vs rollback | manifest requests | blob requests | pings | bytes moved | blob bytes | runs: range |")
+        w("|---|---|---|---|---|---|---|---|---|")
         rb = m(1, case, "rollback", "wall_s")
         for tool, name in (("rollback", "rollback tag"), ("pipeline", "pull+tag+push"), ("skopeo", "skopeo copy --all")):
             wall = m(1, case, tool, "wall_s")
@@ -522,6 +537,7 @@ def part1(w, m, n, rows, meta, targets):
                 f"| {name} | {fmt_s(wall)} | {fmt_ratio(ratio(wall, rb)) if tool != 'rollback' else '1x'} "
                 f"| {fmt_n(m(1, case, tool, 'manifest_requests'))} | {fmt_n(m(1, case, tool, 'blob_requests'))} "
                 f"| {fmt_n(m(1, case, tool, 'ping_requests'))} | {fmt_bytes(m(1, case, tool, 'bytes'))} "
+                f"| {fmt_bytes(m(1, case, tool, 'blob_bytes'))} "
                 f"| {n(1, case, tool, 'wall_s')} |"
             )
         w("")
@@ -583,7 +599,7 @@ def part2(w, m, n, meta, targets):
       "`curl` the health URL and look for `\"UP\"`, 5 tries 6 s apart; the decision is after the "
       "5th failure. Measured from the moment `docker run` returned.")
     w("")
-    w("| tool | start → failure decision | time vs rollback | runs |")
+    w("| tool | start → failure decision | time vs rollback | runs: range |")
     w("|---|---|---|---|")
     rb = m(2, "crash", "rollback", "detect_s")
     w(f"| rollback (events: switched → rolling_back) | {fmt_s(rb)} | 1x | {n(2, 'crash', 'rollback', 'detect_s')} |")
@@ -613,7 +629,7 @@ def part3(w, m, n, meta, targets):
     w("- **baseline**: `docker start` of a stopped container of the previous release, then "
       "poll until healthy: the least any tool can do.")
     w("")
-    w("| tool | decision → healthy | time vs baseline | runs |")
+    w("| tool | decision → healthy | time vs baseline | runs: range |")
     w("|---|---|---|---|")
     base = m(3, "restore", "baseline", "restore_s")
     rbh = m(3, "restore", "rollback", "restore_s")
@@ -636,7 +652,7 @@ def part4(w, m, n, meta, targets):
       "CPU time (user + system). A healthy deploy switches between two healthy releases, "
       "one host (the local engine), image already on the host.")
     w("")
-    w("| command | wall time | peak RSS | CPU time | runs |")
+    w("| command | wall time | peak RSS | CPU time | runs: range |")
     w("|---|---|---|---|---|")
     for case, name in (("status", "rollback status"), ("deploy", "rollback deploy (healthy)")):
         w(f"| {name} | {fmt_s(m(4, case, 'rollback', 'wall_s'))} | "
@@ -678,7 +694,7 @@ def part5(w, m, n, meta):
       "publishing the app on its own loopback port and probed there (`[[hosts]] ports` and "
       "`health_url`). The image is already on every host (`docker save | docker load`).")
     w("")
-    w("| hosts | batch | wall time | per host | time vs 1 host | runs |")
+    w("| hosts | batch | wall time | per host | time vs 1 host | runs: range |")
     w("|---|---|---|---|---|---|")
     one = m(5, "h1-b1", "rollback", "wall_s")
     for h in meta["fleet_hosts"]:
