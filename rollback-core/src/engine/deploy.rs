@@ -140,16 +140,19 @@ impl Deployer {
             .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
         join_all(unlocks).await;
         let (outcome, reason, promoted, lock_holder) = report;
+        let phase = match outcome {
+            Outcome::Deployed => Phase::Done,
+            Outcome::RolledBack => Phase::RolledBack,
+            Outcome::RollbackFailed => Phase::RollbackFailed,
+            Outcome::PromotionFailed => Phase::Verified,
+            _ => Phase::Failed,
+        };
         ev.transition(
             None,
-            match outcome {
-                Outcome::Deployed => Phase::Done,
-                Outcome::RolledBack => Phase::RolledBack,
-                Outcome::RollbackFailed => Phase::RollbackFailed,
-                Outcome::PromotionFailed => Phase::Verified,
-                _ => Phase::Failed,
-            },
+            phase,
             match &reason {
+                // The phase already names the outcome: do not say it twice.
+                Some(reason) if phase.as_str() == outcome.as_str() => reason.clone(),
                 Some(reason) => format!("{outcome}: {reason}"),
                 None => outcome.to_string(),
             },
