@@ -351,7 +351,7 @@ def diff(a, b):
     return None if a is None or b is None else round(b - a, 6)
 
 
-def crash_timings(deploy_path, engine_events_path):
+def crash_timings(deploy_path, engine_events_path, started_at=""):
     """Crash detection and restore of one rolled-back deploy."""
     _, _, hosts, outcome = read_deploy(deploy_path)
     p = one_host(hosts)
@@ -372,6 +372,7 @@ def crash_timings(deploy_path, engine_events_path):
         "detect_s": diff(p.get("switched"), rb),
         "detect_engine_s": diff(max(before), rb) if before else None,
         "detect_exit_s": diff(max(exits), rb) if exits else None,
+        "detect_startedat_s": diff(logrus_time(started_at.strip()), rb) if started_at.strip() else None,
         "restore_s": diff(rb, p.get("restored_healthy")),
         "restore_done_s": diff(rb, p.get("rolled_back")),
     }
@@ -631,7 +632,8 @@ def part2(w, m, n, meta, targets):
     w("- **rollback**: `rollback deploy --tag crash --output json`: from the `switched` event "
       "(new container started) to the first `rolling_back` transition. Cross-check: from the "
       "engine's own `start` event of the crashing container (`docker events`, nanosecond "
-      "times) to the `rolling_back` event; and from the engine's `die` event (the process "
+      "times) to the `rolling_back` event; from the crashed container's `State.StartedAt` "
+      "(`docker inspect`, n/a when the container is gone); and from the engine's `die` event (the process "
       "exited) to the decision, which is the reaction time of the watch.")
     w("- **bash poll loop**: `docker run -d` of the crashing release, then what pipelines do: "
       "`curl` the health URL and look for `\"UP\"`, 5 tries 6 s apart; the decision is after the "
@@ -643,6 +645,8 @@ def part2(w, m, n, meta, targets):
     w(f"| rollback (events: switched → rolling_back) | {fmt_s(rb)} | 1x | {n(2, 'crash', 'rollback', 'detect_s')} |")
     x = m(2, "crash", "rollback", "detect_engine_s")
     w(f"| rollback (engine start event → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_engine_s')} |")
+    x = m(2, "crash", "rollback", "detect_startedat_s")
+    w(f"| rollback (container State.StartedAt → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_startedat_s')} |")
     x = m(2, "crash", "rollback", "detect_exit_s")
     w(f"| rollback (engine die event → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_exit_s')} |")
     pp = m(2, "crash", "pipeline", "detect_s")
