@@ -496,7 +496,7 @@ def report(results, meta_path, out_path):
     w("")
     w("| | |")
     w("|---|---|")
-    for k in ("date", "cpu", "cores", "memory", "kernel", "engine", "registry", "skopeo", "rollback", "commit"):
+    for k in ("date", "cpu", "cores", "memory", "load", "kernel", "engine", "registry", "skopeo", "rollback", "commit"):
         w(f"| {k} | {meta.get(k, 'n/a')} |")
     w("")
     w(f"Reproduce: `{meta['command']}` (from the repository root; it starts the test environment "
