@@ -4,7 +4,7 @@ use futures_util::future::join_all;
 
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer, Target};
+use super::{pause, timed, CancellationToken, Deployer, Target};
 use crate::error::{Error, ErrorKind};
 use crate::event::Phase;
 use crate::machine::{HostState, Input};
@@ -186,12 +186,18 @@ impl Deployer {
         bool,
         Option<crate::types::LockInfo>,
     ) {
-        // Every lock first, so a busy fleet is refused before anything changes.
+        // Every lock first, so a busy fleet is refused before anything
+        // changes; one at a time in config order, so of two deploys started
+        // at once the one that gets the first host gets them all and the
+        // other stops there, instead of each holding a part and both giving up.
         let target_text = target.to_string();
-        let locks = runs
-            .iter_mut()
-            .map(|run| self.lock_host(ev, &self.hosts[run.index], run, &target_text));
-        join_all(locks).await;
+        for run in runs.iter_mut() {
+            self.lock_host(ev, &self.hosts[run.index], run, &target_text)
+                .await;
+            if !run.lock_taken {
+                break;
+            }
+        }
         if let Some(run) = runs.iter().find(|r| r.lock_holder.is_some()) {
             let holder = run.lock_holder.clone();
             let reason = format!(
@@ -335,6 +341,7 @@ impl Deployer {
         bool,
         Option<crate::types::LockInfo>,
     ) {
+        pause::point("promoting", None).await;
         if let Err(e) = self.move_tags(ev, &release.digest, stable_before).await {
             let reason = format!(
                 "every host runs {} but moving the tags failed: {}; the previous containers are kept",

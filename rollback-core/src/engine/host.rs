@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::emit::Emitter;
-use super::{timed, Deployer, HostTarget};
+use super::{pause, timed, Deployer, HostTarget};
 use crate::engine::CancellationToken;
 use crate::error::{Error, ErrorKind};
 use crate::event::{EventKind, Phase};
@@ -183,6 +183,7 @@ impl Deployer {
         let input = match result {
             Ok(LockAttempt::Acquired) => {
                 run.lock_taken = true;
+                pause::point("locked", Some(&host.id)).await;
                 Input::LockAcquired
             }
             Ok(LockAttempt::Held(holder)) => {
@@ -237,6 +238,7 @@ impl Deployer {
         if !matches!(run.state, HostState::Captured { .. }) {
             return;
         }
+        pause::point("captured", Some(&host.id)).await;
 
         let image = target.image();
         let pull = timed(
@@ -262,6 +264,7 @@ impl Deployer {
         let HostState::Pulled { previous } = &run.state else {
             return;
         };
+        pause::point("pulled", Some(&host.id)).await;
 
         let previous = previous.clone();
         let input = match self
@@ -278,6 +281,7 @@ impl Deployer {
         let HostState::Switched { new_container, .. } = &run.state else {
             return;
         };
+        pause::point("switched", Some(&host.id)).await;
         let new_container = new_container.clone();
         let state = std::mem::replace(&mut run.state, HostState::Planned);
         let (state, last) = self
@@ -471,6 +475,7 @@ impl Deployer {
             },
         );
         if emit_transitions {
+            pause::point("verifying", Some(&host.id)).await;
             ev.note(
                 Some(&host.id),
                 Phase::Verifying,
@@ -625,6 +630,7 @@ impl Deployer {
                 Err(e) => return Err(e.report()),
             }
         }
+        pause::point("rolling_back", Some(&host.id)).await;
         // A container created under the app name whose id never reached us
         // (a lost answer) would block the rename back.
         let current = timed(limit, "read the app container", rt.current(&self.app.name))

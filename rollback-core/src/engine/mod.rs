@@ -22,6 +22,7 @@ use crate::types::{
 mod deploy;
 mod emit;
 mod host;
+mod pause;
 mod recover;
 #[cfg(test)]
 mod tests;

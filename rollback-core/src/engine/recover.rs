@@ -16,9 +16,11 @@ impl Deployer {
     /// On each host a retained container (or, for a first deploy, an app
     /// container labelled with the deployment of a leftover lock) means the
     /// deploy stopped after the switch. The app container is then verified: when it is healthy on
-    /// every such host, the deploy is finished (tags promoted from the
-    /// container's labels, retained containers removed); otherwise every
-    /// such host gets its retained release back, verified. Hosts without a
+    /// every such host and every other host already runs the same release,
+    /// the deploy is finished (tags promoted from the container's labels,
+    /// retained containers removed); otherwise (a host unhealthy, or one the
+    /// deploy never reached) every such host gets its retained release back,
+    /// verified. Hosts without a
     /// retained container are left alone. The app's locks are released at
     /// the end, whoever held them.
     ///
@@ -40,6 +42,8 @@ impl Deployer {
         let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
         let mut releases: Vec<Option<Release>> = vec![None; self.hosts.len()];
         let mut app_containers: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
+        // What runs on hosts the interrupted deploy left alone.
+        let mut untouched: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
         let mut read_errors = Vec::new();
 
         for (run, host) in runs.iter_mut().zip(&self.hosts) {
@@ -89,6 +93,7 @@ impl Deployer {
                 });
             if retained.is_none() && !interrupted_first {
                 ev.note(Some(&host.id), Phase::Done, "nothing to recover");
+                untouched[run.index] = app;
                 continue;
             }
             run.started = true;
@@ -142,7 +147,33 @@ impl Deployer {
         let failed = runs
             .iter()
             .find(|r| matches!(r.state, HostState::RollingBack { .. }))
-            .map(|r| r.index);
+            .map(|r| {
+                format!(
+                    "reverted because host {} is not healthy",
+                    self.hosts[r.index].id
+                )
+            });
+        // Promoting needs the new release on every host: a host the deploy
+        // never reached (a batch not started) runs another one.
+        let new_digest = runs
+            .iter()
+            .filter(|r| matches!(r.state, HostState::Verified { .. }))
+            .find_map(|r| app_containers[r.index].as_ref()?.release.as_ref())
+            .map(|release| release.digest.clone());
+        let unreached = new_digest.as_ref().and_then(|new| {
+            runs.iter().filter(|r| !r.started).find_map(|r| {
+                let runs_new = untouched[r.index].as_ref().is_some_and(|c| {
+                    c.state.is_running() && c.release.as_ref().map(|rel| &rel.digest) == Some(new)
+                });
+                (!runs_new).then(|| {
+                    format!(
+                        "reverted because host {} does not run {}: the interrupted deploy never reached it",
+                        self.hosts[r.index].id,
+                        new.short()
+                    )
+                })
+            })
+        });
         let (outcome, reason, promoted, target) = if !read_errors.is_empty() {
             // Deciding for the fleet needs every host; change nothing.
             for run in runs.iter_mut().filter(|r| r.state.is_switched()) {
@@ -150,11 +181,7 @@ impl Deployer {
                 run.started = false;
             }
             (Outcome::Failed, Some(read_errors.join("; ")), false, None)
-        } else if let Some(index) = failed {
-            let why = format!(
-                "reverted because host {} is not healthy",
-                self.hosts[index].id
-            );
+        } else if let Some(why) = failed.or(unreached) {
             for run in runs.iter_mut() {
                 if matches!(run.state, HostState::Verified { .. }) {
                     self.advance(ev, &self.hosts[run.index], run, Input::Revert(why.clone()));
