@@ -27,8 +27,9 @@ pub fn test_env(key: &str) -> String {
     }
     let file = FILE.get_or_init(|| {
         let path = workspace_root().join(".test-env/env");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|_| panic!("{} is missing: run scripts/test-env first", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!("{} is missing: run scripts/test-env first", path.display())
+        });
         text.lines()
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -213,8 +214,13 @@ impl Drop for AppGuard {
             let host = host.as_deref();
             let mut ids = self.all(host);
             for name in [self.app.clone(), format!("rollback-lock-{}", self.app)] {
-                let out = docker_output(host, &["ps", "-aq", "--filter", &format!("name=^/{name}$")]);
-                ids.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned));
+                let out =
+                    docker_output(host, &["ps", "-aq", "--filter", &format!("name=^/{name}$")]);
+                ids.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .map(str::to_owned),
+                );
             }
             if !ids.is_empty() {
                 let mut args = vec!["rm", "-f"];
@@ -271,5 +277,382 @@ pub fn rollback(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `rollback` process running in the background; both output streams
+/// are collected as they come, so a test can wait for a line and then
+/// signal or kill the process at that point.
+pub struct Spawned {
+    child: std::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Start `rollback` in `dir` with extra environment variables, without waiting.
+pub fn spawn_rollback(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    let mut cmd = Command::new(rollback_bin());
+    cmd.current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn rollback");
+    let stdout = Arc::new(Mutex::new(String::new()));
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut readers = Vec::new();
+    type Pipe = Box<dyn Read + Send>;
+    let pipes: [(Pipe, &Arc<Mutex<String>>); 2] = [
+        (Box::new(child.stdout.take().unwrap()), &stdout),
+        (Box::new(child.stderr.take().unwrap()), &stderr),
+    ];
+    for (pipe, sink) in pipes {
+        let sink = sink.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        }));
+    }
+    Spawned {
+        child,
+        stdout,
+        stderr,
+        readers,
+    }
+}
+
+impl Spawned {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Both streams so far.
+    pub fn output_so_far(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// Wait until a line of either stream contains `needle`; panics with the
+    /// output after `limit` or when the process ends first.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) {
+        self.wait_until(&format!("{needle:?}"), limit, |out, err| {
+            out.contains(needle) || err.contains(needle)
+        });
+    }
+
+    /// Wait until a JSON event of `host` in `phase` was printed (`--output json`).
+    pub fn wait_event(&mut self, host: &str, phase: &str, limit: Duration) {
+        self.wait_until(
+            &format!("an event of {host} in {phase}"),
+            limit,
+            |out, _| {
+                out.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .any(|e| e["host"] == host && e["phase"] == phase)
+            },
+        );
+    }
+
+    /// Wait until `seen(stdout, stderr)`; panics with the output after
+    /// `limit` or when the process ends first.
+    pub fn wait_until(&mut self, what: &str, limit: Duration, seen: impl Fn(&str, &str) -> bool) {
+        let end = std::time::Instant::now() + limit;
+        let check = |s: &Self| seen(&s.stdout.lock().unwrap(), &s.stderr.lock().unwrap());
+        loop {
+            if check(self) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Give the readers a moment to drain the pipes.
+                std::thread::sleep(Duration::from_millis(200));
+                if check(self) {
+                    return;
+                }
+                panic!(
+                    "rollback ended ({status}) before {what}\n{}",
+                    self.output_so_far()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "no {what} within {limit:?}\n{}",
+                self.output_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Send a signal by name (`INT`, `TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill(mut self) -> Run {
+        let _ = self.child.kill();
+        self.finish_inner()
+    }
+
+    /// Wait for the process to end.
+    pub fn finish(mut self) -> Run {
+        self.finish_inner()
+    }
+
+    fn finish_inner(&mut self) -> Run {
+        let status = self.child.wait().expect("wait for rollback");
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // A test that failed half way must not leave a deploy running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One host of a [`Fleet`].
+pub struct TestHost {
+    /// Host name in the config.
+    pub name: String,
+    /// Engine URL; `None` is the default engine.
+    pub docker: Option<String>,
+    /// The loopback port the app is published on.
+    pub port: u16,
+    /// The body of the host's `env` inline table (`APP_MODE = "crash"`), or empty.
+    pub env: String,
+}
+
+/// An app deployed to several hosts through the CLI, with a config file,
+/// its own repository and a cleanup guard on every engine.
+pub struct Fleet {
+    /// App (container) name.
+    pub app: String,
+    /// Repository, no tag.
+    pub repo: String,
+    /// The hosts, in config order.
+    pub hosts: Vec<TestHost>,
+    /// Removes the app's containers on every engine.
+    pub guard: AppGuard,
+    dir: tempfile::TempDir,
+}
+
+/// The `(version, status)` of a fixture app's `/health` answer.
+pub fn health_of(port: u16) -> Option<(String, String)> {
+    let body = http_get(port, "/health")?;
+    let json: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    Some((
+        json["version"].as_str()?.to_owned(),
+        json["status"].as_str()?.to_owned(),
+    ))
+}
+
+impl Fleet {
+    /// A fleet in the shared registry; `engines` are `(host name, engine)`.
+    pub fn new(prefix: &str, engines: &[(&str, Option<String>)]) -> Self {
+        Self::in_registry(prefix, &registry(), engines)
+    }
+
+    /// A fleet whose repository lives in `registry` (`127.0.0.1:PORT`).
+    pub fn in_registry(prefix: &str, registry: &str, engines: &[(&str, Option<String>)]) -> Self {
+        let app = unique(prefix);
+        let repo = format!("{registry}/e2e/{app}");
+        let extra: Vec<String> = engines.iter().filter_map(|(_, e)| e.clone()).collect();
+        let guard = AppGuard::new(&app, &extra);
+        let hosts = engines
+            .iter()
+            .map(|(name, docker)| TestHost {
+                name: (*name).to_owned(),
+                docker: docker.clone(),
+                port: free_port(),
+                env: String::new(),
+            })
+            .collect();
+        Fleet {
+            app,
+            repo,
+            hosts,
+            guard,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The folder holding `rollback.toml`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write `rollback.toml`: short health timings, one `[[hosts]]` per
+    /// host with its own port and health URL; `extra` goes before the hosts
+    /// (`[rollout]` and the like).
+    pub fn write_config(&self, extra: &str) {
+        let first = self.hosts[0].port;
+        let mut config = format!(
+            r#"[app]
+name = "{app}"
+repository = "{repo}"
+
+[container]
+ports = ["127.0.0.1:{first}:8080"]
+stop_timeout = "1s"
+
+[health]
+http = "http://127.0.0.1:{first}/health"
+json_pointer = "/status"
+expect = "UP"
+interval = "200ms"
+timeout = "1s"
+deadline = "5s"
+stable_for = "1s"
+{extra}
+"#,
+            app = self.app,
+            repo = self.repo,
+        );
+        for host in &self.hosts {
+            config.push_str(&format!(
+                "\n[[hosts]]\nname = \"{}\"\nports = [\"127.0.0.1:{port}:8080\"]\nhealth_url = \"http://127.0.0.1:{port}/health\"\n",
+                host.name,
+                port = host.port
+            ));
+            if let Some(docker) = &host.docker {
+                config.push_str(&format!("docker = \"{docker}\"\n"));
+            }
+            if !host.env.is_empty() {
+                config.push_str(&format!("env = {{ {} }}\n", host.env));
+            }
+        }
+        std::fs::write(self.dir().join("rollback.toml"), config).expect("write rollback.toml");
+    }
+
+    /// Run `rollback` with `--output json` appended.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// Run `rollback` with `--output json` and extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        rollback(self.dir(), &args, env)
+    }
+
+    /// Start `rollback` with `--output json` in the background.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        spawn_rollback(self.dir(), &args, env)
+    }
+
+    /// The engine of host `i`, for `docker -H`.
+    pub fn engine(&self, i: usize) -> Option<&str> {
+        self.hosts[i].docker.as_deref()
+    }
+
+    /// Ids of the running containers named like the app on host `i`.
+    pub fn running(&self, i: usize) -> Vec<String> {
+        self.guard.running(self.engine(i))
+    }
+
+    /// The one running app container on host `i`; panics unless exactly one runs.
+    pub fn running_id(&self, i: usize) -> String {
+        let running = self.running(i);
+        assert_eq!(
+            running.len(),
+            1,
+            "exactly one container runs as {} on {}",
+            self.app,
+            self.hosts[i].name
+        );
+        running[0].clone()
+    }
+
+    /// The `(version, status)` host `i` answers with.
+    pub fn answering(&self, i: usize) -> Option<(String, String)> {
+        health_of(self.hosts[i].port)
+    }
+
+    /// The digest label of the app container on host `i`.
+    pub fn running_digest(&self, i: usize) -> String {
+        let id = self.running_id(i);
+        docker(
+            self.engine(i),
+            &[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"io.rollback.release.digest\"}}",
+                &id,
+            ],
+        )
+    }
+
+    /// The digest `tag` points to in the app's repository.
+    pub fn tag_digest(&self, tag: &str) -> Option<String> {
+        digest_of(&format!("{}:{tag}", self.repo))
+    }
+
+    /// Whether host `i` has a lock container for the app.
+    pub fn lock_exists(&self, i: usize) -> bool {
+        let filter = format!("name=^/rollback-lock-{}$", self.app);
+        !docker(self.engine(i), &["ps", "-aq", "--filter", &filter]).is_empty()
+    }
+
+    /// The version each host answers with, after checking on every host:
+    /// exactly one container runs under the app name, it answers `UP` with
+    /// one of `versions`, no lock is left, and `latest` is the digest that
+    /// runs.
+    pub fn assert_invariant(&self, versions: &[&str]) -> Vec<String> {
+        let latest = self.tag_digest("latest");
+        let mut answers = Vec::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let name = &host.name;
+            self.running_id(i);
+            let (version, status) = self
+                .answering(i)
+                .unwrap_or_else(|| panic!("[{name}] nothing answers on port {}", host.port));
+            assert_eq!(status, "UP", "[{name}] answers {version} {status}");
+            assert!(
+                versions.contains(&version.as_str()),
+                "[{name}] runs {version}, not one of {versions:?}"
+            );
+            assert_eq!(
+                latest.as_deref(),
+                Some(self.running_digest(i).as_str()),
+                "[{name}] runs {version} but latest points elsewhere"
+            );
+            assert!(!self.lock_exists(i), "[{name}] a deploy lock is left");
+            answers.push(version);
+        }
+        answers
     }
 }
