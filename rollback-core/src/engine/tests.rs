@@ -1019,6 +1019,68 @@ async fn recover_finishes_or_removes_an_interrupted_first_deploy() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lock_held_on_the_first_host_stops_before_the_others_are_locked() {
+    let fleet = Fleet::new(2);
+    fleet.hosts[0].hold_lock(LockInfo {
+        app: "app".into(),
+        deployment: DeploymentId("d-other".into()),
+        holder: "alice@laptop pid 7".into(),
+        target: "v9".into(),
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+    });
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Locked);
+    assert_eq!(changes(&fleet.hosts[0]), ["acquire_lock app"]);
+    // Of two deploys started at once, the one refused on the first host
+    // must not hold a later host the winner needs.
+    assert!(
+        changes(&fleet.hosts[1]).is_empty(),
+        "the second host was never locked"
+    );
+    assert_eq!(report.hosts[1].phase, Phase::Planned);
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recover_reverts_when_a_host_never_got_the_release() {
+    // Killed in batch 1 of 2: host 1 still runs v1, so v2 cannot be promoted.
+    let fleet = Fleet::new(2);
+    interrupted(&fleet, 0);
+    let report = fleet.deployer().recover(CancellationToken::new()).await;
+    check_events(&fleet.events());
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert!(
+        report.reason.as_deref().unwrap_or_default().contains("h2"),
+        "{report:?}"
+    );
+    for (i, rt) in fleet.hosts.iter().enumerate() {
+        assert_eq!(fleet.running(i), Some(("v1".into(), true)), "host {i}");
+        assert_eq!(rt.containers().len(), 1);
+        assert!(rt.lock_info().is_none());
+    }
+    assert_eq!(report.hosts[1].phase, Phase::Planned, "host 1 untouched");
+    assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recover_promotes_when_the_other_hosts_already_run_the_release() {
+    // Killed while removing retained containers after verification: host 1
+    // is done, host 0 still has its retained container.
+    let mut fleet = Fleet::new(2);
+    interrupted(&fleet, 0);
+    fleet.hosts[1] = FakeRuntime::new();
+    fleet.hosts[1].add_running("app", "app", &v2());
+    let report = fleet.deployer().recover(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert!(report.promoted);
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('2')));
+    for (i, rt) in fleet.hosts.iter().enumerate() {
+        assert_eq!(fleet.running(i), Some(("v2".into(), true)), "host {i}");
+        assert_eq!(rt.containers().len(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn recover_with_nothing_to_do_changes_nothing() {
     let fleet = Fleet::new(1);
     let report = fleet.deployer().recover(CancellationToken::new()).await;
