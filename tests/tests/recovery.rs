@@ -253,8 +253,32 @@ fn a_registry_that_dies_during_promotion_leaves_the_verified_release_for_recover
     assert_eq!(run.code, 0, "{}", explain(&run));
     assert_eq!(run.outcome()["promoted"], true);
     assert_eq!(fleet.assert_invariant(&["v2"]), ["v2"]);
-    assert_eq!(fleet.tag_digest("latest"), Some(v2));
+    assert_eq!(fleet.tag_digest("latest"), Some(v2.clone()));
     assert_eq!(fleet.tag_digest("previous"), Some(v1));
+    assert_eq!(fleet.guard.all(None).len(), 1);
+
+    // The same again, finished by re-running the deploy instead.
+    let v3 = push_release(&fleet.repo, "v3", "v3", "healthy");
+    let mut deploy = fleet.spawn(
+        &["deploy", "--tag", "v3"],
+        &[
+            ("ROLLBACK_TEST_PAUSE_AT", "promoting"),
+            ("ROLLBACK_TEST_PAUSE_FOR", "2s"),
+        ],
+    );
+    deploy.wait_for("paused at promoting", WAIT);
+    registry.kill();
+    let run = deploy.finish();
+    assert_eq!(run.code, 1, "{}", explain(&run));
+    assert_eq!(run.outcome()["outcome"], "promotion_failed");
+    assert_eq!(fleet.answering(0), Some(("v3".into(), "UP".into())));
+    registry.restart();
+    assert_eq!(fleet.tag_digest("latest"), Some(v2.clone()));
+    let run = fleet.run(&["deploy", "--tag", "v3"]);
+    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(fleet.assert_invariant(&["v3"]), ["v3"]);
+    assert_eq!(fleet.tag_digest("latest"), Some(v3));
+    assert_eq!(fleet.tag_digest("previous"), Some(v2));
     assert_eq!(fleet.guard.all(None).len(), 1);
 }
 
