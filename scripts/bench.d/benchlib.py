@@ -502,11 +502,23 @@ def report(results, meta_path, out_path):
     w(f"Reproduce: `{meta['command']}` (from the repository root; it starts the test environment "
       "with `scripts/test-env`, builds `target/release/rollback`, and cleans up what it creates).")
     w("")
-    w("Health timings of every `rollback` config in this run: "
-      f"interval {meta['interval']}, timeout {meta['timeout']}, stable_for {meta['stable_for']}, "
-      f"deadline {meta['deadline']}. Shell pollers use the same {meta['interval']} interval "
-      "unless said otherwise.")
+    w("Health timings of every `rollback` config in this run (small, so the bench takes "
+      f"minutes): interval {meta['interval']}, timeout {meta['timeout']}, stable_for "
+      f"{meta['stable_for']}, start_period 0s, deadline {meta['deadline']}; container "
+      f"stop_timeout {meta['stop_timeout']} (the fixture app runs busybox `httpd` as PID 1, "
+      "which does not stop on SIGTERM, so every switch waits that long for the old "
+      f"container). Shell pollers use the same {meta['interval']} interval unless said otherwise.")
     w("")
+    try:
+        load1 = float(str(meta.get("load", "")).split()[0])
+        cores = int(meta.get("cores", 0))
+    except (ValueError, IndexError):
+        load1, cores = 0.0, 0
+    if cores and load1 > cores:
+        w(f"The machine was busy with other work during this run (load average {load1:g} on "
+          f"{cores} cores at the start): absolute times carry that noise; the ratios, "
+          "measured side by side in the same minutes, less so.")
+        w("")
     targets = []
     ran = {int(x) for x in str(meta["parts"]).split(",") if x}
 
@@ -583,6 +595,12 @@ def part1(w, m, n, rows, meta, targets):
         seq = texts(rows, 1, case, "rollback", "sequence")
         if seq:
             w(f"The requests of `rollback tag` (first run): {seq[0]}.")
+            w("")
+        span = m(1, case, "rollback", "registry_span_s")
+        if rb is not None and span is not None:
+            w(f"Of `rollback tag`'s {fmt_s(rb)} of wall time, {fmt_s(span)} pass between its "
+              f"first and last request; the other {fmt_s(rb - span)} are the process starting "
+              "and setting up before the first request.")
             w("")
         if case == "image":
             pp = m(1, case, "pipeline", "wall_s")
@@ -750,11 +768,12 @@ def part5(w, m, n, meta):
     seq = m(5, f"h{hmax}-b1", "rollback", "wall_s")
     par = m(5, f"h{hmax}-b{hmax}", "rollback", "wall_s")
     if one is not None and seq is not None and hmax > 1:
-        w(f"With `batch = 1` (the pipeline's order, one host after another) each added host "
-          f"adds {fmt_s((seq - one) / (hmax - 1))} to the deploy; ")
+        text = (f"With `batch = 1` (the pipeline's order, one host after another) each added "
+                f"host adds {fmt_s((seq - one) / (hmax - 1))} to the deploy")
         if par is not None:
-            w(f"with `batch = {hmax}` the {hmax} hosts are deployed together and take "
-              f"{fmt_ratio(ratio(par, one))} the time of one host.")
+            text += (f"; with `batch = {hmax}` the {hmax} hosts are deployed together and take "
+                     f"{fmt_ratio(ratio(par, one))} the time of one host")
+        w(text + ".")
         w("")
 
 
