@@ -476,8 +476,8 @@ fn an_engine_that_dies_mid_deploy_is_named_and_the_other_host_is_reverted() {
     assert!(
         outcome["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("prod-c")),
-        "{outcome}"
+            .is_some_and(|r| r.contains("prod-c") && r.contains("cannot reach docker engine")),
+        "the reason names prod-c and its engine: {outcome}"
     );
     assert_eq!(
         fleet.running_id(0),

@@ -490,6 +490,8 @@ impl Deployer {
         }
         let mut exit = host.runtime.wait_exit(container);
         let mut watching = true;
+        // Why the engine stopped answering, for the failure reason.
+        let mut unreachable: Option<String> = None;
         let mut next_probe = started;
         let mut attempt: u32 = 0;
         while matches!(state, HostState::Verifying { .. }) {
@@ -518,6 +520,9 @@ impl Deployer {
                     Err(e) => {
                         // Probes still decide; only crash detection is lost.
                         watching = false;
+                        if e.kind() == ErrorKind::Unavailable {
+                            unreachable = Some(e.report());
+                        }
                         ev.note(Some(&host.id), phase_of(&state), format!("cannot watch the container: {}", e.report()));
                         continue;
                     }
@@ -557,6 +562,9 @@ impl Deployer {
                     state = feed(state, Input::StableReached);
                 }
             }
+        }
+        if let (HostState::RollingBack { reason, .. }, Some(why)) = (&mut state, unreachable) {
+            reason.push_str(&format!(" (the engine stopped answering: {why})"));
         }
         (state, last_probe)
     }
