@@ -213,8 +213,14 @@ fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
     fleet.write_config("");
     deploy_ok(&fleet, "v1");
 
-    let first = fleet.spawn(&["deploy", "--tag", "v2"], &[]);
-    let second = fleet.spawn(&["deploy", "--tag", "v2"], &[]);
+    // The winner lingers 2s in verification, so a slow machine cannot
+    // start the second deploy only after the first is over.
+    let linger = [
+        ("ROLLBACK_TEST_PAUSE_AT", "verifying"),
+        ("ROLLBACK_TEST_PAUSE_FOR", "2s"),
+    ];
+    let first = fleet.spawn(&["deploy", "--tag", "v2"], &linger);
+    let second = fleet.spawn(&["deploy", "--tag", "v2"], &linger);
     let runs = [first.finish(), second.finish()];
     let mut codes: Vec<i32> = runs.iter().map(|r| r.code).collect();
     codes.sort_unstable();
