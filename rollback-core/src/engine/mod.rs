@@ -452,7 +452,15 @@ pub(crate) async fn timed<T>(
     fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, fut).await {
-        Ok(result) => result.map_err(|e| e.context(&what)),
+        // Adapters often name the operation already; say it once.
+        Ok(result) => result.map_err(|e| {
+            let what = what.to_string();
+            if e.message().starts_with(&what) {
+                e
+            } else {
+                e.context(what)
+            }
+        }),
         Err(_) => Err(Error::timeout(format!(
             "{what}: no answer within {}",
             humantime::format_duration(limit)

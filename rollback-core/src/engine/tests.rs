@@ -1239,3 +1239,21 @@ mod mocked {
         assert!(report.reason.unwrap().contains("pull access denied"));
     }
 }
+
+#[tokio::test]
+async fn timed_names_the_operation_once() {
+    let what = "remove container c1";
+    let e = timed(S, what, async {
+        Err::<(), _>(Error::unavailable("remove container c1: engine down"))
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.message(), "remove container c1: engine down");
+    let e = timed(S, what, async {
+        Err::<(), _>(Error::unavailable("engine down"))
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.message(), "remove container c1: engine down");
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+}
