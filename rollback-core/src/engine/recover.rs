@@ -4,11 +4,24 @@ use futures_util::future::join_all;
 
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer};
+use super::{timed, CancellationToken, Deployer, HostTarget};
 use crate::event::Phase;
 use crate::machine::{CapturedRelease, HostState, Input};
 use crate::outcome::{DeployReport, Outcome};
 use crate::types::{labels, retained_name, ContainerInfo, Digest, Release};
+
+/// What recover found on one host.
+#[derive(Default)]
+struct Found {
+    /// The release of the app container of an interrupted deploy.
+    release: Option<Release>,
+    /// That container, when it runs.
+    interrupted: Option<ContainerInfo>,
+    /// The app container of a host with nothing to recover.
+    untouched: Option<ContainerInfo>,
+    /// Why the host could not be read.
+    errors: Vec<String>,
+}
 
 impl Deployer {
     /// Finish or revert a deploy that was interrupted.
@@ -37,8 +50,6 @@ impl Deployer {
     }
 
     async fn recover_with(&self, ev: &Emitter, cancel: &CancellationToken) -> DeployReport {
-        let limit = self.timeouts.engine;
-        let retained_name = retained_name(&self.app.name);
         let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
         let mut releases: Vec<Option<Release>> = vec![None; self.hosts.len()];
         let mut app_containers: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
@@ -46,102 +57,15 @@ impl Deployer {
         let mut untouched: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
         let mut read_errors = Vec::new();
 
-        for (run, host) in runs.iter_mut().zip(&self.hosts) {
-            let lock = match timed(
-                limit,
-                "read the lock",
-                host.runtime.lock_status(&self.app.name),
-            )
-            .await
-            {
-                Ok(Some(lock)) => {
-                    ev.note(
-                        Some(&host.id),
-                        Phase::Planned,
-                        format!("lock held by {lock}; it is released at the end"),
-                    );
-                    Some(lock)
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    read_errors.push(format!("host {}: {}", host.id, e.report()));
-                    None
-                }
-            };
-            // The lock is released at the end even though recover did not take it.
-            run.lock_taken = true;
-            let containers = match timed(
-                limit,
-                "list the app containers",
-                host.runtime.list_app(&self.app.name),
-            )
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    read_errors.push(format!("host {}: {}", host.id, e.report()));
-                    continue;
-                }
-            };
-            let app = containers.iter().find(|c| c.name == self.app.name).cloned();
-            let retained = containers.iter().find(|c| c.name == retained_name);
-            // A first deploy keeps no retained container: its app container
-            // carries the deployment of the lock left behind.
-            let interrupted_first = retained.is_none()
-                && lock.as_ref().is_some_and(|l| {
-                    app.as_ref().and_then(ContainerInfo::deployment).as_ref() == Some(&l.deployment)
-                });
-            if retained.is_none() && !interrupted_first {
-                ev.note(Some(&host.id), Phase::Done, "nothing to recover");
-                untouched[run.index] = app;
-                continue;
-            }
-            run.started = true;
-            run.before = retained.and_then(|r| r.release.clone());
-            run.previous_container = retained.map(|r| r.id.clone());
-            let retained = retained.map(|r| CapturedRelease {
-                container: r.id.clone(),
-                release: r.release.clone(),
-            });
-            releases[run.index] = app.as_ref().and_then(|c| c.release.clone());
-            match app {
-                Some(app) if app.state.is_running() => {
-                    run.state = HostState::Pulled {
-                        previous: retained.clone(),
-                    };
-                    self.advance(
-                        ev,
-                        host,
-                        run,
-                        Input::Switched {
-                            new_container: app.id.clone(),
-                        },
-                    );
-                    let state = std::mem::replace(&mut run.state, HostState::Planned);
-                    let (state, last) = self.verify(ev, host, &app.id, cancel, state, true).await;
-                    run.state = state;
-                    run.last_probe = last;
-                    app_containers[run.index] = Some(app);
-                }
-                app => {
-                    run.state = HostState::Pulled {
-                        previous: retained.clone(),
-                    };
-                    let reason = match &app {
-                        Some(c) => format!("{} is {}", self.app.name, c.state),
-                        None => format!("{} does not exist", self.app.name),
-                    };
-                    self.advance(
-                        ev,
-                        host,
-                        run,
-                        Input::SwitchFailed {
-                            new_container: app.map(|c| c.id),
-                            reason,
-                        },
-                    );
-                }
-            }
+        // Hosts are read and verified at once: a fleet recovers in the time of one host.
+        let reads = runs
+            .iter_mut()
+            .map(|run| self.recover_host(ev, &self.hosts[run.index], run, cancel));
+        for (i, found) in join_all(reads).await.into_iter().enumerate() {
+            releases[i] = found.release;
+            app_containers[i] = found.interrupted;
+            untouched[i] = found.untouched;
+            read_errors.extend(found.errors);
         }
 
         let failed = runs
@@ -235,6 +159,120 @@ impl Deployer {
             lock_holder: None,
             promoted,
         }
+    }
+
+    /// Read one host and, when a deploy was interrupted there, verify its
+    /// app container; leaves `run` in `Verified`, `RollingBack` or untouched.
+    async fn recover_host(
+        &self,
+        ev: &Emitter,
+        host: &HostTarget,
+        run: &mut HostRun,
+        cancel: &CancellationToken,
+    ) -> Found {
+        let limit = self.timeouts.engine;
+        let retained_name = retained_name(&self.app.name);
+        let mut found = Found::default();
+        let lock = match timed(
+            limit,
+            "read the lock",
+            host.runtime.lock_status(&self.app.name),
+        )
+        .await
+        {
+            Ok(Some(lock)) => {
+                ev.note(
+                    Some(&host.id),
+                    Phase::Planned,
+                    format!("lock held by {lock}; it is released at the end"),
+                );
+                Some(lock)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                found
+                    .errors
+                    .push(format!("host {}: {}", host.id, e.report()));
+                None
+            }
+        };
+        // The lock is released at the end even though recover did not take it.
+        run.lock_taken = true;
+        let containers = match timed(
+            limit,
+            "list the app containers",
+            host.runtime.list_app(&self.app.name),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                found
+                    .errors
+                    .push(format!("host {}: {}", host.id, e.report()));
+                return found;
+            }
+        };
+        let app = containers.iter().find(|c| c.name == self.app.name).cloned();
+        let retained = containers.iter().find(|c| c.name == retained_name);
+        // A first deploy keeps no retained container: its app container
+        // carries the deployment of the lock left behind.
+        let interrupted_first = retained.is_none()
+            && lock.as_ref().is_some_and(|l| {
+                app.as_ref().and_then(ContainerInfo::deployment).as_ref() == Some(&l.deployment)
+            });
+        if retained.is_none() && !interrupted_first {
+            ev.note(Some(&host.id), Phase::Done, "nothing to recover");
+            found.untouched = app;
+            return found;
+        }
+        run.started = true;
+        run.before = retained.and_then(|r| r.release.clone());
+        run.previous_container = retained.map(|r| r.id.clone());
+        let retained = retained.map(|r| CapturedRelease {
+            container: r.id.clone(),
+            release: r.release.clone(),
+        });
+        found.release = app.as_ref().and_then(|c| c.release.clone());
+        match app {
+            Some(app) if app.state.is_running() => {
+                run.state = HostState::Pulled {
+                    previous: retained.clone(),
+                };
+                self.advance(
+                    ev,
+                    host,
+                    run,
+                    Input::Switched {
+                        new_container: app.id.clone(),
+                    },
+                );
+                let state = std::mem::replace(&mut run.state, HostState::Planned);
+                let (state, last) = self.verify(ev, host, &app.id, cancel, state, true).await;
+                run.state = state;
+                run.last_probe = last;
+                found.interrupted = Some(app);
+            }
+            app => {
+                run.state = HostState::Pulled {
+                    previous: retained.clone(),
+                };
+                let reason = match &app {
+                    Some(c) => format!("{} is {}", self.app.name, c.state),
+                    None => format!("{} does not exist", self.app.name),
+                };
+                self.advance(
+                    ev,
+                    host,
+                    run,
+                    Input::SwitchFailed {
+                        new_container: app.map(|c| c.id),
+                        reason,
+                    },
+                );
+            }
+        }
+        found
     }
 
     /// Every interrupted host is healthy: promote from the labels and clean up.

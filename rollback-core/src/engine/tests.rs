@@ -1257,3 +1257,17 @@ async fn timed_names_the_operation_once() {
     assert_eq!(e.message(), "remove container c1: engine down");
     assert_eq!(e.kind(), ErrorKind::Unavailable);
 }
+
+#[tokio::test(start_paused = true)]
+async fn recover_verifies_the_hosts_at_once() {
+    let fleet = Fleet::new(3);
+    for host in 0..3 {
+        interrupted(&fleet, host);
+    }
+    let began = Instant::now();
+    let report = fleet.deployer().recover(CancellationToken::new()).await;
+    let took = began.elapsed();
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    // One host needs stable_for (3 s); three in turn would need 9 s.
+    assert!(took >= 3 * S && took < 5 * S, "recover took {took:?}");
+}
