@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
-use rollback_core::{CopyReport, Digest, Error, ImageRef, Registry, Result};
+use rollback_core::{CopyReport, Digest, Error, ErrorKind, ImageRef, Registry, Result};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::RegistryConfig;
@@ -133,10 +133,13 @@ fn sha256(bytes: &[u8]) -> Digest {
 
 /// An OCI/Docker registry client that implements [`Registry`].
 ///
-/// Copies are registry-side: a same-repository retag is one manifest `GET`
-/// and one manifest `PUT` of the exact bytes; a copy to another repository
-/// of the same registry mounts every blob (`POST ...?mount=`). No blob is
-/// ever downloaded.
+/// Copies are registry-side: a same-repository retag is a `HEAD` of the
+/// destination, one manifest `GET` and one manifest `PUT` of the exact
+/// bytes (no `PUT` when the destination already has the digest); a copy to
+/// another repository of the same registry mounts every blob
+/// (`POST ...?mount=`). No blob is ever downloaded. Nothing is asked of a
+/// registry before the first request: authentication starts at its first
+/// `401`.
 pub struct OciRegistry {
     transport: Transport,
 }
@@ -207,6 +210,11 @@ impl OciRegistry {
         })
     }
 
+    /// The copy, in as few requests as the registry allows: `HEAD` of the
+    /// destination, `GET` of the source (by tag or digest: its bytes and
+    /// their digest come in one answer), `PUT` of the destination only when
+    /// it holds another digest. A source pinned by digest that the
+    /// destination already has costs the `HEAD` alone.
     async fn copy_in(
         &self,
         session: &mut Session<'_>,
@@ -216,22 +224,14 @@ impl OciRegistry {
     ) -> Result<CopyStats> {
         let src_repo = source.repository();
         let dst_repo = destination.repository();
-        let source_digest = match source.digest() {
-            Some(digest) => digest,
-            None => {
-                let tag = reference_of(source)?;
-                match self.head_manifest(session, src_repo, &tag).await? {
-                    Some(digest) => digest,
-                    None => return Err(not_found(session.host(), src_repo, &tag)),
-                }
+        let pinned = source.digest();
+        let wanted = destination.digest();
+        if let (Some(pinned), Some(wanted)) = (&pinned, &wanted) {
+            if pinned != wanted {
+                return Err(mismatch(destination, wanted, pinned));
             }
-        };
-        let target = match (destination.tag(), destination.digest()) {
-            (_, Some(digest)) if digest != source_digest => {
-                return Err(Error::invalid_input(format!(
-                    "destination {destination} names digest {digest}, but the source is {source_digest}"
-                )))
-            }
+        }
+        let target = match (destination.tag(), &wanted) {
             // A reference with both tag and digest writes the tag.
             (Some(tag), _) => tag.to_owned(),
             (None, Some(digest)) => digest.to_string(),
@@ -241,21 +241,41 @@ impl OciRegistry {
                 )))
             }
         };
-        let mut stats = CopyStats {
-            digest: source_digest.clone(),
+        let present = self.head_manifest(session, dst_repo, &target).await?;
+        let unchanged = |digest: Digest| CopyStats {
+            digest,
             written: false,
             manifests_written: 0,
             blobs_mounted: 0,
             blobs_present: 0,
             requests: RequestCounts::default(),
         };
-        if self.head_manifest(session, dst_repo, &target).await? == Some(source_digest.clone()) {
+        if let Some(pinned) = &pinned {
+            if present.as_ref() == Some(pinned) {
+                return Ok(unchanged(pinned.clone()));
+            }
+        }
+        let reference = reference_of(source)?;
+        // One answer carries the bytes and their digest, so a tag moved
+        // meanwhile cannot pair one manifest's digest with another's bytes.
+        let manifest = match self
+            .fetch_manifest_by(session, src_repo, &reference, pinned.as_ref())
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(not_found(session.host(), src_repo, &reference))
+            }
+            other => other?,
+        };
+        if let Some(wanted) = &wanted {
+            if *wanted != manifest.digest {
+                return Err(mismatch(destination, wanted, &manifest.digest));
+            }
+        }
+        let mut stats = unchanged(manifest.digest.clone());
+        if present.as_ref() == Some(&manifest.digest) {
             return Ok(stats);
         }
-        // Fetch by digest, so a tag moved meanwhile cannot slip in other bytes.
-        let manifest = self
-            .fetch_manifest(session, src_repo, &source_digest)
-            .await?;
         if !same_repo {
             self.copy_dependencies(session, src_repo, dst_repo, &manifest, 0, &mut stats)
                 .await?;
@@ -538,6 +558,12 @@ fn reference_of(reference: &ImageRef) -> Result<String> {
             "{reference} has neither tag nor digest"
         ))),
     }
+}
+
+fn mismatch(destination: &ImageRef, wanted: &Digest, source: &Digest) -> Error {
+    Error::invalid_input(format!(
+        "destination {destination} names digest {wanted}, but the source is {source}"
+    ))
 }
 
 fn not_found(host: &str, repo: &str, reference: &str) -> Error {

@@ -1,9 +1,15 @@
 //! HTTP to one registry: bounded retries, body caps, and authentication
 //! (anonymous, Basic, Bearer tokens covering every repository an operation touches).
+//!
+//! Authentication is lazy: a request goes out with what is known of its
+//! host (nothing at first), and only a `401` with a `WWW-Authenticate`
+//! challenge starts the Basic or Bearer flow, after which the request is
+//! sent once more. What a host asked for is remembered, so later requests
+//! carry credentials up front.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,10 +25,10 @@ use crate::config::RegistryConfig;
 /// Bodies of error answers are read up to this size, for their message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-/// How a registry host wants to be spoken to, learnt from `GET /v2/`.
+/// How a registry host wants to be spoken to, learnt from its first `401`
+/// (a host that never sent one is spoken to anonymously).
 #[derive(Debug, Clone)]
 enum HostAuth {
-    Anonymous,
     Basic,
     Bearer {
         realm: String,
@@ -130,7 +136,9 @@ pub struct RequestCounts {
     pub manifest_puts: u32,
     /// Cross-repository mount requests (`POST .../blobs/uploads/?mount=`).
     pub blob_mounts: u32,
-    /// Requests that only serve authentication (`GET /v2/`, token endpoint).
+    /// Requests that serve authentication: token requests, and requests the
+    /// registry answered `401` before credentials were sent (each is sent
+    /// again with them, counted under its own kind).
     pub auth: u32,
     /// Repeats after a 429, a 5xx or a broken connection.
     pub retries: u32,
@@ -138,7 +146,11 @@ pub struct RequestCounts {
 
 /// State shared by every operation of one client.
 pub(crate) struct Transport {
-    client: reqwest::Client,
+    /// For `http://` URLs: built without root certificates, so speaking to a
+    /// plain-HTTP registry never reads the system's certificate store.
+    plain: OnceLock<reqwest::Client>,
+    /// For `https://` URLs: verifies with the platform's roots; built on first use.
+    tls: OnceLock<reqwest::Client>,
     config: RegistryConfig,
     source: CredentialSource,
     hosts: Mutex<HashMap<String, HostAuth>>,
@@ -148,17 +160,12 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub(crate) fn new(config: RegistryConfig) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("rollback/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| Error::other("cannot build the http client").with_source(e))?;
         let source = CredentialSource {
             config_file: config.docker_config_file(),
         };
         Ok(Transport {
-            client,
+            plain: OnceLock::new(),
+            tls: OnceLock::new(),
             config,
             source,
             hosts: Mutex::default(),
@@ -169,6 +176,43 @@ impl Transport {
 
     pub(crate) fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// The client for `url`: the plain one for `http://`, the TLS one otherwise.
+    fn client_for(&self, url: &str) -> Result<&reqwest::Client> {
+        let plain = url.starts_with("http://");
+        let cell = if plain { &self.plain } else { &self.tls };
+        if let Some(client) = cell.get() {
+            return Ok(client);
+        }
+        let client = self.build_client(plain)?;
+        // Another request may have won the race: either client is as good.
+        Ok(cell.get_or_init(|| client))
+    }
+
+    fn build_client(&self, plain: bool) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("rollback/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(self.config.request_timeout.min(Duration::from_secs(10)))
+            .timeout(self.config.request_timeout);
+        if plain {
+            // No roots: an `https://` redirect is not followed but handed back,
+            // and `try_once` sends the request again with the TLS client.
+            builder = builder.tls_certs_only(std::iter::empty()).redirect(
+                reqwest::redirect::Policy::custom(|attempt| {
+                    if attempt.url().scheme() == "https" {
+                        attempt.stop()
+                    } else if attempt.previous().len() >= 10 {
+                        attempt.error("too many redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }),
+            );
+        }
+        builder
+            .build()
+            .map_err(|e| Error::other("cannot build the http client").with_source(e))
     }
 
     /// `http://host` for loopback and configured insecure hosts, else `https://host`.
@@ -236,17 +280,33 @@ impl Transport {
         let unreachable = |e: reqwest::Error| {
             Error::unavailable(format!("{} {} failed", request.method, request.url)).with_source(e)
         };
-        let mut builder = self.client.request(request.method.clone(), &request.url);
-        for (name, value) in &request.headers {
-            builder = builder.header(*name, value.as_str());
+        let send = |client: &reqwest::Client| {
+            let mut builder = client.request(request.method.clone(), &request.url);
+            for (name, value) in &request.headers {
+                builder = builder.header(*name, value.as_str());
+            }
+            if let Some(auth) = auth {
+                builder = builder.header(AUTHORIZATION, auth.clone());
+            }
+            if let Some(body) = &request.body {
+                builder = builder.body(body.clone());
+            }
+            builder.send()
+        };
+        let client = self.client_for(&request.url)?;
+        let mut response = send(client).await.map_err(unreachable)?;
+        if response.status().is_redirection() && request.url.starts_with("http://") {
+            let to_tls = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|l| l.starts_with("https://"));
+            if to_tls {
+                // The plain client stops there; the TLS one follows the redirect.
+                let tls = self.client_for("https://")?;
+                response = send(tls).await.map_err(unreachable)?;
+            }
         }
-        if let Some(auth) = auth {
-            builder = builder.header(AUTHORIZATION, auth.clone());
-        }
-        if let Some(body) = &request.body {
-            builder = builder.body(body.clone());
-        }
-        let mut response = builder.send().await.map_err(unreachable)?;
         let status = response.status();
         let headers = response.headers().clone();
         let limit = if status.is_success() {
@@ -379,8 +439,11 @@ impl<'a> Session<'a> {
     /// naming the credential source; every other status is returned.
     pub(crate) async fn send(&mut self, request: Request) -> Result<Reply> {
         if !self.ready {
-            let host_auth = self.host_auth().await?;
-            self.authorize(&host_auth, false).await?;
+            // What an earlier operation learnt of the host; nothing is asked up front.
+            let known = lock(&self.transport.hosts).get(&self.host).cloned();
+            if let Some(host_auth) = known {
+                self.authorize(&host_auth, false).await?;
+            }
             self.ready = true;
         }
         let reply = self
@@ -390,7 +453,9 @@ impl<'a> Session<'a> {
         if reply.status != StatusCode::UNAUTHORIZED {
             return self.check_forbidden(reply);
         }
-        // The challenge may have changed (or a cached token expired): learn it again once.
+        self.counts.auth += 1;
+        // The host wants credentials, its challenge changed, or a cached token
+        // expired: learn the challenge and send the request once more.
         let host_auth = match reply
             .header(WWW_AUTHENTICATE.as_str())
             .and_then(Challenge::parse)
@@ -428,37 +493,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// What `GET /v2/` says about authentication, cached per host.
-    async fn host_auth(&mut self) -> Result<HostAuth> {
-        if let Some(known) = lock(&self.transport.hosts).get(&self.host) {
-            return Ok(known.clone());
-        }
-        let ping = Request::new(Method::GET, self.url("/v2/"));
-        self.counts.auth += 1;
-        let reply = self
-            .transport
-            .round_trip(&ping, None, &mut self.counts)
-            .await?;
-        let host_auth = if reply.status == StatusCode::UNAUTHORIZED {
-            reply
-                .header(WWW_AUTHENTICATE.as_str())
-                .and_then(Challenge::parse)
-                .map(host_auth_from)
-                .unwrap_or(HostAuth::Anonymous)
-        } else {
-            HostAuth::Anonymous
-        };
-        lock(&self.transport.hosts).insert(self.host.clone(), host_auth.clone());
-        Ok(host_auth)
-    }
-
     /// Set the `Authorization` header for `host_auth`; `refresh` skips cached tokens.
     async fn authorize(&mut self, host_auth: &HostAuth, refresh: bool) -> Result<()> {
         match host_auth {
-            HostAuth::Anonymous => {
-                self.auth = None;
-                self.used_credentials = false;
-            }
             HostAuth::Basic => match self.transport.credential(&self.host).await? {
                 Some(Credential::UsernamePassword(user, password)) => {
                     let encoded = base64::engine::general_purpose::STANDARD
@@ -633,6 +670,22 @@ mod tests {
             "https://index.docker.io"
         );
         assert_eq!(transport.base_url("10.0.0.1:5000"), "https://10.0.0.1:5000");
+    }
+
+    #[test]
+    fn plain_http_never_builds_the_tls_client() {
+        let transport = Transport::new(RegistryConfig::default()).unwrap();
+        transport.client_for("http://127.0.0.1:15000/v2/").unwrap();
+        transport.client_for("http://localhost:5000/v2/").unwrap();
+        assert!(transport.plain.get().is_some());
+        assert!(
+            transport.tls.get().is_none(),
+            "reading the system's roots is left to https registries"
+        );
+        transport
+            .client_for("https://registry.example/v2/")
+            .unwrap();
+        assert!(transport.tls.get().is_some());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{sha256, TempDir, OCI_MANIFEST};
 use rollback_core::{ErrorKind, ImageRef, Registry};
-use rollback_registry::{OciRegistry, RegistryConfig};
+use rollback_registry::{OciRegistry, RegistryConfig, RequestCounts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -215,6 +215,20 @@ async fn serve(
     stream.shutdown().await
 }
 
+/// `METHOD /path` of each request, the query of token requests left out.
+fn requests(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .map(|s| {
+            let path = if s.path.starts_with("/token") {
+                "/token"
+            } else {
+                s.path.as_str()
+            };
+            format!("{} {path}", s.method)
+        })
+        .collect()
+}
+
 fn client(dir: &TempDir) -> OciRegistry {
     OciRegistry::new(RegistryConfig {
         docker_config: Some(dir.0.clone()),
@@ -375,7 +389,7 @@ async fn too_many_requests_then_success_is_retried() {
                 .filter(|s| s.method == m && s.path.contains("/manifests/"))
                 .count()
         };
-        if seen.method == "HEAD" && seen.path.ends_with("/manifests/src") && earlier("HEAD") == 0 {
+        if seen.method == "HEAD" && seen.path.ends_with("/manifests/dst") && earlier("HEAD") == 0 {
             return answer(
                 429,
                 &[("Retry-After", "0")],
@@ -654,15 +668,28 @@ async fn bearer_token_is_fetched_with_docker_config_credentials() {
     eprintln!("bearer with credentials: {:?}", stats.requests);
     assert!(stats.written);
     assert_eq!(stats.blobs_mounted, 1);
+    let blob = format!("sha256:{}", "a".repeat(64));
     assert_eq!(
-        seen.iter().filter(|s| s.path.starts_with("/token")).count(),
-        1
+        requests(&seen),
+        vec![
+            "HEAD /v2/dst/manifests/v1".to_owned(),
+            "GET /token".to_owned(),
+            "HEAD /v2/dst/manifests/v1".to_owned(),
+            "GET /v2/src/manifests/v1".to_owned(),
+            format!("HEAD /v2/dst/blobs/{blob}"),
+            format!("POST /v2/dst/blobs/uploads/?mount={blob}&from=src"),
+            "PUT /v2/dst/manifests/v1".to_owned(),
+        ],
+        "no ping: the first request learns the challenge"
     );
+    assert_eq!(stats.requests.auth, 2, "the 401 and the token request");
+    assert_eq!(seen[0].header("Authorization"), None, "anonymous first");
     assert!(
-        seen.iter()
-            .filter(|s| s.path.starts_with("/v2/") && s.path != "/v2/")
+        seen[2..]
+            .iter()
+            .filter(|s| s.path.starts_with("/v2/"))
             .all(|s| s.header("Authorization") == Some("Bearer t0ken")),
-        "registry requests carry the token only"
+        "registry requests carry the token only, never the password"
     );
     let put = seen.iter().find(|s| s.method == "PUT").unwrap();
     assert_eq!(sha256(&put.body), digest);
@@ -712,4 +739,190 @@ async fn unauthorized_anonymous_access_names_the_config_file() {
         dir.0.join("config.json").display()
     );
     assert!(err.report().contains(&expected), "{}", err.report());
+}
+
+/// A registry where `app:dst` exists once it was written.
+fn remembering(seen: &Seen, before: &[Seen], body: &[u8], digest: &str) -> Answer {
+    let written = before
+        .iter()
+        .any(|s| s.method == "PUT" && s.path == "/v2/app/manifests/dst");
+    if seen.method == "HEAD" && seen.path == "/v2/app/manifests/dst" && written {
+        return answer(
+            200,
+            &[
+                ("Content-Type", OCI_MANIFEST),
+                ("Docker-Content-Digest", digest),
+            ],
+            body.to_vec(),
+        );
+    }
+    honest(seen, body, digest)
+}
+
+#[tokio::test]
+async fn retag_is_head_get_put_and_again_head_get_without_a_ping() {
+    let (body, digest) = manifest();
+    let expected = digest.clone();
+    let server =
+        Hostile::start(move |seen, before| remembering(seen, before, &body, &digest)).await;
+    let dir = TempDir::new("hostile");
+    let client = client(&dir);
+    let source = reference(&server, "app:src");
+    let destination = reference(&server, "app:dst");
+
+    let first = client
+        .copy_with_report(&source, &destination)
+        .await
+        .unwrap();
+    assert!(first.written);
+    assert_eq!(first.digest.as_str(), expected);
+    assert_eq!(
+        first.requests,
+        RequestCounts {
+            heads: 1,
+            manifest_gets: 1,
+            manifest_puts: 1,
+            ..RequestCounts::default()
+        }
+    );
+    assert_eq!(
+        requests(&server.seen()),
+        [
+            "HEAD /v2/app/manifests/dst",
+            "GET /v2/app/manifests/src",
+            "PUT /v2/app/manifests/dst",
+        ]
+    );
+    let put = &server.seen()[2];
+    assert_eq!(put.body, manifest().0, "exact bytes written");
+    assert_eq!(put.header("Content-Type"), Some(OCI_MANIFEST));
+
+    let again = client
+        .copy_with_report(&source, &destination)
+        .await
+        .unwrap();
+    assert!(!again.written, "the destination already had the digest");
+    assert_eq!(again.digest.as_str(), expected);
+    assert_eq!(
+        again.requests,
+        RequestCounts {
+            heads: 1,
+            manifest_gets: 1,
+            ..RequestCounts::default()
+        }
+    );
+    assert_eq!(
+        requests(&server.seen()[3..]),
+        ["HEAD /v2/app/manifests/dst", "GET /v2/app/manifests/src"]
+    );
+}
+
+#[tokio::test]
+async fn source_pinned_by_digest_already_at_the_destination_costs_one_head() {
+    let (body, digest) = manifest();
+    let pinned = digest.clone();
+    let server = Hostile::start(move |seen, _| {
+        if seen.method == "HEAD" && seen.path == "/v2/app/manifests/dst" {
+            return answer(200, &[("Docker-Content-Digest", digest.as_str())], "");
+        }
+        honest(seen, &body, &digest)
+    })
+    .await;
+    let dir = TempDir::new("hostile");
+    let stats = client(&dir)
+        .copy_with_report(
+            &reference(&server, &format!("app@{pinned}")),
+            &reference(&server, "app:dst"),
+        )
+        .await
+        .unwrap();
+    assert!(!stats.written);
+    assert_eq!(stats.digest.as_str(), pinned);
+    assert_eq!(requests(&server.seen()), ["HEAD /v2/app/manifests/dst"]);
+}
+
+/// Basic credentials are sent after the first 401 and up front afterwards.
+#[tokio::test]
+async fn basic_challenge_is_answered_once_and_remembered_by_the_client() {
+    let (body, digest) = manifest();
+    let expected_auth = format!("Basic {}", common::basic("ci", "pa55"));
+    let server = Hostile::start(move |seen, before| {
+        if seen.header("Authorization") != Some(expected_auth.as_str()) {
+            return answer(
+                401,
+                &[("WWW-Authenticate", r#"Basic realm="hostile""#)],
+                r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+            );
+        }
+        remembering(seen, before, &body, &digest)
+    })
+    .await;
+    let dir = TempDir::new("hostile-basic");
+    std::fs::write(
+        dir.0.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            server.address,
+            common::basic("ci", "pa55")
+        ),
+    )
+    .unwrap();
+    let client = client(&dir);
+    let first = client
+        .copy_with_report(
+            &reference(&server, "app:src"),
+            &reference(&server, "app:dst"),
+        )
+        .await
+        .unwrap();
+    assert!(first.written);
+    assert_eq!(first.requests.auth, 1, "one 401, no token endpoint");
+    assert_eq!(
+        requests(&server.seen()),
+        [
+            "HEAD /v2/app/manifests/dst",
+            "HEAD /v2/app/manifests/dst",
+            "GET /v2/app/manifests/src",
+            "PUT /v2/app/manifests/dst",
+        ]
+    );
+    let seen_before = server.seen().len();
+    let resolved = client
+        .resolve(&reference(&server, "app:dst"))
+        .await
+        .unwrap();
+    assert_eq!(resolved, first.digest);
+    let later = &server.seen()[seen_before..];
+    assert_eq!(requests(later), ["HEAD /v2/app/manifests/dst"]);
+    assert!(later[0].header("Authorization").is_some(), "sent up front");
+}
+
+#[tokio::test]
+async fn plain_http_redirects_are_followed() {
+    let (body, digest) = manifest();
+    let server = Hostile::start(move |seen, _| {
+        if seen.method == "GET" && seen.path == "/v2/app/manifests/src" {
+            return answer(307, &[("Location", "/v2/app/manifests/moved")], "");
+        }
+        honest(seen, &body, &digest)
+    })
+    .await;
+    let dir = TempDir::new("hostile");
+    let stats = client(&dir)
+        .copy_with_report(
+            &reference(&server, "app:src"),
+            &reference(&server, "app:dst"),
+        )
+        .await
+        .unwrap();
+    assert!(stats.written);
+    assert_eq!(
+        requests(&server.seen()),
+        [
+            "HEAD /v2/app/manifests/dst",
+            "GET /v2/app/manifests/src",
+            "GET /v2/app/manifests/moved",
+            "PUT /v2/app/manifests/dst",
+        ]
+    );
 }

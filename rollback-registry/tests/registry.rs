@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use rollback_core::{ErrorKind, ImageRef, Registry};
-use rollback_registry::{OciRegistry, RegistryConfig};
+use rollback_registry::{OciRegistry, RegistryConfig, RequestCounts};
 
 fn anon() -> String {
     test_env("ROLLBACK_TEST_REGISTRY")
@@ -84,8 +84,19 @@ async fn assert_retag_is_exact(repo: &str, source_digest: &str, what: &str) {
     assert_eq!(count(&t, "POST uploads"), 0, "{what}: uploads in {first:?}");
     assert_eq!(
         count(&t, "HEAD manifests"),
-        2,
-        "{what}: source and destination HEADs in {first:?}"
+        1,
+        "{what}: the destination HEAD in {first:?}"
+    );
+    assert_eq!(first.len(), 3, "{what}: HEAD, GET, PUT only: {first:?}");
+    assert_eq!(
+        stats.requests,
+        RequestCounts {
+            heads: 1,
+            manifest_gets: 1,
+            manifest_puts: 1,
+            ..RequestCounts::default()
+        },
+        "{what}: no ping, no authentication, no retry"
     );
 
     let window = LogWindow::open(&anon_log());
@@ -103,8 +114,11 @@ async fn assert_retag_is_exact(repo: &str, source_digest: &str, what: &str) {
         again.requests
     );
     assert!(!again.written, "{what}: second retag wrote");
+    assert_eq!(again.digest.as_str(), source_digest);
     assert_eq!(count(&t, "PUT manifests"), 0, "{what}: {second:?}");
-    assert_eq!(count(&t, "GET manifests"), 0, "{what}: {second:?}");
+    assert_eq!(count(&t, "GET manifests"), 1, "{what}: {second:?}");
+    assert_eq!(count(&t, "HEAD manifests"), 1, "{what}: {second:?}");
+    assert_eq!(second.len(), 2, "{what}: {second:?}");
 }
 
 #[tokio::test]
