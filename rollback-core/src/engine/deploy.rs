@@ -140,23 +140,7 @@ impl Deployer {
             .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
         join_all(unlocks).await;
         let (outcome, reason, promoted, lock_holder) = report;
-        let phase = match outcome {
-            Outcome::Deployed => Phase::Done,
-            Outcome::RolledBack => Phase::RolledBack,
-            Outcome::RollbackFailed => Phase::RollbackFailed,
-            Outcome::PromotionFailed => Phase::Verified,
-            _ => Phase::Failed,
-        };
-        ev.transition(
-            None,
-            phase,
-            match &reason {
-                // The phase already names the outcome: do not say it twice.
-                Some(reason) if phase.as_str() == outcome.as_str() => reason.clone(),
-                Some(reason) => format!("{outcome}: {reason}"),
-                None => outcome.to_string(),
-            },
-        );
+        announce_outcome(ev, outcome, reason.as_deref());
         DeployReport {
             outcome,
             hosts: runs
@@ -430,4 +414,22 @@ fn fleet_outcome(runs: &[HostRun]) -> Outcome {
     } else {
         Outcome::Failed
     }
+}
+
+/// The fleet's last event: the phase that matches the outcome, and the reason.
+pub(crate) fn announce_outcome(ev: &Emitter, outcome: Outcome, reason: Option<&str>) {
+    let phase = match outcome {
+        Outcome::Deployed => Phase::Done,
+        Outcome::RolledBack => Phase::RolledBack,
+        Outcome::RollbackFailed => Phase::RollbackFailed,
+        Outcome::PromotionFailed => Phase::Verified,
+        _ => Phase::Failed,
+    };
+    let detail = match reason {
+        // The phase already names the outcome: do not say it twice.
+        Some(reason) if phase.as_str() == outcome.as_str() => reason.to_owned(),
+        Some(reason) => format!("{outcome}: {reason}"),
+        None => outcome.to_string(),
+    };
+    ev.transition(None, phase, detail);
 }

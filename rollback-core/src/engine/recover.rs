@@ -136,18 +136,7 @@ impl Deployer {
             .iter_mut()
             .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
         join_all(unlocks).await;
-        ev.transition(
-            None,
-            if outcome == Outcome::Deployed {
-                Phase::Done
-            } else {
-                Phase::Failed
-            },
-            match &reason {
-                Some(reason) => format!("{outcome}: {reason}"),
-                None => outcome.to_string(),
-            },
-        );
+        super::deploy::announce_outcome(ev, outcome, reason.as_deref());
         DeployReport {
             outcome,
             hosts: runs
