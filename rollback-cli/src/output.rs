@@ -369,6 +369,10 @@ pub fn human_report(
         rollback_core::Outcome::PromotionFailed => {
             format!("deployed{target} on every host, but the registry tags were not moved")
         }
+        // A first deploy has no previous release: then nothing runs.
+        rollback_core::Outcome::RolledBack if report.hosts.iter().all(|h| h.after.is_none()) => {
+            format!("rolled back{target}: there was no previous release, nothing runs")
+        }
         rollback_core::Outcome::RolledBack => {
             format!("rolled back{target}: the previous release runs and is healthy")
         }
