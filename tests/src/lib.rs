@@ -243,6 +243,14 @@ pub struct Run {
 }
 
 impl Run {
+    /// Exit code and both streams, for assertion messages.
+    pub fn explain(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
     /// Both streams, for secret scans.
     pub fn all_output(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
@@ -478,6 +486,17 @@ pub fn health_of(port: u16) -> Option<(String, String)> {
 }
 
 impl Fleet {
+    /// `prod-a` on the default engine and `prod-b` on engine B.
+    pub fn two_hosts(prefix: &str) -> Self {
+        Fleet::new(prefix, &[("prod-a", None), ("prod-b", Some(engine_b()))])
+    }
+
+    /// Deploy `tag` and insist on exit 0.
+    pub fn deploy_ok(&self, tag: &str) {
+        let run = self.run(&["deploy", "--tag", tag]);
+        assert_eq!(run.code, 0, "deploy {tag}: {}", run.explain());
+    }
+
     /// A fleet in the shared registry; `engines` are `(host name, engine)`.
     pub fn new(prefix: &str, engines: &[(&str, Option<String>)]) -> Self {
         Self::in_registry(prefix, &registry(), engines)

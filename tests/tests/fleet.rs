@@ -9,23 +9,6 @@ use rollback_e2e::*;
 
 const ROLLBACK_ALL_BATCH_1: &str = "[rollout]\nbatch = 1\non_failure = \"rollback-all\"\n";
 
-fn two_hosts(prefix: &str) -> Fleet {
-    Fleet::new(prefix, &[("prod-a", None), ("prod-b", Some(engine_b()))])
-}
-
-fn explain(run: &Run) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    )
-}
-
-/// Deploy `tag` and insist on exit 0.
-fn deploy_ok(fleet: &Fleet, tag: &str) {
-    let run = fleet.run(&["deploy", "--tag", tag]);
-    assert_eq!(run.code, 0, "deploy {tag}: {}", explain(&run));
-}
-
 /// The host entry of the outcome object.
 fn host_outcome<'a>(outcome: &'a serde_json::Value, host: &str) -> &'a serde_json::Value {
     outcome["hosts"]
@@ -43,22 +26,22 @@ fn went_through(run: &Run, host: &str, phase: &str) -> bool {
 
 #[test]
 fn batch_1_rollback_all_reverts_the_verified_host_when_the_next_one_crashes() {
-    let mut fleet = two_hosts("fleet-all");
+    let mut fleet = Fleet::two_hosts("fleet-all");
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
     fleet.write_config(ROLLBACK_ALL_BATCH_1);
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let before = [fleet.running_id(0), fleet.running_id(1)];
 
     // The same release crashes on prod-b only.
     fleet.hosts[1].env = "APP_MODE = \"crash\"".into();
     fleet.write_config(ROLLBACK_ALL_BATCH_1);
     let run = fleet.run(&["deploy", "--tag", "v2"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert!(
         went_through(&run, "prod-a", "verified"),
         "prod-a was verified on v2 before prod-b failed: {}",
-        explain(&run)
+        run.explain()
     );
     let outcome = run.outcome();
     assert_eq!(outcome["outcome"], "rolled_back");
@@ -87,11 +70,11 @@ fn batch_1_rollback_all_reverts_the_verified_host_when_the_next_one_crashes() {
 
 #[test]
 fn halt_leaves_the_failed_host_for_recover_and_rollback_host_keeps_verified_hosts() {
-    let mut fleet = two_hosts("fleet-policies");
+    let mut fleet = Fleet::two_hosts("fleet-policies");
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
     fleet.write_config("");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let v1_b = fleet.running_id(1);
 
     // halt: prod-a verified on v2 stays so, prod-b keeps its crashed
@@ -99,7 +82,7 @@ fn halt_leaves_the_failed_host_for_recover_and_rollback_host_keeps_verified_host
     fleet.hosts[1].env = "APP_MODE = \"crash\"".into();
     fleet.write_config("[rollout]\non_failure = \"halt\"\n");
     let run = fleet.run(&["deploy", "--tag", "v2"]);
-    assert_eq!(run.code, 4, "{}", explain(&run));
+    assert_eq!(run.code, 4, "{}", run.explain());
     let outcome = run.outcome();
     assert_eq!(outcome["outcome"], "rollback_failed");
     assert!(
@@ -131,7 +114,7 @@ fn halt_leaves_the_failed_host_for_recover_and_rollback_host_keeps_verified_host
 
     // recover: prod-b is not healthy, so both hosts get v1 back.
     let run = fleet.run(&["recover"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert_eq!(fleet.assert_invariant(&["v1"]), ["v1", "v1"]);
     assert_eq!(
         fleet.running_id(1),
@@ -142,7 +125,7 @@ fn halt_leaves_the_failed_host_for_recover_and_rollback_host_keeps_verified_host
     // rollback-host: prod-a keeps v2, prod-b alone goes back; no tag moves.
     fleet.write_config("[rollout]\non_failure = \"rollback-host\"\n");
     let run = fleet.run(&["deploy", "--tag", "v2"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     let outcome = run.outcome();
     assert_eq!(outcome["outcome"], "rolled_back");
     assert_eq!(outcome["promoted"], false);
@@ -166,7 +149,7 @@ fn halt_leaves_the_failed_host_for_recover_and_rollback_host_keeps_verified_host
     // Fixed: the same release reaches both hosts and moves the tags.
     fleet.hosts[1].env.clear();
     fleet.write_config("");
-    deploy_ok(&fleet, "v2");
+    fleet.deploy_ok("v2");
     assert_eq!(fleet.assert_invariant(&["v2"]), ["v2", "v2"]);
     assert_eq!(fleet.tag_digest("latest"), Some(v2));
     assert_eq!(fleet.tag_digest("previous"), Some(v1));
@@ -174,23 +157,23 @@ fn halt_leaves_the_failed_host_for_recover_and_rollback_host_keeps_verified_host
 
 #[test]
 fn batch_2_deploys_both_hosts_at_once_and_reverts_both_on_one_failure() {
-    let mut fleet = two_hosts("fleet-batch2");
+    let mut fleet = Fleet::two_hosts("fleet-batch2");
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     push_release(&fleet.repo, "v2", "v2", "healthy");
     let batch_2 = "[rollout]\nbatch = 2\n";
     fleet.write_config(batch_2);
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let before = [fleet.running_id(0), fleet.running_id(1)];
 
     // The first host crashes; with batch 1 prod-b would never be touched.
     fleet.hosts[0].env = "APP_MODE = \"crash\"".into();
     fleet.write_config(batch_2);
     let run = fleet.run(&["deploy", "--tag", "v2"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert!(
         went_through(&run, "prod-b", "switched"),
         "prod-b was switched in the same batch: {}",
-        explain(&run)
+        run.explain()
     );
     let outcome = run.outcome();
     assert_eq!(outcome["outcome"], "rolled_back");
@@ -206,12 +189,12 @@ fn batch_2_deploys_both_hosts_at_once_and_reverts_both_on_one_failure() {
 
 #[test]
 fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
-    let fleet = two_hosts("fleet-locks");
+    let fleet = Fleet::two_hosts("fleet-locks");
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
     let v3 = push_release(&fleet.repo, "v3", "v3", "healthy");
     fleet.write_config("");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
 
     // The winner lingers 2s in verification, so a slow machine cannot
     // start the second deploy only after the first is over.
@@ -228,8 +211,8 @@ fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
         codes,
         [0, 5],
         "one deploys, one is refused:\n{}\n{}",
-        explain(&runs[0]),
-        explain(&runs[1])
+        runs[0].explain(),
+        runs[1].explain()
     );
     let refused = runs.iter().find(|r| r.code == 5).unwrap();
     let outcome = refused.outcome();
@@ -259,7 +242,7 @@ fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
     assert!(
         refused.all_output().contains(&winner_deployment),
         "the refusal names the holder's deployment: {}",
-        explain(refused)
+        refused.explain()
     );
     assert!(
         refused
@@ -267,7 +250,7 @@ fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
             .iter()
             .all(|e| !["switched", "captured"].contains(&e["phase"].as_str().unwrap_or(""))),
         "the refused deploy touched nothing: {}",
-        explain(refused)
+        refused.explain()
     );
     assert_eq!(fleet.assert_invariant(&["v2"]), ["v2", "v2"]);
     assert_eq!(fleet.tag_digest("previous"), Some(v1));
@@ -282,26 +265,26 @@ fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
     assert!(
         fleet.lock_exists(0) && fleet.lock_exists(1),
         "{}",
-        explain(&killed)
+        killed.explain()
     );
 
     let run = fleet.run(&["lock", "status"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     let locks: Vec<_> = run
         .json_lines()
         .into_iter()
         .filter(|l| l["host"].is_string())
         .collect();
-    assert_eq!(locks.len(), 2, "{}", explain(&run));
+    assert_eq!(locks.len(), 2, "{}", run.explain());
     for lock in &locks {
-        assert_eq!(lock["lock"]["target"], "v3", "{}", explain(&run));
+        assert_eq!(lock["lock"]["target"], "v3", "{}", run.explain());
         assert!(lock["lock"]["deployment"]
             .as_str()
             .is_some_and(|d| !d.is_empty()));
     }
 
     let run = fleet.run(&["lock", "release"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert!(
         run.json_lines()
             .iter()
@@ -309,20 +292,20 @@ fn of_two_deploys_at_once_one_proceeds_and_the_other_is_refused() {
             .count()
             == 2,
         "{}",
-        explain(&run)
+        run.explain()
     );
     assert!(!fleet.lock_exists(0) && !fleet.lock_exists(1));
     let run = fleet.run(&["lock", "status"]);
     assert!(
         run.json_lines().iter().all(|l| l["lock"].is_null()),
         "{}",
-        explain(&run)
+        run.explain()
     );
 
     // prod-a was left mid-verify on v3 while prod-b still runs v2: recover
     // cannot promote a release one host never got, so prod-a goes back.
     let run = fleet.run(&["recover"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert_eq!(fleet.assert_invariant(&["v2"]), ["v2", "v2"]);
     assert_eq!(fleet.tag_digest("latest"), Some(v2));
     assert_ne!(fleet.tag_digest("latest"), Some(v3));

@@ -107,13 +107,6 @@ stable_for = "1s"
     }
 }
 
-fn explain(run: &Run) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    )
-}
-
 #[test]
 fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
     let app = App::new("e2e-pipeline");
@@ -124,18 +117,18 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
 
     // v1: the first deploy.
     let run = app.deploy("v1");
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert_eq!(app.answering().as_deref(), Some("v1 UP"));
     assert_eq!(app.tag_digest("latest"), Some(v1.clone()));
     let v1_container = app.running_id();
 
     // v2 crashes at start: rolled back to v1, the same container, tags untouched.
     let run = app.deploy("v2");
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert!(
         run.all_output().contains("fatal: cannot start"),
         "the failed container's last log lines are shown:\n{}",
-        explain(&run)
+        run.explain()
     );
     assert_eq!(app.answering().as_deref(), Some("v1 UP"));
     assert_eq!(
@@ -147,11 +140,11 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
 
     // v3 answers DOWN: rolled back to v1.
     let run = app.deploy("v3");
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert!(
         run.all_output().contains("DOWN"),
         "the last probe answer is shown:\n{}",
-        explain(&run)
+        run.explain()
     );
     assert_eq!(app.answering().as_deref(), Some("v1 UP"));
     assert_eq!(app.running_id(), v1_container);
@@ -159,7 +152,7 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
 
     // v4 is healthy: deployed and promoted; the retained v1 container is gone.
     let run = app.run(&["deploy", "--tag", "v4", "--output", "json"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert_eq!(app.answering().as_deref(), Some("v4 UP"));
     assert_eq!(app.tag_digest("latest"), Some(v4.clone()));
     assert_eq!(app.tag_digest("previous"), Some(v1.clone()));
@@ -184,7 +177,7 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
 
     // undo puts v1 back, verified, and swaps the tags.
     let run = app.run(&["undo"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert_eq!(app.answering().as_deref(), Some("v1 UP"));
     assert_eq!(app.tag_digest("latest"), Some(v1.clone()));
     assert_eq!(app.tag_digest("previous"), Some(v4.clone()));
@@ -192,11 +185,11 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
 
     // status names the running release.
     let run = app.run(&["status"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert!(
         run.all_output().contains(&v1[7..19]),
         "status shows v1's digest:\n{}",
-        explain(&run)
+        run.explain()
     );
 }
 
@@ -205,7 +198,7 @@ fn a_failed_first_deploy_leaves_nothing_running_and_says_why() {
     let app = App::new("e2e-first");
     push_release(&app.repo, "bad", "v2", "crash");
     let run = app.run(&["deploy", "--tag", "bad", "--output", "json"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     let outcome = run.outcome();
     assert_eq!(outcome["outcome"], "rolled_back");
     let reason = outcome["reason"]
@@ -227,7 +220,7 @@ fn bad_input_changes_nothing_and_names_the_cause() {
     let app = App::new("e2e-bad");
     push_release(&app.repo, "v1", "v1", "healthy");
     let run = app.deploy("v1");
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     let before = app.running_id();
     let latest = app.tag_digest("latest");
 
@@ -244,40 +237,40 @@ fn bad_input_changes_nothing_and_names_the_cause() {
     // An unknown key: exit 2, file, line and key named.
     app.write_config("\n[rollout]\nbatch = 1\nstrategy = \"fast\"\n");
     let run = app.deploy("v1");
-    assert_eq!(run.code, 2, "{}", explain(&run));
-    assert!(run.stderr.contains("rollback.toml:"), "{}", explain(&run));
-    assert!(run.stderr.contains("strategy"), "{}", explain(&run));
+    assert_eq!(run.code, 2, "{}", run.explain());
+    assert!(run.stderr.contains("rollback.toml:"), "{}", run.explain());
+    assert!(run.stderr.contains("strategy"), "{}", run.explain());
     check_unchanged("unknown key");
 
     // Malformed TOML: exit 2 with a line.
     std::fs::write(app.dir().join("rollback.toml"), "[app\nname = \"x\"\n").unwrap();
     let run = app.deploy("v1");
-    assert_eq!(run.code, 2, "{}", explain(&run));
-    assert!(run.stderr.contains("rollback.toml:1"), "{}", explain(&run));
+    assert_eq!(run.code, 2, "{}", run.explain());
+    assert!(run.stderr.contains("rollback.toml:1"), "{}", run.explain());
     check_unchanged("malformed toml");
 
     // A missing ${VAR}: exit 2 naming the variable.
     app.write_config("");
     let run = rollback(app.dir(), &["deploy", "--tag", "v1"], &[]);
-    assert_eq!(run.code, 2, "{}", explain(&run));
-    assert!(run.stderr.contains("E2E_SECRET"), "{}", explain(&run));
+    assert_eq!(run.code, 2, "{}", run.explain());
+    assert!(run.stderr.contains("E2E_SECRET"), "{}", run.explain());
     check_unchanged("missing variable");
 
     // A tag that does not exist: exit 1 naming the tag.
     let run = app.deploy("no-such-tag");
-    assert_eq!(run.code, 1, "{}", explain(&run));
+    assert_eq!(run.code, 1, "{}", run.explain());
     assert!(
         run.all_output().contains("no-such-tag"),
         "{}",
-        explain(&run)
+        run.explain()
     );
     check_unchanged("missing tag");
 
     // An unreachable engine: exit 1 naming the host.
     app.write_config("\n[[hosts]]\nname = \"far-away\"\ndocker = \"tcp://127.0.0.1:1\"\n");
     let run = app.deploy("v1");
-    assert_eq!(run.code, 1, "{}", explain(&run));
-    assert!(run.all_output().contains("far-away"), "{}", explain(&run));
+    assert_eq!(run.code, 1, "{}", run.explain());
+    assert!(run.all_output().contains("far-away"), "{}", run.explain());
     check_unchanged("unreachable engine");
 
     // An unreachable registry: exit 1 naming it.
@@ -291,11 +284,11 @@ fn bad_input_changes_nothing_and_names_the_cause() {
         );
     std::fs::write(app.dir().join("rollback.toml"), config).unwrap();
     let run = app.deploy("v1");
-    assert_eq!(run.code, 1, "{}", explain(&run));
+    assert_eq!(run.code, 1, "{}", run.explain());
     assert!(
         run.all_output().contains(&format!("127.0.0.1:{dead_port}")),
         "{}",
-        explain(&run)
+        run.explain()
     );
     check_unchanged("unreachable registry");
 }

@@ -13,22 +13,6 @@ use rollback_e2e::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn two_hosts(prefix: &str) -> Fleet {
-    Fleet::new(prefix, &[("prod-a", None), ("prod-b", Some(engine_b()))])
-}
-
-fn explain(run: &Run) -> String {
-    format!(
-        "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    )
-}
-
-fn deploy_ok(fleet: &Fleet, tag: &str) {
-    let run = fleet.run(&["deploy", "--tag", tag]);
-    assert_eq!(run.code, 0, "deploy {tag}: {}", explain(&run));
-}
-
 /// Deploy v1 to two hosts, start deploying v2 (`v2_mode`), SIGKILL the
 /// process when prod-a pauses at `point` (and, if given, once prod-b has
 /// reached `other_at`), run `recover`, and check every host.
@@ -39,11 +23,11 @@ fn kill_then_recover(
     recover_code: i32,
     version: &str,
 ) {
-    let fleet = two_hosts(&format!("rec-{}", point.replace('_', "-")));
+    let fleet = Fleet::two_hosts(&format!("rec-{}", point.replace('_', "-")));
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     let v2 = push_release(&fleet.repo, "v2", "v2", v2_mode);
     fleet.write_config("[rollout]\nbatch = 2\n");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let before = [fleet.running_id(0), fleet.running_id(1)];
 
     let pause = if point == "promoting" {
@@ -64,7 +48,7 @@ fn kill_then_recover(
         killed.code,
         -1,
         "killed by the signal: {}",
-        explain(&killed)
+        killed.explain()
     );
     assert!(fleet.lock_exists(0), "the killed deploy left its lock");
 
@@ -73,14 +57,14 @@ fn kill_then_recover(
         run.code,
         recover_code,
         "recover after a kill at {point}: {}\nthe killed deploy: {}",
-        explain(&run),
-        explain(&killed)
+        run.explain(),
+        killed.explain()
     );
     assert_eq!(
         fleet.assert_invariant(&[version]),
         [version, version],
         "{}",
-        explain(&run)
+        run.explain()
     );
     for i in 0..2 {
         assert_eq!(
@@ -212,7 +196,7 @@ fn a_registry_that_dies_during_promotion_leaves_the_verified_release_for_recover
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
     fleet.write_config("");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
 
     let mut deploy = fleet.spawn(
         &["deploy", "--tag", "v2"],
@@ -224,7 +208,7 @@ fn a_registry_that_dies_during_promotion_leaves_the_verified_release_for_recover
     deploy.wait_for("paused at promoting", WAIT);
     registry.kill();
     let run = deploy.finish();
-    assert_eq!(run.code, 1, "{}", explain(&run));
+    assert_eq!(run.code, 1, "{}", run.explain());
     let outcome = run.outcome();
     assert_eq!(outcome["outcome"], "promotion_failed");
     assert_eq!(outcome["promoted"], false);
@@ -250,7 +234,7 @@ fn a_registry_that_dies_during_promotion_leaves_the_verified_release_for_recover
         "latest did not move"
     );
     let run = fleet.run(&["recover"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert_eq!(run.outcome()["promoted"], true);
     assert_eq!(fleet.assert_invariant(&["v2"]), ["v2"]);
     assert_eq!(fleet.tag_digest("latest"), Some(v2.clone()));
@@ -269,13 +253,13 @@ fn a_registry_that_dies_during_promotion_leaves_the_verified_release_for_recover
     deploy.wait_for("paused at promoting", WAIT);
     registry.kill();
     let run = deploy.finish();
-    assert_eq!(run.code, 1, "{}", explain(&run));
+    assert_eq!(run.code, 1, "{}", run.explain());
     assert_eq!(run.outcome()["outcome"], "promotion_failed");
     assert_eq!(fleet.answering(0), Some(("v3".into(), "UP".into())));
     registry.restart();
     assert_eq!(fleet.tag_digest("latest"), Some(v2.clone()));
     let run = fleet.run(&["deploy", "--tag", "v3"]);
-    assert_eq!(run.code, 0, "{}", explain(&run));
+    assert_eq!(run.code, 0, "{}", run.explain());
     assert_eq!(fleet.assert_invariant(&["v3"]), ["v3"]);
     assert_eq!(fleet.tag_digest("latest"), Some(v3));
     assert_eq!(fleet.tag_digest("previous"), Some(v2));
@@ -443,7 +427,7 @@ fn an_engine_that_dies_mid_deploy_is_named_and_the_other_host_is_reverted() {
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     push_release(&fleet.repo, "v2", "v2", "healthy");
     fleet.write_config("[rollout]\nbatch = 2\n");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let a_before = fleet.running_id(0);
 
     let mut deploy = fleet.spawn(
@@ -459,7 +443,7 @@ fn an_engine_that_dies_mid_deploy_is_named_and_the_other_host_is_reverted() {
     assert!(
         [3, 4].contains(&run.code),
         "rolled back, or a host may be left without a release: {}",
-        explain(&run)
+        run.explain()
     );
     let outcome = run.outcome();
     let hosts = outcome["hosts"].as_array().unwrap();
@@ -496,7 +480,7 @@ fn a_first_interrupt_during_verify_rolls_back_and_a_second_says_what_is_left() {
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     push_release(&fleet.repo, "v2", "v2", "hang");
     fleet.write_config("");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let before = fleet.running_id(0);
 
     // One SIGINT: cancelled, v1 restored and verified, exit 3.
@@ -504,11 +488,11 @@ fn a_first_interrupt_during_verify_rolls_back_and_a_second_says_what_is_left() {
     deploy.wait_event("prod-a", "verifying", WAIT);
     deploy.signal("INT");
     let run = deploy.finish();
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     assert!(
         run.stderr.contains("interrupted: cancelling"),
         "{}",
-        explain(&run)
+        run.explain()
     );
     assert_eq!(run.outcome()["outcome"], "rolled_back");
     assert_eq!(fleet.running_id(0), before);
@@ -524,14 +508,14 @@ fn a_first_interrupt_during_verify_rolls_back_and_a_second_says_what_is_left() {
     assert!(
         run.stderr.contains("second interrupt") && run.stderr.contains("[prod-a] last seen"),
         "{}",
-        explain(&run)
+        run.explain()
     );
-    assert!([4, 130].contains(&run.code), "{}", explain(&run));
+    assert!([4, 130].contains(&run.code), "{}", run.explain());
     if run.code == 4 {
-        assert!(run.stderr.contains("rollback recover"), "{}", explain(&run));
+        assert!(run.stderr.contains("rollback recover"), "{}", run.explain());
     }
     let run = fleet.run(&["recover"]);
-    assert!([0, 3].contains(&run.code), "{}", explain(&run));
+    assert!([0, 3].contains(&run.code), "{}", run.explain());
     assert_eq!(fleet.assert_invariant(&["v1"]), ["v1"]);
     assert_eq!(fleet.running_id(0), before);
     assert_eq!(fleet.tag_digest("latest"), Some(v1));
@@ -543,7 +527,7 @@ fn a_health_endpoint_that_flaps_during_stable_for_fails_the_deploy() {
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
     push_release(&fleet.repo, "v2", "v2", "flap");
     fleet.write_config("");
-    deploy_ok(&fleet, "v1");
+    fleet.deploy_ok("v1");
     let before = fleet.running_id(0);
 
     // UP for 1s, DOWN for 1s, ...: it must stay UP for 3s.
@@ -555,7 +539,7 @@ fn a_health_endpoint_that_flaps_during_stable_for_fails_the_deploy() {
         .replace("stable_for = \"1s\"", "stable_for = \"3s\"");
     std::fs::write(&path, config).unwrap();
     let run = fleet.run(&["deploy", "--tag", "v2"]);
-    assert_eq!(run.code, 3, "{}", explain(&run));
+    assert_eq!(run.code, 3, "{}", run.explain());
     let healthy_probes = run
         .json_lines()
         .iter()
@@ -564,7 +548,7 @@ fn a_health_endpoint_that_flaps_during_stable_for_fails_the_deploy() {
     assert!(
         healthy_probes >= 1,
         "v2 answered UP first: {}",
-        explain(&run)
+        run.explain()
     );
     let outcome = run.outcome();
     assert!(
