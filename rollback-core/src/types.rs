@@ -80,8 +80,15 @@ impl fmt::Debug for Digest {
     }
 }
 
-/// A full image reference (`registry/repository[:tag][@digest]`), parsed by
+/// A full image reference (`registry/repository[:tag][@digest]`), held as an
 /// `oci_spec::distribution::Reference`.
+///
+/// Parsing follows the distribution grammar (lowercase path components
+/// joined by `.`, `_`, `__` or dashes, tags of at most 128 word characters,
+/// Docker Hub names normalised to `docker.io/library/...`, `latest` when
+/// neither tag nor digest is given) but is written out by hand: the
+/// grammar's regular expression costs more to compile than a whole
+/// `rollback tag` spends talking to the registry.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ImageRef(oci_spec::distribution::Reference);
@@ -130,14 +137,156 @@ impl FromStr for ImageRef {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let reference: oci_spec::distribution::Reference = s
-            .parse()
-            .map_err(|e| Error::invalid_input(format!("invalid image reference {s:?}: {e}")))?;
-        if let Some(digest) = reference.digest() {
-            digest.parse::<Digest>()?;
-        }
-        Ok(ImageRef(reference))
+        Ok(ParsedRef::parse(s)?.into_image_ref())
     }
+}
+
+/// The pieces of a reference string, before defaults are applied.
+struct ParsedRef {
+    registry: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+const DOCKER_HUB: &str = "docker.io";
+const NAME_MAX: usize = 255;
+const TAG_MAX: usize = 128;
+
+impl ParsedRef {
+    fn parse(s: &str) -> Result<Self, Error> {
+        let invalid =
+            |why: &str| Error::invalid_input(format!("invalid image reference {s:?}: {why}"));
+        if s.is_empty() {
+            return Err(invalid("empty"));
+        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest)),
+            None => (s, None),
+        };
+        let digest = match digest {
+            Some(d) => Some(d.parse::<Digest>().map_err(|e| invalid(e.message()))?),
+            None => None,
+        };
+        // A colon after the last slash starts the tag; one before it is a port.
+        let last_slash = rest.rfind('/');
+        let (name, tag) = match rest.rfind(':') {
+            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => {
+                (&rest[..colon], Some(&rest[colon + 1..]))
+            }
+            _ => (rest, None),
+        };
+        if let Some(tag) = tag {
+            if !valid_tag(tag) {
+                return Err(invalid(
+                    "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+                ));
+            }
+        }
+        let (mut registry, mut repository) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                if !valid_domain(first) {
+                    return Err(invalid(&format!(
+                        "{first:?} is not a valid registry host[:port]"
+                    )));
+                }
+                (first.to_owned(), path.to_owned())
+            }
+            _ => (DOCKER_HUB.to_owned(), name.to_owned()),
+        };
+        if repository.is_empty() || !repository.split('/').all(valid_path_component) {
+            return Err(invalid(
+                "repository path components are lowercase letters and digits joined by '.', '_', '__' or dashes",
+            ));
+        }
+        if registry == "index.docker.io" {
+            registry = DOCKER_HUB.to_owned();
+        }
+        if registry == DOCKER_HUB && !repository.contains('/') {
+            repository = format!("library/{repository}");
+        }
+        if repository.len() > NAME_MAX {
+            return Err(invalid(&format!(
+                "repository longer than {NAME_MAX} characters"
+            )));
+        }
+        Ok(ParsedRef {
+            registry,
+            repository,
+            tag: tag.map(str::to_owned),
+            digest,
+        })
+    }
+
+    fn into_image_ref(self) -> ImageRef {
+        use oci_spec::distribution::Reference;
+        ImageRef(match (self.tag, self.digest) {
+            (Some(tag), Some(d)) => {
+                Reference::with_tag_and_digest(self.registry, self.repository, tag, d.to_string())
+            }
+            (None, Some(d)) => {
+                Reference::with_digest(self.registry, self.repository, d.to_string())
+            }
+            (tag, None) => Reference::with_tag(
+                self.registry,
+                self.repository,
+                tag.unwrap_or_else(|| "latest".to_owned()),
+            ),
+        })
+    }
+}
+
+fn valid_tag(tag: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= TAG_MAX
+        && word(bytes[0])
+        && bytes.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+/// `host[.host...][:port]`, each label alphanumeric with inner dashes.
+fn valid_domain(domain: &str) -> bool {
+    let (host, port) = match domain.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (domain, None),
+    };
+    let label_ok = |label: &str| {
+        let b = label.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+    };
+    host.split('.').all(label_ok)
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or any number of dashes.
+fn valid_path_component(component: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = component.as_bytes();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let sep = &component[start..i];
+        if !(matches!(sep, "." | "_" | "__") || sep.bytes().all(|b| b == b'-')) {
+            return false;
+        }
+    }
+    true
 }
 
 impl TryFrom<String> for ImageRef {
@@ -203,16 +352,16 @@ impl FromStr for Repository {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let reference: ImageRef = s.parse()?;
-        let explicit_tag = reference
-            .tag()
-            .is_some_and(|t| s.ends_with(&format!(":{t}")));
-        if reference.digest().is_some() || explicit_tag {
+        let parsed = ParsedRef::parse(s)?;
+        if parsed.digest.is_some() || parsed.tag.is_some() {
             return Err(Error::invalid_input(format!(
                 "invalid repository {s:?}: a repository has no tag or digest"
             )));
         }
-        Ok(reference.repo())
+        Ok(Repository {
+            registry: parsed.registry,
+            repository: parsed.repository,
+        })
     }
 }
 
@@ -780,6 +929,85 @@ mod tests {
         assert!(d.parse::<Repository>().is_err());
         let hub: Repository = "nginx".parse().unwrap();
         assert_eq!(hub.to_string(), "docker.io/library/nginx");
+    }
+
+    /// The hand-written parser agrees with oci-spec's regular expression on
+    /// every input both are meant to accept or refuse.
+    #[test]
+    fn image_refs_parse_like_oci_spec() {
+        let hex = "d".repeat(64);
+        let long_path = format!("a/{}", "b".repeat(254));
+        let cases = [
+            "busybox".to_owned(),
+            "busybox:1.36".to_owned(),
+            "test.com:tag".to_owned(),
+            "test.com:5000".to_owned(),
+            "test.com/repo:tag".to_owned(),
+            "test:5000/repo".to_owned(),
+            "test:5000/repo:tag".to_owned(),
+            format!("test:5000/repo@sha256:{hex}"),
+            format!("test:5000/repo:tag@sha256:{hex}"),
+            "localhost/app".to_owned(),
+            "localhost:5000/team/app:v1".to_owned(),
+            "127.0.0.1:15000/team/shop:2024.06-rc_1".to_owned(),
+            "index.docker.io/nginx".to_owned(),
+            "docker.io/team/app".to_owned(),
+            "team/app".to_owned(),
+            "team/a.b-c__d---e".to_owned(),
+            "my-registry.example.com/a/b/c".to_owned(),
+            format!("x/y:{}", "t".repeat(128)),
+            long_path.clone(),
+            // refused by both
+            String::new(),
+            ":tag".to_owned(),
+            "app:".to_owned(),
+            "app:-x".to_owned(),
+            "app:.x".to_owned(),
+            format!("x/y:{}", "t".repeat(129)),
+            "a..b".to_owned(),
+            "a_-b".to_owned(),
+            "a___b".to_owned(),
+            "-a".to_owned(),
+            "a-".to_owned(),
+            "a//b".to_owned(),
+            "host:port/app".to_owned(),
+            "-host.com/app".to_owned(),
+            "app@sha256:abc".to_owned(),
+            "app@".to_owned(),
+            "a:b:c".to_owned(),
+            "Upper.com/Case".to_owned(),
+            format!("a/{}", "b".repeat(255)),
+        ];
+        for case in &cases {
+            let ours = case.parse::<ImageRef>();
+            let theirs = case.parse::<oci_spec::distribution::Reference>();
+            match (&ours, &theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(ours.as_oci(), theirs, "{case:?}");
+                    assert_eq!(ours.to_string(), theirs.to_string(), "{case:?}");
+                }
+                (Err(e), Err(_)) => {
+                    assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{case:?}");
+                    assert!(e.message().contains("invalid image reference"), "{e}");
+                }
+                _ => panic!("{case:?}: ours {ours:?}, oci-spec {theirs:?}"),
+            }
+        }
+        // Stricter than the regular expression, like `docker pull`: uppercase
+        // repository names, registry hosts with underscores and digests other
+        // than sha256 are refused.
+        for case in [
+            "Team/app",
+            "my_host.example/app",
+            &format!("app@sha512:{}", "e".repeat(128)),
+        ] {
+            assert!(case.parse::<oci_spec::distribution::Reference>().is_ok());
+            assert!(case.parse::<ImageRef>().is_err(), "{case:?}");
+        }
+        let e = "app:bad tag".parse::<ImageRef>().unwrap_err();
+        assert!(e.message().contains("a tag is 1 to 128"), "{e}");
+        let e = "host:port/app".parse::<ImageRef>().unwrap_err();
+        assert!(e.message().contains("registry host"), "{e}");
     }
 
     #[test]
