@@ -479,13 +479,19 @@ impl Ctx<'_> {
             let docker = match &h.docker {
                 Some(d) => {
                     let v = d.get_ref();
-                    let known = [
-                        "unix://", "tcp://", "http://", "https://", "npipe://", "ssh://",
-                    ];
+                    if v.starts_with("ssh://") || v.starts_with("npipe://") {
+                        // The engine adapter cannot speak these: refuse with
+                        // the file and line, before any host is touched.
+                        return Err(self.at(
+                            d,
+                            format!("{key}.docker: {v:?}: ssh:// and npipe:// engines are not supported; forward the engine's socket (ssh -nNT -L /tmp/HOST.sock:/var/run/docker.sock HOST) and use unix:///tmp/HOST.sock"),
+                        ));
+                    }
+                    let known = ["unix://", "tcp://", "http://", "https://"];
                     if !known.iter().any(|p| v.starts_with(p) && v.len() > p.len()) {
                         return Err(self.at(
                             d,
-                            format!("{key}.docker: {v:?} is not an engine address (unix://, tcp://, http://, https://, npipe:// or ssh://)"),
+                            format!("{key}.docker: {v:?} is not an engine address (unix://, tcp://, http:// or https://)"),
                         ));
                     }
                     Some(v.clone())
@@ -1284,6 +1290,13 @@ tcp = "10.0.0.2:80"
             "[[hosts]]\nname = \"a\"\ndocker = \"/var/run/docker.sock\"\n",
         ));
         assert!(e.starts_with("rollback.toml:8: hosts[0].docker: \"/var/run/docker.sock\" is not an engine address"), "{e}");
+        let e = error(&with_app(
+            "[[hosts]]\nname = \"a\"\ndocker = \"ssh://deploy@10.0.0.2\"\n",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:8: hosts[0].docker: \"ssh://deploy@10.0.0.2\": ssh:// and npipe:// engines are not supported"),
+            "{e}"
+        );
         let e = error(&with_app(
             "[[hosts]]\nname = \"a\"\nhealth_url = \"10.0.0.1/health\"\n",
         ));
