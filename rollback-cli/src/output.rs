@@ -393,8 +393,16 @@ pub fn human_report(
         lines.push("  registry tags moved".to_owned());
     }
     for h in &report.hosts {
-        if h.phase == Phase::Planned && h.before.is_none() && h.after.is_none() {
-            lines.push(format!("  [{}] untouched", h.host));
+        let unread = h.before.is_none() && h.after.is_none() && h.container.is_none();
+        if unread && matches!(h.phase, Phase::Planned | Phase::Failed) {
+            // Failed before the host was read (lock held, engine down):
+            // "before nothing" would claim the host runs nothing.
+            let what = if h.phase == Phase::Planned {
+                "untouched"
+            } else {
+                "failed: nothing changed"
+            };
+            lines.push(format!("  [{}] {what}", h.host));
             if let Some(error) = &h.error {
                 lines.push(format!("    error: {error}"));
             }
@@ -695,6 +703,30 @@ mod tests {
                 "  reason: tag v9 not found",
                 "  [prod-b] untouched"
             ]
+        );
+    }
+
+    #[test]
+    fn hosts_that_failed_before_being_read_say_nothing_changed() {
+        let mut host = HostReport::untouched("prod-a".into());
+        host.phase = Phase::Failed;
+        host.error = Some("lock held by deployment d1".into());
+        let report = DeployReport {
+            outcome: Outcome::Locked,
+            target: None,
+            hosts: vec![host],
+            reason: Some("host prod-a: lock held by deployment d1".into()),
+            lock_holder: None,
+            promoted: false,
+        };
+        let lines = human_report(&report, &HashMap::new());
+        assert_eq!(
+            lines[2..],
+            [
+                "  [prod-a] failed: nothing changed",
+                "    error: lock held by deployment d1"
+            ],
+            "{lines:?}"
         );
     }
 

@@ -134,8 +134,8 @@ fn describe(state: &HostState, app: &str) -> String {
         HostState::RolledBack { restored: None, .. } => {
             "failed container removed; there was no previous release to restore".into()
         }
-        HostState::RollbackFailed { reason } => format!("rollback failed: {reason}"),
-        HostState::Failed { reason } => format!("failed: {reason}"),
+        HostState::RollbackFailed { reason } => reason.clone(),
+        HostState::Failed { reason } => reason.clone(),
     }
 }
 
