@@ -135,6 +135,15 @@ pub trait HealthProbe: Send + Sync {
     /// TCP) ignore the id. Must return within `timeout`.
     async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult;
 
+    /// Whether this probe can judge a release of `image`, asked once the
+    /// image is on the host and before anything is switched, so that a check
+    /// that could never pass fails the host with nothing changed. The
+    /// default admits every image.
+    async fn admit(&self, image: &ImageRef) -> Result<()> {
+        let _ = image;
+        Ok(())
+    }
+
     /// What is probed, for output (`http://127.0.0.1:18080/health`).
     fn describe(&self) -> String;
 }
@@ -214,6 +223,9 @@ macro_rules! forward_probe {
         impl<T: HealthProbe + ?Sized> HealthProbe for $ty {
             async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult {
                 (**self).check(container, timeout).await
+            }
+            async fn admit(&self, image: &ImageRef) -> Result<()> {
+                (**self).admit(image).await
             }
             fn describe(&self) -> String {
                 (**self).describe()

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
-use rollback_core::{ContainerId, HealthProbe, ProbeResult};
+use bollard::models::{ContainerInspectResponse, HealthConfig, HealthStatusEnum};
+use rollback_core::{ContainerId, Error, HealthProbe, ImageRef, ProbeResult, Result};
 
 use crate::convert::container_state;
 use crate::error::classify;
@@ -24,18 +24,25 @@ impl DockerHealthProbe {
     }
 }
 
+/// Whether a `HEALTHCHECK` is set and not switched off (`HEALTHCHECK NONE`).
+fn defines_check(healthcheck: Option<&HealthConfig>) -> bool {
+    healthcheck
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|test| test.first().is_some_and(|t| t != "NONE"))
+}
+
 /// The verdict for one inspect answer.
 pub(crate) fn verdict(response: &ContainerInspectResponse) -> ProbeResult {
     let state = container_state(response);
     if !state.is_running() {
         return ProbeResult::Unhealthy(format!("container is {state}"));
     }
-    let has_healthcheck = response
-        .config
-        .as_ref()
-        .and_then(|c| c.healthcheck.as_ref())
-        .and_then(|h| h.test.as_ref())
-        .is_some_and(|test| test.first().is_some_and(|t| t != "NONE"));
+    let has_healthcheck = defines_check(
+        response
+            .config
+            .as_ref()
+            .and_then(|c| c.healthcheck.as_ref()),
+    );
     let health = response.state.as_ref().and_then(|s| s.health.as_ref());
     let status = health.and_then(|h| h.status);
     let last = health
@@ -91,6 +98,25 @@ impl HealthProbe for DockerHealthProbe {
                 self.runtime.url(),
                 humantime::format_duration(timeout)
             )),
+        }
+    }
+
+    /// Refuses an image without a `HEALTHCHECK`: every probe of it would
+    /// answer unhealthy, and so would a restored release of the same kind.
+    async fn admit(&self, image: &ImageRef) -> Result<()> {
+        let reference = image.to_string();
+        let inspect = self
+            .runtime
+            .docker()
+            .inspect_image(&reference)
+            .await
+            .map_err(|e| classify(self.runtime.url(), &format!("inspect image {reference}"), e))?;
+        if defines_check(inspect.config.as_ref().and_then(|c| c.healthcheck.as_ref())) {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(
+                "has no HEALTHCHECK, which [health] docker = true needs: add one to the image or choose another check",
+            ))
         }
     }
 

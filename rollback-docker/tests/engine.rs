@@ -617,6 +617,32 @@ async fn healthcheck_probe_reads_the_engine_health_state() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_probe_admits_only_images_with_a_healthcheck() {
+    let rt = runtime().await;
+    let probe = DockerHealthProbe::new(rt.clone());
+    probe
+        .admit(&"rollback-fixture:healthcheck".parse().unwrap())
+        .await
+        .unwrap();
+    let err = probe
+        .admit(&"rollback-fixture:healthy".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{}", err.report());
+    assert!(
+        err.message().contains("has no HEALTHCHECK"),
+        "{}",
+        err.report()
+    );
+    let err = probe
+        .admit(&"rollback-fixture:no-such-tag".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{}", err.report());
+    assert!(err.message().contains(rt.url()), "{}", err.report());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unreachable_engines_are_unavailable_within_the_timeout() {
     // Accepts connections but never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

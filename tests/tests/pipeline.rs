@@ -266,6 +266,32 @@ fn bad_input_changes_nothing_and_names_the_cause() {
     );
     check_unchanged("missing tag");
 
+    // The image's own HEALTHCHECK as the check, and a release without one:
+    // exit 1 before the switch, naming the image and what is missing.
+    let no_healthcheck = format!("{}:no-healthcheck", app.repo);
+    docker(None, &["tag", "rollback-fixture:healthy", &no_healthcheck]);
+    docker(None, &["push", "-q", &no_healthcheck]);
+    let config = std::fs::read_to_string(app.dir().join("rollback.toml")).unwrap();
+    let http_check = format!(
+        "http = \"http://127.0.0.1:{}/health\"\njson_pointer = \"/status\"\nexpect = \"UP\"\n",
+        app.port
+    );
+    assert!(config.contains(&http_check), "{config}");
+    std::fs::write(
+        app.dir().join("rollback.toml"),
+        config.replace(&http_check, "docker = true\n"),
+    )
+    .unwrap();
+    let run = app.deploy("no-healthcheck");
+    assert_eq!(run.code, 1, "{}", run.explain());
+    assert!(
+        run.all_output().contains("has no HEALTHCHECK"),
+        "{}",
+        run.explain()
+    );
+    check_unchanged("image without HEALTHCHECK");
+    app.write_config("");
+
     // An unreachable engine: exit 1 naming the host.
     app.write_config("\n[[hosts]]\nname = \"far-away\"\ndocker = \"tcp://127.0.0.1:1\"\n");
     let run = app.deploy("v1");

@@ -250,8 +250,15 @@ impl Deployer {
                 Some(ev.pull_sink(&host.id)),
             ),
         );
+        // The probe's say on the image belongs to this step: refusing here
+        // leaves the running release untouched.
+        let admit = timed(
+            self.timeouts.engine,
+            format!("image {image}"),
+            host.probe.admit(&image),
+        );
         let input = tokio::select! {
-            result = pull => match result {
+            result = async { pull.await?; admit.await } => match result {
                 Ok(()) => Input::Pulled,
                 Err(e) => Input::PullFailed(e.report()),
             },

@@ -1177,6 +1177,36 @@ mod mocked {
     use mockall::Sequence;
 
     #[tokio::test(start_paused = true)]
+    async fn an_image_the_probe_refuses_fails_the_host_before_the_switch() {
+        let fleet = Fleet::new(1);
+        let mut probe = MockHealthProbe::new();
+        probe
+            .expect_admit()
+            .withf(|image: &ImageRef| image.digest() == Some(digest('2')))
+            .times(1)
+            .returning(|_| Err(Error::invalid_input("has no HEALTHCHECK")));
+        probe.expect_check().never();
+        probe.expect_describe().return_const("docker HEALTHCHECK");
+        let mut deployer = fleet.deployer();
+        deployer.hosts[0].probe = Arc::new(probe);
+        let report = deploy(&fleet, deployer).await;
+
+        assert_eq!(report.outcome, Outcome::Failed);
+        assert_eq!(report.exit_code(), 1);
+        let reason = report.reason.as_deref().unwrap();
+        assert!(reason.contains("has no HEALTHCHECK"), "{reason}");
+        assert_eq!(report.hosts[0].phase, Phase::Failed);
+        // v1 still runs in its own container, nothing was created or stopped.
+        assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+        assert_eq!(
+            fleet.hosts[0].calls_of(&["create", "stop", "rename", "remove"]),
+            Vec::<String>::new()
+        );
+        assert!(fleet.hosts[0].lock_info().is_none());
+        assert_nothing_promoted(&fleet);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pull_failure_calls_in_order_and_never_copies() {
         let mut seq = Sequence::new();
         let mut rt = MockRuntime::new();
