@@ -275,7 +275,12 @@ impl Deployer {
             }
             OnFailure::Halt => {
                 for run in runs.iter_mut() {
-                    if matches!(run.state, HostState::RollingBack { .. }) {
+                    if let HostState::RollingBack {
+                        failed_container, ..
+                    } = &run.state
+                    {
+                        // The failed release stays: the report says it runs there.
+                        run.halted_container = failed_container.clone();
                         self.advance(ev, &self.hosts[run.index], run, Input::Halt);
                     }
                 }

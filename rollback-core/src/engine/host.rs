@@ -31,6 +31,8 @@ pub(crate) struct HostRun {
     pub(crate) done: bool,
     pub(crate) before: Option<Release>,
     pub(crate) previous_container: Option<ContainerId>,
+    /// The failed release's container, left in place by `halt`.
+    pub(crate) halted_container: Option<ContainerId>,
     pub(crate) logs: Vec<String>,
     pub(crate) last_probe: Option<String>,
     pub(crate) error: Option<String>,
@@ -47,6 +49,7 @@ impl HostRun {
             done: false,
             before: None,
             previous_container: None,
+            halted_container: None,
             logs: Vec::new(),
             last_probe: None,
             error: None,
@@ -85,6 +88,10 @@ impl HostRun {
                 }
             }
             HostState::RollbackFailed { reason } => {
+                if let Some(container) = &self.halted_container {
+                    report.after = target.cloned();
+                    report.container = Some(container.clone());
+                }
                 report.error = Some(reason.clone());
             }
             HostState::Failed { reason } => {
@@ -603,32 +610,25 @@ impl Deployer {
         self.advance(ev, host, run, input);
     }
 
-    /// Remove the failed container, rename the retained one back, start and verify it.
+    /// Stop the failed container, start the retained one and verify it;
+    /// meanwhile keep the failed container's logs, remove it and give the
+    /// retained container the app name back.
+    ///
+    /// Only what stands between the failure and the previous release
+    /// answering (the stop that frees the port, the start) runs before
+    /// verification begins; the rest runs beside it.
     pub(crate) async fn restore(
         &self,
         ev: &Emitter,
         host: &HostTarget,
         failed: Option<&ContainerId>,
         retained: Option<&CapturedRelease>,
-        mut run: Option<&mut HostRun>,
+        run: Option<&mut HostRun>,
     ) -> Result<(), String> {
         let limit = self.timeouts.engine;
         let rt = &host.runtime;
+        let mut failed_removed = false;
         if let Some(id) = failed {
-            match timed(
-                limit,
-                format!("read the logs of {id}"),
-                rt.logs(id, LOG_LINES),
-            )
-            .await
-            {
-                Ok(lines) => {
-                    if let Some(run) = run.as_deref_mut() {
-                        run.logs = lines;
-                    }
-                }
-                Err(e) => ev.note(Some(&host.id), Phase::RollingBack, e.report()),
-            }
             let stop = host.spec.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
             if let Err(e) = timed(
                 stop + self.timeouts.stop_grace,
@@ -638,72 +638,122 @@ impl Deployer {
             .await
             {
                 ev.note(Some(&host.id), Phase::RollingBack, e.report());
-            }
-            match timed(limit, format!("remove container {id}"), rt.remove(id)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e.report()),
+                // Not known to be stopped: it may still hold the port, so it
+                // goes now (a forced remove), logs or not.
+                self.remove_gone(host, id).await?;
+                failed_removed = true;
             }
         }
         pause::point("rolling_back", Some(&host.id)).await;
+        let Some(retained) = retained else {
+            if let Some(id) = failed.filter(|_| !failed_removed) {
+                let logs = self.failed_logs(ev, host, id).await;
+                if let Some(run) = run {
+                    run.logs = logs;
+                }
+                self.remove_gone(host, id).await?;
+            }
+            return Ok(());
+        };
+        let id = &retained.container;
         // A container created under the app name whose id never reached us
-        // (a lost answer) would block the rename back.
+        // (a lost answer) could hold the port and blocks the rename back.
         let current = timed(limit, "read the app container", rt.current(&self.app.name))
             .await
             .map_err(|e| e.report())?;
         if let Some(c) = current {
-            if Some(&c.id) != retained.map(|r| &r.container) {
-                timed(
-                    limit,
-                    format!("remove container {}", c.id),
-                    rt.remove(&c.id),
-                )
-                .await
-                .map_err(|e| e.report())?;
+            if &c.id != id && Some(&c.id) != failed {
+                self.remove_gone(host, &c.id).await?;
             }
         }
-        let Some(retained) = retained else {
-            return Ok(());
-        };
-        let id = &retained.container;
-        let info = timed(limit, format!("inspect container {id}"), rt.inspect(id))
-            .await
-            .map_err(|e| e.report())?;
-        if info.name != self.app.name {
-            timed(
-                limit,
-                format!("rename container {id}"),
-                rt.rename(id, &self.app.name),
-            )
-            .await
-            .map_err(|e| e.report())?;
+        if let Err(e) = timed(limit, format!("start container {id}"), rt.start(id)).await {
+            // Both containers stay as they are, stopped, for `recover` or a
+            // human; the failed one's logs still go into the report.
+            if let (Some(failed), Some(run)) = (failed.filter(|_| !failed_removed), run) {
+                run.logs = self.failed_logs(ev, host, failed).await;
+            }
+            return Err(e.report());
         }
-        timed(limit, format!("start container {id}"), rt.start(id))
-            .await
-            .map_err(|e| e.report())?;
         ev.note(
             Some(&host.id),
             Phase::RollingBack,
             format!("previous container {id} started again; verifying it"),
         );
+        let tidy = async {
+            let mut logs = None;
+            if let Some(failed) = failed.filter(|_| !failed_removed) {
+                logs = Some(self.failed_logs(ev, host, failed).await);
+                self.remove_gone(host, failed).await?;
+            }
+            let info = timed(limit, format!("inspect container {id}"), rt.inspect(id))
+                .await
+                .map_err(|e| e.report())?;
+            if info.name != self.app.name {
+                timed(
+                    limit,
+                    format!("rename container {id}"),
+                    rt.rename(id, &self.app.name),
+                )
+                .await
+                .map_err(|e| e.report())?;
+            }
+            Ok::<_, String>(logs)
+        };
         // Restoring must finish even when the deploy was cancelled.
         let never = CancellationToken::new();
         let switched = HostState::Switched {
             new_container: id.clone(),
             retained: None,
         };
-        let (state, last) = self.verify(ev, host, id, &never, switched, false).await;
+        let verify = self.verify(ev, host, id, &never, switched, false);
+        let (tidied, (state, last)) = tokio::join!(tidy, verify);
         if let Some(run) = run {
             if last.is_some() {
                 run.last_probe = last;
             }
+            if let Ok(Some(logs)) = &tidied {
+                run.logs = logs.clone();
+            }
         }
         match state {
-            HostState::Verified { .. } => Ok(()),
+            HostState::Verified { .. } => tidied.map(|_| ()),
             HostState::RollingBack { reason, .. } => {
                 Err(format!("the restored release is not healthy: {reason}"))
             }
             other => Err(format!("restored release ended verification in {other}")),
+        }
+    }
+
+    /// The last lines the failed container wrote; a failure to read them is
+    /// only noted.
+    async fn failed_logs(&self, ev: &Emitter, host: &HostTarget, id: &ContainerId) -> Vec<String> {
+        match timed(
+            self.timeouts.engine,
+            format!("read the logs of {id}"),
+            host.runtime.logs(id, LOG_LINES),
+        )
+        .await
+        {
+            Ok(lines) => lines,
+            Err(e) => {
+                ev.note(Some(&host.id), Phase::RollingBack, e.report());
+                Vec::new()
+            }
+        }
+    }
+
+    /// Remove a container; one already gone counts as removed.
+    async fn remove_gone(&self, host: &HostTarget, id: &ContainerId) -> Result<(), String> {
+        match timed(
+            self.timeouts.engine,
+            format!("remove container {id}"),
+            host.runtime.remove(id),
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.report()),
         }
     }
 
@@ -714,19 +764,9 @@ impl Deployer {
         } = &run.state
         {
             let id = r.container.clone();
-            match timed(
-                self.timeouts.engine,
-                format!("remove container {id}"),
-                host.runtime.remove(&id),
-            )
-            .await
-            {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => {
-                    ev.note(Some(&host.id), Phase::Verified, e.report());
-                    return;
-                }
+            if let Err(e) = self.remove_gone(host, &id).await {
+                ev.note(Some(&host.id), Phase::Verified, e);
+                return;
             }
         }
         run.done = true;

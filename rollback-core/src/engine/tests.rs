@@ -180,7 +180,8 @@ fn changes(rt: &FakeRuntime) -> Vec<String> {
 }
 
 /// What a host running v1 in `c1` sees when v2 (`c2`) fails after its start
-/// and v1 is put back.
+/// and v1 is put back: `c1` starts as soon as `c2` has stopped, the logs,
+/// the removal and the rename come after.
 fn reverted_calls() -> Vec<String> {
     [
         "acquire_lock app",
@@ -189,11 +190,11 @@ fn reverted_calls() -> Vec<String> {
         "rename c1 app--rollback-previous",
         "create app sha256:222222222222",
         "start c2",
-        "logs c2",
         "stop c2",
+        "start c1",
+        "logs c2",
         "remove c2",
         "rename c1 app",
-        "start c1",
         "release_lock app",
     ]
     .map(String::from)
@@ -368,8 +369,8 @@ async fn create_failure_restores_the_old_container() {
             "stop c1",
             "rename c1 app--rollback-previous",
             "create app sha256:222222222222",
-            "rename c1 app",
             "start c1",
+            "rename c1 app",
             "release_lock app",
         ]
     );
@@ -394,9 +395,9 @@ async fn start_failure_removes_the_new_container_and_restores() {
             "create app sha256:222222222222",
             "start c2",
             "stop c2",
+            "start c1",
             "remove c2",
             "rename c1 app",
-            "start c1",
             "release_lock app",
         ]
     );
@@ -577,12 +578,16 @@ async fn rollback_start_failure_is_rollback_failed() {
             "create app sha256:222222222222",
             "start c2",
             "stop c2",
-            "remove c2",
-            "rename c1 app",
             "start c1",
             "release_lock app",
         ]
     );
+    // Both containers stay, stopped, for `recover` or a human; the failed
+    // one's logs are in the report.
+    let names = |name: &str| fleet.hosts[0].named(name).map(|c| c.id.to_string());
+    assert_eq!(names("app").as_deref(), Some("c2"));
+    assert_eq!(names("app--rollback-previous").as_deref(), Some("c1"));
+    assert!(fleet.hosts[0].calls().contains(&"logs c2".to_owned()));
     let error = report.hosts[0].error.clone().unwrap();
     assert!(
         error.contains("restoring the previous release failed"),
@@ -865,8 +870,15 @@ async fn fleet_halt_leaves_the_failed_host_as_it_is() {
         phases,
         [Phase::Verified, Phase::RollbackFailed, Phase::Planned]
     );
-    // The failed host keeps the new container and the retained one.
+    // The failed host keeps the new container and the retained one, and
+    // its report says the new release is what is there now.
     assert_eq!(fleet.running(1), Some(("v2".into(), true)));
+    let halted = &report.hosts[1];
+    assert_eq!(halted.after.as_ref().map(|r| &r.digest), Some(&digest('2')));
+    assert_eq!(
+        halted.container.as_ref(),
+        Some(&fleet.hosts[1].named("app").unwrap().id)
+    );
     assert!(fleet.hosts[1].named("app--rollback-previous").is_some());
     assert_eq!(
         fleet.hosts[2].calls(),
