@@ -139,11 +139,15 @@ pub fn digest_of(reference: &str) -> Option<String> {
     let request = format!(
         "HEAD /v2/{path}/manifests/{tag} HTTP/1.1\r\nHost: {host}\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json\r\nConnection: close\r\n\r\n"
     );
-    let response = http_raw(host, &request)?;
-    if !response.starts_with("HTTP/1.1 200") {
+    content_digest(&http_raw(host, &request)?)
+}
+
+/// The `Docker-Content-Digest` of a registry's answer head, when it is a 200.
+pub fn content_digest(head: &str) -> Option<String> {
+    if !head.starts_with("HTTP/1.1 200") {
         return None;
     }
-    response.lines().find_map(|l| {
+    head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.eq_ignore_ascii_case("docker-content-digest")
             .then(|| v.trim().to_owned())

@@ -33,15 +33,7 @@ fn auth_digest_of(repo: &str, tag: &str) -> Option<String> {
         ))
         .output()
         .expect("run curl");
-    let head = String::from_utf8_lossy(&out.stdout);
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("docker-content-digest")
-            .then(|| v.trim().to_owned())
-    })
+    content_digest(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// Push the healthy fixture as `repo:tag` on the auth registry, logged in
