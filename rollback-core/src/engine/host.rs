@@ -627,7 +627,8 @@ impl Deployer {
     ) -> Result<(), String> {
         let limit = self.timeouts.engine;
         let rt = &host.runtime;
-        let mut failed_removed = false;
+        // The failed container, while it exists.
+        let mut failed = failed;
         if let Some(id) = failed {
             let stop = host.spec.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
             if let Err(e) = timed(
@@ -641,12 +642,12 @@ impl Deployer {
                 // Not known to be stopped: it may still hold the port, so it
                 // goes now (a forced remove), logs or not.
                 self.remove_gone(host, id).await?;
-                failed_removed = true;
+                failed = None;
             }
         }
         pause::point("rolling_back", Some(&host.id)).await;
         let Some(retained) = retained else {
-            if let Some(id) = failed.filter(|_| !failed_removed) {
+            if let Some(id) = failed {
                 let logs = self.failed_logs(ev, host, id).await;
                 if let Some(run) = run {
                     run.logs = logs;
@@ -669,7 +670,7 @@ impl Deployer {
         if let Err(e) = timed(limit, format!("start container {id}"), rt.start(id)).await {
             // Both containers stay as they are, stopped, for `recover` or a
             // human; the failed one's logs still go into the report.
-            if let (Some(failed), Some(run)) = (failed.filter(|_| !failed_removed), run) {
+            if let (Some(failed), Some(run)) = (failed, run) {
                 run.logs = self.failed_logs(ev, host, failed).await;
             }
             return Err(e.report());
@@ -681,7 +682,7 @@ impl Deployer {
         );
         let tidy = async {
             let mut logs = None;
-            if let Some(failed) = failed.filter(|_| !failed_removed) {
+            if let Some(failed) = failed {
                 logs = Some(self.failed_logs(ev, host, failed).await);
                 self.remove_gone(host, failed).await?;
             }

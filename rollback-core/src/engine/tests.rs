@@ -407,6 +407,33 @@ async fn start_failure_removes_the_new_container_and_restores() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_container_that_will_not_stop_is_removed_before_the_restore_starts() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::Unhealthy);
+    // The second stop is the failed release's: it may still hold the port.
+    fleet.hosts[0].fail("stop", 2, ErrorKind::Unavailable);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert_eq!(
+        changes(&fleet.hosts[0]),
+        [
+            "acquire_lock app",
+            &format!("pull {}", v2().image()),
+            "stop c1",
+            "rename c1 app--rollback-previous",
+            "create app sha256:222222222222",
+            "start c2",
+            "stop c2",
+            "remove c2",
+            "start c1",
+            "rename c1 app",
+            "release_lock app",
+        ]
+    );
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn crash_during_start_period_fails_at_once_and_keeps_logs() {
     let fleet = Fleet::new(1);
     fleet.behave(0, &v2(), Behavior::CrashAfter(Duration::from_millis(2500)));
