@@ -18,6 +18,8 @@ use crate::types::{labels, retained_name, ContainerId, Digest, LockAttempt, Lock
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log lines kept from a failed container.
 const LOG_LINES: usize = 20;
+/// The first pause before probing again while a release has not answered yet.
+const FIRST_RETRY: Duration = Duration::from_millis(25);
 
 /// One host's progress through a deploy.
 pub(crate) struct HostRun {
@@ -507,6 +509,13 @@ impl Deployer {
         // Why the engine stopped answering, for the failure reason.
         let mut unreachable: Option<String> = None;
         let mut next_probe = started;
+        // Within the first interval, until a healthy answer, a failed attempt
+        // is retried after a pause that starts short and doubles: a release
+        // usually answers moments after its start, and waiting a whole
+        // interval for it would add up to one to every switch and restore.
+        // Later probes keep the interval's cadence from the start.
+        let mut ramp = Some(FIRST_RETRY);
+        let first_regular = started + policy.interval();
         let mut attempt: u32 = 0;
         while matches!(state, HostState::Verifying { .. }) {
             let probe = async {
@@ -544,7 +553,14 @@ impl Deployer {
                 _ = tokio::time::sleep_until(deadline_at) => Input::DeadlinePassed,
                 (began, result) = probe => {
                     attempt += 1;
-                    next_probe = began + policy.interval();
+                    next_probe = match ramp.take() {
+                        Some(step) if !result.is_healthy() && began + step < first_regular => {
+                            ramp = Some(step * 2);
+                            began + step
+                        }
+                        Some(_) if !result.is_healthy() => first_regular,
+                        _ => began + policy.interval(),
+                    };
                     let at = began.duration_since(started);
                     let mut detail = format!("probe {attempt}: {}", result.detail());
                     if !result.is_healthy() && at < policy.start_period() {

@@ -525,6 +525,18 @@ async fn slow_start_within_the_deadline_is_verified_after_stable_for() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_release_that_answers_soon_is_probed_again_before_a_whole_interval() {
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyAfter(Duration::from_millis(100)));
+    let began = Instant::now();
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    // Probes at 0, 25, 75 and 175 ms: healthy at 175 ms instead of at the
+    // 1 s interval; then stable 3 s later on the interval's cadence.
+    assert_eq!(began.elapsed(), Duration::from_millis(175) + 3 * S);
+}
+
+#[tokio::test(start_paused = true)]
 async fn stable_for_is_waited_out() {
     let fleet = Fleet::new(1);
     let policy = HealthPolicy::new(S, S, Duration::ZERO, 20 * S, 5 * S).unwrap();
