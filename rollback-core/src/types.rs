@@ -890,6 +890,11 @@ pub mod labels {
     pub const DEPLOYED_AT: &str = "io.rollback.deployed-at";
     /// Digest the stable tag had when the deployment began (for promotion on recovery).
     pub const STABLE_BEFORE: &str = "io.rollback.stable-before";
+    /// Digest of the release this container replaced on its host.
+    pub const REPLACED_DIGEST: &str = "io.rollback.replaced.digest";
+    /// Tag the replaced release had been deployed as, so that `undo` can
+    /// name it again.
+    pub const REPLACED_TAG: &str = "io.rollback.replaced.tag";
 }
 
 /// The name a retained (stopped, kept) container gets during a deploy.

@@ -178,6 +178,12 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
     // undo puts v1 back, verified, and swaps the tags.
     let run = app.run(&["undo"]);
     assert_eq!(run.code, 0, "{}", run.explain());
+    assert!(
+        run.stdout
+            .contains(&format!("deployed v1 ({})", &v1[7..19])),
+        "undo names the release by its tag:\n{}",
+        run.explain()
+    );
     assert_eq!(app.answering().as_deref(), Some("v1 UP"));
     assert_eq!(app.tag_digest("latest"), Some(v1.clone()));
     assert_eq!(app.tag_digest("previous"), Some(v4.clone()));
@@ -187,8 +193,8 @@ fn the_pipeline_scenario_keeps_a_healthy_release_and_honest_tags() {
     let run = app.run(&["status"]);
     assert_eq!(run.code, 0, "{}", run.explain());
     assert!(
-        run.all_output().contains(&v1[7..19]),
-        "status shows v1's digest:\n{}",
+        run.all_output().contains(&format!("v1 ({})", &v1[7..19])),
+        "status shows v1's tag and digest:\n{}",
         run.explain()
     );
 }

@@ -10,7 +10,7 @@ use crate::event::Phase;
 use crate::machine::{HostState, Input};
 use crate::outcome::{DeployReport, HostReport, Outcome};
 use crate::policy::OnFailure;
-use crate::types::{Digest, Release};
+use crate::types::{labels, Digest, Release};
 
 impl Deployer {
     /// Deploy `target` to every host, verify it, and promote it; on failure
@@ -29,7 +29,9 @@ impl Deployer {
     /// finishes or reverts such a host.
     pub async fn deploy(&self, target: Target, cancel: CancellationToken) -> DeployReport {
         let pump = Pump::start(self.observer.clone());
-        let report = self.deploy_with(pump.emitter(), target, &cancel).await;
+        let report = self
+            .deploy_with(pump.emitter(), target, None, &cancel)
+            .await;
         pump.finish().await;
         report
     }
@@ -44,7 +46,11 @@ impl Deployer {
         let pump = Pump::start(self.observer.clone());
         let ev = pump.emitter();
         let report = match self.tag_digest(&self.app.previous_tag).await {
-            Ok(Some(digest)) => self.deploy_with(ev, Target::Digest(digest), &cancel).await,
+            Ok(Some(digest)) => {
+                let tag = self.replaced_tag(&digest).await;
+                self.deploy_with(ev, Target::Digest(digest), tag, &cancel)
+                    .await
+            }
             Ok(None) => self.failed_before_start(
                 ev,
                 None,
@@ -80,10 +86,38 @@ impl Deployer {
         }
     }
 
+    /// The tag `digest` was deployed as before a later release replaced it,
+    /// read from the labels of the app containers; `None` when no host
+    /// knows it (the name is for output only, so engine errors are passed
+    /// over here and met again by the deploy).
+    async fn replaced_tag(&self, digest: &Digest) -> Option<String> {
+        let reads = self.hosts.iter().map(|h| {
+            timed(
+                self.timeouts.engine,
+                "read the app container",
+                h.runtime.current(&self.app.name),
+            )
+        });
+        let wanted = digest.to_string();
+        join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|c| {
+                (c.labels.get(labels::REPLACED_DIGEST) == Some(&wanted))
+                    .then(|| c.labels.get(labels::REPLACED_TAG).cloned())
+                    .flatten()
+            })
+    }
+
+    /// Deploy `target`; `tag` names a target given by digest in output and
+    /// labels.
     async fn deploy_with(
         &self,
         ev: &Emitter,
         target: Target,
+        tag: Option<String>,
         cancel: &CancellationToken,
     ) -> DeployReport {
         if let Some(host) = self.hosts.iter().find(|h| h.spec.name != self.app.name) {
@@ -100,7 +134,10 @@ impl Deployer {
             return self.failed_before_start(ev, None, "no hosts to deploy to".into());
         }
         let release = match self.resolve_target(&target).await {
-            Ok(release) => release,
+            Ok(release) => Release {
+                tag: release.tag.or(tag),
+                ..release
+            },
             Err(e) => return self.failed_before_start(ev, None, e.report()),
         };
         let stable_before = match self.tag_digest(&self.app.stable_tag).await {

@@ -401,6 +401,7 @@ impl Deployer {
         let mut spec = host.spec.clone();
         spec.name = self.app.name.clone();
         spec.image = target.image();
+        let replaced = previous.and_then(|p| p.release.as_ref());
         let release_labels = [
             (labels::APP, Some(self.app.name.clone())),
             (labels::REPOSITORY, Some(target.repository.to_string())),
@@ -412,6 +413,11 @@ impl Deployer {
                 Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
             ),
             (labels::STABLE_BEFORE, stable_before.map(|d| d.to_string())),
+            (
+                labels::REPLACED_DIGEST,
+                replaced.map(|r| r.digest.to_string()),
+            ),
+            (labels::REPLACED_TAG, replaced.and_then(|r| r.tag.clone())),
         ];
         for (key, value) in release_labels {
             if let Some(value) = value {

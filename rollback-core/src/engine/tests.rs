@@ -957,6 +957,33 @@ async fn undo_deploys_the_previous_tag_and_swaps_the_tags() {
     assert!(report.reason.unwrap().contains("previous"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn undo_names_the_release_by_the_tag_it_was_deployed_as() {
+    let fleet = Fleet::new(2);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    let v2_container = fleet.hosts[0].named("app").unwrap();
+    assert_eq!(
+        v2_container.labels[labels::REPLACED_DIGEST],
+        digest('1').to_string()
+    );
+    assert_eq!(v2_container.labels[labels::REPLACED_TAG], "v1");
+
+    let report = fleet.deployer().undo(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    let target = report.target.unwrap();
+    assert_eq!(
+        (target.tag.as_deref(), &target.digest),
+        (Some("v1"), &digest('1'))
+    );
+    assert_eq!(fleet.running(1), Some(("v1".into(), true)));
+
+    // And back again: v2 by name.
+    let report = fleet.deployer().undo(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert_eq!(report.target.unwrap().tag.as_deref(), Some("v2"));
+}
+
 /// A host as a deploy leaves it when its runner dies after the switch:
 /// v1 stopped and retained, v2 running, lock held.
 fn interrupted(fleet: &Fleet, host: usize) {
