@@ -179,26 +179,32 @@ fn changes(rt: &FakeRuntime) -> Vec<String> {
     ])
 }
 
+/// The calls of a switch from v1 (`c1`) to v2 (`c2`) on one host, then `after`.
+fn switch_then(after: &[&str]) -> Vec<String> {
+    let mut calls = vec![
+        "acquire_lock app".to_owned(),
+        format!("pull {}", v2().image()),
+        "stop c1".into(),
+        "rename c1 app--rollback-previous".into(),
+        "create app sha256:222222222222".into(),
+        "start c2".into(),
+    ];
+    calls.extend(after.iter().map(|c| c.to_string()));
+    calls
+}
+
 /// What a host running v1 in `c1` sees when v2 (`c2`) fails after its start
 /// and v1 is put back: `c1` starts as soon as `c2` has stopped, the logs,
 /// the removal and the rename come after.
 fn reverted_calls() -> Vec<String> {
-    [
-        "acquire_lock app",
-        &format!("pull {}", v2().image()),
-        "stop c1",
-        "rename c1 app--rollback-previous",
-        "create app sha256:222222222222",
-        "start c2",
+    switch_then(&[
         "stop c2",
         "start c1",
         "logs c2",
         "remove c2",
         "rename c1 app",
         "release_lock app",
-    ]
-    .map(String::from)
-    .to_vec()
+    ])
 }
 
 fn changes_and_logs(rt: &FakeRuntime) -> Vec<String> {
@@ -234,16 +240,7 @@ async fn healthy_release_is_switched_verified_and_promoted() {
     assert!(report.promoted);
     assert_eq!(
         changes(&fleet.hosts[0]),
-        [
-            "acquire_lock app",
-            &format!("pull {}", v2().image()),
-            "stop c1",
-            "rename c1 app--rollback-previous",
-            "create app sha256:222222222222",
-            "start c2",
-            "remove c1",
-            "release_lock app",
-        ]
+        switch_then(&["remove c1", "release_lock app",])
     );
     assert_eq!(
         fleet.registry.copies(),
@@ -387,19 +384,13 @@ async fn start_failure_removes_the_new_container_and_restores() {
     assert_eq!(report.outcome, Outcome::RolledBack);
     assert_eq!(
         changes(&fleet.hosts[0]),
-        [
-            "acquire_lock app",
-            &format!("pull {}", v2().image()),
-            "stop c1",
-            "rename c1 app--rollback-previous",
-            "create app sha256:222222222222",
-            "start c2",
+        switch_then(&[
             "stop c2",
             "start c1",
             "remove c2",
             "rename c1 app",
             "release_lock app",
-        ]
+        ])
     );
     assert_eq!(fleet.hosts[0].containers().len(), 1);
     assert_eq!(fleet.running(0), Some(("v1".into(), true)));
@@ -416,19 +407,13 @@ async fn a_failed_container_that_will_not_stop_is_removed_before_the_restore_sta
     assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
     assert_eq!(
         changes(&fleet.hosts[0]),
-        [
-            "acquire_lock app",
-            &format!("pull {}", v2().image()),
-            "stop c1",
-            "rename c1 app--rollback-previous",
-            "create app sha256:222222222222",
-            "start c2",
+        switch_then(&[
             "stop c2",
             "remove c2",
             "start c1",
             "rename c1 app",
             "release_lock app",
-        ]
+        ])
     );
     assert_eq!(fleet.running(0), Some(("v1".into(), true)));
 }
@@ -609,17 +594,7 @@ async fn rollback_start_failure_is_rollback_failed() {
     assert_eq!(report.exit_code(), 4);
     assert_eq!(
         changes(&fleet.hosts[0]),
-        [
-            "acquire_lock app",
-            &format!("pull {}", v2().image()),
-            "stop c1",
-            "rename c1 app--rollback-previous",
-            "create app sha256:222222222222",
-            "start c2",
-            "stop c2",
-            "start c1",
-            "release_lock app",
-        ]
+        switch_then(&["stop c2", "start c1", "release_lock app",])
     );
     // Both containers stay, stopped, for `recover` or a human; the failed
     // one's logs are in the report.
@@ -664,15 +639,7 @@ async fn promotion_failure_keeps_hosts_and_retained_containers() {
     assert!(!report.promoted);
     assert_eq!(
         changes(&fleet.hosts[0]),
-        [
-            "acquire_lock app",
-            &format!("pull {}", v2().image()),
-            "stop c1",
-            "rename c1 app--rollback-previous",
-            "create app sha256:222222222222",
-            "start c2",
-            "release_lock app",
-        ],
+        switch_then(&["release_lock app",]),
         "the retained c1 is not removed"
     );
     assert_eq!(
