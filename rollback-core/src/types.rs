@@ -876,7 +876,11 @@ pub type ProgressSink = std::sync::Arc<dyn Fn(PullProgress) + Send + Sync>;
 
 /// The container labels that record a release, so the engine alone tells what runs.
 pub mod labels {
-    /// Marks every container managed by rollback; value: the app name.
+    /// On every container rollback creates, the lock included; value
+    /// `true`. One prune filter (`label!=io.rollback.managed`) spares them
+    /// all, the stopped kept container and the never-started lock among them.
+    pub const MANAGED: &str = "io.rollback.managed";
+    /// Marks every app container managed by rollback; value: the app name.
     pub const APP: &str = "io.rollback.app";
     /// Image repository of the release.
     pub const REPOSITORY: &str = "io.rollback.release.repository";

@@ -49,6 +49,7 @@ pub(crate) fn validate_app(app: &str) -> Result<()> {
 
 pub(crate) fn container_body(lock: &LockInfo) -> ContainerCreateBody {
     let labels = HashMap::from([
+        (rollback_core::labels::MANAGED.to_owned(), "true".to_owned()),
         (LABEL_APP.to_owned(), lock.app.clone()),
         (LABEL_HOLDER.to_owned(), lock.holder.clone()),
         (LABEL_DEPLOYMENT.to_owned(), lock.deployment.to_string()),

@@ -89,6 +89,46 @@ fn kill_then_recover(
 }
 
 #[test]
+fn every_container_of_a_deploy_in_progress_carries_the_prune_filter_label() {
+    let fleet = Fleet::new("managed", &[("prod-a", None)]);
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "healthy");
+    fleet.write_config("");
+    fleet.deploy_ok("v1");
+    let mut deploy = fleet.spawn(
+        &["deploy", "--tag", "v2"],
+        &[("ROLLBACK_TEST_PAUSE_AT", "verifying@prod-a")],
+    );
+    deploy.wait_for("paused at verifying", WAIT);
+
+    // What `docker container prune --filter label!=io.rollback.managed`
+    // spares: the new container, the stopped kept one and the lock.
+    let names = |extra: &[&str]| {
+        let filter = format!("name={}", fleet.app);
+        let mut args = vec!["ps", "-a", "--format", "{{.Names}}", "--filter", &filter];
+        args.extend(extra);
+        let mut names: Vec<String> = docker(None, &args).lines().map(str::to_owned).collect();
+        names.sort();
+        names
+    };
+    let all = names(&[]);
+    assert_eq!(
+        all,
+        [
+            fleet.app.clone(),
+            format!("{}--rollback-previous", fleet.app),
+            format!("rollback-lock-{}", fleet.app),
+        ]
+    );
+    assert_eq!(names(&["--filter", "label=io.rollback.managed=true"]), all);
+
+    deploy.kill();
+    let run = fleet.run(&["recover"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    fleet.assert_invariant(&["v2"]);
+}
+
+#[test]
 fn killed_after_the_first_lock_recover_releases_it() {
     kill_then_recover("locked", "healthy", None, 0, "v1");
 }

@@ -403,6 +403,7 @@ impl Deployer {
         spec.image = target.image();
         let replaced = previous.and_then(|p| p.release.as_ref());
         let release_labels = [
+            (labels::MANAGED, Some("true".to_owned())),
             (labels::APP, Some(self.app.name.clone())),
             (labels::REPOSITORY, Some(target.repository.to_string())),
             (labels::TAG, target.tag.clone()),
