@@ -143,8 +143,7 @@ fn describe(state: &HostState, app: &str) -> String {
         HostState::RolledBack { restored: None, .. } => {
             "failed container removed; there was no previous release to restore".into()
         }
-        HostState::RollbackFailed { reason } => reason.clone(),
-        HostState::Failed { reason } => reason.clone(),
+        HostState::RollbackFailed { reason } | HostState::Failed { reason } => reason.clone(),
     }
 }
 
@@ -671,11 +670,11 @@ impl Deployer {
         pause::point("rolling_back", Some(&host.id)).await;
         let Some(retained) = retained else {
             if let Some(id) = failed {
-                let logs = self.failed_logs(ev, host, id).await;
+                let (logs, removed) = self.clear_failed(ev, host, id).await;
                 if let Some(run) = run {
                     run.logs = logs;
                 }
-                self.remove_gone(host, id).await?;
+                removed?;
             }
             return Ok(());
         };
@@ -704,24 +703,30 @@ impl Deployer {
             format!("previous container {id} started again; verifying it"),
         );
         let tidy = async {
-            let mut logs = None;
-            if let Some(failed) = failed {
-                logs = Some(self.failed_logs(ev, host, failed).await);
-                self.remove_gone(host, failed).await?;
-            }
-            let info = timed(limit, format!("inspect container {id}"), rt.inspect(id))
-                .await
-                .map_err(|e| e.report())?;
-            if info.name != self.app.name {
-                timed(
-                    limit,
-                    format!("rename container {id}"),
-                    rt.rename(id, &self.app.name),
-                )
-                .await
-                .map_err(|e| e.report())?;
-            }
-            Ok::<_, String>(logs)
+            let (logs, removed) = match failed {
+                Some(failed) => {
+                    let (logs, removed) = self.clear_failed(ev, host, failed).await;
+                    (Some(logs), removed)
+                }
+                None => (None, Ok(())),
+            };
+            let renamed = async {
+                removed?;
+                let info = timed(limit, format!("inspect container {id}"), rt.inspect(id))
+                    .await
+                    .map_err(|e| e.report())?;
+                if info.name != self.app.name {
+                    timed(
+                        limit,
+                        format!("rename container {id}"),
+                        rt.rename(id, &self.app.name),
+                    )
+                    .await
+                    .map_err(|e| e.report())?;
+                }
+                Ok::<_, String>(())
+            };
+            (logs, renamed.await)
         };
         // Restoring must finish even when the deploy was cancelled.
         let never = CancellationToken::new();
@@ -730,17 +735,17 @@ impl Deployer {
             retained: None,
         };
         let verify = self.verify(ev, host, id, &never, switched, false);
-        let (tidied, (state, last)) = tokio::join!(tidy, verify);
+        let ((logs, tidied), (state, last)) = tokio::join!(tidy, verify);
         if let Some(run) = run {
             if last.is_some() {
                 run.last_probe = last;
             }
-            if let Ok(Some(logs)) = &tidied {
-                run.logs = logs.clone();
+            if let Some(logs) = logs {
+                run.logs = logs;
             }
         }
         match state {
-            HostState::Verified { .. } => tidied.map(|_| ()),
+            HostState::Verified { .. } => tidied,
             HostState::RollingBack { reason, .. } => {
                 Err(format!("the restored release is not healthy: {reason}"))
             }
@@ -764,6 +769,17 @@ impl Deployer {
                 Vec::new()
             }
         }
+    }
+
+    /// Keep the failed container's last lines, then remove it.
+    async fn clear_failed(
+        &self,
+        ev: &Emitter,
+        host: &HostTarget,
+        id: &ContainerId,
+    ) -> (Vec<String>, Result<(), String>) {
+        let logs = self.failed_logs(ev, host, id).await;
+        (logs, self.remove_gone(host, id).await)
     }
 
     /// Remove a container; one already gone counts as removed.
