@@ -314,6 +314,10 @@ fn host_label(host: Option<&HostId>) -> String {
 
 /// The human line of an event; `None` for events shown only with `-v`.
 pub fn human_event(event: &Event, verbose: u8) -> Option<String> {
+    human_event_full(event, verbose).map(|line| short_container_ids(&line))
+}
+
+fn human_event_full(event: &Event, verbose: u8) -> Option<String> {
     let host = host_label(event.host.as_ref());
     match &event.kind {
         EventKind::Transition => Some(if event.detail.is_empty() {
@@ -436,6 +440,38 @@ pub fn human_report(
         }
     }
     lines
+}
+
+/// Container ids in their 12-character form, as the docker CLI prints them.
+///
+/// A run of exactly 64 lowercase hex digits is an engine id unless it follows
+/// `sha256:`, which makes it a digest; digests keep their full form.
+fn short_container_ids(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_hex(bytes[i]) || (i > 0 && bytes[i - 1].is_ascii_alphanumeric()) {
+            let next = line[i..]
+                .char_indices()
+                .nth(1)
+                .map_or(line.len(), |(n, _)| i + n);
+            out.push_str(&line[i..next]);
+            i = next;
+            continue;
+        }
+        let end = i + bytes[i..].iter().take_while(|&&b| is_hex(b)).count();
+        let word_ends = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
+        let digest = line[..i].ends_with("sha256:");
+        if end - i == 64 && word_ends && !digest {
+            out.push_str(&line[i..i + 12]);
+        } else {
+            out.push_str(&line[i..end]);
+        }
+        i = end;
+    }
+    out
 }
 
 fn short_id(id: &ContainerId) -> &str {
@@ -768,6 +804,28 @@ mod tests {
             kind,
             detail: detail.into(),
         }
+    }
+
+    #[test]
+    fn human_event_lines_shorten_container_ids_and_keep_digests() {
+        let id = "3f2a1c".repeat(10) + "abcd";
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let detail = format!(
+            "started container {id}; previous container {id} kept ({digest}) x{}",
+            "b".repeat(65)
+        );
+        let e = event(1, Some("prod-a"), Phase::Switched, EventKind::Transition, &detail);
+        let line = human_event(&e, 0).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "[prod-a] switched: started container 3f2a1c3f2a1c; previous container 3f2a1c3f2a1c kept ({digest}) x{}",
+                "b".repeat(65)
+            )
+        );
+        let (json, out, _) = Output::captured(OutputFormat::Json, 0);
+        json.on_event(&e);
+        assert!(out.text().contains(&id), "{}", out.text());
     }
 
     #[test]
