@@ -814,7 +814,13 @@ mod tests {
             "started container {id}; previous container {id} kept ({digest}) x{}",
             "b".repeat(65)
         );
-        let e = event(1, Some("prod-a"), Phase::Switched, EventKind::Transition, &detail);
+        let e = event(
+            1,
+            Some("prod-a"),
+            Phase::Switched,
+            EventKind::Transition,
+            &detail,
+        );
         let line = human_event(&e, 0).unwrap();
         assert_eq!(
             line,

@@ -13,9 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rollback_core::{
     labels, App, CancellationToken, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
-    ContainerState, CopyReport, Deployer, Digest, Error, Event, HealthPolicy, HealthProbe,
-    HostTarget, ImageRef, LockAttempt, LockInfo, ProbeResult, ProgressSink, Registry, Release,
-    Result, Runtime, Target,
+    ContainerState, CopyReport, Deployer, Digest, Error, Event, ExecOutput, HealthPolicy,
+    HealthProbe, HostTarget, ImageInfo, ImageRef, LockAttempt, LockInfo, ProbeResult, ProgressSink,
+    Registry, Release, Repository, Result, Runtime, Target,
 };
 
 /// Containers in a map; nothing runs, states just change.
@@ -119,6 +119,18 @@ impl Runtime for MemoryEngine {
     }
     async fn release_lock(&self, _: &str) -> Result<bool> {
         Ok(self.lock.lock().unwrap().take().is_some())
+    }
+    // This engine runs no processes and stores no images.
+    async fn exec(&self, id: &ContainerId, _: &[String], _: Duration) -> Result<ExecOutput> {
+        Err(Error::invalid_input(format!(
+            "container {id} runs no commands here"
+        )))
+    }
+    async fn list_images(&self, _: &Repository) -> Result<Vec<ImageInfo>> {
+        Ok(Vec::new())
+    }
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        Err(Error::not_found(format!("no such image {id}")))
     }
 }
 

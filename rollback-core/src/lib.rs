@@ -106,11 +106,13 @@ pub mod machine;
 pub mod outcome;
 pub mod policy;
 pub mod probe;
+pub mod retention;
 pub mod traits;
 pub mod types;
 
 pub use engine::{
-    App, CancellationToken, Deployer, History, HostPlan, HostStatus, HostTarget, Plan, Target,
+    App, CancellationToken, Deployer, FailedRemoval, History, HostPlan, HostPrune, HostStatus,
+    HostTarget, Plan, PruneReport, Target,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
@@ -118,7 +120,8 @@ pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
 pub use probe::{HttpProbe, TcpProbe};
-pub use traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
+pub use retention::{ImageInfo, KeepReason, KeptImage, Protected, Retain, RetentionPlan};
+pub use traits::{CopyReport, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
     ContainerState, DeploymentId, Digest, EnvValue, HealthStatus, HostId, ImageRef, LockAttempt,

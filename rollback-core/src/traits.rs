@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::retention::ImageInfo;
 use crate::types::{
     ContainerExit, ContainerId, ContainerInfo, ContainerSpec, Digest, ImageRef, LockAttempt,
-    LockInfo, ProgressSink,
+    LockInfo, ProgressSink, Repository,
 };
 
 /// What a registry-side copy did.
@@ -24,6 +25,15 @@ pub struct CopyReport {
     pub digest: Digest,
     /// `false` when the destination already pointed at that digest and nothing was written.
     pub written: bool,
+}
+
+/// What a command run inside a container did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// The command's exit code.
+    pub exit_code: i64,
+    /// Its standard output and error, interleaved as it wrote them.
+    pub output: String,
 }
 
 /// An image registry: resolves tags and copies manifests without moving layers.
@@ -99,6 +109,19 @@ pub trait Runtime: Send + Sync {
 
     /// Release the lock of `app`. Returns whether a lock was removed.
     async fn release_lock(&self, app: &str) -> Result<bool>;
+
+    /// Run `cmd` inside the running container `id` and wait for it, at most
+    /// `timeout` ([`ErrorKind::Timeout`](crate::ErrorKind::Timeout) then).
+    async fn exec(&self, id: &ContainerId, cmd: &[String], timeout: Duration)
+        -> Result<ExecOutput>;
+
+    /// The images on the host known by a digest or tag of `repository`.
+    async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>>;
+
+    /// Remove an image by id, with every name it has. An image a container
+    /// uses is refused ([`ErrorKind::Conflict`](crate::ErrorKind::Conflict)),
+    /// never forced.
+    async fn remove_image(&self, id: &str) -> Result<()>;
 }
 
 /// The verdict of one health probe attempt.
@@ -212,6 +235,20 @@ macro_rules! forward_runtime {
             }
             async fn release_lock(&self, app: &str) -> Result<bool> {
                 (**self).release_lock(app).await
+            }
+            async fn exec(
+                &self,
+                id: &ContainerId,
+                cmd: &[String],
+                timeout: Duration,
+            ) -> Result<ExecOutput> {
+                (**self).exec(id, cmd, timeout).await
+            }
+            async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
+                (**self).list_images(repository).await
+            }
+            async fn remove_image(&self, id: &str) -> Result<()> {
+                (**self).remove_image(id).await
             }
         }
     )*};

@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
-    HostConfig, PortBinding, RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
+    HostConfig, ImageSummary, PortBinding, RestartPolicy as EngineRestartPolicy,
+    RestartPolicyNameEnum,
 };
 use rollback_core::{
     labels, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest, HealthStatus,
-    ImageRef, Release, Repository, RestartPolicy,
+    ImageInfo, ImageRef, Release, Repository, RestartPolicy,
 };
 
 /// Whole seconds, rounded up, so a sub-second timeout is never zero.
@@ -185,6 +186,40 @@ pub(crate) fn release_from_repo_digests(
     })
 }
 
+/// The image as retention sees it, when a digest or tag of `repository`
+/// names it. Its size leaves out the layers other images share, which its
+/// removal does not free; engines before API 1.42 do not report sharing
+/// (`-1`), and then the whole size is the bound.
+pub(crate) fn image_info(summary: &ImageSummary, repository: &Repository) -> Option<ImageInfo> {
+    let ours = |name: &&String| {
+        name.parse::<ImageRef>()
+            .is_ok_and(|r| r.repo() == *repository)
+    };
+    let digests: Vec<Digest> = summary
+        .repo_digests
+        .iter()
+        .filter(ours)
+        .filter_map(|d| d.parse::<ImageRef>().ok()?.digest())
+        .collect();
+    let tags: Vec<String> = summary
+        .repo_tags
+        .iter()
+        .filter(ours)
+        .filter_map(|t| t.parse::<ImageRef>().ok()?.tag().map(str::to_owned))
+        .collect();
+    if digests.is_empty() && tags.is_empty() {
+        return None;
+    }
+    let shared = summary.shared_size.max(0);
+    Some(ImageInfo {
+        id: summary.id.clone(),
+        digests,
+        tags,
+        created: summary.created,
+        size: u64::try_from(summary.size - shared).unwrap_or_default(),
+    })
+}
+
 /// Everything of an inspect answer except the release, which may need
 /// another request.
 pub(crate) fn container_info(response: &ContainerInspectResponse) -> ContainerInfo {
@@ -229,6 +264,38 @@ pub(crate) fn container_info(response: &ContainerInspectResponse) -> ContainerIn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_info_keeps_the_names_of_the_repository() {
+        let repo: Repository = "127.0.0.1:5000/team/app".parse().unwrap();
+        let summary = ImageSummary {
+            id: "sha256:1234".into(),
+            repo_digests: vec![
+                format!("127.0.0.1:5000/team/app@{}", digest('a')),
+                format!("127.0.0.1:5000/team/other@{}", digest('b')),
+            ],
+            repo_tags: vec![
+                "127.0.0.1:5000/team/app:v1".into(),
+                "127.0.0.1:5000/team/app-x:v1".into(),
+            ],
+            created: 7,
+            size: 1000,
+            shared_size: 600,
+            ..Default::default()
+        };
+        let info = image_info(&summary, &repo).unwrap();
+        assert_eq!(info.digests, vec![digest('a').parse::<Digest>().unwrap()]);
+        assert_eq!(info.tags, vec!["v1".to_owned()]);
+        assert_eq!((info.created, info.size), (7, 400));
+        let other: Repository = "127.0.0.1:5000/nobody".parse().unwrap();
+        assert_eq!(image_info(&summary, &other), None);
+        // The engine answers -1 when it did not compute the shared size.
+        let unshared = ImageSummary {
+            shared_size: -1,
+            ..summary
+        };
+        assert_eq!(image_info(&unshared, &repo).unwrap().size, 1000);
+    }
     use bollard::models::{ContainerConfig, ContainerState as EngineState, Health};
     use rollback_core::{EnvValue, PortMapping, Secret};
 

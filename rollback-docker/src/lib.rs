@@ -37,5 +37,5 @@ mod pull;
 mod runtime;
 
 pub use connect::DEFAULT_DOCKER_URL;
-pub use probe::DockerHealthProbe;
+pub use probe::{DockerExecProbe, DockerHealthProbe};
 pub use runtime::DockerRuntime;

@@ -7,20 +7,25 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
-use bollard::models::ContainerInspectResponse;
+use bollard::exec::StartExecResults;
+use bollard::models::{ContainerInspectResponse, ExecConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    ListImagesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    RenameContainerOptions, StopContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Error,
-    ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+    ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink, Repository, Result,
+    Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
-use crate::convert::{ceil_secs, container_info, create_body, release_from_repo_digests};
+use crate::convert::{
+    ceil_secs, container_info, create_body, image_info, release_from_repo_digests,
+};
 use crate::error::{classify, classify_pull, redact};
 use crate::lock;
 use crate::pull::{self, PullTracker};
@@ -33,6 +38,9 @@ const WAIT_FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
 /// readable yet, and the pause between them.
 const LOCK_ATTEMPTS: u32 = 40;
 const LOCK_RETRY_DELAY: Duration = Duration::from_millis(25);
+
+/// The most output of one exec kept (its end: that is where checks say why).
+const EXEC_OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// A Docker engine on one host, speaking the Engine API through bollard.
 ///
@@ -566,6 +574,96 @@ impl Runtime for DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => Ok(false),
             Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
         }
+    }
+
+    /// The command keeps running in the container when `timeout` passes:
+    /// the Engine API cannot stop an exec.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let short = &id.as_str()[..id.as_str().len().min(12)];
+        let what = format!("exec {:?} in container {short}", cmd.join(" "));
+        let run = async {
+            let config = ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(cmd.to_vec()),
+                ..Default::default()
+            };
+            let created = self
+                .docker
+                .create_exec(id.as_str(), config)
+                .await
+                .map_err(|e| self.err(&what, e))?;
+            let mut output = Vec::new();
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = self
+                .docker
+                .start_exec(&created.id, None)
+                .await
+                .map_err(|e| self.err(&what, e))?
+            {
+                while let Some(chunk) = stream.next().await {
+                    output.extend_from_slice(&chunk.map_err(|e| self.err(&what, e))?.into_bytes());
+                    if output.len() > EXEC_OUTPUT_LIMIT {
+                        output.drain(..output.len() - EXEC_OUTPUT_LIMIT);
+                    }
+                }
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| self.err(&what, e))?;
+            Ok(ExecOutput {
+                exit_code: inspect.exit_code.unwrap_or(-1),
+                output: String::from_utf8_lossy(&output).into_owned(),
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::timeout(format!(
+                "{what} on {}: no exit within {}",
+                self.url,
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
+        let options = ListImagesOptions {
+            digests: true,
+            shared_size: true,
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.err(&format!("list the images of {repository}"), e))?;
+        Ok(summaries
+            .iter()
+            .filter_map(|summary| image_info(summary, repository))
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        let short = id.strip_prefix("sha256:").unwrap_or(id);
+        let what = format!("remove image {}", &short[..short.len().min(12)]);
+        self.docker
+            .remove_image(id, Some(options), None)
+            .await
+            .map(drop)
+            .map_err(|e| self.err(&what, e))
     }
 }
 

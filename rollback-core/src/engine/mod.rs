@@ -23,10 +23,12 @@ mod deploy;
 mod emit;
 mod host;
 mod pause;
+mod prune;
 mod recover;
 #[cfg(test)]
 mod tests;
 
+pub use prune::{FailedRemoval, HostPrune, PruneReport};
 pub use tokio_util::sync::CancellationToken;
 
 /// The application being deployed.
