@@ -222,6 +222,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         command: vec![],
         labels: BTreeMap::new(),
         stop_timeout: None,
+        options: Default::default(),
     };
     let app = App {
         name: "shop".into(),

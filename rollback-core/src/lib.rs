@@ -65,6 +65,7 @@
 //!     command: vec![],
 //!     labels: Default::default(),
 //!     stop_timeout: None,
+//!     options: Default::default(),
 //! };
 //! let hosts = vec![HostTarget {
 //!     id: "prod-a".into(),
@@ -125,7 +126,8 @@ pub use traits::{CopyReport, ExecOutput, HealthProbe, ProbeResult, Registry, Run
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
     ContainerState, DeploymentId, Digest, EnvValue, HealthStatus, HostId, ImageRef, LockAttempt,
-    LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository, RestartPolicy, Secret,
+    LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository, RestartPolicy,
+    RunOptions, Secret,
 };
 
 #[cfg(any(test, feature = "mock"))]

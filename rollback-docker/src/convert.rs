@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
-    HostConfig, ImageSummary, PortBinding, RestartPolicy as EngineRestartPolicy,
-    RestartPolicyNameEnum,
+    HostConfig, HostConfigLogConfig, ImageSummary, PortBinding,
+    RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
 };
 use rollback_core::{
     labels, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest, HealthStatus,
@@ -20,6 +20,7 @@ pub(crate) fn ceil_secs(duration: Duration) -> u64 {
 
 /// The create request for `spec`. Secret env values go into the body only.
 pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let o = &spec.options;
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -56,6 +57,21 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             }),
             maximum_retry_count: None,
         }),
+        memory: o.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+        nano_cpus: o.nano_cpus.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        extra_hosts: (!o.add_hosts.is_empty()).then(|| o.add_hosts.clone()),
+        cap_add: (!o.cap_add.is_empty()).then(|| o.cap_add.clone()),
+        log_config: (o.log_driver.is_some() || !o.log_options.is_empty()).then(|| {
+            HostConfigLogConfig {
+                typ: o.log_driver.clone(),
+                config: (!o.log_options.is_empty()).then(|| {
+                    o.log_options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
+            }
+        }),
         ..Default::default()
     };
 
@@ -80,6 +96,9 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             .stop_timeout
             .map(|t| i64::try_from(ceil_secs(t)).unwrap_or(i64::MAX)),
         host_config: Some(host_config),
+        user: o.user.clone(),
+        entrypoint: o.entrypoint.clone(),
+        hostname: o.hostname.clone(),
         ..Default::default()
     }
 }
@@ -328,6 +347,7 @@ mod tests {
             command: vec!["--flag".into()],
             labels: BTreeMap::from([("io.rollback.app".to_owned(), "app".to_owned())]),
             stop_timeout: Some(Duration::from_millis(2500)),
+            options: Default::default(),
         }
     }
 
@@ -373,6 +393,40 @@ mod tests {
         assert_eq!(tcp[1].host_port.as_deref(), Some("80"));
         let udp = ports["9000/udp"].clone().unwrap();
         assert_eq!(udp[0].host_port.as_deref(), Some(""), "ephemeral port");
+    }
+
+    #[test]
+    fn create_body_carries_the_run_options() {
+        let plain = create_body(&spec());
+        let host = plain.host_config.unwrap();
+        assert_eq!((host.memory, host.nano_cpus), (None, None));
+        assert!(host.log_config.is_none() && plain.entrypoint.is_none());
+
+        let mut spec = spec();
+        spec.options = rollback_core::RunOptions {
+            memory: Some(512 * 1024 * 1024),
+            nano_cpus: Some(1_500_000_000),
+            user: Some("1000:1000".into()),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            hostname: Some("web-1".into()),
+            add_hosts: vec!["db:10.0.0.5".into()],
+            log_driver: Some("json-file".into()),
+            log_options: BTreeMap::from([("max-size".into(), "10m".into())]),
+            networks: vec!["backend".into()],
+            cap_add: vec!["NET_ADMIN".into()],
+        };
+        let body = create_body(&spec);
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.hostname.as_deref(), Some("web-1"));
+        assert_eq!(body.entrypoint.unwrap(), ["/bin/sh", "-c"]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(536_870_912));
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.extra_hosts.unwrap(), ["db:10.0.0.5"]);
+        assert_eq!(host.cap_add.unwrap(), ["NET_ADMIN"]);
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.unwrap()["max-size"], "10m");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
 use bollard::exec::StartExecResults;
-use bollard::models::{ContainerInspectResponse, ExecConfig};
+use bollard::models::{ContainerInspectResponse, ExecConfig, NetworkConnectRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
     ListImagesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
@@ -374,7 +374,27 @@ impl Runtime for DockerRuntime {
             .create_container(Some(options), create_body(spec))
             .await
         {
-            Ok(created) => Ok(ContainerId(created.id)),
+            Ok(created) => {
+                let id = ContainerId(created.id);
+                // The create request joins one network on every API version;
+                // the others are joined before the first start.
+                for network in &spec.options.networks {
+                    let request = NetworkConnectRequest {
+                        container: id.as_str().to_owned(),
+                        endpoint_config: None,
+                    };
+                    if let Err(e) = self.docker.connect_network(network, request).await {
+                        let err = self.err(
+                            &format!("connect container {} to network {network}", spec.name),
+                            e,
+                        );
+                        // Nothing ran yet: leave no half-made container behind.
+                        let _ = self.remove(&id).await;
+                        return Err(err);
+                    }
+                }
+                Ok(id)
+            }
             Err(e) => {
                 let err = self.err(&format!("create container {}", spec.name), e);
                 // Engine messages may quote the request; never let a secret through.

@@ -40,6 +40,7 @@ fn spec(config: &Config, host: &HostConfig) -> Result<rollback_core::ContainerSp
         command: c.command.clone(),
         labels: Default::default(),
         stop_timeout: c.stop_timeout,
+        options: Default::default(),
     })
 }
 

@@ -224,6 +224,7 @@ mod tests {
                 command: vec![],
                 labels: Default::default(),
                 stop_timeout: None,
+                options: Default::default(),
             },
         };
         let deployer = Deployer::new(app, registry.clone(), vec![host]);

@@ -57,6 +57,7 @@ fn spec() -> ContainerSpec {
         command: vec![],
         labels: BTreeMap::from([("team".to_owned(), "ody".to_owned())]),
         stop_timeout: None,
+        options: Default::default(),
     }
 }
 

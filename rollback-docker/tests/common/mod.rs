@@ -174,6 +174,7 @@ pub fn spec(
             (labels::APP.to_owned(), app.to_owned()),
         ]),
         stop_timeout: Some(Duration::from_secs(1)),
+        options: Default::default(),
     }
 }
 
