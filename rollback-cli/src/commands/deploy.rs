@@ -38,9 +38,9 @@ fn spec(config: &Config, host: &HostConfig) -> Result<rollback_core::ContainerSp
         network: c.network.clone(),
         restart: c.restart,
         command: c.command.clone(),
-        labels: Default::default(),
+        labels: c.labels.clone(),
         stop_timeout: c.stop_timeout,
-        options: Default::default(),
+        options: c.options.clone(),
     })
 }
 

@@ -178,6 +178,7 @@ mod tests {
             repository: "127.0.0.1:5000/team/app".parse().unwrap(),
             stable_tag: "latest".into(),
             previous_tag: "previous".into(),
+            retain: rollback_core::Retain::default(),
         }
     }
 
