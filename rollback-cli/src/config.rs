@@ -1680,17 +1680,16 @@ tcp = "10.0.0.2:80"
             "# comment\nDB_PASSWORD=from-file\nMODE=file\n\nJASYPT_PASSWORD\nUNSET_ONE\n",
         )
         .unwrap();
-        let text = format!(
-            "[app]\nname = \"ody\"\nrepository = \"127.0.0.1:5000/team/ody\"\nretain = 3\n\
-             [container]\nenv = {{ MODE = \"env\" }}\nenv_file = \"app.env\"\n\
-             labels = {{ team = \"shop\" }}\nmemory = \"512m\"\ncpus = 1.5\nuser = \"1000:1000\"\n\
+        let text = "[app]\nname = \"ody\"\nrepository = \"127.0.0.1:5000/team/ody\"\nretain = 3\n\
+             [container]\nenv = { MODE = \"env\" }\nenv_file = \"app.env\"\n\
+             labels = { team = \"shop\" }\nmemory = \"512m\"\ncpus = 1.5\nuser = \"1000:1000\"\n\
              entrypoint = [\"/bin/sh\", \"/app.sh\"]\nhostname = \"web-1\"\nadd_hosts = [\"db:10.0.0.5\"]\n\
-             log_driver = \"json-file\"\nlog_options = {{ max-size = \"10m\" }}\nnetworks = [\"backend\"]\n\
+             log_driver = \"json-file\"\nlog_options = { max-size = \"10m\" }\nnetworks = [\"backend\"]\n\
              cap_add = [\"cap_net_admin\"]\n\
              [health]\nexec = [\"true\"]\n\
              [hooks]\npre_deploy = \"./check\"\npost_deploy = \"./announce\"\ntimeout = \"30s\"\n\
-             [notify]\nwebhook = \"https://user:${{JASYPT_PASSWORD}}@hooks.example.com:8443/x\"\n"
-        );
+             [notify]\nwebhook = \"https://user:${JASYPT_PASSWORD}@hooks.example.com:8443/x\"\n"
+        .to_owned();
         let path = dir.path().join("rollback.toml");
         let c = Config::parse(&text, &path, &env).unwrap();
         assert_eq!(c.app().unwrap().retain.get(), 3);

@@ -44,4 +44,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod exit;
+pub mod hooks;
+pub mod notify;
 pub mod output;

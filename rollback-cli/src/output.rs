@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rollback_core::{
     ContainerId, DeployReport, Digest, EnvValue, Event, EventKind, HostId, LockInfo, Observer,
-    Phase, ProbeResult, Release,
+    Phase, ProbeResult, PruneReport, Release,
 };
 use serde::Serialize;
 
@@ -39,17 +39,9 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Collect every secret env value of the config.
+    /// Collect every secret of the config: secret env values and the webhook URL.
     pub fn from_config(config: &Config) -> Self {
-        let values = config
-            .container
-            .env
-            .values()
-            .chain(config.hosts.iter().flat_map(|h| h.env.values()));
-        Self::new(values.filter_map(|v| match v {
-            EnvValue::Secret(s) => Some(s.expose().to_owned()),
-            EnvValue::Plain(_) => None,
-        }))
+        Self::new(secrets_of(config))
     }
 
     /// Redact these values.
@@ -84,6 +76,28 @@ impl Redactor {
         }
         out
     }
+}
+
+/// Every secret value of the config: `${VAR}` and `env_file` env values,
+/// the webhook URL and the credentials in it.
+pub fn secrets_of(config: &Config) -> Vec<String> {
+    let env = config
+        .container
+        .env
+        .values()
+        .chain(config.hosts.iter().flat_map(|h| h.env.values()))
+        .filter_map(|v| match v {
+            EnvValue::Secret(s) => Some(s.expose().to_owned()),
+            EnvValue::Plain(_) => None,
+        });
+    let webhook = config.notify.iter().flat_map(|n| {
+        let url = n.webhook.expose().to_owned();
+        let password = reqwest::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned));
+        std::iter::once(url).chain(password)
+    });
+    env.chain(webhook).collect()
 }
 
 /// The printer every command writes through.
@@ -186,17 +200,48 @@ impl Output {
             let _ = e.flush();
         });
         if self.is_json() {
-            let outcome = match err.exit_code() {
-                crate::exit::USAGE => "invalid",
-                crate::exit::LOCKED => "locked",
-                _ => "failed",
-            };
             self.json(&ErrorJson {
-                outcome,
+                outcome: error_outcome(err),
                 exit_code: err.exit_code(),
                 reason: &message,
             });
         }
+    }
+
+    /// A line beside the report, such as a hook's output: on stdout for
+    /// people, on stderr with JSON output so stdout stays JSON lines.
+    pub fn aside(&self, text: &str) {
+        if self.is_json() {
+            let text = self.redactor.redact(text);
+            self.multi.suspend(|| {
+                let mut e = self.err.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = writeln!(e, "{text}");
+            });
+        } else {
+            self.line(text);
+        }
+    }
+
+    /// `text` with every secret of the config replaced.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// The outcome object `--output json` prints last for `report`, as JSON text, redacted.
+    pub fn outcome_text(&self, report: &DeployReport, prune: Option<&PruneReport>) -> String {
+        let outcome = OutcomeJson::from(report).with_prune(prune);
+        self.redact(&serde_json::to_string(&outcome).unwrap_or_default())
+    }
+
+    /// The object `--output json` prints last for `err`, as JSON text, redacted.
+    pub fn error_text(&self, err: &CliError) -> String {
+        let message = self.redactor.redact(err.message());
+        let json = serde_json::to_string(&ErrorJson {
+            outcome: error_outcome(err),
+            exit_code: err.exit_code(),
+            reason: &message,
+        });
+        self.redact(&json.unwrap_or_default())
     }
 
     /// A warning on stderr.
@@ -270,8 +315,13 @@ impl Output {
 
     /// Print the final report of a deploy, undo or recover.
     pub fn report(&self, report: &DeployReport) {
+        self.report_pruned(report, None);
+    }
+
+    /// Print the final report with what retention did after it.
+    pub fn report_pruned(&self, report: &DeployReport, prune: Option<&PruneReport>) {
         if self.is_json() {
-            self.json(&OutcomeJson::from(report));
+            self.json(&OutcomeJson::from(report).with_prune(prune));
             return;
         }
         let probes = self
@@ -280,6 +330,9 @@ impl Output {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for line in human_report(report, &probes) {
+            self.line(&line);
+        }
+        for line in prune.map(crate::commands::prune::human).unwrap_or_default() {
             self.line(&line);
         }
     }
@@ -496,6 +549,9 @@ pub struct OutcomeJson<'a> {
     pub promoted: bool,
     /// The lock that stopped the deploy.
     pub lock_holder: Option<LockJson<'a>>,
+    /// What retention did after a deployed release, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<&'a PruneReport>,
 }
 
 /// One host of [`OutcomeJson`].
@@ -572,7 +628,25 @@ impl<'a> From<&'a DeployReport> for OutcomeJson<'a> {
             reason: r.reason.as_deref(),
             promoted: r.promoted,
             lock_holder: r.lock_holder.as_ref().map(LockJson::from),
+            prune: None,
         }
+    }
+}
+
+impl<'a> OutcomeJson<'a> {
+    /// With what retention did after a deployed release.
+    pub fn with_prune(mut self, prune: Option<&'a PruneReport>) -> Self {
+        self.prune = prune;
+        self
+    }
+}
+
+/// The outcome name of a command that ended in `err`.
+pub fn error_outcome(err: &CliError) -> &'static str {
+    match err.exit_code() {
+        crate::exit::USAGE => "invalid",
+        crate::exit::LOCKED => "locked",
+        _ => "failed",
     }
 }
 

@@ -3,11 +3,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use rollback_core::{
-    App, CancellationToken, DeployReport, Deployer, HostId, HostTarget, Phase, Plan, Release,
-    Target,
+    App, CancellationToken, DeployReport, Deployer, DeploymentId, HostId, HostTarget, Outcome,
+    Phase, Plan, PruneReport, Release, Target,
 };
 use serde::Serialize;
 
@@ -15,7 +16,9 @@ use crate::cli::DeployArgs;
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
-use crate::output::{LockJson, Output};
+use crate::hooks::{HookRun, Hooks};
+use crate::notify::{self, Notified};
+use crate::output::{error_outcome, secrets_of, LockJson, Output};
 
 /// The container spec of the app on `host`; the engine pins the image by digest.
 fn spec(config: &Config, host: &HostConfig) -> Result<rollback_core::ContainerSpec, CliError> {
@@ -123,34 +126,129 @@ pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
         (None, Some(digest)) => Target::Digest(digest.clone()),
         _ => return Err(CliError::usage("give exactly one of --tag or --digest")),
     };
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
         return plan(ctx, &deployer, &target, "deploy").await;
     }
-    drive(ctx, &deployer, Run::Deploy(target)).await
+    let (tag, digest) = match &target {
+        Target::Tag(tag) => (Some(tag.clone()), None),
+        Target::Digest(digest) => (None, Some(digest.to_string())),
+    };
+    around(ctx, "deploy", tag, digest, Run::Deploy(target)).await
 }
 
 /// `undo`.
 pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
         let previous = Target::Tag(deployer.app().previous_tag.clone());
         return plan(ctx, &deployer, &previous, "undo").await;
     }
-    drive(ctx, &deployer, Run::Undo).await
+    let previous = ctx.config()?.app()?.previous_tag.clone();
+    around(ctx, "undo", Some(previous), None, Run::Undo).await
 }
 
 /// `recover`.
 pub async fn recover(ctx: &Context) -> Result<i32, CliError> {
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
         return recover_plan(ctx, &deployer).await;
     }
-    drive(ctx, &deployer, Run::Recover).await
+    around(ctx, "recover", None, None, Run::Recover).await
+}
+
+/// How the engine command ended.
+enum Driven {
+    /// With a report (printed already) and what retention did after it.
+    Report(Box<DeployReport>, Option<PruneReport>),
+    /// The user gave up waiting (second signal): exit with this code at once.
+    Abandoned(i32),
+}
+
+/// Run an engine command inside its hooks: `pre_deploy` before anything is
+/// contacted (a failure stops here, exit 1), then the command, retention
+/// after a deployed release, then `post_deploy` and the webhook, whose
+/// failures are reported and never change the exit code.
+async fn around(
+    ctx: &Context,
+    command: &'static str,
+    tag: Option<String>,
+    digest: Option<String>,
+    run: Run,
+) -> Result<i32, CliError> {
+    let config = ctx.config()?;
+    let app = config.app()?;
+    let deployment = DeploymentId::generate();
+    let mut hook_run = HookRun {
+        command,
+        app: app.name.clone(),
+        tag,
+        digest,
+        hosts: config.hosts.iter().map(|h| h.name.to_string()).collect(),
+        deployment_id: deployment.to_string(),
+        started: Instant::now(),
+    };
+    let hooks = Hooks::new(config.hooks.clone(), secrets_of(config), ctx.output.clone());
+    if let Some(why) = hooks.pre_deploy(&hook_run).await.and_then(|r| r.failure()) {
+        return Err(CliError::failed(format!(
+            "hooks.pre_deploy {why}; nothing was changed"
+        )));
+    }
+    let result = async {
+        let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_deployment_id(deployment);
+        let prune = matches!(run, Run::Deploy(_));
+        let mut driven = drive(ctx, &deployer, run).await;
+        if let Driven::Report(report, pruned) = &mut driven {
+            if prune && report.outcome == Outcome::Deployed {
+                *pruned = super::prune::after_deploy(ctx, &deployer, app.retain).await;
+            }
+            ctx.output.report_pruned(report, pruned.as_ref());
+        }
+        Ok::<_, CliError>(driven)
+    }
+    .await;
+    let (outcome, code, body) = match &result {
+        Ok(Driven::Abandoned(code)) => return Ok(*code),
+        Ok(Driven::Report(report, pruned)) => {
+            if let Some(target) = &report.target {
+                hook_run.tag = target.tag.clone().or(hook_run.tag);
+                hook_run.digest = Some(target.digest.to_string());
+            }
+            (
+                report.outcome.as_str(),
+                report_code(report),
+                ctx.output.outcome_text(report, pruned.as_ref()),
+            )
+        }
+        Err(e) => (error_outcome(e), e.exit_code(), ctx.output.error_text(e)),
+    };
+    if let Some(why) = hooks
+        .post_deploy(&hook_run, outcome, code)
+        .await
+        .and_then(|r| r.failure())
+    {
+        ctx.output.warn(&format!(
+            "hooks.post_deploy {why}; the exit code stays {code}"
+        ));
+    }
+    if let Some(target) = &config.notify {
+        match notify::post(target, body).await {
+            Notified::Posted(status) => ctx.output.aside(&format!(
+                "notify: posted the outcome to {} ({status})",
+                target.webhook_origin
+            )),
+            Notified::Failed(why) => ctx.output.warn(&format!(
+                "notify: webhook {}: {why}; the exit code stays {code}",
+                target.webhook_origin
+            )),
+        }
+    }
+    result.map(|_| code)
 }
 
 /// Run the engine until it reports, turning signals into cancellation.
-async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Result<i32, CliError> {
+async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Driven {
     let cancel = CancellationToken::new();
     let work = async {
         match run {
@@ -160,11 +258,8 @@ async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Result<i32, CliE
         }
     };
     match until_second_signal(work, &cancel, &ctx.output).await {
-        Ok(report) => {
-            ctx.output.report(&report);
-            Ok(report_code(&report))
-        }
-        Err(code) => Ok(code),
+        Ok(report) => Driven::Report(Box::new(report), None),
+        Err(code) => Driven::Abandoned(code),
     }
 }
 

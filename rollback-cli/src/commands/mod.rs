@@ -13,6 +13,7 @@ use crate::output::{Output, Redactor};
 
 pub mod deploy;
 pub mod lock;
+pub mod prune;
 pub mod status;
 pub mod tag;
 
@@ -126,6 +127,7 @@ pub async fn run_with(
         Command::Deploy(args) => deploy::deploy(&ctx, args).await,
         Command::Undo => deploy::undo(&ctx).await,
         Command::Recover => deploy::recover(&ctx).await,
+        Command::Prune => prune::run(&ctx).await,
         Command::Status => status::status(&ctx).await,
         Command::History => status::history(&ctx).await,
     };
