@@ -115,6 +115,11 @@ impl Cleanup {
         self.volumes.push(name.to_owned());
     }
 
+    /// A container created outside a spec of this module, removed by name.
+    pub fn container(&mut self, name: &str) {
+        self.locks.push(name.to_owned());
+    }
+
     pub fn lock(&mut self, app: &str) {
         self.locks.push(rollback_docker::lock::container_name(app));
     }
