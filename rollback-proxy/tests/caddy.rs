@@ -402,3 +402,65 @@ async fn a_dead_proxy_or_a_refused_change_is_a_clear_error() {
         "nothing is left behind"
     );
 }
+
+/// The second engine stands for a remote host: the switch and the probe go
+/// through its endpoint only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_reached_only_through_its_engine() {
+    let engine_b = test_env("ROLLBACK_TEST_DOCKER_B");
+    let rt = Arc::new(
+        DockerRuntime::connect(Some(&engine_b), Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+    let on_b = |args: &[&str]| {
+        let mut all = vec!["-H", engine_b.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    };
+    let network = unique("b-net");
+    let name = unique("b-proxy");
+    let app = unique("b-app");
+    let port = free_port();
+    struct Gone<F: Fn()>(F);
+    impl<F: Fn()> Drop for Gone<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    let _gone = Gone(|| {
+        on_b(&["rm", "-f", &name, &app]);
+        on_b(&["network", "rm", &network]);
+    });
+    let proxy = Caddy::container(rt.clone(), None, &format!("127.0.0.1:{port}"))
+        .unwrap()
+        .with_name(&name)
+        .with_network(&network);
+    let caddy = Caddy::new(proxy.clone(), "shop");
+    caddy.ensure().await.unwrap();
+
+    let cleanup = Cleanup::new();
+    let mut release = spec(&cleanup, &app, &app, "rollback-fixture:healthy", None);
+    release.network = Some(network.clone());
+    let id = rt.create(&release).await.unwrap();
+    rt.start(&id).await.unwrap();
+    let probe = DirectProbe::new(proxy, 8080, "/health")
+        .unwrap()
+        .expect_json("/status", "UP")
+        .unwrap();
+    let started = Instant::now();
+    let mut result = probe.check(&id, Duration::from_secs(2)).await;
+    while !result.is_healthy() && started.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        result = probe.check(&id, Duration::from_secs(2)).await;
+    }
+    assert!(result.is_healthy(), "{result:?}");
+    caddy.switch(&Caddy::upstream(&id, 8080)).await.unwrap();
+    let started = Instant::now();
+    let mut seen = get(port, "/version", "127.0.0.1");
+    while !matches!(&seen, Ok((200, _))) && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+        seen = get(port, "/version", "127.0.0.1");
+    }
+    assert_eq!(seen.unwrap().1.trim(), "v1");
+}
