@@ -118,16 +118,12 @@ pub fn lookup(config_file: &Path, registry: &str) -> Result<Option<Credential>> 
         Err(CredentialRetrievalError::ConfigReadError) => Err(Error::invalid_input(format!(
             "docker config {shown} is not valid JSON"
         ))),
-        Err(CredentialRetrievalError::CredentialDecodingError) => {
-            Err(Error::invalid_input(format!(
-                "the auth entry for {registry} in {shown} is not base64 of user:password"
-            )))
-        }
-        Err(CredentialRetrievalError::CredentialMismatchError) => {
-            Err(Error::invalid_input(format!(
-                "the auth and username/password entries for {registry} in {shown} disagree"
-            )))
-        }
+        Err(CredentialRetrievalError::CredentialDecodingError) => Err(Error::invalid_input(
+            format!("the auth entry for {registry} in {shown} is not base64 of user:password"),
+        )),
+        Err(CredentialRetrievalError::CredentialMismatchError) => Err(Error::invalid_input(
+            format!("the auth and username/password entries for {registry} in {shown} disagree"),
+        )),
     }
 }
 

@@ -41,7 +41,7 @@ mod transport;
 
 pub use config::{RegistryConfig, DEFAULT_MAX_MANIFEST_BYTES};
 pub use registry::{
-    CopyStats, OciRegistry, DOCKER_HUB_REGISTRY, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MANIFEST_MEDIA_TYPES, OCI_INDEX,
-    OCI_MANIFEST,
+    CopyStats, OciRegistry, DOCKER_HUB_REGISTRY, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST,
 };
 pub use transport::RequestCounts;

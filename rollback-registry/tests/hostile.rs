@@ -988,7 +988,10 @@ async fn retry_after_beyond_the_bound_gives_up_at_once() {
     let server = Hostile::start(|_, _| {
         answer(
             429,
-            &[("Retry-After", "3600"), ("RateLimit-Remaining", "0;w=21600")],
+            &[
+                ("Retry-After", "3600"),
+                ("RateLimit-Remaining", "0;w=21600"),
+            ],
             "",
         )
     })
@@ -1019,17 +1022,22 @@ async fn token_registry(
     let (body, digest) = manifest();
     Hostile::start(move |seen, before| {
         let host = seen.header("Host").unwrap_or("").to_owned();
-        let tokens = before.iter().filter(|s| s.path.starts_with("/token")).count();
+        let tokens = before
+            .iter()
+            .filter(|s| s.path.starts_with("/token"))
+            .count();
         if seen.path.starts_with("/token") {
             return answer(
                 200,
                 &[("Content-Type", "application/json")],
-                format!(r#"{{"token":"tok-{}","expires_in":{lifetime}}}"#, tokens + 1),
+                format!(
+                    r#"{{"token":"tok-{}","expires_in":{lifetime}}}"#,
+                    tokens + 1
+                ),
             );
         }
-        let challenge = |error: &str| {
-            format!(r#"Bearer realm="http://{host}/token",service="hostile"{error}"#)
-        };
+        let challenge =
+            |error: &str| format!(r#"Bearer realm="http://{host}/token",service="hostile"{error}"#);
         let Some(token) = seen
             .header("Authorization")
             .and_then(|a| a.strip_prefix("Bearer tok-"))
@@ -1072,7 +1080,11 @@ async fn a_token_is_kept_for_its_lifetime_and_renewed_after_it() {
     for _ in 0..3 {
         client.resolve(&src).await.unwrap();
     }
-    assert_eq!(server.count("GET", "/token"), 1, "one token for one scope set");
+    assert_eq!(
+        server.count("GET", "/token"),
+        1,
+        "one token for one scope set"
+    );
 
     let server = token_registry(1, |_, _| false, false).await;
     let src = reference(&server, "app:src");
@@ -1135,7 +1147,11 @@ async fn a_token_the_registry_calls_expired_is_renewed_once() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{}", err.report());
-    assert_eq!(server.count("GET", "/token"), 1, "no loop of token requests");
+    assert_eq!(
+        server.count("GET", "/token"),
+        1,
+        "no loop of token requests"
+    );
 }
 
 #[tokio::test]
