@@ -108,6 +108,7 @@ pub mod outcome;
 pub mod policy;
 pub mod probe;
 pub mod retention;
+pub mod traffic;
 pub mod traits;
 pub mod types;
 
@@ -122,6 +123,7 @@ pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
 pub use probe::{HttpProbe, TcpProbe};
 pub use retention::{ImageInfo, KeepReason, KeptImage, Protected, Retain, RetentionPlan};
+pub use traffic::{TrafficSwitch, Upstream};
 pub use traits::{CopyReport, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
@@ -130,5 +132,7 @@ pub use types::{
     RunOptions, Secret,
 };
 
+#[cfg(any(test, feature = "mock"))]
+pub use traffic::MockTrafficSwitch;
 #[cfg(any(test, feature = "mock"))]
 pub use traits::{MockHealthProbe, MockRegistry, MockRuntime};

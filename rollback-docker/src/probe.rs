@@ -224,12 +224,7 @@ mod tests {
 
     #[test]
     fn exec_verdicts_follow_the_exit_code() {
-        let out = |exit_code, output: &str| {
-            Ok(ExecOutput {
-                exit_code,
-                output: output.to_owned(),
-            })
-        };
+        let out = |exit_code, output: &str| Ok(ExecOutput::new(exit_code, output));
         assert_eq!(
             exec_verdict(out(0, "ok\n")),
             ProbeResult::Healthy("exited with code 0: ok".into())
