@@ -373,7 +373,7 @@ impl SshSession {
         let mut child = Command::new("ssh")
             .args(["-o", "BatchMode=yes", "-o"])
             .arg(control_option(&self.control))
-            .args(["-o", "ControlMaster=no"])
+            .args(["-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes"])
             .arg("-o")
             .arg(format!("ConnectTimeout={}", self.connect_timeout))
             .arg("-T")
