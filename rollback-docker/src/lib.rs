@@ -5,7 +5,9 @@
 //! digest with credentials from Docker's `config.json`, create, start, stop,
 //! rename, remove, logs, an event-driven [`wait_exit`](rollback_core::Runtime::wait_exit)
 //! and an atomic per-host deploy lock. [`DockerHealthProbe`] reads the
-//! image's own `HEALTHCHECK` state.
+//! image's own `HEALTHCHECK` state. Engines are reached on a Unix socket,
+//! over TCP (plain or TLS), or over SSH (`ssh://user@host[:port]`, through
+//! the system `ssh` and `docker system dial-stdio`, as the docker CLI does).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -35,6 +37,7 @@ mod error;
 mod probe;
 mod pull;
 mod runtime;
+mod ssh;
 
 pub use connect::DEFAULT_DOCKER_URL;
 pub use probe::{DockerExecProbe, DockerHealthProbe};

@@ -29,6 +29,7 @@ use crate::convert::{
 use crate::error::{classify, classify_pull, redact};
 use crate::lock;
 use crate::pull::{self, PullTracker};
+use crate::ssh::{self, SshSession};
 
 /// How often [`Runtime::wait_exit`] re-inspects the container while waiting
 /// for engine events, in case the engine dropped an event from its buffer.
@@ -62,10 +63,19 @@ impl fmt::Debug for DockerRuntime {
 
 impl DockerRuntime {
     /// Connect to the engine at `url` (`unix:///path`, `tcp://host:port`,
-    /// `https://host:port`), or `DOCKER_HOST`, or the local socket.
+    /// `https://host:port`, `ssh://[user@]host[:port][/socket]`), or
+    /// `DOCKER_HOST`, or the local socket.
     ///
     /// `tcp://` uses TLS when `DOCKER_TLS_VERIFY` is set, with `ca.pem`,
     /// `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (else `~/.docker`).
+    ///
+    /// `ssh://` runs the system `ssh` (with the user's `~/.ssh/config`,
+    /// agent and `known_hosts`; `BatchMode`, so it never prompts): one
+    /// master connection, opened here, and one `docker system dial-stdio`
+    /// channel on it per HTTP connection; the host needs the docker CLI.
+    /// A refused connection, an unknown or changed host key or a refused
+    /// key fails here, naming the host and the cause. The master closes
+    /// when the last clone of the runtime is dropped.
     /// Pings the engine and negotiates the API version (down to the
     /// engine's, 1.41 for Docker 20.10). `timeout` bounds this and every
     /// later request's wait for an answer; an engine that cannot be reached
@@ -75,7 +85,16 @@ impl DockerRuntime {
         let url = env.url(url);
         let endpoint = env.endpoint(&url)?;
         let secs = ceil_secs(timeout).max(1);
+        let mut session = None;
         let docker = match &endpoint {
+            Endpoint::Ssh(target) => {
+                let opened = SshSession::open(target, timeout)
+                    .await
+                    .map_err(|cause| ssh::connect_error(&url, target, &cause))?;
+                let opened = std::sync::Arc::new(opened);
+                session = Some(opened.clone());
+                ssh::docker(opened, secs, API_DEFAULT_VERSION)
+            }
             Endpoint::Unix(path) => Docker::connect_with_unix(path, secs, API_DEFAULT_VERSION),
             Endpoint::Http(address) => {
                 Docker::connect_with_http(address, secs, API_DEFAULT_VERSION)
@@ -103,7 +122,17 @@ impl DockerRuntime {
                     humantime::format_duration(timeout)
                 ))
             })?
-            .map_err(|e| unreachable_engine(&url, e))?;
+            .map_err(|e| match &session {
+                // The master is up, so ssh got in: what failed is the far end.
+                Some(session) => match session.channel_failure() {
+                    Some(why) => Error::unavailable(format!(
+                        "cannot reach docker engine at {url}: ssh {}: {why}",
+                        session.target()
+                    )),
+                    None => unreachable_engine(&url, e),
+                },
+                None => unreachable_engine(&url, e),
+            })?;
         Ok(DockerRuntime {
             docker,
             url,
