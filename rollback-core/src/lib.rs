@@ -93,6 +93,7 @@ pub mod outcome;
 pub mod policy;
 #[cfg(feature = "probes")]
 pub mod probe;
+pub mod traffic;
 pub mod traits;
 pub mod types;
 
@@ -111,7 +112,8 @@ pub use policy::{
 };
 #[cfg(feature = "probes")]
 pub use probe::{HttpProbe, TcpProbe};
-pub use traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
+pub use traffic::{TrafficSwitch, Upstream};
+pub use traits::{CopyReport, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName, ContainerSpec,
     ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus, HostId,
@@ -119,5 +121,7 @@ pub use types::{
     RestartPolicy, Secret, Tag,
 };
 
+#[cfg(any(test, feature = "mock"))]
+pub use traffic::MockTrafficSwitch;
 #[cfg(any(test, feature = "mock"))]
 pub use traits::{MockHealthProbe, MockRegistry, MockRuntime};

@@ -1,4 +1,5 @@
-//! The three seams of the engine: [`Registry`], [`Runtime`] and [`HealthProbe`].
+//! The three seams of the engine: [`Registry`], [`Runtime`] and [`HealthProbe`]
+//! (the traffic seam is [`TrafficSwitch`](crate::traffic::TrafficSwitch)).
 //!
 //! All are object-safe (`Arc<dyn Runtime>` works), return owned values and
 //! the crate's [`Error`](crate::Error). With the `mock` feature, mockall mocks
@@ -24,6 +25,31 @@ pub struct CopyReport {
     pub digest: Digest,
     /// `false` when the destination already pointed at that digest and nothing was written.
     pub written: bool,
+}
+
+/// What a command run inside a container printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExecOutput {
+    /// The command's exit code.
+    pub exit_code: i64,
+    /// Its standard output and standard error, as one text in the order written.
+    pub output: String,
+}
+
+impl ExecOutput {
+    /// The result of a command that exited with `exit_code` after printing `output`.
+    pub fn new(exit_code: i64, output: impl Into<String>) -> Self {
+        Self {
+            exit_code,
+            output: output.into(),
+        }
+    }
+
+    /// Whether the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
 }
 
 /// An image registry: resolves tags and copies manifests without moving layers.
@@ -99,6 +125,46 @@ pub trait Runtime: Send + Sync {
 
     /// Release the lock of `app`. Returns whether a lock was removed.
     async fn release_lock(&self, app: &str) -> Result<bool>;
+
+    /// Run `cmd` (no shell) inside the running container `id` and wait for
+    /// it, at most `timeout` ([`ErrorKind::Timeout`](crate::ErrorKind::Timeout)).
+    ///
+    /// The default refuses: a runtime without it cannot drive a proxy.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let _ = (cmd, timeout);
+        Err(unsupported(&format!("run a command in container {id}")))
+    }
+
+    /// Create the network `name` (a bridge on this host) unless it exists.
+    /// Returns whether it was created.
+    async fn create_network(&self, name: &str) -> Result<bool> {
+        Err(unsupported(&format!("create network {name}")))
+    }
+
+    /// Attach the container `id` to the network `network`; attaching an
+    /// attached container succeeds.
+    async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+        Err(unsupported(&format!(
+            "connect container {id} to network {network}"
+        )))
+    }
+
+    /// The IP address of container `id` on `network`, or `None` when it is
+    /// not attached there or not running.
+    async fn network_address(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        Err(unsupported(&format!(
+            "read the address of container {id} on network {network}"
+        )))
+    }
+}
+
+fn unsupported(what: &str) -> crate::Error {
+    crate::Error::other(format!("this container runtime cannot {what}"))
 }
 
 /// The verdict of one health probe attempt.
@@ -213,6 +279,27 @@ macro_rules! forward_runtime {
             async fn release_lock(&self, app: &str) -> Result<bool> {
                 (**self).release_lock(app).await
             }
+            async fn exec(
+                &self,
+                id: &ContainerId,
+                cmd: &[String],
+                timeout: Duration,
+            ) -> Result<ExecOutput> {
+                (**self).exec(id, cmd, timeout).await
+            }
+            async fn create_network(&self, name: &str) -> Result<bool> {
+                (**self).create_network(name).await
+            }
+            async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+                (**self).connect_network(id, network).await
+            }
+            async fn network_address(
+                &self,
+                id: &ContainerId,
+                network: &str,
+            ) -> Result<Option<String>> {
+                (**self).network_address(id, network).await
+            }
         }
     )*};
 }
@@ -248,14 +335,18 @@ mod tests {
         registry: Arc<dyn Registry>,
         runtime: Arc<dyn Runtime>,
         probe: Box<dyn HealthProbe>,
+        switch: Arc<dyn crate::traffic::TrafficSwitch>,
     ) {
         fn takes_registry<R: Registry>(_: R) {}
         fn takes_runtime<R: Runtime>(_: R) {}
         fn takes_probe<P: HealthProbe>(_: P) {}
+        fn takes_switch<S: crate::traffic::TrafficSwitch>(_: S) {}
         takes_runtime(&*runtime);
         takes_registry(registry);
         takes_runtime(runtime);
         takes_probe(probe);
+        takes_switch(&*switch);
+        takes_switch(switch);
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
-use bollard::models::ContainerInspectResponse;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
@@ -16,7 +17,7 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Error,
-    ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+    ExecOutput, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -164,6 +165,22 @@ impl DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.err(&format!("inspect container {name_or_id}"), e)),
         }
+    }
+
+    /// The endpoint address on `network`: `Some("")` when attached but not
+    /// running (no address yet), `None` when not attached.
+    async fn network_address_raw(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        let response = self
+            .inspect_raw(id.as_str())
+            .await
+            .map_err(|e| self.err(&format!("inspect container {id}"), e))?;
+        let networks = response
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        Ok(networks
+            .get(network)
+            .map(|endpoint| endpoint.ip_address.clone().unwrap_or_default()))
     }
 
     async fn credentials(
@@ -566,6 +583,119 @@ impl Runtime for DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => Ok(false),
             Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
         }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Dropping the future detaches from the command; it keeps running in
+    /// the container until it ends by itself.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let program = cmd.first().map(String::as_str).unwrap_or_default();
+        let what = format!("run {program} in container {id}");
+        let run = async {
+            let options = CreateExecOptions {
+                cmd: Some(cmd.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let created = self
+                .docker
+                .create_exec(id.as_str(), options)
+                .await
+                .map_err(|e| self.err(&what, e))?;
+            let started = self
+                .docker
+                .start_exec(&created.id, None)
+                .await
+                .map_err(|e| self.err(&what, e))?;
+            let mut bytes = Vec::new();
+            if let StartExecResults::Attached { mut output, .. } = started {
+                while let Some(chunk) = output.next().await {
+                    let chunk = chunk.map_err(|e| self.err(&what, e))?;
+                    bytes.extend_from_slice(&chunk.into_bytes());
+                }
+            }
+            // The output ends when the process does; its code may show a moment later.
+            for _ in 0..50 {
+                let inspected = self
+                    .docker
+                    .inspect_exec(&created.id)
+                    .await
+                    .map_err(|e| self.err(&what, e))?;
+                if inspected.running != Some(true) {
+                    let code = inspected.exit_code.unwrap_or(-1);
+                    return Ok(ExecOutput::new(code, String::from_utf8_lossy(&bytes)));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(Error::unavailable(format!(
+                "{what} on {}: the engine does not report how it ended",
+                self.url
+            )))
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(format!(
+                    "{what} on {}: not done within {}",
+                    self.url,
+                    humantime::format_duration(timeout)
+                )))
+            })
+    }
+
+    async fn create_network(&self, name: &str) -> Result<bool> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(false),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(self.err(&format!("inspect network {name}"), e)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                labels::MANAGED.to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(true),
+            // Created by someone else in between.
+            Err(e) if status_of(&e) == Some(409) => Ok(false),
+            Err(e) => Err(self.err(&format!("create network {name}"), e)),
+        }
+    }
+
+    async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+        if self.network_address_raw(id, network).await?.is_some() {
+            return Ok(());
+        }
+        let request = NetworkConnectRequest {
+            container: id.as_str().to_owned(),
+            endpoint_config: None,
+        };
+        let Err(e) = self.docker.connect_network(network, request).await else {
+            return Ok(());
+        };
+        // Attached in between: old engines say so with a 403 or a 500.
+        if self.network_address_raw(id, network).await?.is_some() {
+            return Ok(());
+        }
+        Err(self.err(&format!("connect container {id} to network {network}"), e))
+    }
+
+    async fn network_address(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        Ok(self
+            .network_address_raw(id, network)
+            .await?
+            .filter(|ip| !ip.is_empty()))
     }
 }
 
