@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollback_core::{
-    EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository, RestartPolicy, Retain,
-    RolloutPolicy, RunOptions, Secret,
+    App, ContainerName, EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository,
+    RestartPolicy, Retain, RolloutPolicy, RunOptions, Secret, Tag,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_path_to_error::Segment;
 use toml::Spanned;
 
 /// The default config file name, looked up in the current folder.
@@ -50,7 +51,7 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     /// The `[app]` table; absent only in a file used for `rollback tag` with full references.
-    pub app: Option<AppConfig>,
+    pub app: Option<App>,
     /// The `[container]` table, shared by every host.
     pub container: ContainerConfig,
     /// The health policy of `[health]`.
@@ -59,6 +60,8 @@ pub struct Config {
     pub rollout: RolloutPolicy,
     /// The hosts, in file order; one host named `local` when the file lists none.
     pub hosts: Vec<HostConfig>,
+    /// Images of this many releases stay on each host (`[app] retain`).
+    pub retain: Retain,
     /// The `[hooks]` table.
     pub hooks: HooksConfig,
     /// The `[notify]` table, when it names a webhook.
@@ -96,21 +99,6 @@ impl fmt::Debug for NotifyConfig {
             .field("timeout", &self.timeout)
             .finish()
     }
-}
-
-/// The `[app]` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppConfig {
-    /// Container name on every host.
-    pub name: String,
-    /// Image repository, no tag.
-    pub repository: Repository,
-    /// The tag that names the release in production (`latest`).
-    pub stable_tag: String,
-    /// The tag that names the release before it (`previous`).
-    pub previous_tag: String,
-    /// Images of this many releases stay on each host.
-    pub retain: Retain,
 }
 
 /// The `[container]` table.
@@ -213,12 +201,13 @@ impl Config {
             file: path.display().to_string(),
             text,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| ctx.toml_error(&e))?;
         ctx.validate(raw, path, env)
     }
 
     /// The `[app]` table, or an error for commands that need it.
-    pub fn app(&self) -> Result<&AppConfig, ConfigError> {
+    pub fn app(&self) -> Result<&App, ConfigError> {
         self.app.as_ref().ok_or_else(|| ConfigError {
             file: self.path.display().to_string(),
             line: None,
@@ -228,6 +217,12 @@ impl Config {
 }
 
 // ---- raw, as written ----
+//
+// Values are read into their core types (ports, tags, repositories, restart
+// and failure policies) or into the small checked types below, so that a bad
+// value is reported by the deserializer with its path (`hosts[1].ports[0]`)
+// and line. A new key is one field here, plus a check in `validate` when it
+// depends on other keys.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -251,14 +246,14 @@ struct RawConfig {
 struct RawHooks {
     pre_deploy: Option<Spanned<String>>,
     post_deploy: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawNotify {
     webhook: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -279,10 +274,10 @@ enum RawArgs {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApp {
-    name: Spanned<String>,
-    repository: Spanned<String>,
-    stable_tag: Option<Spanned<String>>,
-    previous_tag: Option<Spanned<String>>,
+    name: ContainerName,
+    repository: Repository,
+    stable_tag: Option<Spanned<Tag>>,
+    previous_tag: Option<Spanned<Tag>>,
     retain: Option<Spanned<i64>>,
 }
 
@@ -290,17 +285,17 @@ struct RawApp {
 #[serde(deny_unknown_fields)]
 struct RawContainer {
     #[serde(default)]
-    ports: Vec<Spanned<String>>,
+    ports: Vec<PortMapping>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<RawEnvValue>>,
     #[serde(default)]
-    volumes: Vec<Spanned<String>>,
-    platform: Option<Spanned<String>>,
-    network: Option<Spanned<String>>,
-    restart: Option<Spanned<String>>,
+    volumes: Vec<NonEmpty>,
+    platform: Option<Platform>,
+    network: Option<NonEmpty>,
+    restart: Option<RestartPolicy>,
     #[serde(default)]
     command: Vec<String>,
-    stop_timeout: Option<Spanned<String>>,
+    stop_timeout: Option<HumanDuration>,
     #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
     memory: Option<Spanned<RawNumber>>,
@@ -338,18 +333,19 @@ struct RawHealth {
     expect_status: Option<Spanned<i64>>,
     json_pointer: Option<Spanned<String>>,
     expect: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    start_period: Option<Spanned<String>>,
-    deadline: Option<Spanned<String>>,
-    stable_for: Option<Spanned<String>>,
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
+    start_period: Option<Spanned<HumanDuration>>,
+    deadline: Option<Spanned<HumanDuration>>,
+    stable_for: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRollout {
     batch: Option<Spanned<i64>>,
-    on_failure: Option<Spanned<String>>,
+    #[serde(default)]
+    on_failure: OnFailure,
 }
 
 #[derive(Deserialize)]
@@ -359,9 +355,56 @@ struct RawHost {
     docker: Option<Spanned<String>>,
     health_url: Option<Spanned<String>>,
     tcp: Option<Spanned<String>>,
-    ports: Option<Vec<Spanned<String>>>,
+    ports: Option<Vec<PortMapping>>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<RawEnvValue>>,
+}
+
+/// A duration written as humans do (`"6s"`, `"1m 30s"`).
+#[derive(Debug, Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?} ({e}); write e.g. \"6s\" or \"1m\""
+                ))
+            })
+    }
+}
+
+/// A string that is not blank.
+#[derive(Debug, Clone)]
+struct NonEmpty(String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(NonEmpty(text))
+    }
+}
+
+/// `os/arch[/variant]`.
+#[derive(Debug, Clone)]
+struct Platform(String);
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let NonEmpty(text) = NonEmpty::deserialize(deserializer)?;
+        if !text.contains('/') {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is not os/arch (e.g. \"linux/arm64\")"
+            )));
+        }
+        Ok(Platform(text))
+    }
 }
 
 // ---- validation ----
@@ -393,98 +436,29 @@ impl Ctx<'_> {
         self.err(Some(value.span()), message)
     }
 
-    /// Where the key at `offset` sits: `in [container]`, `in [[hosts]]`, `at the top level`.
-    fn table_at(&self, offset: usize) -> String {
-        let offset = offset.min(self.text.len());
-        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.text[offset..]
-            .find('\n')
-            .map_or(self.text.len(), |i| offset + i);
-        let header = |line: &str| -> Option<(bool, String)> {
-            let line = line.trim();
-            let array = line.starts_with("[[");
-            let inner = line.strip_prefix('[')?.trim_start_matches('[');
-            let inner = &inner[..inner.find(']')?];
-            Some((array, inner.trim().to_owned()))
-        };
-        let show = |array: bool, name: &str| {
-            if array {
-                format!("in [[{name}]]")
-            } else {
-                format!("in [{name}]")
-            }
-        };
-        // The unknown key is itself a table header: it sits in the header's parent.
-        if let Some((_, name)) = header(&self.text[line_start..line_end]) {
-            return match name.rsplit_once('.') {
-                Some((parent, _)) => {
-                    let array = self.text.contains(&format!("[[{parent}]]"));
-                    show(array, parent)
-                }
-                None => "at the top level".to_owned(),
-            };
-        }
-        self.text[..line_start]
-            .lines()
-            .rev()
-            .find_map(header)
-            .map_or_else(
-                || "at the top level".to_owned(),
-                |(array, name)| show(array, &name),
-            )
-    }
-
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let span = e.span();
+    fn toml_error(&self, e: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let inner = e.inner();
         // toml's messages may span lines ("invalid table header\nexpected ..."): keep one line.
-        let mut message = e
+        let message = inner
             .message()
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(": ");
-        if let (Some(rest), Some(span)) = (message.strip_prefix("unknown field `"), span.clone()) {
+        let path = key_path(e.path());
+        let message = match message.strip_prefix("unknown field ") {
             // `unknown field `prots`, expected ...` → name the table it is in.
-            if let Some((field, tail)) = rest.split_once('`') {
-                let table = self.table_at(span.start);
-                message = format!("unknown field `{field}` {table}{tail}");
-            }
-        }
-        self.err(span, message)
-    }
-
-    fn duration(
-        &self,
-        key: &str,
-        value: &Option<Spanned<String>>,
-    ) -> Result<Option<Duration>, ConfigError> {
-        value
-            .as_ref()
-            .map(|v| {
-                humantime::parse_duration(v.get_ref()).map_err(|e| {
-                    self.at(
-                        v,
-                        format!(
-                            "{key}: invalid duration {:?} ({e}); write e.g. \"6s\" or \"1m\"",
-                            v.get_ref()
-                        ),
-                    )
-                })
-            })
-            .transpose()
-    }
-
-    fn ports(&self, key: &str, ports: &[Spanned<String>]) -> Result<Vec<PortMapping>, ConfigError> {
-        ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                p.get_ref()
-                    .parse::<PortMapping>()
-                    .map_err(|e| self.at(p, format!("{key}[{i}]: {}", e.message())))
-            })
-            .collect()
+            Some(rest) => match rest.split_once(',') {
+                Some((field, tail)) => {
+                    format!("unknown field {field} {},{tail}", table_name(e.path()))
+                }
+                None => format!("unknown field {rest} {}", table_name(e.path())),
+            },
+            None if path.is_empty() => message,
+            None => format!("{path}: {message}"),
+        };
+        self.err(inner.span(), message)
     }
 
     fn env(
@@ -522,7 +496,7 @@ impl Ctx<'_> {
     }
 
     fn url(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
-        let url = reqwest::Url::parse(value.get_ref()).map_err(|e| {
+        let url = url::Url::parse(value.get_ref()).map_err(|e| {
             self.at(
                 value,
                 format!("{key}: invalid URL {:?}: {e}", value.get_ref()),
@@ -558,6 +532,7 @@ impl Ctx<'_> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let app = raw.app.as_ref().map(|a| self.app(a)).transpose()?;
+        let retain = self.retain(raw.app.as_ref())?;
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -629,10 +604,7 @@ impl Ctx<'_> {
                     format!("{key}: no health check: set [health] http, tcp or docker = true, or this host's health_url or tcp"),
                 ));
             }
-            let ports = match &h.ports {
-                Some(p) => self.ports(&format!("{key}.ports"), p)?,
-                None => container.ports.clone(),
-            };
+            let ports = h.ports.clone().unwrap_or_else(|| container.ports.clone());
             let mut env = container.env.clone();
             env.extend(self.env(&format!("{key}.env"), &h.env, lookup)?);
             hosts.push(HostConfig {
@@ -665,9 +637,28 @@ impl Ctx<'_> {
             health,
             rollout,
             hosts,
+            retain,
             hooks,
             notify,
         })
+    }
+
+    fn retain(&self, raw: Option<&Spanned<RawApp>>) -> Result<Retain, ConfigError> {
+        let Some(r) = raw.and_then(|a| a.get_ref().retain.as_ref()) else {
+            return Ok(Retain::default());
+        };
+        u32::try_from(*r.get_ref())
+            .ok()
+            .and_then(|n| Retain::new(n).ok())
+            .ok_or_else(|| {
+                self.at(
+                    r,
+                    format!(
+                        "app.retain: must be at least 2 (the running release and the previous one), got {}",
+                        r.get_ref()
+                    ),
+                )
+            })
     }
 
     fn hooks(&self, h: &RawHooks, dir: &Path) -> Result<HooksConfig, ConfigError> {
@@ -679,9 +670,10 @@ impl Ctx<'_> {
             Some(c) => Ok(Some(c.get_ref().clone())),
             None => Ok(None),
         };
-        let timeout = self
-            .duration("hooks.timeout", &h.timeout)?
-            .unwrap_or(DEFAULT_HOOK_TIMEOUT);
+        let timeout = h
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_HOOK_TIMEOUT, |t| t.get_ref().0);
         if timeout.is_zero() {
             return Err(self.err(
                 h.timeout.as_ref().map(|t| t.span()),
@@ -701,9 +693,10 @@ impl Ctx<'_> {
         n: &RawNotify,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<NotifyConfig>, ConfigError> {
-        let timeout = self
-            .duration("notify.timeout", &n.timeout)?
-            .unwrap_or(DEFAULT_NOTIFY_TIMEOUT);
+        let timeout = n
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_NOTIFY_TIMEOUT, |t| t.get_ref().0);
         if timeout.is_zero() {
             return Err(self.err(
                 n.timeout.as_ref().map(|t| t.span()),
@@ -726,7 +719,7 @@ impl Ctx<'_> {
             )
         })?;
         // The message never quotes the URL: it may hold credentials.
-        let url = reqwest::Url::parse(value.expose())
+        let url = url::Url::parse(value.expose())
             .map_err(|e| self.at(raw, format!("notify.webhook: not a URL ({e})")))?;
         let Some(host) = url
             .host_str()
@@ -748,72 +741,23 @@ impl Ctx<'_> {
         }))
     }
 
-    fn app(&self, raw: &Spanned<RawApp>) -> Result<AppConfig, ConfigError> {
+    fn app(&self, raw: &Spanned<RawApp>) -> Result<App, ConfigError> {
         let a = raw.get_ref();
-        let name = a.name.get_ref();
-        if !is_container_name(name) {
-            return Err(self.at(
-                &a.name,
-                format!(
-                    "app.name: {name:?} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
-                ),
-            ));
-        }
-        let repository: Repository =
-            a.repository
-                .get_ref()
-                .parse()
-                .map_err(|e: rollback_core::Error| {
-                    self.at(&a.repository, format!("app.repository: {}", e.message()))
-                })?;
-        let tag = |key: &str,
-                   v: &Option<Spanned<String>>,
-                   default: &str|
-         -> Result<String, ConfigError> {
-            match v {
-                Some(t) if is_tag(t.get_ref()) => Ok(t.get_ref().clone()),
-                Some(t) => Err(self.at(
-                    t,
-                    format!(
-                        "{key}: {:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
-                        t.get_ref()
-                    ),
-                )),
-                None => Ok(default.to_owned()),
-            }
-        };
-        let stable_tag = tag("app.stable_tag", &a.stable_tag, "latest")?;
-        let previous_tag = tag("app.previous_tag", &a.previous_tag, "previous")?;
-        if stable_tag == previous_tag {
-            return Err(self.err(
-                a.previous_tag
-                    .as_ref()
-                    .or(a.stable_tag.as_ref())
-                    .map(|t| t.span()),
-                format!("app.previous_tag: must differ from app.stable_tag ({stable_tag:?})"),
-            ));
-        }
-        let retain = match &a.retain {
-            Some(r) => u32::try_from(*r.get_ref())
-                .map_err(|_| ())
-                .and_then(|n| Retain::new(n).map_err(|_| ()))
-                .map_err(|()| {
-                    self.at(
-                        r,
-                        format!(
-                            "app.retain: must be at least 2 (the running release and the previous one), got {}",
-                            r.get_ref()
-                        ),
-                    )
-                })?,
-            None => Retain::default(),
-        };
-        Ok(AppConfig {
-            name: name.clone(),
-            repository,
-            stable_tag,
-            previous_tag,
-            retain,
+        let tag = |v: &Option<Spanned<Tag>>| v.as_ref().map(|t| t.get_ref().clone());
+        let app = App::new(a.name.clone(), a.repository.clone());
+        let stable_tag = tag(&a.stable_tag).unwrap_or_else(|| app.stable_tag.clone());
+        let previous_tag = tag(&a.previous_tag).unwrap_or_else(|| app.previous_tag.clone());
+        let stable = stable_tag.to_string();
+        app.with_tags(stable_tag, previous_tag).map_err(|_| {
+            let span = a
+                .previous_tag
+                .as_ref()
+                .or(a.stable_tag.as_ref())
+                .map(|t| t.span());
+            self.err(
+                span,
+                format!("app.previous_tag: must differ from app.stable_tag ({stable:?})"),
+            )
         })
     }
 
@@ -823,56 +767,21 @@ impl Ctx<'_> {
         dir: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ContainerConfig, ConfigError> {
-        let ports = self.ports("container.ports", &c.ports)?;
         // `env` wins over `env_file`, as a later -e wins in docker run.
         let mut env = match &c.env_file {
             Some(file) => self.env_file(file, dir, lookup)?,
             None => BTreeMap::new(),
         };
         env.extend(self.env("container.env", &c.env, lookup)?);
-        for (i, v) in c.volumes.iter().enumerate() {
-            if v.get_ref().trim().is_empty() {
-                return Err(self.at(v, format!("container.volumes[{i}]: must not be empty")));
-            }
-        }
-        let non_empty =
-            |key: &str, v: &Option<Spanned<String>>| -> Result<Option<String>, ConfigError> {
-                match v {
-                    Some(s) if s.get_ref().trim().is_empty() => {
-                        Err(self.at(s, format!("{key}: must not be empty")))
-                    }
-                    Some(s) => Ok(Some(s.get_ref().clone())),
-                    None => Ok(None),
-                }
-            };
-        let platform = non_empty("container.platform", &c.platform)?;
-        if let (Some(p), Some(raw)) = (&platform, &c.platform) {
-            if !p.contains('/') {
-                return Err(self.at(
-                    raw,
-                    format!("container.platform: {p:?} is not os/arch (e.g. \"linux/arm64\")"),
-                ));
-            }
-        }
-        let network = non_empty("container.network", &c.network)?;
-        let restart = c
-            .restart
-            .as_ref()
-            .map(|r| {
-                r.get_ref()
-                    .parse::<RestartPolicy>()
-                    .map_err(|e| self.at(r, format!("container.restart: {}", e.message())))
-            })
-            .transpose()?;
         Ok(ContainerConfig {
-            ports,
+            ports: c.ports.clone(),
             env,
-            volumes: c.volumes.iter().map(|v| v.get_ref().clone()).collect(),
-            platform,
-            network,
-            restart,
+            volumes: c.volumes.iter().map(|v| v.0.clone()).collect(),
+            platform: c.platform.as_ref().map(|p| p.0.clone()),
+            network: c.network.as_ref().map(|n| n.0.clone()),
+            restart: c.restart,
             command: c.command.clone(),
-            stop_timeout: self.duration("container.stop_timeout", &c.stop_timeout)?,
+            stop_timeout: c.stop_timeout.map(|d| d.0),
             labels: self.labels(&c.labels)?,
             options: self.run_options(c)?,
         })
@@ -994,7 +903,7 @@ impl Ctx<'_> {
             Ok(v.to_owned())
         })?;
         if let (Some(first), Some(mode)) = (c.networks.first(), c.network.as_ref()) {
-            let mode = mode.get_ref();
+            let mode = &mode.0;
             if mode == "host" || mode == "none" || mode.starts_with("container:") {
                 return Err(self.at(
                     first,
@@ -1221,47 +1130,41 @@ impl Ctx<'_> {
             expect_status,
             expect_json,
         };
-        let d = HealthPolicy::default();
-        let interval = self
-            .duration("health.interval", &h.interval)?
-            .unwrap_or(d.interval());
-        let timeout = self
-            .duration("health.timeout", &h.timeout)?
-            .unwrap_or(d.timeout());
-        let start_period = self
-            .duration("health.start_period", &h.start_period)?
-            .unwrap_or(d.start_period());
-        let deadline = self
-            .duration("health.deadline", &h.deadline)?
-            .unwrap_or(d.deadline());
-        let stable_for = self
-            .duration("health.stable_for", &h.stable_for)?
-            .unwrap_or(d.stable_for());
-        let policy = HealthPolicy::new(interval, timeout, start_period, deadline, stable_for)
-            .map_err(|e| {
-                let span = match e.field {
-                    "health.interval" => h.interval.as_ref(),
-                    "health.timeout" => h.timeout.as_ref(),
-                    "health.start_period" => h.start_period.as_ref(),
-                    "health.deadline" => h.deadline.as_ref(),
-                    "health.stable_for" => h.stable_for.as_ref(),
-                    _ => None,
-                }
-                .map(|s| s.span())
-                .or_else(|| raw.map(|r| r.span()));
-                self.err(span, e.to_string())
-            })?;
+        let mut policy = HealthPolicy::builder();
+        let d = |v: &Option<Spanned<HumanDuration>>| v.as_ref().map(|v| v.get_ref().0);
+        if let Some(v) = d(&h.interval) {
+            policy = policy.interval(v);
+        }
+        if let Some(v) = d(&h.timeout) {
+            policy = policy.timeout(v);
+        }
+        if let Some(v) = d(&h.start_period) {
+            policy = policy.start_period(v);
+        }
+        if let Some(v) = d(&h.deadline) {
+            policy = policy.deadline(v);
+        }
+        if let Some(v) = d(&h.stable_for) {
+            policy = policy.stable_for(v);
+        }
+        let policy = policy.build().map_err(|e| {
+            let span = match e.field {
+                "health.interval" => h.interval.as_ref(),
+                "health.timeout" => h.timeout.as_ref(),
+                "health.start_period" => h.start_period.as_ref(),
+                "health.deadline" => h.deadline.as_ref(),
+                "health.stable_for" => h.stable_for.as_ref(),
+                _ => None,
+            }
+            .map(|s| s.span())
+            .or_else(|| raw.map(|r| r.span()));
+            self.err(span, e.to_string())
+        })?;
         Ok((check, expect, policy))
     }
 
     fn rollout(&self, r: &RawRollout) -> Result<RolloutPolicy, ConfigError> {
-        let on_failure = match &r.on_failure {
-            Some(o) => o
-                .get_ref()
-                .parse::<OnFailure>()
-                .map_err(|e| self.at(o, e.to_string()))?,
-            None => OnFailure::default(),
-        };
+        let on_failure = r.on_failure;
         let batch = match &r.batch {
             Some(b) => usize::try_from(*b.get_ref())
                 .map_err(|_| self.at(b, "rollout.batch: must be at least 1"))?,
@@ -1314,6 +1217,53 @@ fn interpolate(
     Ok(EnvValue::Secret(Secret::new(out)))
 }
 
+/// A key path as the config writes it (`hosts[1].ports[0]`), without the
+/// fields toml uses internally to carry spans.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } if !key.starts_with("$__") => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The table holding the unknown key at the end of `path`: `in [container]`,
+/// `in [[hosts]]`, `at the top level`.
+fn table_name(path: &serde_path_to_error::Path) -> String {
+    let mut names = Vec::new();
+    let mut array = false;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let parent = match segments.split_last() {
+        Some((Segment::Map { .. }, parent)) => parent,
+        _ => &segments[..],
+    };
+    for segment in parent {
+        match segment {
+            Segment::Seq { .. } => array = true,
+            Segment::Map { key } | Segment::Enum { variant: key } if !key.starts_with("$__") => {
+                names.push(key.as_str());
+                array = false;
+            }
+            _ => {}
+        }
+    }
+    let name = names.join(".");
+    match (name.is_empty(), array) {
+        (true, _) => "at the top level".to_owned(),
+        (false, true) => format!("in [[{name}]]"),
+        (false, false) => format!("in [{name}]"),
+    }
+}
+
 /// How long a hook may run unless `[hooks] timeout` says otherwise.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long each webhook attempt may take unless `[notify] timeout` says otherwise.
@@ -1360,22 +1310,6 @@ fn is_hostname(s: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-}
-
-fn is_container_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// Whether `s` is a valid image tag.
-pub fn is_tag(s: &str) -> bool {
-    let mut chars = s.chars();
-    s.len() <= 128
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 #[cfg(test)]
@@ -1692,7 +1626,7 @@ tcp = "10.0.0.2:80"
         .to_owned();
         let path = dir.path().join("rollback.toml");
         let c = Config::parse(&text, &path, &env).unwrap();
-        assert_eq!(c.app().unwrap().retain.get(), 3);
+        assert_eq!(c.retain.get(), 3);
         let o = &c.container.options;
         assert_eq!(o.memory, Some(512 << 20));
         assert_eq!(o.nano_cpus, Some(1_500_000_000));
@@ -1723,7 +1657,7 @@ tcp = "10.0.0.2:80"
         assert!(!format!("{notify:?}").contains("s3cr3t"), "{notify:?}");
 
         let c = parse(&with_app("")).unwrap();
-        assert_eq!(c.app().unwrap().retain.get(), 5);
+        assert_eq!(c.retain.get(), 5);
         assert_eq!(c.hooks.timeout, DEFAULT_HOOK_TIMEOUT);
         assert_eq!(c.hooks.dir, Path::new("."));
         assert!(c.notify.is_none() && c.hooks.pre_deploy.is_none());

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use futures_util::future::join_all;
 use rollback_core::{
-    App, CancellationToken, DeployReport, Deployer, DeploymentId, HostId, HostTarget, Outcome,
-    Phase, Plan, PruneReport, Release, Target,
+    App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
+    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Target,
 };
 use serde::Serialize;
 
@@ -18,33 +18,37 @@ use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
 use crate::hooks::{HookRun, Hooks};
 use crate::notify::{self, Notified};
-use crate::output::{error_outcome, secrets_of, LockJson, Output};
+use crate::output::{error_outcome, secrets_of, Output};
 
-/// The container spec of the app on `host`; the engine pins the image by digest.
-fn spec(config: &Config, host: &HostConfig) -> Result<rollback_core::ContainerSpec, CliError> {
-    let app = config.app()?;
+/// How the app's container runs on `host`; the engine names it and pins the image.
+fn container(config: &Config, host: &HostConfig) -> ContainerTemplate {
     let c = &config.container;
-    Ok(rollback_core::ContainerSpec {
-        name: app.name.clone(),
-        image: app
-            .repository
-            .with_tag(&app.stable_tag)
-            .map_err(|e| CliError::bad_argument("app.stable_tag", &e))?,
-        ports: host.ports.clone(),
-        env: host
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        volumes: c.volumes.clone(),
-        platform: c.platform.clone(),
-        network: c.network.clone(),
-        restart: c.restart,
-        command: c.command.clone(),
-        labels: c.labels.clone(),
-        stop_timeout: c.stop_timeout,
-        options: c.options.clone(),
-    })
+    let mut t = ContainerTemplate::new().command(c.command.clone());
+    for port in &host.ports {
+        t = t.port(port.clone());
+    }
+    for (name, value) in &host.env {
+        t = t.env(name.clone(), value.clone());
+    }
+    for volume in &c.volumes {
+        t = t.volume(volume.clone());
+    }
+    if let Some(platform) = &c.platform {
+        t = t.platform(platform.clone());
+    }
+    if let Some(network) = &c.network {
+        t = t.network(network.clone());
+    }
+    if let Some(restart) = c.restart {
+        t = t.restart(restart);
+    }
+    if let Some(stop_timeout) = c.stop_timeout {
+        t = t.stop_timeout(stop_timeout);
+    }
+    for (key, value) in &c.labels {
+        t = t.label(key.clone(), value.clone());
+    }
+    t.options(c.options.clone())
 }
 
 /// Connect to every host and build the engine.
@@ -79,7 +83,7 @@ pub(crate) async fn deployer(
                 id: host.name.clone(),
                 runtime,
                 probe,
-                spec: spec(config, host)?,
+                container: container(config, host),
             }),
             Err(e) if lenient => unreachable.push((host.name.clone(), e)),
             Err(e) => {
@@ -91,19 +95,10 @@ pub(crate) async fn deployer(
             }
         }
     }
-    let deployer = Deployer::new(
-        App {
-            name: app.name.clone(),
-            repository: app.repository.clone(),
-            stable_tag: app.stable_tag.clone(),
-            previous_tag: app.previous_tag.clone(),
-        },
-        registry,
-        hosts,
-    )
-    .with_health(config.health)
-    .with_rollout(config.rollout)
-    .with_observer(ctx.output.clone());
+    let deployer = Deployer::new(app.clone(), registry, hosts)
+        .with_health(config.health)
+        .with_rollout(config.rollout)
+        .with_observer(ctx.output.clone());
     Ok((deployer, unreachable))
 }
 
@@ -118,10 +113,10 @@ enum Run {
 pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
     let target = match (&args.tag, &args.digest) {
         (Some(tag), None) => {
-            if !crate::config::is_tag(tag) {
-                return Err(CliError::usage(format!("--tag {tag:?} is not a valid tag")));
-            }
-            Target::Tag(tag.clone())
+            let tag = tag
+                .parse()
+                .map_err(|_| CliError::usage(format!("--tag {tag:?} is not a valid tag")))?;
+            Target::Tag(tag)
         }
         (None, Some(digest)) => Target::Digest(digest.clone()),
         _ => return Err(CliError::usage("give exactly one of --tag or --digest")),
@@ -131,7 +126,7 @@ pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
         return plan(ctx, &deployer, &target, "deploy").await;
     }
     let (tag, digest) = match &target {
-        Target::Tag(tag) => (Some(tag.clone()), None),
+        Target::Tag(tag) => (Some(tag.to_string()), None),
         Target::Digest(digest) => (None, Some(digest.to_string())),
     };
     around(ctx, "deploy", tag, digest, Run::Deploy(target)).await
@@ -145,7 +140,7 @@ pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
         return plan(ctx, &deployer, &previous, "undo").await;
     }
     let previous = ctx.config()?.app()?.previous_tag.clone();
-    around(ctx, "undo", Some(previous), None, Run::Undo).await
+    around(ctx, "undo", Some(previous.to_string()), None, Run::Undo).await
 }
 
 /// `recover`.
@@ -181,7 +176,7 @@ async fn around(
     let deployment = DeploymentId::generate();
     let mut hook_run = HookRun {
         command,
-        app: app.name.clone(),
+        app: app.name.to_string(),
         tag,
         digest,
         hosts: config.hosts.iter().map(|h| h.name.to_string()).collect(),
@@ -201,7 +196,7 @@ async fn around(
         let mut driven = drive(ctx, &deployer, run).await;
         if let Driven::Report(report, pruned) = &mut driven {
             if prune && report.outcome == Outcome::Deployed {
-                *pruned = super::prune::after_deploy(ctx, &deployer, app.retain).await;
+                *pruned = super::prune::after_deploy(ctx, &deployer, config.retain).await;
             }
             ctx.output.report_pruned(report, pruned.as_ref());
         }
@@ -212,7 +207,11 @@ async fn around(
         Ok(Driven::Abandoned(code)) => return Ok(*code),
         Ok(Driven::Report(report, pruned)) => {
             if let Some(target) = &report.target {
-                hook_run.tag = target.tag.clone().or(hook_run.tag);
+                hook_run.tag = target
+                    .tag
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(hook_run.tag);
                 hook_run.digest = Some(target.digest.to_string());
             }
             (
@@ -284,7 +283,7 @@ fn at_risk(phase: Phase) -> bool {
 }
 
 /// Exit code when the user gives up waiting after a second signal.
-pub const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = ExitCode::Interrupted.code();
 
 /// What to print and exit with when a second signal arrives: the last phase
 /// of each host, and 4 when a host may be left without a healthy release.
@@ -403,7 +402,7 @@ struct HostPlanJson<'a> {
     host: &'a HostId,
     current: Option<&'a Release>,
     container: Option<&'a rollback_core::ContainerId>,
-    lock: Option<LockJson<'a>>,
+    lock: Option<&'a LockInfo>,
     steps: &'a [String],
 }
 
@@ -438,7 +437,7 @@ pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
                     host: &h.host,
                     current: h.current.as_ref(),
                     container: h.container.as_ref(),
-                    lock: h.lock.as_ref().map(LockJson::from),
+                    lock: h.lock.as_ref(),
                     steps: &h.steps,
                 })
                 .collect(),
@@ -556,8 +555,7 @@ env = { MODE = "canary" }
             &|_| Some("tok-secret".into()),
         )
         .unwrap();
-        let spec = spec(&config, &config.hosts[0]).unwrap();
-        assert_eq!(spec.name, "app");
+        let spec = container(&config, &config.hosts[0]);
         assert_eq!(spec.ports[0].host_port, Some(18081));
         let env: std::collections::HashMap<_, _> = spec.env.iter().cloned().collect();
         assert_eq!(env["MODE"].expose(), "canary");

@@ -43,7 +43,9 @@ struct PruneJson<'a> {
 /// `prune`: the same as after a deploy, on demand; `--dry-run` says what
 /// would go. Exit 1 when a host could not be read or an image not removed.
 pub async fn run(ctx: &Context) -> Result<i32, CliError> {
-    let retain = ctx.config()?.app()?.retain;
+    let config = ctx.config()?;
+    config.app()?;
+    let retain = config.retain;
     let (deployer, _) = deployer(ctx, false).await?;
     let report = deployer
         .prune(retain, ctx.dry_run)

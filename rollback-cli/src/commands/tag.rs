@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use crate::cli::TagArgs;
 use crate::commands::Context;
-use crate::config::{is_tag, AppConfig};
 use crate::exit::{self, CliError};
+use rollback_core::{App, Tag};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -28,7 +28,7 @@ impl Role {
 /// A bare tag (`v2`) or digest (`sha256:...`) belongs to the app's
 /// repository; anything else must be a full reference. A destination must
 /// name a tag.
-fn reference(arg: &str, app: Option<&AppConfig>, role: Role) -> Result<ImageRef, CliError> {
+fn reference(arg: &str, app: Option<&App>, role: Role) -> Result<ImageRef, CliError> {
     reference_in(arg, app.map(|a| &a.repository), role)
 }
 
@@ -39,10 +39,10 @@ fn destination(
     arg: &str,
     source_arg: &str,
     source: &ImageRef,
-    app: Option<&AppConfig>,
+    app: Option<&App>,
 ) -> Result<ImageRef, CliError> {
-    let source_is_full = !source_arg.starts_with("sha256:") && !is_tag(source_arg);
-    if source_is_full && is_tag(arg) {
+    let source_is_full = !source_arg.starts_with("sha256:") && source_arg.parse::<Tag>().is_err();
+    if source_is_full && arg.parse::<Tag>().is_ok() {
         return reference_in(arg, Some(&source.repo()), Role::Destination);
     }
     reference(arg, app, Role::Destination)
@@ -70,10 +70,8 @@ fn reference_in(
         let digest: Digest = arg.parse().map_err(|e| CliError::bad_argument(what, &e))?;
         return Ok(need_app("digest")?.with_digest(&digest));
     }
-    if is_tag(arg) {
-        return need_app("tag")?
-            .with_tag(arg)
-            .map_err(|e| CliError::bad_argument(what, &e));
+    if let Ok(tag) = arg.parse::<Tag>() {
+        return Ok(need_app("tag")?.with_tag(&tag));
     }
     let reference: ImageRef = arg.parse().map_err(|e| CliError::bad_argument(what, &e))?;
     if role == Role::Destination {
@@ -172,14 +170,11 @@ mod tests {
     use rollback_core::{CopyReport, MockRegistry};
     use std::path::Path;
 
-    fn app() -> AppConfig {
-        AppConfig {
-            name: "app".into(),
-            repository: "127.0.0.1:5000/team/app".parse().unwrap(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-            retain: rollback_core::Retain::default(),
-        }
+    fn app() -> App {
+        App::new(
+            "app".parse().unwrap(),
+            "127.0.0.1:5000/team/app".parse().unwrap(),
+        )
     }
 
     #[test]

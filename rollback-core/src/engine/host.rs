@@ -12,7 +12,9 @@ use crate::event::{EventKind, Phase};
 use crate::machine::{step, CapturedRelease, HostState, Input};
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
-use crate::types::{labels, retained_name, ContainerId, Digest, LockAttempt, LockInfo, Release};
+use crate::types::{
+    labels, retained_name, ContainerId, ContainerSpec, Digest, LockAttempt, LockInfo, Release, Tag,
+};
 
 /// Default time between SIGTERM and SIGKILL when the spec names none.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,7 +178,7 @@ impl Deployer {
         target: &str,
     ) {
         let lock = LockInfo {
-            app: self.app.name.clone(),
+            app: self.app.name.to_string(),
             deployment: self.deployment.clone(),
             holder: self.holder.clone(),
             target: target.to_owned(),
@@ -254,7 +256,7 @@ impl Deployer {
             format!("pull {image}"),
             host.runtime.pull(
                 &image,
-                host.spec.platform.clone(),
+                host.container.platform.clone(),
                 Some(ev.pull_sink(&host.id)),
             ),
         );
@@ -374,7 +376,7 @@ impl Deployer {
         let limit = self.timeouts.engine;
         let cancelled = |new: Option<ContainerId>| (new, "cancelled".to_owned());
         if let Some(previous) = previous {
-            let stop = host.spec.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+            let stop = host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
             timed(
                 stop + self.timeouts.stop_grace,
                 format!("stop container {}", previous.container),
@@ -397,15 +399,17 @@ impl Deployer {
         if cancel.is_cancelled() {
             return Err(cancelled(None));
         }
-        let mut spec = host.spec.clone();
-        spec.name = self.app.name.clone();
-        spec.image = target.image();
+        let mut spec = ContainerSpec::new(
+            self.app.name.as_str(),
+            target.image(),
+            host.container.clone(),
+        );
         let replaced = previous.and_then(|p| p.release.as_ref());
         let release_labels = [
             (labels::MANAGED, Some("true".to_owned())),
-            (labels::APP, Some(self.app.name.clone())),
+            (labels::APP, Some(self.app.name.to_string())),
             (labels::REPOSITORY, Some(target.repository.to_string())),
-            (labels::TAG, target.tag.clone()),
+            (labels::TAG, target.tag.as_ref().map(Tag::to_string)),
             (labels::DIGEST, Some(target.digest.to_string())),
             (labels::DEPLOYMENT, Some(self.deployment.to_string())),
             (
@@ -417,7 +421,10 @@ impl Deployer {
                 labels::REPLACED_DIGEST,
                 replaced.map(|r| r.digest.to_string()),
             ),
-            (labels::REPLACED_TAG, replaced.and_then(|r| r.tag.clone())),
+            (
+                labels::REPLACED_TAG,
+                replaced.and_then(|r| r.tag.as_ref().map(Tag::to_string)),
+            ),
         ];
         for (key, value) in release_labels {
             if let Some(value) = value {
@@ -652,7 +659,7 @@ impl Deployer {
         // The failed container, while it exists.
         let mut failed = failed;
         if let Some(id) = failed {
-            let stop = host.spec.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+            let stop = host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
             if let Err(e) = timed(
                 stop + self.timeouts.stop_grace,
                 format!("stop container {id}"),

@@ -83,7 +83,7 @@ impl Deployer {
         let mut tags = Vec::new();
         for tag in [&self.app.stable_tag, &self.app.previous_tag] {
             if let Some(digest) = self.tag_digest(tag).await? {
-                tags.push((tag.clone(), digest));
+                tags.push((tag.to_string(), digest));
             }
         }
         let hosts = self
@@ -190,7 +190,7 @@ mod tests {
     use crate::engine::{App, CancellationToken, Target};
     use crate::fake::{FakeProbe, FakeRegistry, FakeRuntime};
     use crate::outcome::Outcome;
-    use crate::types::{ContainerSpec, Release, Repository};
+    use crate::types::{ContainerTemplate, Release, Repository};
 
     fn digest(n: u8) -> Digest {
         format!("sha256:{}", format!("{n:02x}").repeat(32))
@@ -202,30 +202,12 @@ mod tests {
         let repo: Repository = "127.0.0.1:5000/team/app".parse().unwrap();
         let runtime = FakeRuntime::new();
         let registry = FakeRegistry::new();
-        let app = App {
-            name: "app".into(),
-            repository: repo.clone(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-        };
+        let app = App::new("app".parse().unwrap(), repo.clone());
         let host = HostTarget {
             id: "a".into(),
             runtime: runtime.clone(),
             probe: FakeProbe::new(runtime.clone()),
-            spec: ContainerSpec {
-                name: "app".into(),
-                image: repo.with_digest(&digest(0)),
-                ports: vec![],
-                env: vec![],
-                volumes: vec![],
-                platform: None,
-                network: None,
-                restart: None,
-                command: vec![],
-                labels: Default::default(),
-                stop_timeout: None,
-                options: Default::default(),
-            },
+            container: ContainerTemplate::new(),
         };
         let deployer = Deployer::new(app, registry.clone(), vec![host]);
         (deployer, runtime, registry, repo)
@@ -342,7 +324,10 @@ mod tests {
         for n in 1..=4u8 {
             registry.set_tag(&repo, &format!("v{n}"), &digest(n));
             let report = deployer
-                .deploy(Target::Tag(format!("v{n}")), CancellationToken::new())
+                .deploy(
+                    Target::Tag(format!("v{n}").parse().unwrap()),
+                    CancellationToken::new(),
+                )
                 .await;
             assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
         }

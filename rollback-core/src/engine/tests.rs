@@ -1,6 +1,5 @@
 //! Engine tests with the in-memory fakes and mockall mocks.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use crate::event::{Event, EventKind, Phase};
 use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::{OnFailure, RolloutPolicy};
-use crate::types::{labels, ContainerState, ImageRef, LockInfo};
+use crate::types::{labels, ContainerSpec, ContainerState, ImageRef, LockInfo};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -25,12 +24,12 @@ fn repo() -> Repository {
     "127.0.0.1:5000/team/app".parse().unwrap()
 }
 
-fn release(tag: &str, c: char) -> Release {
-    Release {
-        repository: repo(),
-        tag: Some(tag.into()),
-        digest: digest(c),
-    }
+fn tag(tag: &str) -> Tag {
+    tag.parse().unwrap()
+}
+
+fn release(name: &str, c: char) -> Release {
+    Release::new(repo(), digest(c)).with_tag(tag(name))
 }
 
 fn v1() -> Release {
@@ -41,29 +40,37 @@ fn v2() -> Release {
     release("v2", '2')
 }
 
-fn spec() -> ContainerSpec {
-    ContainerSpec {
-        name: "app".into(),
-        image: repo().with_tag("placeholder").unwrap(),
-        ports: vec!["127.0.0.1:18080:8080".parse().unwrap()],
-        env: vec![(
-            "SECRET".into(),
+fn template() -> ContainerTemplate {
+    ContainerTemplate::new()
+        .port("127.0.0.1:18080:8080".parse().unwrap())
+        .env(
+            "SECRET",
             crate::types::EnvValue::Secret(crate::types::Secret::new("hunter2")),
-        )],
-        volumes: vec![],
-        platform: None,
-        network: None,
-        restart: None,
-        command: vec![],
-        labels: BTreeMap::from([("team".to_owned(), "ody".to_owned())]),
-        stop_timeout: None,
-        options: Default::default(),
-    }
+        )
+        .label("team", "ody")
 }
 
 /// 1 s interval and attempt limit, no start period, 10 s deadline, 3 s stable.
 fn health() -> HealthPolicy {
-    HealthPolicy::new(S, S, Duration::ZERO, 10 * S, 3 * S).unwrap()
+    policy(S, S, Duration::ZERO, 10 * S, 3 * S)
+}
+
+/// The policy of interval, timeout, start period, deadline and stable-for.
+fn policy(
+    interval: Duration,
+    timeout: Duration,
+    start_period: Duration,
+    deadline: Duration,
+    stable_for: Duration,
+) -> HealthPolicy {
+    HealthPolicy::builder()
+        .interval(interval)
+        .timeout(timeout)
+        .start_period(start_period)
+        .deadline(deadline)
+        .stable_for(stable_for)
+        .build()
+        .unwrap()
 }
 
 struct Fleet {
@@ -94,12 +101,7 @@ impl Fleet {
     }
 
     fn deployer(&self) -> Deployer {
-        let app = App {
-            name: "app".into(),
-            repository: repo(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-        };
+        let app = App::new("app".parse().unwrap(), repo());
         let targets = self
             .hosts
             .iter()
@@ -108,7 +110,7 @@ impl Fleet {
                 id: HostId(format!("h{}", i + 1)),
                 runtime: rt.clone(),
                 probe: FakeProbe::new(rt.clone()),
-                spec: spec(),
+                container: template(),
             })
             .collect();
         let events = self.events.clone();
@@ -133,7 +135,10 @@ impl Fleet {
     fn running(&self, i: usize) -> Option<(String, bool)> {
         self.hosts[i].named("app").map(|c| {
             (
-                c.release.and_then(|r| r.tag).unwrap_or_default(),
+                c.release
+                    .and_then(|r| r.tag)
+                    .map(String::from)
+                    .unwrap_or_default(),
                 c.state.is_running(),
             )
         })
@@ -142,7 +147,7 @@ impl Fleet {
 
 async fn deploy(fleet: &Fleet, deployer: Deployer) -> DeployReport {
     let report = deployer
-        .deploy(Target::Tag("v2".into()), CancellationToken::new())
+        .deploy(Target::Tag(tag("v2")), CancellationToken::new())
         .await;
     check_events(&fleet.events());
     check_report(&report);
@@ -246,12 +251,8 @@ async fn healthy_release_is_switched_verified_and_promoted() {
     assert_eq!(
         fleet.registry.copies(),
         [
-            format!(
-                "{} -> {}",
-                v1().image(),
-                repo().with_tag("previous").unwrap()
-            ),
-            format!("{} -> {}", v2().image(), repo().with_tag("latest").unwrap()),
+            format!("{} -> {}", v1().image(), repo().with_tag(&tag("previous"))),
+            format!("{} -> {}", v2().image(), repo().with_tag(&tag("latest"))),
         ]
     );
     assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('2')));
@@ -423,7 +424,7 @@ async fn a_failed_container_that_will_not_stop_is_removed_before_the_restore_sta
 async fn crash_during_start_period_fails_at_once_and_keeps_logs() {
     let fleet = Fleet::new(1);
     fleet.behave(0, &v2(), Behavior::CrashAfter(Duration::from_millis(2500)));
-    let policy = HealthPolicy::new(S, S, 8 * S, 10 * S, 3 * S).unwrap();
+    let policy = policy(S, S, 8 * S, 10 * S, 3 * S);
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     let elapsed = began.elapsed();
@@ -525,7 +526,7 @@ async fn a_release_that_answers_soon_is_probed_again_before_a_whole_interval() {
 #[tokio::test(start_paused = true)]
 async fn stable_for_is_waited_out() {
     let fleet = Fleet::new(1);
-    let policy = HealthPolicy::new(S, S, Duration::ZERO, 20 * S, 5 * S).unwrap();
+    let policy = policy(S, S, Duration::ZERO, 20 * S, 5 * S);
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     assert_eq!(report.outcome, Outcome::Deployed);
@@ -568,7 +569,7 @@ async fn flapping_is_forgiven_inside_the_start_period_only() {
     };
     let fleet = Fleet::new(1);
     fleet.behave(0, &v2(), flap);
-    let policy = HealthPolicy::new(S, S, 5 * S, 15 * S, 3 * S).unwrap();
+    let policy = policy(S, S, 5 * S, 15 * S, 3 * S);
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
@@ -667,7 +668,7 @@ async fn cancel_during_verify_restores_the_previous_release() {
         trigger.cancel();
     });
     let began = Instant::now();
-    let report = deployer.deploy(Target::Tag("v2".into()), cancel).await;
+    let report = deployer.deploy(Target::Tag(tag("v2")), cancel).await;
     check_events(&fleet.events());
     assert_eq!(report.outcome, Outcome::RolledBack);
     assert_eq!(report.exit_code(), 3);
@@ -718,7 +719,7 @@ async fn first_deploy_success_promotes_only_the_stable_tag() {
         [format!(
             "{} -> {}",
             v2().image(),
-            repo().with_tag("latest").unwrap()
+            repo().with_tag(&tag("latest"))
         )]
     );
 }
@@ -750,7 +751,7 @@ async fn unknown_tag_and_unreachable_registry_fail_before_anything() {
     let fleet = Fleet::new(1);
     let report = fleet
         .deployer()
-        .deploy(Target::Tag("nope".into()), CancellationToken::new())
+        .deploy(Target::Tag(tag("nope")), CancellationToken::new())
         .await;
     assert_eq!(report.outcome, Outcome::Failed);
     let reason = report.reason.unwrap();
@@ -968,8 +969,7 @@ fn interrupted(fleet: &Fleet, host: usize) {
     futures_util::FutureExt::now_or_never(rt.remove(&new))
         .unwrap()
         .unwrap();
-    let mut spec = spec();
-    spec.image = v2().image();
+    let mut spec = ContainerSpec::new("app", v2().image(), template());
     spec.labels = spec_labels;
     let id = futures_util::FutureExt::now_or_never(rt.create(&spec))
         .unwrap()
@@ -1031,8 +1031,7 @@ async fn recover_finishes_or_removes_an_interrupted_first_deploy() {
         fleet.registry = FakeRegistry::new();
         let rt = &fleet.hosts[0];
         rt.behave(&v2().digest, behavior);
-        let mut spec = spec();
-        spec.image = v2().image();
+        let mut spec = ContainerSpec::new("app", v2().image(), template());
         spec.labels.insert(labels::APP.into(), "app".into());
         spec.labels
             .insert(labels::DIGEST.into(), digest('2').to_string());
@@ -1144,7 +1143,7 @@ async fn recover_with_nothing_to_do_changes_nothing() {
 async fn plan_status_and_history_change_nothing() {
     let fleet = Fleet::new(1);
     let deployer = fleet.deployer();
-    let plan = deployer.plan(&Target::Tag("v2".into())).await.unwrap();
+    let plan = deployer.plan(&Target::Tag(tag("v2"))).await.unwrap();
     assert_eq!(plan.target, v2());
     assert_eq!(plan.stable_before, Some(digest('1')));
     assert_eq!(plan.hosts[0].current, Some(v1()));
@@ -1191,7 +1190,7 @@ async fn a_slow_observer_neither_slows_the_engine_nor_misses_events() {
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
     let sink = seen.clone();
     let ms = Duration::from_millis;
-    let policy = HealthPolicy::new(ms(10), ms(10), Duration::ZERO, S, ms(50)).unwrap();
+    let policy = policy(ms(10), ms(10), Duration::ZERO, S, ms(50));
     let probe = FakeProbe::new(fleet.hosts[0].clone());
     let mut deployer = fleet.deployer();
     deployer.hosts[0].probe = probe.clone();
@@ -1201,7 +1200,7 @@ async fn a_slow_observer_neither_slows_the_engine_nor_misses_events() {
             std::thread::sleep(ms(30));
             sink.lock().unwrap().push(e.seq);
         }))
-        .deploy(Target::Tag("v2".into()), CancellationToken::new())
+        .deploy(Target::Tag(tag("v2")), CancellationToken::new())
         .await;
     assert_eq!(report.outcome, Outcome::Deployed);
     // Every event was delivered, in order, before deploy returned.
@@ -1295,20 +1294,15 @@ mod mocked {
         registry.expect_copy().never();
         let probe = MockHealthProbe::new();
 
-        let app = App {
-            name: "app".into(),
-            repository: repo(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-        };
+        let app = App::new("app".parse().unwrap(), repo());
         let host = HostTarget {
             id: HostId("h1".into()),
             runtime: Arc::new(rt),
             probe: Arc::new(probe),
-            spec: spec(),
+            container: template(),
         };
         let report = Deployer::new(app, Arc::new(registry), vec![host])
-            .deploy(Target::Tag("v2".into()), CancellationToken::new())
+            .deploy(Target::Tag(tag("v2")), CancellationToken::new())
             .await;
         assert_eq!(report.outcome, Outcome::Failed);
         assert_eq!(report.exit_code(), 1);
