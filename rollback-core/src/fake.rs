@@ -1,4 +1,4 @@
-//! In-memory fakes of [`Runtime`], [`Registry`] and [`HealthProbe`] with
+//! In-memory fakes of [`Runtime`] (and its [`DeployLock`]), [`Registry`] and [`HealthProbe`] with
 //! scripted behaviour, failures and delays, for tests of the engine and of
 //! downstream crates (feature `mock`).
 //!
@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
+use crate::traits::{CopyReport, DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
 use crate::types::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest,
     ImageRef, LockAttempt, LockInfo, ProgressSink, PullProgress, Release, Repository,
@@ -181,7 +181,7 @@ impl FakeRuntime {
     async fn enter(&self, op: &'static str, call: String) -> Result<()> {
         let (delay, failure) = {
             let mut st = self.lock();
-            st.calls.push(call);
+            st.calls.push(call.clone());
             let n = {
                 let count = st.counts.entry(op).or_insert(0);
                 *count += 1;
@@ -198,7 +198,8 @@ impl FakeRuntime {
             tokio::time::sleep(delay).await;
         }
         match failure {
-            Some(kind) => Err(Error::new(kind, format!("scripted {op} failure"))),
+            // Named like an adapter's error: the operation, then what went wrong.
+            Some(kind) => Err(Error::new(kind, format!("{call}: scripted {op} failure"))),
             None => Ok(()),
         }
     }
@@ -426,8 +427,13 @@ impl Runtime for FakeRuntime {
             None => pending().await,
         }
     }
+}
 
-    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
+/// The engine's own deploy lock, as `rollback-docker` keeps it; calls are
+/// recorded as `acquire_lock`, `lock_status` and `release_lock`.
+#[async_trait]
+impl DeployLock for FakeRuntime {
+    async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt> {
         self.enter("acquire_lock", format!("acquire_lock {}", lock.app))
             .await?;
         let mut st = self.lock();
@@ -440,13 +446,13 @@ impl Runtime for FakeRuntime {
         }
     }
 
-    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
+    async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
         self.enter("lock_status", format!("lock_status {app}"))
             .await?;
         Ok(self.lock().lock.clone())
     }
 
-    async fn release_lock(&self, app: &str) -> Result<bool> {
+    async fn release(&self, app: &str) -> Result<bool> {
         self.enter("release_lock", format!("release_lock {app}"))
             .await?;
         Ok(self.lock().lock.take().is_some())

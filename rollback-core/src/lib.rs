@@ -1,11 +1,16 @@
 //! `rollback-core`: deploy a container image to Docker hosts, prove it
 //! healthy, and restore the previous release by itself when it is not.
 //!
-//! This crate holds the domain types, the traits [`Registry`], [`Runtime`]
-//! and [`HealthProbe`], the policies, the rollback [state machine](machine)
-//! and its [driver](engine), fleet rollout, events and the HTTP and TCP
-//! [probes](probe). It knows no Docker or registry client: adapters live in
-//! `rollback-docker` and `rollback-registry`.
+//! This crate holds the domain types, the traits [`Registry`], [`Runtime`],
+//! [`DeployLock`] and [`HealthProbe`], the policies, the rollback
+//! [state machine](machine), the [fleet policy](fleet), the deploy
+//! [strategies](Strategy) and their [driver](engine), [checkpoints](checkpoint),
+//! events and the HTTP and TCP [probes](probe). It knows no Docker or
+//! registry client: adapters live in `rollback-docker` and `rollback-registry`.
+//!
+//! Every decision is a row of a pure, table-tested function: the per-host
+//! [`machine::step`] and the fleet's [`fleet::next`]; the driver only
+//! performs effects and feeds back what it saw.
 //!
 //! # How a deploy goes
 //!
@@ -66,12 +71,8 @@
 //!     labels: Default::default(),
 //!     stop_timeout: None,
 //! };
-//! let hosts = vec![HostTarget {
-//!     id: "prod-a".into(),
-//!     runtime: host.clone(),
-//!     probe: FakeProbe::new(host.clone()),
-//!     spec,
-//! }];
+//! // The fake engine keeps its own deploy lock; any `DeployLock` will do.
+//! let hosts = vec![HostTarget::new("prod-a", host.clone(), host.clone(), FakeProbe::new(host.clone()), spec)];
 //! let health = HealthPolicy::new(
 //!     Duration::from_secs(1),  // interval
 //!     Duration::from_secs(1),  // timeout per attempt
@@ -97,11 +98,13 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod event;
 #[cfg(any(test, feature = "mock"))]
 pub mod fake;
+pub mod fleet;
 pub mod machine;
 pub mod outcome;
 pub mod policy;
@@ -109,16 +112,19 @@ pub mod probe;
 pub mod traits;
 pub mod types;
 
+pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
-    App, CancellationToken, Deployer, History, HostPlan, HostStatus, HostTarget, Plan, Target,
+    App, CancellationToken, Deployer, History, HostPlan, HostStatus, HostTarget, Plan, Strategy,
+    Target,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
+pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
+pub use fleet::{FleetAction, FleetView};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
 pub use probe::{HttpProbe, TcpProbe};
-pub use traits::{CopyReport, HealthProbe, ProbeResult, Registry, Runtime};
+pub use traits::{CopyReport, DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
     ContainerState, DeploymentId, Digest, EnvValue, HealthStatus, HostId, ImageRef, LockAttempt,
@@ -126,4 +132,4 @@ pub use types::{
 };
 
 #[cfg(any(test, feature = "mock"))]
-pub use traits::{MockHealthProbe, MockRegistry, MockRuntime};
+pub use traits::{MockDeployLock, MockHealthProbe, MockRegistry, MockRuntime};

@@ -3,9 +3,10 @@
 //! [`DockerRuntime`] implements [`rollback_core::Runtime`] on the Engine API
 //! (through bollard, from Docker 20.10 / API 1.41 on): inspect, pull by
 //! digest with credentials from Docker's `config.json`, create, start, stop,
-//! rename, remove, logs, an event-driven [`wait_exit`](rollback_core::Runtime::wait_exit)
-//! and an atomic per-host deploy lock. [`DockerHealthProbe`] reads the
-//! image's own `HEALTHCHECK` state.
+//! rename, remove, logs and an event-driven
+//! [`wait_exit`](rollback_core::Runtime::wait_exit); it is also the host's
+//! [`rollback_core::DeployLock`], kept in the engine ([`lock`]).
+//! [`DockerHealthProbe`] reads the image's own `HEALTHCHECK` state.
 //!
 //! ```no_run
 //! use std::time::Duration;

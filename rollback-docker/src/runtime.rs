@@ -15,8 +15,8 @@ use bollard::query_parameters::{
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
-    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Error,
-    ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeployLock,
+    Error, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -514,8 +514,12 @@ impl Runtime for DockerRuntime {
             }
         }
     }
+}
 
-    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
+/// The lock kept in the engine itself; see [`crate::lock`].
+#[async_trait]
+impl DeployLock for DockerRuntime {
+    async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt> {
         lock::validate_app(&lock.app).map_err(|e| e.context(&self.url))?;
         let what = format!("take the deploy lock of {}", lock.app);
         let mut imported = false;
@@ -526,7 +530,7 @@ impl Runtime for DockerRuntime {
             match self.create_lock_container(lock).await {
                 Ok(()) => return Ok(LockAttempt::Acquired),
                 Err(e) if status_of(&e) == Some(409) => {
-                    if let Some(held) = self.lock_status(&lock.app).await? {
+                    if let Some(held) = self.status(&lock.app).await? {
                         return Ok(LockAttempt::Held(held));
                     }
                     tokio::time::sleep(LOCK_RETRY_DELAY * (attempt + 1).min(4)).await;
@@ -544,7 +548,7 @@ impl Runtime for DockerRuntime {
         )))
     }
 
-    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
+    async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
         lock::validate_app(app).map_err(|e| e.context(&self.url))?;
         let name = lock::container_name(app);
         let Some(response) = self.inspect_or_none(&name).await? else {
@@ -554,7 +558,7 @@ impl Runtime for DockerRuntime {
         Ok(Some(lock::info_from_labels(app, &labels)))
     }
 
-    async fn release_lock(&self, app: &str) -> Result<bool> {
+    async fn release(&self, app: &str) -> Result<bool> {
         lock::validate_app(app).map_err(|e| e.context(&self.url))?;
         let name = lock::container_name(app);
         let options = RemoveContainerOptions {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::event::{Event, EventKind, Phase};
+use crate::event::{Event, EventKind, Phase, Scope};
 use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::{OnFailure, RolloutPolicy};
@@ -103,11 +103,14 @@ impl Fleet {
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, rt)| HostTarget {
-                id: HostId(format!("h{}", i + 1)),
-                runtime: rt.clone(),
-                probe: FakeProbe::new(rt.clone()),
-                spec: spec(),
+            .map(|(i, rt)| {
+                HostTarget::new(
+                    format!("h{}", i + 1),
+                    rt.clone(),
+                    rt.clone(),
+                    FakeProbe::new(rt.clone()),
+                    spec(),
+                )
             })
             .collect();
         let events = self.events.clone();
@@ -280,7 +283,7 @@ async fn healthy_release_is_switched_verified_and_promoted() {
     assert!(events.iter().any(|e| matches!(e.kind, EventKind::Pull(_))));
     let phases: Vec<Phase> = events
         .iter()
-        .filter(|e| e.host.is_some() && e.kind == EventKind::Transition)
+        .filter(|e| e.scope != Scope::Fleet && e.kind == EventKind::Transition)
         .map(|e| e.phase)
         .collect();
     assert_eq!(
@@ -1216,7 +1219,7 @@ async fn a_slow_observer_neither_slows_the_engine_nor_misses_events() {
 
 mod mocked {
     use super::*;
-    use crate::traits::{MockHealthProbe, MockRegistry, MockRuntime};
+    use crate::traits::{MockDeployLock, MockHealthProbe, MockRegistry, MockRuntime};
     use crate::types::LockAttempt;
     use mockall::predicate::eq;
     use mockall::Sequence;
@@ -1255,7 +1258,8 @@ mod mocked {
     async fn pull_failure_calls_in_order_and_never_copies() {
         let mut seq = Sequence::new();
         let mut rt = MockRuntime::new();
-        rt.expect_acquire_lock()
+        let mut lock = MockDeployLock::new();
+        lock.expect_acquire()
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_| Ok(LockAttempt::Acquired));
@@ -1276,7 +1280,7 @@ mod mocked {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Err(Error::unauthorized("pull access denied")));
-        rt.expect_release_lock()
+        lock.expect_release()
             .with(eq("app"))
             .times(1)
             .in_sequence(&mut seq)
@@ -1300,12 +1304,7 @@ mod mocked {
             stable_tag: "latest".into(),
             previous_tag: "previous".into(),
         };
-        let host = HostTarget {
-            id: HostId("h1".into()),
-            runtime: Arc::new(rt),
-            probe: Arc::new(probe),
-            spec: spec(),
-        };
+        let host = HostTarget::new("h1", Arc::new(rt), Arc::new(lock), Arc::new(probe), spec());
         let report = Deployer::new(app, Arc::new(registry), vec![host])
             .deploy(Target::Tag("v2".into()), CancellationToken::new())
             .await;
@@ -1315,22 +1314,23 @@ mod mocked {
     }
 }
 
-#[tokio::test]
-async fn timed_names_the_operation_once() {
+#[tokio::test(start_paused = true)]
+async fn timed_passes_adapter_errors_and_names_what_ran_out_of_time() {
     let what = "remove container c1";
     let e = timed(S, what, async {
-        Err::<(), _>(Error::unavailable("remove container c1: engine down"))
+        Err::<(), _>(Error::unavailable(
+            "remove container c1 on unix:///x: engine down",
+        ))
     })
     .await
     .unwrap_err();
-    assert_eq!(e.message(), "remove container c1: engine down");
-    let e = timed(S, what, async {
-        Err::<(), _>(Error::unavailable("engine down"))
-    })
-    .await
-    .unwrap_err();
-    assert_eq!(e.message(), "remove container c1: engine down");
+    assert_eq!(e.message(), "remove container c1 on unix:///x: engine down");
     assert_eq!(e.kind(), ErrorKind::Unavailable);
+    let e = timed(S, what, std::future::pending::<Result<()>>())
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "remove container c1: no answer within 1s");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
 }
 
 #[tokio::test(start_paused = true)]
