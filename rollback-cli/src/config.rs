@@ -479,19 +479,19 @@ impl Ctx<'_> {
             let docker = match &h.docker {
                 Some(d) => {
                     let v = d.get_ref();
-                    if v.starts_with("ssh://") || v.starts_with("npipe://") {
-                        // The engine adapter cannot speak these: refuse with
+                    if v.starts_with("npipe://") {
+                        // The engine adapter cannot speak this: refuse with
                         // the file and line, before any host is touched.
                         return Err(self.at(
                             d,
-                            format!("{key}.docker: {v:?}: ssh:// and npipe:// engines are not supported; forward the engine's socket (ssh -nNT -L /tmp/HOST.sock:/var/run/docker.sock HOST) and use unix:///tmp/HOST.sock"),
+                            format!("{key}.docker: {v:?}: npipe:// engines are not supported"),
                         ));
                     }
-                    let known = ["unix://", "tcp://", "http://", "https://"];
+                    let known = ["unix://", "tcp://", "http://", "https://", "ssh://"];
                     if !known.iter().any(|p| v.starts_with(p) && v.len() > p.len()) {
                         return Err(self.at(
                             d,
-                            format!("{key}.docker: {v:?} is not an engine address (unix://, tcp://, http:// or https://)"),
+                            format!("{key}.docker: {v:?} is not an engine address (unix://, tcp://, http://, https:// or ssh://)"),
                         ));
                     }
                     Some(v.clone())
@@ -1291,10 +1291,10 @@ tcp = "10.0.0.2:80"
         ));
         assert!(e.starts_with("rollback.toml:8: hosts[0].docker: \"/var/run/docker.sock\" is not an engine address"), "{e}");
         let e = error(&with_app(
-            "[[hosts]]\nname = \"a\"\ndocker = \"ssh://deploy@10.0.0.2\"\n",
+            "[[hosts]]\nname = \"a\"\ndocker = \"npipe:////./pipe/docker_engine\"\n",
         ));
         assert!(
-            e.starts_with("rollback.toml:8: hosts[0].docker: \"ssh://deploy@10.0.0.2\": ssh:// and npipe:// engines are not supported"),
+            e.starts_with("rollback.toml:8: hosts[0].docker: \"npipe:////./pipe/docker_engine\": npipe:// engines are not supported"),
             "{e}"
         );
         let e = error(&with_app(

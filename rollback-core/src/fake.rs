@@ -5,7 +5,7 @@
 //! Times use [`tokio::time`], so tests under `#[tokio::test(start_paused = true)]`
 //! run scripted minutes in microseconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::pending;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::traits::{CopyReport, DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
+use crate::traits::{
+    CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime,
+};
 use crate::types::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest,
     ImageRef, LockAttempt, LockInfo, ProgressSink, PullProgress, Release, Repository,
@@ -49,7 +51,11 @@ struct FakeContainer {
     info: ContainerInfo,
     digest: Option<Digest>,
     started: Option<Instant>,
+    networks: BTreeSet<String>,
 }
+
+/// Answers [`Runtime::exec`] calls of a [`FakeRuntime`].
+pub type ExecHandler = Arc<dyn Fn(&ContainerId, &[String]) -> ExecOutput + Send + Sync>;
 
 #[derive(Default)]
 struct RuntimeState {
@@ -61,6 +67,8 @@ struct RuntimeState {
     delays: HashMap<&'static str, Duration>,
     behaviors: HashMap<Digest, Behavior>,
     lock: Option<LockInfo>,
+    networks: BTreeSet<String>,
+    exec: Option<ExecHandler>,
 }
 
 /// An in-memory container engine.
@@ -102,6 +110,16 @@ impl FakeRuntime {
         self.lock().lock = Some(lock);
     }
 
+    /// Answer `exec` calls with `handler` (by default they exit 0, printing nothing).
+    pub fn on_exec(&self, handler: ExecHandler) {
+        self.lock().exec = Some(handler);
+    }
+
+    /// The networks created so far.
+    pub fn networks(&self) -> Vec<String> {
+        self.lock().networks.iter().cloned().collect()
+    }
+
     /// The lock currently recorded.
     pub fn lock_info(&self) -> Option<LockInfo> {
         self.lock().lock.clone()
@@ -138,6 +156,7 @@ impl FakeRuntime {
                 info,
                 digest: Some(release.digest.clone()),
                 started: Some(Instant::now()),
+                networks: BTreeSet::new(),
             },
         );
         id
@@ -330,12 +349,19 @@ impl Runtime for FakeRuntime {
             restart_count: 0,
             started_at: None,
         };
+        let networks = spec
+            .network
+            .iter()
+            .filter(|n| st.networks.contains(*n))
+            .cloned()
+            .collect();
         st.containers.insert(
             id.clone(),
             FakeContainer {
                 info,
                 digest,
                 started: None,
+                networks,
             },
         );
         Ok(id)
@@ -426,6 +452,62 @@ impl Runtime for FakeRuntime {
             }
             None => pending().await,
         }
+    }
+
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput> {
+        self.enter("exec", format!("exec {id} {}", cmd.join(" ")))
+            .await?;
+        let handler = {
+            let mut st = self.lock();
+            if !Self::refresh(&mut st, id, Instant::now())?
+                .state
+                .is_running()
+            {
+                return Err(Error::conflict(format!("container {id} is not running")));
+            }
+            st.exec.clone()
+        };
+        Ok(match handler {
+            Some(handler) => handler(id, cmd),
+            None => ExecOutput::new(0, ""),
+        })
+    }
+
+    async fn create_network(&self, name: &str) -> Result<bool> {
+        self.enter("create_network", format!("create_network {name}"))
+            .await?;
+        Ok(self.lock().networks.insert(name.to_owned()))
+    }
+
+    async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+        self.enter("connect_network", format!("connect_network {id} {network}"))
+            .await?;
+        let mut st = self.lock();
+        if !st.networks.contains(network) {
+            return Err(Error::not_found(format!("no such network {network}")));
+        }
+        let c = st
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("no such container {id}")))?;
+        c.networks.insert(network.to_owned());
+        Ok(())
+    }
+
+    /// `10.0.0.N` for container `cN` while it runs on the network.
+    async fn network_address(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        self.enter("network_address", format!("network_address {id} {network}"))
+            .await?;
+        let mut st = self.lock();
+        let info = Self::refresh(&mut st, id, Instant::now())?;
+        let attached = st.containers[id].networks.contains(network);
+        Ok((attached && info.state.is_running())
+            .then(|| format!("10.0.0.{}", id.as_str().trim_start_matches('c'))))
     }
 }
 

@@ -109,6 +109,7 @@ pub mod machine;
 pub mod outcome;
 pub mod policy;
 pub mod probe;
+pub mod traffic;
 pub mod traits;
 pub mod types;
 
@@ -124,12 +125,15 @@ pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
 pub use probe::{HttpProbe, TcpProbe};
-pub use traits::{CopyReport, DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
+pub use traffic::{TrafficSwitch, Upstream};
+pub use traits::{CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
     ContainerState, DeploymentId, Digest, EnvValue, HealthStatus, HostId, ImageRef, LockAttempt,
     LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository, RestartPolicy, Secret,
 };
 
+#[cfg(any(test, feature = "mock"))]
+pub use traffic::MockTrafficSwitch;
 #[cfg(any(test, feature = "mock"))]
 pub use traits::{MockDeployLock, MockHealthProbe, MockRegistry, MockRuntime};

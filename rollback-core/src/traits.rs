@@ -1,5 +1,5 @@
 //! The seams of the engine: [`Registry`], [`Runtime`], [`DeployLock`] and
-//! [`HealthProbe`].
+//! [`HealthProbe`] (the traffic seam is [`TrafficSwitch`](crate::traffic::TrafficSwitch)).
 //!
 //! All are object-safe (`Arc<dyn Runtime>` works), return owned values and
 //! the crate's [`Error`](crate::Error), whose message names the operation
@@ -27,6 +27,31 @@ pub struct CopyReport {
     pub digest: Digest,
     /// `false` when the destination already pointed at that digest and nothing was written.
     pub written: bool,
+}
+
+/// What a command run inside a container printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExecOutput {
+    /// The command's exit code.
+    pub exit_code: i64,
+    /// Its standard output and standard error, as one text in the order written.
+    pub output: String,
+}
+
+impl ExecOutput {
+    /// The result of a command that exited with `exit_code` after printing `output`.
+    pub fn new(exit_code: i64, output: impl Into<String>) -> Self {
+        Self {
+            exit_code,
+            output: output.into(),
+        }
+    }
+
+    /// Whether the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
 }
 
 /// An image registry: resolves tags and copies manifests without moving layers.
@@ -93,6 +118,46 @@ pub trait Runtime: Send + Sync {
     /// restarts or disappears. Pending while it runs; dropping the future
     /// stops watching.
     async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit>;
+
+    /// Run `cmd` (no shell) inside the running container `id` and wait for
+    /// it, at most `timeout` ([`ErrorKind::Timeout`](crate::ErrorKind::Timeout)).
+    ///
+    /// The default refuses: a runtime without it cannot drive a proxy.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let _ = (cmd, timeout);
+        Err(unsupported(&format!("run a command in container {id}")))
+    }
+
+    /// Create the network `name` (a bridge on this host) unless it exists.
+    /// Returns whether it was created.
+    async fn create_network(&self, name: &str) -> Result<bool> {
+        Err(unsupported(&format!("create network {name}")))
+    }
+
+    /// Attach the container `id` to the network `network`; attaching an
+    /// attached container succeeds.
+    async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+        Err(unsupported(&format!(
+            "connect container {id} to network {network}"
+        )))
+    }
+
+    /// The IP address of container `id` on `network`, or `None` when it is
+    /// not attached there or not running.
+    async fn network_address(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        Err(unsupported(&format!(
+            "read the address of container {id} on network {network}"
+        )))
+    }
+}
+
+fn unsupported(what: &str) -> crate::Error {
+    crate::Error::other(format!("this container runtime cannot {what}"))
 }
 
 /// The per-host deploy lock: one deploy of an app at a time on a host.
@@ -218,6 +283,27 @@ macro_rules! forward_runtime {
             async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit> {
                 (**self).wait_exit(id).await
             }
+            async fn exec(
+                &self,
+                id: &ContainerId,
+                cmd: &[String],
+                timeout: Duration,
+            ) -> Result<ExecOutput> {
+                (**self).exec(id, cmd, timeout).await
+            }
+            async fn create_network(&self, name: &str) -> Result<bool> {
+                (**self).create_network(name).await
+            }
+            async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+                (**self).connect_network(id, network).await
+            }
+            async fn network_address(
+                &self,
+                id: &ContainerId,
+                network: &str,
+            ) -> Result<Option<String>> {
+                (**self).network_address(id, network).await
+            }
         }
     )*};
 }
@@ -272,11 +358,13 @@ mod tests {
         runtime: Arc<dyn Runtime>,
         lock: Arc<dyn DeployLock>,
         probe: Box<dyn HealthProbe>,
+        switch: Arc<dyn crate::traffic::TrafficSwitch>,
     ) {
         fn takes_registry<R: Registry>(_: R) {}
         fn takes_runtime<R: Runtime>(_: R) {}
         fn takes_lock<L: DeployLock>(_: L) {}
         fn takes_probe<P: HealthProbe>(_: P) {}
+        fn takes_switch<S: crate::traffic::TrafficSwitch>(_: S) {}
         takes_runtime(&*runtime);
         takes_registry(registry);
         takes_runtime(runtime);
@@ -284,6 +372,8 @@ mod tests {
         takes_lock(Box::new(lock.clone()));
         takes_lock(lock);
         takes_probe(probe);
+        takes_switch(&*switch);
+        takes_switch(switch);
     }
 
     #[tokio::test]

@@ -1,9 +1,12 @@
 //! Where the engine is and how to speak to it: `unix://`, `tcp://` (plain
-//! or TLS by the `DOCKER_TLS_VERIFY` / `DOCKER_CERT_PATH` conventions).
+//! or TLS by the `DOCKER_TLS_VERIFY` / `DOCKER_CERT_PATH` conventions),
+//! `ssh://` (the system `ssh` running `docker system dial-stdio`).
 
 use std::path::{Path, PathBuf};
 
 use rollback_core::{Error, Result};
+
+use crate::ssh::SshTarget;
 
 /// The local socket, used when neither a URL nor `DOCKER_HOST` is given.
 pub const DEFAULT_DOCKER_URL: &str = "unix:///var/run/docker.sock";
@@ -35,6 +38,8 @@ pub(crate) enum Endpoint {
     Http(String),
     /// `host:port` over TLS with client certificates.
     Https(String, TlsFiles),
+    /// A host reached over SSH.
+    Ssh(SshTarget),
 }
 
 /// The environment that decides how to connect, read once so tests can
@@ -81,16 +86,20 @@ impl ConnectEnv {
     /// Parse `url` into an endpoint. TLS is used for `https://` and for
     /// `tcp://` when `DOCKER_TLS_VERIFY` is set, as the Docker CLI does.
     pub(crate) fn endpoint(&self, url: &str) -> Result<Endpoint> {
-        let bad = |why: &str| Error::invalid_input(format!("invalid docker url {url:?}: {why}"));
+        let shown = without_password(url);
+        let bad = |why: &str| Error::invalid_input(format!("invalid docker url {shown:?}: {why}"));
         if let Some(path) = url.strip_prefix("unix://") {
             if path.is_empty() {
                 return Err(bad("empty socket path"));
             }
             return Ok(Endpoint::Unix(path.to_owned()));
         }
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected unix://PATH or tcp://HOST:PORT"))?;
+        if let Some(rest) = url.strip_prefix("ssh://") {
+            return SshTarget::parse(rest).map(Endpoint::Ssh).map_err(bad);
+        }
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            bad("expected unix://PATH, tcp://HOST:PORT or ssh://[USER@]HOST[:PORT]")
+        })?;
         let address = rest.trim_end_matches('/');
         if address.is_empty() || address.contains('/') {
             return Err(bad("expected HOST:PORT after the scheme"));
@@ -101,9 +110,25 @@ impl ConnectEnv {
             }
             "tcp" | "https" => Ok(Endpoint::Https(address.to_owned(), self.tls_files()?)),
             _ => Err(bad(
-                "unsupported scheme (use unix://, tcp://, http:// or https://)",
+                "unsupported scheme (use unix://, tcp://, http://, https:// or ssh://)",
             )),
         }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let at = rest[..authority_end].rfind('@').expect("has @");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -159,10 +184,28 @@ mod tests {
         assert_eq!(files.ca, Path::new("/certs/ca.pem"));
         assert_eq!(files.cert, Path::new("/certs/cert.pem"));
         assert_eq!(files.key, Path::new("/certs/key.pem"));
-        for bad in ["ssh://h", "h:2375", "unix://", "tcp://", "tcp://h:1/path"] {
+        assert_eq!(
+            plain.endpoint("ssh://deploy@prod-a:2222").unwrap(),
+            Endpoint::Ssh(SshTarget::parse("deploy@prod-a:2222").unwrap())
+        );
+        for bad in [
+            "npipe:////./pipe/x",
+            "h:2375",
+            "unix://",
+            "tcp://",
+            "tcp://h:1/path",
+            "ssh://",
+        ] {
             let err = plain.endpoint(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
             assert!(err.message().contains(bad), "{}", err.message());
         }
+        let err = plain.endpoint("ssh://deploy:hunter2@h/x").unwrap_err();
+        assert!(
+            err.message().contains("\"ssh://deploy:***@h/x\"")
+                && !err.message().contains("hunter2"),
+            "{}",
+            err.message()
+        );
     }
 }

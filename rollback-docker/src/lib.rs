@@ -6,7 +6,10 @@
 //! rename, remove, logs and an event-driven
 //! [`wait_exit`](rollback_core::Runtime::wait_exit); it is also the host's
 //! [`rollback_core::DeployLock`], kept in the engine ([`lock`]).
-//! [`DockerHealthProbe`] reads the image's own `HEALTHCHECK` state.
+//! [`DockerHealthProbe`] reads the image's own `HEALTHCHECK` state. Engines
+//! are reached on a Unix socket, over TCP (plain or TLS), or over SSH
+//! (`ssh://user@host[:port]`, through the system `ssh` and `docker system
+//! dial-stdio`, as the docker CLI does).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -36,6 +39,7 @@ mod error;
 mod probe;
 mod pull;
 mod runtime;
+mod ssh;
 
 pub use connect::DEFAULT_DOCKER_URL;
 pub use probe::DockerHealthProbe;

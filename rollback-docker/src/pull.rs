@@ -1,36 +1,22 @@
 //! Pull credentials from Docker's `config.json` and pull progress.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use bollard::auth::DockerCredentials;
 use bollard::models::CreateImageInfo;
-use docker_credential::{CredentialRetrievalError, DockerCredential};
-use rollback_core::{Error, PullProgress, Result};
+use rollback_core::{PullProgress, Result};
+use rollback_registry::credentials::{self, Credential};
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 pub(crate) fn default_config_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
-    Some(dir.join("config.json"))
-}
-
-/// The key Docker uses for a registry in `config.json`.
-fn server_key(registry: &str) -> &str {
-    match registry {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
-        other => other,
-    }
+    Some(credentials::default_config_file())
 }
 
 /// The credentials for `registry` from the Docker config at `config` (a
-/// file, or a folder holding `config.json`): inline `auth`, identity
-/// tokens or credential helpers. `None` when nothing is configured, so the
-/// pull goes anonymous.
+/// file, or a folder holding `config.json`), found by the lookup the
+/// registry client uses: inline `auth`, identity tokens or credential
+/// helpers. `None` when nothing is configured, so the pull goes anonymous.
 ///
 /// Blocking: reads a file and may run a credential helper.
 pub(crate) fn credentials(
@@ -40,60 +26,23 @@ pub(crate) fn credentials(
     let Some(config) = config else {
         return Ok(None);
     };
-    let path = if config.is_dir() {
-        config.join("config.json")
-    } else {
-        config.to_owned()
-    };
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::invalid_input(format!(
-                "cannot read docker config {}",
-                path.display()
-            ))
-            .with_source(e))
-        }
-    };
-    let server = server_key(registry);
-    let credential =
-        match docker_credential::get_credential_from_reader(BufReader::new(file), server) {
-            Ok(credential) => credential,
-            Err(CredentialRetrievalError::NoCredentialConfigured) => return Ok(None),
-            Err(CredentialRetrievalError::ConfigReadError) => {
-                return Err(Error::invalid_input(format!(
-                    "docker config {} is not valid JSON",
-                    path.display()
-                )))
-            }
-            // The helper's own output may hold credentials: name it only.
-            Err(CredentialRetrievalError::HelperFailure { helper, .. }) => {
-                return Err(Error::unauthorized(format!(
-                    "credential helper docker-credential-{helper} failed for {registry}"
-                )))
-            }
-            Err(other) => {
-                return Err(Error::unauthorized(format!(
-                    "credentials for {registry} in {}: {other}",
-                    path.display()
-                )))
-            }
-        };
-    let serveraddress = Some(server.to_owned());
-    Ok(Some(match credential {
-        DockerCredential::UsernamePassword(username, password) => DockerCredentials {
-            username: Some(username),
-            password: Some(password),
-            serveraddress,
-            ..Default::default()
-        },
-        DockerCredential::IdentityToken(token) => DockerCredentials {
-            identitytoken: Some(token),
-            serveraddress,
-            ..Default::default()
-        },
-    }))
+    let file = credentials::config_file(config);
+    let serveraddress = Some(credentials::credential_key(registry).to_owned());
+    Ok(
+        credentials::lookup(&file, registry)?.map(|credential| match credential {
+            Credential::UsernamePassword { username, password } => DockerCredentials {
+                username: Some(username),
+                password: Some(password.expose().to_owned()),
+                serveraddress,
+                ..Default::default()
+            },
+            Credential::IdentityToken(token) => DockerCredentials {
+                identitytoken: Some(token.expose().to_owned()),
+                serveraddress,
+                ..Default::default()
+            },
+        }),
+    )
 }
 
 #[derive(Debug, Default, Clone)]

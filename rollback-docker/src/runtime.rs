@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
-use bollard::models::ContainerInspectResponse;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
@@ -16,7 +17,7 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeployLock,
-    Error, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+    Error, ExecOutput, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -24,6 +25,7 @@ use crate::convert::{ceil_secs, container_info, create_body, release_from_repo_d
 use crate::error::{classify, classify_pull, redact};
 use crate::lock;
 use crate::pull::{self, PullTracker};
+use crate::ssh::{self, SshSession};
 
 /// How often [`Runtime::wait_exit`] re-inspects the container while waiting
 /// for engine events, in case the engine dropped an event from its buffer.
@@ -57,10 +59,19 @@ impl fmt::Debug for DockerRuntime {
 
 impl DockerRuntime {
     /// Connect to the engine at `url` (`unix:///path`, `tcp://host:port`,
-    /// `https://host:port`), or `DOCKER_HOST`, or the local socket.
+    /// `https://host:port`, `ssh://[user@]host[:port][/socket]`), or
+    /// `DOCKER_HOST`, or the local socket.
     ///
     /// `tcp://` uses TLS when `DOCKER_TLS_VERIFY` is set, with `ca.pem`,
     /// `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (else `~/.docker`).
+    ///
+    /// `ssh://` runs the system `ssh` (with the user's `~/.ssh/config`,
+    /// agent and `known_hosts`; `BatchMode`, so it never prompts): one
+    /// master connection, opened here, and one `docker system dial-stdio`
+    /// channel on it per HTTP connection; the host needs the docker CLI.
+    /// A refused connection, an unknown or changed host key or a refused
+    /// key fails here, naming the host and the cause. The master closes
+    /// when the last clone of the runtime is dropped.
     /// Pings the engine and negotiates the API version (down to the
     /// engine's, 1.41 for Docker 20.10). `timeout` bounds this and every
     /// later request's wait for an answer; an engine that cannot be reached
@@ -70,7 +81,16 @@ impl DockerRuntime {
         let url = env.url(url);
         let endpoint = env.endpoint(&url)?;
         let secs = ceil_secs(timeout).max(1);
+        let mut session = None;
         let docker = match &endpoint {
+            Endpoint::Ssh(target) => {
+                let opened = SshSession::open(target, timeout)
+                    .await
+                    .map_err(|cause| ssh::connect_error(&url, target, &cause))?;
+                let opened = std::sync::Arc::new(opened);
+                session = Some(opened.clone());
+                ssh::docker(opened, secs, API_DEFAULT_VERSION)
+            }
             Endpoint::Unix(path) => Docker::connect_with_unix(path, secs, API_DEFAULT_VERSION),
             Endpoint::Http(address) => {
                 Docker::connect_with_http(address, secs, API_DEFAULT_VERSION)
@@ -98,7 +118,17 @@ impl DockerRuntime {
                     humantime::format_duration(timeout)
                 ))
             })?
-            .map_err(|e| unreachable_engine(&url, e))?;
+            .map_err(|e| match &session {
+                // The master is up, so ssh got in: what failed is the far end.
+                Some(session) => match session.channel_failure() {
+                    Some(why) => Error::unavailable(format!(
+                        "cannot reach docker engine at {url}: ssh {}: {why}",
+                        session.target()
+                    )),
+                    None => unreachable_engine(&url, e),
+                },
+                None => unreachable_engine(&url, e),
+            })?;
         Ok(DockerRuntime {
             docker,
             url,
@@ -164,6 +194,22 @@ impl DockerRuntime {
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.err(&format!("inspect container {name_or_id}"), e)),
         }
+    }
+
+    /// The endpoint address on `network`: `Some("")` when attached but not
+    /// running (no address yet), `None` when not attached.
+    async fn network_address_raw(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        let response = self
+            .inspect_raw(id.as_str())
+            .await
+            .map_err(|e| self.err(&format!("inspect container {id}"), e))?;
+        let networks = response
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        Ok(networks
+            .get(network)
+            .map(|endpoint| endpoint.ip_address.clone().unwrap_or_default()))
     }
 
     async fn credentials(
@@ -513,6 +559,119 @@ impl Runtime for DockerRuntime {
                 _ = fallback.tick() => {}
             }
         }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Dropping the future detaches from the command; it keeps running in
+    /// the container until it ends by itself.
+    async fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let program = cmd.first().map(String::as_str).unwrap_or_default();
+        let what = format!("run {program} in container {id}");
+        let run = async {
+            let options = CreateExecOptions {
+                cmd: Some(cmd.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let created = self
+                .docker
+                .create_exec(id.as_str(), options)
+                .await
+                .map_err(|e| self.err(&what, e))?;
+            let started = self
+                .docker
+                .start_exec(&created.id, None)
+                .await
+                .map_err(|e| self.err(&what, e))?;
+            let mut bytes = Vec::new();
+            if let StartExecResults::Attached { mut output, .. } = started {
+                while let Some(chunk) = output.next().await {
+                    let chunk = chunk.map_err(|e| self.err(&what, e))?;
+                    bytes.extend_from_slice(&chunk.into_bytes());
+                }
+            }
+            // The output ends when the process does; its code may show a moment later.
+            for _ in 0..50 {
+                let inspected = self
+                    .docker
+                    .inspect_exec(&created.id)
+                    .await
+                    .map_err(|e| self.err(&what, e))?;
+                if inspected.running != Some(true) {
+                    let code = inspected.exit_code.unwrap_or(-1);
+                    return Ok(ExecOutput::new(code, String::from_utf8_lossy(&bytes)));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(Error::unavailable(format!(
+                "{what} on {}: the engine does not report how it ended",
+                self.url
+            )))
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(format!(
+                    "{what} on {}: not done within {}",
+                    self.url,
+                    humantime::format_duration(timeout)
+                )))
+            })
+    }
+
+    async fn create_network(&self, name: &str) -> Result<bool> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(false),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(self.err(&format!("inspect network {name}"), e)),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                labels::MANAGED.to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(true),
+            // Created by someone else in between.
+            Err(e) if status_of(&e) == Some(409) => Ok(false),
+            Err(e) => Err(self.err(&format!("create network {name}"), e)),
+        }
+    }
+
+    async fn connect_network(&self, id: &ContainerId, network: &str) -> Result<()> {
+        if self.network_address_raw(id, network).await?.is_some() {
+            return Ok(());
+        }
+        let request = NetworkConnectRequest {
+            container: id.as_str().to_owned(),
+            endpoint_config: None,
+        };
+        let Err(e) = self.docker.connect_network(network, request).await else {
+            return Ok(());
+        };
+        // Attached in between: old engines say so with a 403 or a 500.
+        if self.network_address_raw(id, network).await?.is_some() {
+            return Ok(());
+        }
+        Err(self.err(&format!("connect container {id} to network {network}"), e))
+    }
+
+    async fn network_address(&self, id: &ContainerId, network: &str) -> Result<Option<String>> {
+        Ok(self
+            .network_address_raw(id, network)
+            .await?
+            .filter(|ip| !ip.is_empty()))
     }
 }
 

@@ -687,3 +687,104 @@ async fn connects_to_the_local_engine_with_a_negotiated_api() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.message().contains(rt.url()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_addresses_and_exec() {
+    let mut cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let network = unique("net");
+    cleanup.network(&network);
+    assert!(rt.create_network(&network).await.unwrap(), "created");
+    assert!(
+        !rt.create_network(&network).await.unwrap(),
+        "a second create finds it"
+    );
+    let labels = docker_ok(&["network", "inspect", "-f", "{{json .Labels}}", &network]);
+    assert!(
+        labels.contains(r#""io.rollback.managed":"true""#),
+        "{labels}"
+    );
+
+    let app = unique("net-app");
+    let mut on_network = spec(&cleanup, &app, &app, "rollback-fixture:healthy", None);
+    on_network.network = Some(network.clone());
+    let server = rt.create(&on_network).await.unwrap();
+    assert_eq!(
+        rt.network_address(&server, &network).await.unwrap(),
+        None,
+        "no address before it starts"
+    );
+    rt.start(&server).await.unwrap();
+    let address = rt
+        .network_address(&server, &network)
+        .await
+        .unwrap()
+        .expect("an address once running");
+    assert!(address.parse::<std::net::Ipv4Addr>().is_ok(), "{address}");
+
+    let client_name = unique("net-client");
+    let client = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &client_name,
+            "rollback-fixture:down",
+            None,
+        ))
+        .await
+        .unwrap();
+    rt.start(&client).await.unwrap();
+    assert_eq!(rt.network_address(&client, &network).await.unwrap(), None);
+    rt.connect_network(&client, &network).await.unwrap();
+    rt.connect_network(&client, &network)
+        .await
+        .expect("connecting twice is fine");
+    assert!(rt
+        .network_address(&client, &network)
+        .await
+        .unwrap()
+        .is_some());
+
+    // The client reaches the server over the network, from inside.
+    let argv = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let url = format!("http://{address}:8080/version");
+    let mut body = None;
+    for _ in 0..50 {
+        let out = rt
+            .exec(&client, &argv(&["wget", "-q", "-O", "-", &url]), WAIT)
+            .await
+            .unwrap();
+        if out.success() {
+            body = Some(out.output);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body.as_deref(), Some("v1\n"));
+
+    let out = rt
+        .exec(
+            &client,
+            &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 3);
+    assert!(
+        out.output.contains("out") && out.output.contains("err"),
+        "{out:?}"
+    );
+
+    let started = Instant::now();
+    let err = rt
+        .exec(&client, &argv(&["sleep", "5"]), Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    rt.stop(&client, Duration::from_secs(1)).await.unwrap();
+    let err = rt.exec(&client, &argv(&["true"]), WAIT).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+}

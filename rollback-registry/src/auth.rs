@@ -1,100 +1,8 @@
-//! Credentials from Docker's `config.json` and `WWW-Authenticate` challenges.
+//! `WWW-Authenticate` challenges and the wording of refusals.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use docker_credential::{CredentialRetrievalError, DockerCredential};
-use rollback_core::{Error, Result, Secret};
-
-/// A credential found for one registry host.
-#[derive(Clone)]
-pub(crate) enum Credential {
-    /// `auths.<host>.auth`, `username`/`password`, or a helper's answer.
-    UsernamePassword(String, Secret),
-    /// A refresh token (`identitytoken`, or a helper answering `<token>`).
-    IdentityToken(Secret),
-}
-
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Credential::UsernamePassword(user, _) => write!(f, "UsernamePassword({user}, ***)"),
-            Credential::IdentityToken(_) => f.write_str("IdentityToken(***)"),
-        }
-    }
-}
-
-/// The key Docker files credentials under for `host` (the resolved registry host).
-pub(crate) fn credential_key(host: &str) -> String {
-    if host == "index.docker.io" || host == "docker.io" || host == "registry-1.docker.io" {
-        "https://index.docker.io/v1/".to_owned()
-    } else {
-        host.to_owned()
-    }
-}
-
-/// Look `host` up in `config_file`, running a credential helper when the
-/// file names one. `Ok(None)` when the file or an entry for the host is
-/// missing. Blocking: call it from `spawn_blocking`.
-pub(crate) fn lookup(config_file: &Path, host: &str) -> Result<Option<Credential>> {
-    let file = match std::fs::File::open(config_file) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::unauthorized(format!(
-                "cannot read docker config {}",
-                config_file.display()
-            ))
-            .with_source(e))
-        }
-    };
-    let key = credential_key(host);
-    match docker_credential::get_credential_from_reader(std::io::BufReader::new(file), &key) {
-        Ok(DockerCredential::UsernamePassword(user, password)) => Ok(Some(
-            Credential::UsernamePassword(user, Secret::new(password)),
-        )),
-        Ok(DockerCredential::IdentityToken(token)) => {
-            Ok(Some(Credential::IdentityToken(Secret::new(token))))
-        }
-        Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(None),
-        // The helper's own output may hold secrets: never pass it on.
-        Err(CredentialRetrievalError::HelperFailure { helper, .. }) => {
-            Err(Error::unauthorized(format!(
-                "credential helper {helper} named in {} failed for {host}",
-                config_file.display()
-            )))
-        }
-        Err(CredentialRetrievalError::HelperCommunicationError) => {
-            Err(Error::unauthorized(format!(
-                "cannot run the credential helper named in {} for {host}",
-                config_file.display()
-            )))
-        }
-        Err(CredentialRetrievalError::MalformedHelperResponse) => {
-            Err(Error::unauthorized(format!(
-                "the credential helper named in {} gave a malformed answer for {host}",
-                config_file.display()
-            )))
-        }
-        Err(CredentialRetrievalError::ConfigReadError) => Err(Error::invalid_input(format!(
-            "cannot parse docker config {}",
-            config_file.display()
-        ))),
-        Err(CredentialRetrievalError::CredentialDecodingError) => {
-            Err(Error::invalid_input(format!(
-                "the auth entry for {host} in {} is not base64 of user:password",
-                config_file.display()
-            )))
-        }
-        Err(CredentialRetrievalError::CredentialMismatchError) => {
-            Err(Error::invalid_input(format!(
-                "the auth and username/password entries for {host} in {} disagree",
-                config_file.display()
-            )))
-        }
-        Err(CredentialRetrievalError::ConfigNotFound) => Ok(None),
-    }
-}
+use rollback_core::Error;
 
 /// Where credentials come from, for error messages.
 #[derive(Debug, Clone)]
@@ -153,6 +61,20 @@ impl Challenge {
             service: get("service"),
         })
     }
+}
+
+/// The `error` parameter of a Bearer challenge (`insufficient_scope`,
+/// `invalid_token`), if any.
+pub(crate) fn challenge_error(header: &str) -> Option<String> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(|c: char| c.is_ascii_whitespace())?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    parse_params(rest)
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("error"))
+        .map(|(_, v)| v)
 }
 
 /// `k1="v, with comma",k2=token` into pairs.
@@ -234,39 +156,15 @@ mod tests {
     }
 
     #[test]
-    fn docker_hub_credentials_use_the_legacy_key() {
+    fn reads_the_error_of_a_bearer_challenge() {
         assert_eq!(
-            credential_key("index.docker.io"),
-            "https://index.docker.io/v1/"
+            challenge_error(
+                r#"Bearer realm="http://i/token",service="r",scope="repository:a:pull,push",error="insufficient_scope""#
+            )
+            .as_deref(),
+            Some("insufficient_scope")
         );
-        assert_eq!(credential_key("127.0.0.1:15001"), "127.0.0.1:15001");
-    }
-
-    #[test]
-    fn reads_auth_entry_and_reports_missing_hosts() {
-        let dir =
-            std::env::temp_dir().join(format!("rollback-registry-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("config.json");
-        // base64("alice:s3cret")
-        std::fs::write(
-            &file,
-            r#"{"auths":{"reg.example:5000":{"auth":"YWxpY2U6czNjcmV0"}}}"#,
-        )
-        .unwrap();
-        match lookup(&file, "reg.example:5000").unwrap() {
-            Some(Credential::UsernamePassword(user, password)) => {
-                assert_eq!(user, "alice");
-                assert_eq!(password.expose(), "s3cret");
-            }
-            other => panic!("expected a username and password, got {other:?}"),
-        }
-        assert!(lookup(&file, "other.example").unwrap().is_none());
-        assert!(lookup(&dir.join("absent.json"), "reg.example:5000")
-            .unwrap()
-            .is_none());
-        let shown = format!("{:?}", lookup(&file, "reg.example:5000").unwrap());
-        assert!(!shown.contains("s3cret"), "{shown}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(challenge_error(r#"Bearer realm="http://i/token""#), None);
+        assert_eq!(challenge_error(r#"Basic realm="x""#), None);
     }
 }

@@ -48,13 +48,9 @@ impl Default for RegistryConfig {
 impl RegistryConfig {
     /// The `config.json` credentials are read from.
     pub(crate) fn docker_config_file(&self) -> PathBuf {
-        let dir = self.docker_config.clone().or_else(|| {
-            std::env::var_os("DOCKER_CONFIG")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-        });
-        dir.unwrap_or_else(|| PathBuf::from(".docker"))
-            .join("config.json")
+        match &self.docker_config {
+            Some(dir) => dir.join("config.json"),
+            None => crate::credentials::default_config_file(),
+        }
     }
 }

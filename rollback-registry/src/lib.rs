@@ -11,8 +11,11 @@
 //! Registries on loopback (`127.0.0.0/8`, `localhost`, `[::1]`) are spoken
 //! to over plain HTTP, as Docker does; every other host over TLS unless it
 //! is listed in [`RegistryConfig::insecure`]. Credentials come from Docker's
-//! `config.json`, credential helpers included; Bearer tokens are requested
-//! for every repository an operation touches at once.
+//! `config.json`, credential helpers included ([`credentials`], the lookup
+//! `rollback-docker` uses too); Bearer tokens are requested for every
+//! repository an operation touches at once, and kept for their lifetime.
+//! Docker Hub names (`nginx`, `docker.io/team/app`) are spoken to at
+//! `registry-1.docker.io`, as `docker` does.
 //!
 //! ```no_run
 //! use rollback_core::{ImageRef, Registry};
@@ -32,12 +35,13 @@
 
 mod auth;
 mod config;
+pub mod credentials;
 mod registry;
 mod transport;
 
 pub use config::{RegistryConfig, DEFAULT_MAX_MANIFEST_BYTES};
 pub use registry::{
-    CopyStats, OciRegistry, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MANIFEST_MEDIA_TYPES, OCI_INDEX,
-    OCI_MANIFEST,
+    CopyStats, OciRegistry, DOCKER_HUB_REGISTRY, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES, OCI_INDEX, OCI_MANIFEST,
 };
 pub use transport::RequestCounts;

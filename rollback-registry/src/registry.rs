@@ -28,6 +28,18 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
 /// Nested indexes deeper than this are refused (a loop or a hostile registry).
 const MAX_INDEX_DEPTH: usize = 4;
 
+/// Where Docker Hub's registry API answers (`docker.io` names the hub, not a server).
+pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
+
+/// The host to send `reference`'s requests to: Docker Hub's API host for
+/// Docker Hub names, the registry as written for the others.
+fn api_host(reference: &ImageRef) -> &str {
+    match reference.registry() {
+        "docker.io" | "index.docker.io" => DOCKER_HUB_REGISTRY,
+        other => other,
+    }
+}
+
 /// What [`OciRegistry::copy_with_report`] did, with the requests it made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -135,7 +147,9 @@ fn sha256(bytes: &[u8]) -> Digest {
 ///
 /// Copies are registry-side: a same-repository retag is a `HEAD` of the
 /// destination, one manifest `GET` and one manifest `PUT` of the exact
-/// bytes (no `PUT` when the destination already has the digest); a copy to
+/// bytes; when the destination exists, a `HEAD` of the source comes first
+/// and nothing more when both hold the same digest (Docker Hub counts
+/// `GET`s, not `HEAD`s, against its pull limits); a copy to
 /// another repository of the same registry mounts every blob
 /// (`POST ...?mount=`). No blob is ever downloaded. Nothing is asked of a
 /// registry before the first request: authentication starts at its first
@@ -182,8 +196,8 @@ impl OciRegistry {
         source: &ImageRef,
         destination: &ImageRef,
     ) -> Result<CopyStats> {
-        let host = source.resolve_registry();
-        if destination.resolve_registry() != host {
+        let host = api_host(source);
+        if api_host(destination) != host {
             return Err(Error::invalid_input(format!(
                 "cannot copy {source} to {destination}: a copy between registries would move layers; \
                  source and destination must be in the same registry"
@@ -211,10 +225,10 @@ impl OciRegistry {
     }
 
     /// The copy, in as few requests as the registry allows: `HEAD` of the
-    /// destination, `GET` of the source (by tag or digest: its bytes and
-    /// their digest come in one answer), `PUT` of the destination only when
-    /// it holds another digest. A source pinned by digest that the
-    /// destination already has costs the `HEAD` alone.
+    /// destination, `HEAD` of a source tag when the destination exists,
+    /// `GET` of the source (by digest when known: its bytes and their digest
+    /// come in one answer), `PUT` of the destination only when it holds
+    /// another digest. A copy onto the same digest spends no `GET`.
     async fn copy_in(
         &self,
         session: &mut Session<'_>,
@@ -224,7 +238,7 @@ impl OciRegistry {
     ) -> Result<CopyStats> {
         let src_repo = source.repository();
         let dst_repo = destination.repository();
-        let pinned = source.digest();
+        let mut pinned = source.digest();
         let wanted = destination.digest();
         if let (Some(pinned), Some(wanted)) = (&pinned, &wanted) {
             if pinned != wanted {
@@ -250,12 +264,30 @@ impl OciRegistry {
             blobs_present: 0,
             requests: RequestCounts::default(),
         };
+        if pinned.is_none() && present.is_some() {
+            // A HEAD of the source tells whether the copy is needed at all,
+            // without a GET (which Docker Hub counts against pull limits);
+            // the GET below then asks for that digest, not the tag.
+            let tag = reference_of(source)?;
+            match self.head_manifest(session, src_repo, &tag).await? {
+                Some(digest) => pinned = Some(digest),
+                None => return Err(not_found(session.host(), src_repo, &tag)),
+            }
+        }
         if let Some(pinned) = &pinned {
+            if let Some(wanted) = &wanted {
+                if pinned != wanted {
+                    return Err(mismatch(destination, wanted, pinned));
+                }
+            }
             if present.as_ref() == Some(pinned) {
                 return Ok(unchanged(pinned.clone()));
             }
         }
-        let reference = reference_of(source)?;
+        let reference = match &pinned {
+            Some(digest) => digest.to_string(),
+            None => reference_of(source)?,
+        };
         // One answer carries the bytes and their digest, so a tag moved
         // meanwhile cannot pair one manifest's digest with another's bytes.
         let manifest = match self
@@ -612,7 +644,7 @@ fn media_type_of(reply: &Reply) -> Option<String> {
 #[async_trait]
 impl Registry for OciRegistry {
     async fn resolve(&self, reference: &ImageRef) -> Result<Digest> {
-        let host = reference.resolve_registry();
+        let host = api_host(reference);
         let repo = reference.repository();
         let target = reference_of(reference)?;
         let mut session = Session::new(
@@ -665,16 +697,28 @@ mod tests {
     }
 
     #[test]
-    fn docker_hub_names_resolve_to_index_docker_io_over_tls() {
+    fn docker_hub_names_are_spoken_to_at_registry_1_docker_io_over_tls() {
         let nginx: ImageRef = "nginx".parse().unwrap();
-        assert_eq!(nginx.resolve_registry(), "index.docker.io");
+        assert_eq!(nginx.to_string(), "docker.io/library/nginx:latest");
         assert_eq!(nginx.repository(), "library/nginx");
-        assert_eq!(nginx.tag(), Some("latest"));
+        assert_eq!(api_host(&nginx), "registry-1.docker.io");
+        for name in ["docker.io/team/app:v1", "index.docker.io/team/app:v1"] {
+            let r: ImageRef = name.parse().unwrap();
+            assert_eq!(api_host(&r), "registry-1.docker.io", "{name}");
+            assert_eq!(r.repository(), "team/app");
+        }
         let registry = OciRegistry::new(RegistryConfig::default()).unwrap();
         assert_eq!(
-            registry.transport.base_url(nginx.resolve_registry()),
-            "https://index.docker.io"
+            registry.transport.base_url(api_host(&nginx)),
+            "https://registry-1.docker.io"
         );
+        // Credentials are looked up under the key `docker login` files them under.
+        assert_eq!(
+            crate::credentials::credential_key(api_host(&nginx)),
+            "https://index.docker.io/v1/"
+        );
+        let ghcr: ImageRef = "ghcr.io/team/app:v1".parse().unwrap();
+        assert_eq!(api_host(&ghcr), "ghcr.io");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{
@@ -19,8 +19,27 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode};
 use rollback_core::{Error, Result};
 
-use crate::auth::{self, Challenge, Credential, CredentialSource};
+use crate::auth::{challenge_error, Challenge, CredentialSource};
 use crate::config::RegistryConfig;
+use crate::credentials::{self, Credential};
+
+/// The lifetime of a token whose answer gives none (the token protocol's default).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Rate-limit headers quoted when a registry keeps answering 429 (Docker Hub's among them).
+const RATE_LIMIT_HEADERS: [&str; 4] = [
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "docker-ratelimit-source",
+    "retry-after",
+];
+
+/// A Bearer token and when to stop using it.
+#[derive(Clone)]
+struct CachedToken {
+    header: HeaderValue,
+    renew_at: Instant,
+}
 
 /// Bodies of error answers are read up to this size, for their message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -155,7 +174,7 @@ pub(crate) struct Transport {
     source: CredentialSource,
     hosts: Mutex<HashMap<String, HostAuth>>,
     credentials: Mutex<HashMap<String, Option<Credential>>>,
-    tokens: Mutex<HashMap<String, HeaderValue>>,
+    tokens: Mutex<HashMap<String, CachedToken>>,
 }
 
 impl Transport {
@@ -248,11 +267,17 @@ impl Transport {
                         .header(RETRY_AFTER.as_str())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    let limits = rate_limits(&reply);
                     let error = Error::unavailable(format!(
-                        "{} {} answered {}",
+                        "{} {} answered {}{}",
                         request.method,
                         request.url,
-                        reply.describe()
+                        reply.describe(),
+                        if limits.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{limits}]")
+                        }
                     ));
                     (error, retry_after)
                 }
@@ -260,9 +285,17 @@ impl Transport {
                 Err(e) if e.kind().is_retryable() => (e, None),
                 Err(e) => return Err(e),
             };
+            let tries = attempt + 1;
             if attempt >= self.config.max_retries {
-                let tries = attempt + 1;
                 return Err(retryable_error.context(format!("gave up after {tries} tries")));
+            }
+            // A wait longer than the bound is not worth holding a deploy for.
+            if let Some(wait) = retry_after.filter(|w| *w > self.config.max_backoff) {
+                return Err(retryable_error.context(format!(
+                    "gave up after {tries} tries: the registry asks to wait {}s, more than the {}ms allowed",
+                    wait.as_secs(),
+                    self.config.max_backoff.as_millis()
+                )));
             }
             let backoff = self
                 .config
@@ -351,12 +384,21 @@ impl Transport {
         let file = self.source.config_file.clone();
         let key = host.to_owned();
         // A credential helper is a process: keep it off the async workers.
-        let found = tokio::task::spawn_blocking(move || auth::lookup(&file, &key))
+        let found = tokio::task::spawn_blocking(move || credentials::lookup(&file, &key))
             .await
             .map_err(|e| Error::other("credential lookup panicked").with_source(e))??;
         lock(&self.credentials).insert(host.to_owned(), found.clone());
         Ok(found)
     }
+}
+
+/// `ratelimit-limit: 100;w=21600, ratelimit-remaining: 0;w=21600, ...` of an answer.
+fn rate_limits(reply: &Reply) -> String {
+    RATE_LIMIT_HEADERS
+        .iter()
+        .filter_map(|name| reply.header(name).map(|v| format!("{name}: {}", v.trim())))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn too_large(request: &Request, limit: usize) -> Error {
@@ -398,6 +440,9 @@ pub(crate) struct Session<'a> {
     auth: Option<HeaderValue>,
     /// Whether `auth` came from the user's credentials (for error messages).
     used_credentials: bool,
+    /// Whether `auth` is a token fetched by this session (not from the cache):
+    /// a refusal of it is final.
+    fresh_token: bool,
     ready: bool,
     pub(crate) counts: RequestCounts,
 }
@@ -411,6 +456,7 @@ impl<'a> Session<'a> {
             scopes,
             auth: None,
             used_credentials: false,
+            fresh_token: false,
             ready: false,
             counts: RequestCounts::default(),
         }
@@ -451,15 +497,17 @@ impl<'a> Session<'a> {
             .round_trip(&request, self.auth.as_ref(), &mut self.counts)
             .await?;
         if reply.status != StatusCode::UNAUTHORIZED {
-            return self.check_forbidden(reply);
+            return self.check_forbidden(&request, reply);
         }
         self.counts.auth += 1;
+        let header = reply.header(WWW_AUTHENTICATE.as_str()).unwrap_or("");
+        if self.fresh_token && insufficient_scope(header) {
+            // A token just issued for this very scope set: asking again gets the same.
+            return Err(self.refused_action(&request, &reply));
+        }
         // The host wants credentials, its challenge changed, or a cached token
         // expired: learn the challenge and send the request once more.
-        let host_auth = match reply
-            .header(WWW_AUTHENTICATE.as_str())
-            .and_then(Challenge::parse)
-        {
+        let host_auth = match Challenge::parse(header) {
             Some(challenge) => host_auth_from(challenge),
             None => return Err(self.unauthorized()),
         };
@@ -470,19 +518,53 @@ impl<'a> Session<'a> {
             .round_trip(&request, self.auth.as_ref(), &mut self.counts)
             .await?;
         if reply.status == StatusCode::UNAUTHORIZED {
+            let header = reply.header(WWW_AUTHENTICATE.as_str()).unwrap_or("");
+            if insufficient_scope(header) {
+                return Err(self.refused_action(&request, &reply));
+            }
             return Err(self.unauthorized());
         }
-        self.check_forbidden(reply)
+        self.check_forbidden(&request, reply)
     }
 
-    fn check_forbidden(&self, reply: Reply) -> Result<Reply> {
+    fn check_forbidden(&self, request: &Request, reply: Reply) -> Result<Reply> {
         if reply.status == StatusCode::FORBIDDEN {
-            let scopes = self.scopes.join(" ");
-            return Err(self
-                .unauthorized()
-                .context(format!("access denied ({scopes})")));
+            return Err(self.refused_action(request, &reply));
         }
         Ok(reply)
+    }
+
+    /// The registry authenticated the request but refused its action:
+    /// "push to repository team/app refused by host for the credentials from FILE".
+    fn refused_action(&self, request: &Request, reply: &Reply) -> Error {
+        let action = if request.method == Method::GET || request.method == Method::HEAD {
+            "pull"
+        } else {
+            "push"
+        };
+        let repository = repository_of(&request.url).unwrap_or("?");
+        let whom = if self.used_credentials {
+            format!(
+                "the credentials from {}",
+                self.transport.source.config_file.display()
+            )
+        } else {
+            format!(
+                "anonymous access (no credentials for {} in {})",
+                self.host,
+                self.transport.source.config_file.display()
+            )
+        };
+        let errors = reply.registry_errors();
+        let detail = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({errors})")
+        };
+        Error::unauthorized(format!(
+            "{action} to repository {repository} refused by {} for {whom}{detail}",
+            self.host
+        ))
     }
 
     fn unauthorized(&self) -> Error {
@@ -497,9 +579,9 @@ impl<'a> Session<'a> {
     async fn authorize(&mut self, host_auth: &HostAuth, refresh: bool) -> Result<()> {
         match host_auth {
             HostAuth::Basic => match self.transport.credential(&self.host).await? {
-                Some(Credential::UsernamePassword(user, password)) => {
+                Some(Credential::UsernamePassword { username, password }) => {
                     let encoded = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{user}:{}", password.expose()));
+                        .encode(format!("{username}:{}", password.expose()));
                     self.auth = Some(sensitive(&format!("Basic {encoded}"))?);
                     self.used_credentials = true;
                 }
@@ -515,22 +597,25 @@ impl<'a> Session<'a> {
             HostAuth::Bearer { realm, service } => {
                 let key = format!("{}|{}", self.host, self.scopes.join(" "));
                 if !refresh {
-                    if let Some(token) = lock(&self.transport.tokens).get(&key) {
-                        self.auth = Some(token.clone());
+                    let cached = lock(&self.transport.tokens).get(&key).cloned();
+                    if let Some(token) = cached.filter(|t| t.renew_at > Instant::now()) {
+                        self.auth = Some(token.header);
                         self.used_credentials = true;
+                        self.fresh_token = false;
                         return Ok(());
                     }
                 }
                 let token = self.fetch_token(realm, service.as_deref()).await?;
-                lock(&self.transport.tokens).insert(key, token.clone());
-                self.auth = Some(token);
+                self.auth = Some(token.header.clone());
+                self.fresh_token = true;
+                lock(&self.transport.tokens).insert(key, token);
             }
         }
         Ok(())
     }
 
     /// One token for every scope of the session (the distribution token protocol).
-    async fn fetch_token(&mut self, realm: &str, service: Option<&str>) -> Result<HeaderValue> {
+    async fn fetch_token(&mut self, realm: &str, service: Option<&str>) -> Result<CachedToken> {
         let credential = self.transport.credential(&self.host).await?;
         self.used_credentials = credential.is_some();
         let mut params: Vec<(&str, &str)> = Vec::new();
@@ -555,9 +640,9 @@ impl<'a> Session<'a> {
                 let separator = if realm.contains('?') { '&' } else { '?' };
                 let url = format!("{realm}{separator}{}", form_encode(&params));
                 let mut request = Request::new(Method::GET, url);
-                if let Some(Credential::UsernamePassword(user, password)) = &credential {
+                if let Some(Credential::UsernamePassword { username, password }) = &credential {
                     let encoded = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{user}:{}", password.expose()));
+                        .encode(format!("{username}:{}", password.expose()));
                     request = request.header(AUTHORIZATION.as_str(), format!("Basic {encoded}"));
                 }
                 request
@@ -585,6 +670,7 @@ impl<'a> Session<'a> {
         struct TokenReply {
             token: Option<String>,
             access_token: Option<String>,
+            expires_in: Option<u64>,
         }
         let parsed: TokenReply = serde_json::from_slice(&reply.body).map_err(|_| {
             Error::unauthorized(format!("token endpoint {realm} answered no json token"))
@@ -596,8 +682,32 @@ impl<'a> Session<'a> {
             .ok_or_else(|| {
                 Error::unauthorized(format!("token endpoint {realm} answered no token"))
             })?;
-        sensitive(&format!("Bearer {token}"))
+        let lifetime = parsed
+            .expires_in
+            .filter(|s| *s > 0)
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        // Renew a little before the end, so a request never leaves with a token
+        // that expires on the way.
+        let margin = (lifetime / 10).min(Duration::from_secs(10));
+        Ok(CachedToken {
+            header: sensitive(&format!("Bearer {token}"))?,
+            renew_at: Instant::now() + lifetime - margin,
+        })
     }
+}
+
+fn insufficient_scope(challenge: &str) -> bool {
+    challenge_error(challenge).is_some_and(|e| e.eq_ignore_ascii_case("insufficient_scope"))
+}
+
+/// `team/app` of `https://host/v2/team/app/manifests/v1` (or `/blobs/...`).
+fn repository_of(url: &str) -> Option<&str> {
+    let path = url.split_once("/v2/")?.1;
+    let end = ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .filter_map(|m| path.rfind(m))
+        .max()?;
+    Some(&path[..end])
 }
 
 fn host_auth_from(challenge: Challenge) -> HostAuth {
@@ -686,6 +796,19 @@ mod tests {
             .client_for("https://registry.example/v2/")
             .unwrap();
         assert!(transport.tls.get().is_some());
+    }
+
+    #[test]
+    fn repositories_are_read_from_request_urls() {
+        assert_eq!(
+            repository_of("http://r:5000/v2/team/app/manifests/v1"),
+            Some("team/app")
+        );
+        assert_eq!(
+            repository_of("https://r/v2/a/blobs/uploads/?mount=sha256:x&from=b"),
+            Some("a")
+        );
+        assert_eq!(repository_of("https://r/v2/"), None);
     }
 
     #[test]

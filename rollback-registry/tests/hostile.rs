@@ -760,7 +760,7 @@ fn remembering(seen: &Seen, before: &[Seen], body: &[u8], digest: &str) -> Answe
 }
 
 #[tokio::test]
-async fn retag_is_head_get_put_and_again_head_get_without_a_ping() {
+async fn retag_is_head_get_put_and_again_two_heads_without_a_ping() {
     let (body, digest) = manifest();
     let expected = digest.clone();
     let server =
@@ -806,14 +806,14 @@ async fn retag_is_head_get_put_and_again_head_get_without_a_ping() {
     assert_eq!(
         again.requests,
         RequestCounts {
-            heads: 1,
-            manifest_gets: 1,
+            heads: 2,
             ..RequestCounts::default()
-        }
+        },
+        "a copy onto the same digest spends no GET"
     );
     assert_eq!(
         requests(&server.seen()[3..]),
-        ["HEAD /v2/app/manifests/dst", "GET /v2/app/manifests/src"]
+        ["HEAD /v2/app/manifests/dst", "HEAD /v2/app/manifests/src"]
     );
 }
 
@@ -925,4 +925,256 @@ async fn plain_http_redirects_are_followed() {
             "PUT /v2/app/manifests/dst",
         ]
     );
+}
+
+/// Docker Hub's answer to a client over its pull limit.
+fn rate_limited() -> Answer {
+    answer(
+        429,
+        &[
+            ("Retry-After", "1"),
+            ("RateLimit-Limit", "100;w=21600"),
+            ("RateLimit-Remaining", "0;w=21600"),
+            ("Docker-RateLimit-Source", "203.0.113.7"),
+        ],
+        r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#,
+    )
+}
+
+#[tokio::test]
+async fn rate_limit_is_retried_within_the_bound_and_reported_with_its_headers() {
+    let server = Hostile::start(|_, _| rate_limited()).await;
+    let dir = TempDir::new("hostile");
+    let client = OciRegistry::new(RegistryConfig {
+        docker_config: Some(dir.0.clone()),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(1500),
+        max_retries: 2,
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = client
+        .resolve(&reference(&server, "app:v1"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    let shown = err.report();
+    eprintln!("429 every time, {took:?}: {shown}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{shown}");
+    assert_eq!(
+        server.count("HEAD", "/manifests/"),
+        3,
+        "the first try and two retries"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After was honoured: {took:?}"
+    );
+    assert!(took < Duration::from_secs(4), "bounded: {took:?}");
+    for needle in [
+        "gave up after 3 tries",
+        "status 429",
+        "ratelimit-limit: 100;w=21600",
+        "ratelimit-remaining: 0;w=21600",
+        "docker-ratelimit-source: 203.0.113.7",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} in {shown}");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_bound_gives_up_at_once() {
+    let server = Hostile::start(|_, _| {
+        answer(
+            429,
+            &[
+                ("Retry-After", "3600"),
+                ("RateLimit-Remaining", "0;w=21600"),
+            ],
+            "",
+        )
+    })
+    .await;
+    let dir = TempDir::new("hostile");
+    let started = std::time::Instant::now();
+    let err = client(&dir)
+        .resolve(&reference(&server, "app:v1"))
+        .await
+        .unwrap_err();
+    let shown = err.report();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{shown}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(server.count("HEAD", "/manifests/"), 1);
+    assert!(shown.contains("asks to wait 3600s"), "{shown}");
+    assert!(shown.contains("ratelimit-remaining: 0;w=21600"), "{shown}");
+}
+
+/// A token registry: `/token` issues `tok-N` (N counts the requests) valid
+/// `lifetime` seconds by its answer; the registry refuses token N as
+/// `invalid_token` when `expired(N, requests seen before)`, and pushes with
+/// `pull_only` tokens as `insufficient_scope`.
+async fn token_registry(
+    lifetime: u64,
+    expired: fn(usize, usize) -> bool,
+    pull_only: bool,
+) -> Hostile {
+    let (body, digest) = manifest();
+    Hostile::start(move |seen, before| {
+        let host = seen.header("Host").unwrap_or("").to_owned();
+        let tokens = before
+            .iter()
+            .filter(|s| s.path.starts_with("/token"))
+            .count();
+        if seen.path.starts_with("/token") {
+            return answer(
+                200,
+                &[("Content-Type", "application/json")],
+                format!(
+                    r#"{{"token":"tok-{}","expires_in":{lifetime}}}"#,
+                    tokens + 1
+                ),
+            );
+        }
+        let challenge =
+            |error: &str| format!(r#"Bearer realm="http://{host}/token",service="hostile"{error}"#);
+        let Some(token) = seen
+            .header("Authorization")
+            .and_then(|a| a.strip_prefix("Bearer tok-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return answer(401, &[("WWW-Authenticate", challenge("").as_str())], "");
+        };
+        if expired(token, before.len()) {
+            return answer(
+                401,
+                &[(
+                    "WWW-Authenticate",
+                    challenge(r#",error="invalid_token""#).as_str(),
+                )],
+                "",
+            );
+        }
+        if pull_only && seen.method == "PUT" {
+            return answer(
+                401,
+                &[(
+                    "WWW-Authenticate",
+                    challenge(r#",scope="repository:app:pull,push",error="insufficient_scope""#)
+                        .as_str(),
+                )],
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            );
+        }
+        honest(seen, &body, &digest)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_token_is_kept_for_its_lifetime_and_renewed_after_it() {
+    let server = token_registry(300, |_, _| false, false).await;
+    let dir = TempDir::new("hostile");
+    let client = client(&dir);
+    let src = reference(&server, "app:src");
+    for _ in 0..3 {
+        client.resolve(&src).await.unwrap();
+    }
+    assert_eq!(
+        server.count("GET", "/token"),
+        1,
+        "one token for one scope set"
+    );
+
+    let server = token_registry(1, |_, _| false, false).await;
+    let src = reference(&server, "app:src");
+    client.resolve(&src).await.unwrap();
+    client.resolve(&src).await.unwrap();
+    assert_eq!(server.count("GET", "/token"), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.resolve(&src).await.unwrap();
+    assert_eq!(
+        server.count("GET", "/token"),
+        2,
+        "an expired token is renewed before use"
+    );
+    let heads: Vec<Seen> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "HEAD")
+        .collect();
+    assert_eq!(
+        heads.last().unwrap().header("Authorization"),
+        Some("Bearer tok-2")
+    );
+    assert_eq!(
+        heads
+            .iter()
+            .filter(|s| s.header("Authorization") == Some("Bearer tok-1"))
+            .count(),
+        2,
+        "no request left with the expired token"
+    );
+}
+
+#[tokio::test]
+async fn a_token_the_registry_calls_expired_is_renewed_once() {
+    // The registry stops honouring tok-1 before its announced end (clock
+    // skew, a key rotation): after the first resolve (401, token, HEAD).
+    let server = token_registry(300, |n, seen| n == 1 && seen >= 3, false).await;
+    let dir = TempDir::new("hostile");
+    let client = client(&dir);
+    let src = reference(&server, "app:src");
+    client.resolve(&src).await.unwrap();
+    let digest = client.resolve(&src).await.unwrap();
+    assert_eq!(digest.as_str(), manifest().1);
+    assert_eq!(
+        requests(&server.seen()),
+        [
+            "HEAD /v2/app/manifests/src",
+            "GET /token",
+            "HEAD /v2/app/manifests/src",
+            "HEAD /v2/app/manifests/src",
+            "GET /token",
+            "HEAD /v2/app/manifests/src",
+        ]
+    );
+
+    // A registry that refuses every token: a clear refusal, no loop.
+    let server = token_registry(300, |_, _| true, false).await;
+    let err = client
+        .resolve(&reference(&server, "app:src"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{}", err.report());
+    assert_eq!(
+        server.count("GET", "/token"),
+        1,
+        "no loop of token requests"
+    );
+}
+
+#[tokio::test]
+async fn a_push_refused_for_its_scope_names_the_repository_and_asks_no_second_token() {
+    let server = token_registry(300, |_, _| false, true).await;
+    let dir = TempDir::new("hostile");
+    let err = client(&dir)
+        .copy(
+            &reference(&server, "app:src"),
+            &reference(&server, "app:dst"),
+        )
+        .await
+        .unwrap_err();
+    let shown = err.report();
+    eprintln!("pull-only push: {shown}");
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "push to repository app refused by {}",
+            server.address
+        )),
+        "{shown}"
+    );
+    assert_eq!(server.count("PUT", "/manifests/"), 1);
+    assert_eq!(server.count("GET", "/token"), 1);
 }

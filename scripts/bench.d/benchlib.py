@@ -547,6 +547,8 @@ def report(results, meta_path, out_path):
         part4(w, m, n, meta, targets)
     if not skipped(5, "5. Fleet"):
         part5(w, m, n, meta)
+    if not skipped(6, "6. An engine reached over SSH"):
+        part6(w, m, n, meta)
     finish(w, L, rows, targets, out_path)
 
 
@@ -782,6 +784,44 @@ def part5(w, m, n, meta):
             text += (f"; with `batch = {hmax}` the {hmax} hosts are deployed together and take "
                      f"{fmt_ratio(ratio(par, one))} the time of one host")
         w(text + ".")
+        w("")
+
+
+def part6(w, m, n, meta):
+    w("## 6. An engine reached over SSH")
+    w("")
+    w("The same healthy deploy (switching between two healthy releases, image already on "
+      "the host) to the local engine, once over its Unix socket and once over "
+      "`ssh://root@127.0.0.1:PORT` through the test environment's `sshd` (OpenSSH, ed25519 "
+      "keys, the client key in `ssh-agent`), in alternating order within each run. Over "
+      "SSH, `rollback` opens one master connection (`ControlMaster`) per engine and runs "
+      "`docker system dial-stdio` on the host in a channel of it for every HTTP connection, "
+      "as the docker CLI does for `DOCKER_HOST=ssh://`.")
+    w("")
+    w("| engine | deploy wall time | process start → first event | first event → pulled | verified → last event | peak RSS | CPU time | `status` wall time | runs: range (deploy) |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for via, name in (("unix", "unix:///var/run/docker.sock"), ("ssh", "ssh://root@127.0.0.1")):
+        rss = m(6, "deploy", via, "rss_kib")
+        w(f"| {name} | {fmt_s(m(6, 'deploy', via, 'wall_s'))} | {fmt_s(m(6, 'deploy', via, 'seg_start'))} | "
+          f"{fmt_s(m(6, 'deploy', via, 'seg_prepare'))} | {fmt_s(m(6, 'deploy', via, 'seg_finish'))} | "
+          f"{fmt_bytes(None if rss is None else rss * 1024)} | {fmt_s(m(6, 'deploy', via, 'cpu_s'))} | "
+          f"{fmt_s(m(6, 'status', via, 'wall_s'))} | {n(6, 'deploy', via, 'wall_s')} |")
+    w("")
+    u, s_ = m(6, "deploy", "unix", "wall_s"), m(6, "deploy", "ssh", "wall_s")
+    cu, cs = m(6, "deploy", "unix", "seg_start"), m(6, "deploy", "ssh", "seg_start")
+    if None not in (u, s_, cu, cs):
+        text = (f"Reaching the engine over SSH costs {fmt_s(cs - cu)} at connect (process start → "
+                "first event: the SSH handshake, key check and authentication, then the first "
+                "channel with its `docker` process on the host)")
+        if s_ >= u:
+            text += (f"; the whole deploy takes {fmt_s(s_ - u)} more ({fmt_ratio(ratio(s_, u))} the "
+                     "time over the socket)")
+        else:
+            text += (f"; the whole deploy's wall time ({fmt_s(s_)} over SSH, {fmt_s(u)} over the "
+                     "socket) differs by less than its run-to-run spread")
+        w(text + ". Later requests reuse the connection; a new HTTP connection (the event stream "
+          "that watches the container, requests in parallel) opens a new channel. The health "
+          "checks do not go through SSH.")
         w("")
 
 

@@ -89,6 +89,7 @@ pub struct Cleanup {
     images: Vec<String>,
     locks: Vec<String>,
     volumes: Vec<String>,
+    networks: Vec<String>,
 }
 
 impl Cleanup {
@@ -98,7 +99,12 @@ impl Cleanup {
             images: Vec::new(),
             locks: Vec::new(),
             volumes: Vec::new(),
+            networks: Vec::new(),
         }
+    }
+
+    pub fn network(&mut self, name: &str) {
+        self.networks.push(name.to_owned());
     }
 
     pub fn image(&mut self, reference: &str) {
@@ -107,6 +113,11 @@ impl Cleanup {
 
     pub fn volume(&mut self, name: &str) {
         self.volumes.push(name.to_owned());
+    }
+
+    /// A container created outside a spec of this module, removed by name.
+    pub fn container(&mut self, name: &str) {
+        self.locks.push(name.to_owned());
     }
 
     pub fn lock(&mut self, app: &str) {
@@ -127,6 +138,9 @@ impl Drop for Cleanup {
         }
         let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
         for network in String::from_utf8_lossy(&networks.stdout).split_whitespace() {
+            docker(&["network", "rm", network]);
+        }
+        for network in &self.networks {
             docker(&["network", "rm", network]);
         }
         for volume in &self.volumes {

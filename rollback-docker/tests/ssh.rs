@@ -1,0 +1,147 @@
+//! `DockerRuntime` over `ssh://`, against the sshd of `scripts/test-env`
+//! (root on 127.0.0.1, whose `docker` reaches the machine's engine). The
+//! `ssh` first in PATH reads the test env's ssh_config (its known_hosts, no
+//! key files) and the key comes from the test env's agent.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rollback_core::{ContainerExit, EnvValue, Runtime};
+use rollback_docker::DockerRuntime;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One test at a time, so the ssh processes a test sees are its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The ssh URL, after pointing this process's `ssh` at the test env.
+fn ssh_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let path = format!(
+            "{}:{}",
+            test_env("ROLLBACK_TEST_SSH_PATH"),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // Once, before any test of this binary runs ssh.
+        std::env::set_var("PATH", path);
+        std::env::set_var("SSH_AUTH_SOCK", test_env("ROLLBACK_TEST_SSH_AUTH_SOCK"));
+        test_env("ROLLBACK_TEST_SSH")
+    })
+    .clone()
+}
+
+async fn over_ssh() -> DockerRuntime {
+    let url = ssh_url();
+    DockerRuntime::connect(Some(&url), Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {}", e.report()))
+}
+
+/// The master `ssh` processes of this test process.
+fn masters() -> Vec<String> {
+    let out = std::process::Command::new("ps")
+        .args([
+            "-o",
+            "pid=,args=",
+            "--ppid",
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .expect("ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("ControlMaster=yes"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_engine_over_ssh_is_the_engine_of_the_host() {
+    let _serial = SERIAL.lock().await;
+    let cleanup = Cleanup::new();
+    let rt = over_ssh().await;
+    assert_eq!(rt.url(), ssh_url());
+    let server_api = docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(rt.api_version(), server_api.trim());
+
+    // A container made over ssh is seen by the local CLI, and the other way round.
+    let app = unique("ssh");
+    let id = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &app,
+            "rollback-fixture:healthy",
+            None,
+        ))
+        .await
+        .unwrap();
+    rt.start(&id).await.unwrap();
+    let running = docker_ok(&["inspect", "--format", "{{.State.Running}}", id.as_str()]);
+    assert_eq!(running.trim(), "true");
+    let info = rt.current(&app).await.unwrap().expect("the app runs");
+    assert_eq!(info.id, id);
+
+    // Requests at once: one channel each on the one master.
+    let started = Instant::now();
+    let reads = (0..8).map(|_| {
+        let rt = rt.clone();
+        let app = app.clone();
+        tokio::spawn(async move { rt.current(&app).await })
+    });
+    for read in reads {
+        let info = read.await.unwrap().unwrap().expect("the app runs");
+        assert_eq!(info.id, id);
+    }
+    eprintln!("8 concurrent inspects over ssh: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_is_seen_over_ssh_through_the_event_stream() {
+    let _serial = SERIAL.lock().await;
+    let cleanup = Cleanup::new();
+    let rt = over_ssh().await;
+    let app = unique("ssh-crash");
+    let mut flaky = spec(&cleanup, &app, &app, "rollback-fixture:flaky", None);
+    flaky
+        .env
+        .push(("FLAKY_SECS".into(), EnvValue::Plain("2".into())));
+    let id = rt.create(&flaky).await.unwrap();
+    rt.start(&id).await.unwrap();
+    let exit = tokio::time::timeout(WAIT, rt.wait_exit(&id))
+        .await
+        .expect("wait_exit resolves")
+        .unwrap();
+    assert_eq!(exit, ContainerExit::Exited { code: 2 });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_master_connection_ends_with_the_last_runtime() {
+    let _serial = SERIAL.lock().await;
+    let rt = over_ssh().await;
+    let copy = rt.clone();
+    let masters_now = masters();
+    assert_eq!(
+        masters_now.len(),
+        1,
+        "one master per runtime: {masters_now:?}"
+    );
+    let pid = masters_now[0].split_whitespace().next().unwrap().to_owned();
+    drop(rt);
+    copy.current("absent").await.unwrap();
+    drop(copy);
+    // Killed on drop; a zombie until tokio reaps it counts as ended.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            break;
+        }
+        assert!(Instant::now() < end, "master {pid} still runs: {stat}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,289 @@
+//! [`ProxyContainer`]: the proxy's container on one host, as every adapter
+//! boots it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollback_core::{
+    labels, ContainerId, ContainerInfo, ContainerSpec, Error, ErrorKind, ExecOutput, ImageRef,
+    PortMapping, RestartPolicy, Result, Runtime,
+};
+
+/// The default name of the proxy container on each host.
+pub const DEFAULT_NAME: &str = "rollback-proxy";
+/// The default network the proxy shares with the apps' containers.
+pub const DEFAULT_NETWORK: &str = "rollback";
+/// Label naming the adapter that owns a proxy container (`caddy`).
+pub const PROXY_LABEL: &str = "io.rollback.proxy";
+
+/// How a call to [`ProxyContainer::ensure`] found the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Booted {
+    /// It was running already.
+    Running(ContainerId),
+    /// It existed, stopped, and was started again.
+    Restarted(ContainerId),
+    /// It was created and started by this call.
+    Created(ContainerId),
+}
+
+impl Booted {
+    /// The proxy container.
+    pub fn id(&self) -> &ContainerId {
+        match self {
+            Booted::Running(id) | Booted::Restarted(id) | Booted::Created(id) => id,
+        }
+    }
+}
+
+/// The proxy's container on one host: a managed container (label
+/// `io.rollback.managed=true`, restart policy `unless-stopped`) on a network
+/// it shares with the apps' containers, publishing the public address.
+///
+/// Everything goes through the host's [`Runtime`]: no port other than the
+/// public one is opened, so a host reached only through its engine endpoint
+/// (as over SSH) works the same.
+#[derive(Clone)]
+pub struct ProxyContainer {
+    runtime: Arc<dyn Runtime>,
+    name: String,
+    image: ImageRef,
+    network: String,
+    listen: PortMapping,
+    listen_text: String,
+    command: Vec<String>,
+    kind: String,
+}
+
+impl std::fmt::Debug for ProxyContainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyContainer")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("network", &self.network)
+            .field("listen", &self.listen_text)
+            .finish()
+    }
+}
+
+impl ProxyContainer {
+    /// A proxy container of `image` for the adapter `kind` (`caddy`),
+    /// publishing `listen` (the host side of `docker -p`: `"80"`,
+    /// `"0.0.0.0:80"`, `"127.0.0.1:18080"`) to `container_port`, running
+    /// `command` (empty: the image's own).
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        kind: &str,
+        image: ImageRef,
+        listen: &str,
+        container_port: u16,
+        command: Vec<String>,
+    ) -> Result<Self> {
+        let listen = parse_listen(listen, container_port)?;
+        Ok(Self {
+            runtime,
+            name: DEFAULT_NAME.to_owned(),
+            image,
+            network: DEFAULT_NETWORK.to_owned(),
+            listen_text: listen.0,
+            listen: listen.1,
+            command,
+            kind: kind.to_owned(),
+        })
+    }
+
+    /// Use this container name instead of [`DEFAULT_NAME`].
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    /// Use this network instead of [`DEFAULT_NETWORK`].
+    pub fn with_network(mut self, network: &str) -> Self {
+        self.network = network.to_owned();
+        self
+    }
+
+    /// The container name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The network shared with the apps.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The public address as configured (`127.0.0.1:18080`).
+    pub fn listen(&self) -> &str {
+        &self.listen_text
+    }
+
+    /// The image.
+    pub fn image(&self) -> &ImageRef {
+        &self.image
+    }
+
+    /// The host's engine.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// The proxy container, if one exists (running or not).
+    pub async fn inspect(&self) -> Result<Option<ContainerInfo>> {
+        self.runtime.current(&self.name).await
+    }
+
+    /// The running proxy container, or an [`ErrorKind::Unavailable`] error
+    /// saying it is not running.
+    pub async fn running(&self) -> Result<ContainerId> {
+        match self.inspect().await? {
+            Some(info) if info.state.is_running() => Ok(info.id),
+            Some(info) => Err(Error::unavailable(format!(
+                "the proxy container {} is not running ({})",
+                self.name, info.state
+            ))),
+            None => Err(Error::unavailable(format!(
+                "there is no proxy container {}",
+                self.name
+            ))),
+        }
+    }
+
+    /// Boot the proxy when it does not run: create the network, then
+    /// create (or start again) and start the container. Idempotent; a
+    /// container of that name that rollback did not create is refused.
+    pub async fn ensure(&self) -> Result<Booted> {
+        self.runtime.create_network(&self.network).await?;
+        for _ in 0..3 {
+            match self.inspect().await? {
+                Some(info) => {
+                    self.check_ours(&info)?;
+                    self.runtime
+                        .connect_network(&info.id, &self.network)
+                        .await?;
+                    if info.state.is_running() {
+                        return Ok(Booted::Running(info.id));
+                    }
+                    self.runtime.start(&info.id).await?;
+                    return Ok(Booted::Restarted(info.id));
+                }
+                None => {
+                    self.runtime.pull(&self.image, None, None).await?;
+                    let id = match self.runtime.create(&self.spec()).await {
+                        Ok(id) => id,
+                        // Created by a concurrent boot: use that one.
+                        Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if let Err(e) = self.runtime.start(&id).await {
+                        // A proxy that cannot start (its port is taken) is not left behind.
+                        let _ = self.runtime.remove(&id).await;
+                        return Err(e.context(format!(
+                            "start the proxy container {} publishing {}",
+                            self.name, self.listen_text
+                        )));
+                    }
+                    return Ok(Booted::Created(id));
+                }
+            }
+        }
+        Err(Error::conflict(format!(
+            "the proxy container {} kept changing while it was booted",
+            self.name
+        )))
+    }
+
+    /// Stop and remove the proxy container. Returns whether one was removed.
+    pub async fn remove(&self) -> Result<bool> {
+        let Some(info) = self.inspect().await? else {
+            return Ok(false);
+        };
+        self.check_ours(&info)?;
+        self.runtime.remove(&info.id).await?;
+        Ok(true)
+    }
+
+    /// Run `cmd` in the running proxy container.
+    pub async fn exec(&self, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let id = self.running().await?;
+        self.runtime.exec(&id, cmd, timeout).await
+    }
+
+    fn check_ours(&self, info: &ContainerInfo) -> Result<()> {
+        if info.labels.get(PROXY_LABEL).map(String::as_str) == Some(self.kind.as_str()) {
+            return Ok(());
+        }
+        Err(Error::conflict(format!(
+            "a container named {} exists that is not a {} proxy started by rollback; \
+             remove or rename it",
+            self.name, self.kind
+        )))
+    }
+
+    fn spec(&self) -> ContainerSpec {
+        ContainerSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            ports: vec![self.listen.clone()],
+            env: Vec::new(),
+            volumes: Vec::new(),
+            platform: None,
+            network: Some(self.network.clone()),
+            restart: Some(RestartPolicy::UnlessStopped),
+            command: self.command.clone(),
+            labels: BTreeMap::from([
+                (labels::MANAGED.to_owned(), "true".to_owned()),
+                (PROXY_LABEL.to_owned(), self.kind.clone()),
+            ]),
+            stop_timeout: None,
+        }
+    }
+}
+
+/// `listen` as written (`80`, `0.0.0.0:80`, `127.0.0.1:18080`, `[::1]:80`)
+/// and as a port mapping to `container_port`.
+fn parse_listen(listen: &str, container_port: u16) -> Result<(String, PortMapping)> {
+    let bad = |why: &str| Error::invalid_input(format!("invalid proxy listen {listen:?}: {why}"));
+    if listen.contains('/') {
+        return Err(bad("a host address and port, without protocol"));
+    }
+    let mapping: PortMapping = format!("{listen}:{container_port}")
+        .parse()
+        .map_err(|e: Error| bad(e.message()))?;
+    if mapping.host_port.is_none() {
+        return Err(bad("a port is required"));
+    }
+    Ok((listen.to_owned(), mapping))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_is_the_host_side_of_a_port_mapping() {
+        let (_, m) = parse_listen("80", 80).unwrap();
+        assert_eq!(
+            (m.host_ip, m.host_port, m.container_port),
+            (None, Some(80), 80)
+        );
+        let (_, m) = parse_listen("127.0.0.1:18080", 80).unwrap();
+        assert_eq!(m.host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(m.host_port, Some(18080));
+        let (_, m) = parse_listen("[::1]:8443", 80).unwrap();
+        assert_eq!(m.host_ip, Some("::1".parse().unwrap()));
+        for bad in [
+            "",
+            "x",
+            "0",
+            "70000",
+            "80/udp",
+            "1.2.3.4:80:80",
+            "127.0.0.1:",
+        ] {
+            assert!(parse_listen(bad, 80).is_err(), "{bad:?} accepted");
+        }
+    }
+}
