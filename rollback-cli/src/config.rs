@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollback_core::{
-    EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository, RestartPolicy,
-    RolloutPolicy, Secret,
+    App, ContainerName, EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository,
+    RestartPolicy, RolloutPolicy, Secret, Tag,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_path_to_error::Segment;
 use toml::Spanned;
 
 /// The default config file name, looked up in the current folder.
@@ -50,7 +51,7 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     /// The `[app]` table; absent only in a file used for `rollback tag` with full references.
-    pub app: Option<AppConfig>,
+    pub app: Option<App>,
     /// The `[container]` table, shared by every host.
     pub container: ContainerConfig,
     /// The health policy of `[health]`.
@@ -59,19 +60,6 @@ pub struct Config {
     pub rollout: RolloutPolicy,
     /// The hosts, in file order; one host named `local` when the file lists none.
     pub hosts: Vec<HostConfig>,
-}
-
-/// The `[app]` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppConfig {
-    /// Container name on every host.
-    pub name: String,
-    /// Image repository, no tag.
-    pub repository: Repository,
-    /// The tag that names the release in production (`latest`).
-    pub stable_tag: String,
-    /// The tag that names the release before it (`previous`).
-    pub previous_tag: String,
 }
 
 /// The `[container]` table.
@@ -164,12 +152,13 @@ impl Config {
             file: path.display().to_string(),
             text,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| ctx.toml_error(&e))?;
         ctx.validate(raw, path, env)
     }
 
     /// The `[app]` table, or an error for commands that need it.
-    pub fn app(&self) -> Result<&AppConfig, ConfigError> {
+    pub fn app(&self) -> Result<&App, ConfigError> {
         self.app.as_ref().ok_or_else(|| ConfigError {
             file: self.path.display().to_string(),
             line: None,
@@ -179,6 +168,12 @@ impl Config {
 }
 
 // ---- raw, as written ----
+//
+// Values are read into their core types (ports, tags, repositories, restart
+// and failure policies) or into the small checked types below, so that a bad
+// value is reported by the deserializer with its path (`hosts[1].ports[0]`)
+// and line. A new key is one field here, plus a check in `validate` when it
+// depends on other keys.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,27 +191,27 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawApp {
-    name: Spanned<String>,
-    repository: Spanned<String>,
-    stable_tag: Option<Spanned<String>>,
-    previous_tag: Option<Spanned<String>>,
+    name: ContainerName,
+    repository: Repository,
+    stable_tag: Option<Spanned<Tag>>,
+    previous_tag: Option<Spanned<Tag>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawContainer {
     #[serde(default)]
-    ports: Vec<Spanned<String>>,
+    ports: Vec<PortMapping>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<RawEnvValue>>,
     #[serde(default)]
-    volumes: Vec<Spanned<String>>,
-    platform: Option<Spanned<String>>,
-    network: Option<Spanned<String>>,
-    restart: Option<Spanned<String>>,
+    volumes: Vec<NonEmpty>,
+    platform: Option<Platform>,
+    network: Option<NonEmpty>,
+    restart: Option<RestartPolicy>,
     #[serde(default)]
     command: Vec<String>,
-    stop_timeout: Option<Spanned<String>>,
+    stop_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -237,18 +232,19 @@ struct RawHealth {
     expect_status: Option<Spanned<i64>>,
     json_pointer: Option<Spanned<String>>,
     expect: Option<Spanned<String>>,
-    interval: Option<Spanned<String>>,
-    timeout: Option<Spanned<String>>,
-    start_period: Option<Spanned<String>>,
-    deadline: Option<Spanned<String>>,
-    stable_for: Option<Spanned<String>>,
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
+    start_period: Option<Spanned<HumanDuration>>,
+    deadline: Option<Spanned<HumanDuration>>,
+    stable_for: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRollout {
     batch: Option<Spanned<i64>>,
-    on_failure: Option<Spanned<String>>,
+    #[serde(default)]
+    on_failure: OnFailure,
 }
 
 #[derive(Deserialize)]
@@ -258,9 +254,56 @@ struct RawHost {
     docker: Option<Spanned<String>>,
     health_url: Option<Spanned<String>>,
     tcp: Option<Spanned<String>>,
-    ports: Option<Vec<Spanned<String>>>,
+    ports: Option<Vec<PortMapping>>,
     #[serde(default)]
     env: BTreeMap<String, Spanned<RawEnvValue>>,
+}
+
+/// A duration written as humans do (`"6s"`, `"1m 30s"`).
+#[derive(Debug, Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?} ({e}); write e.g. \"6s\" or \"1m\""
+                ))
+            })
+    }
+}
+
+/// A string that is not blank.
+#[derive(Debug, Clone)]
+struct NonEmpty(String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(NonEmpty(text))
+    }
+}
+
+/// `os/arch[/variant]`.
+#[derive(Debug, Clone)]
+struct Platform(String);
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let NonEmpty(text) = NonEmpty::deserialize(deserializer)?;
+        if !text.contains('/') {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is not os/arch (e.g. \"linux/arm64\")"
+            )));
+        }
+        Ok(Platform(text))
+    }
 }
 
 // ---- validation ----
@@ -292,98 +335,29 @@ impl Ctx<'_> {
         self.err(Some(value.span()), message)
     }
 
-    /// Where the key at `offset` sits: `in [container]`, `in [[hosts]]`, `at the top level`.
-    fn table_at(&self, offset: usize) -> String {
-        let offset = offset.min(self.text.len());
-        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.text[offset..]
-            .find('\n')
-            .map_or(self.text.len(), |i| offset + i);
-        let header = |line: &str| -> Option<(bool, String)> {
-            let line = line.trim();
-            let array = line.starts_with("[[");
-            let inner = line.strip_prefix('[')?.trim_start_matches('[');
-            let inner = &inner[..inner.find(']')?];
-            Some((array, inner.trim().to_owned()))
-        };
-        let show = |array: bool, name: &str| {
-            if array {
-                format!("in [[{name}]]")
-            } else {
-                format!("in [{name}]")
-            }
-        };
-        // The unknown key is itself a table header: it sits in the header's parent.
-        if let Some((_, name)) = header(&self.text[line_start..line_end]) {
-            return match name.rsplit_once('.') {
-                Some((parent, _)) => {
-                    let array = self.text.contains(&format!("[[{parent}]]"));
-                    show(array, parent)
-                }
-                None => "at the top level".to_owned(),
-            };
-        }
-        self.text[..line_start]
-            .lines()
-            .rev()
-            .find_map(header)
-            .map_or_else(
-                || "at the top level".to_owned(),
-                |(array, name)| show(array, &name),
-            )
-    }
-
-    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let span = e.span();
+    fn toml_error(&self, e: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let inner = e.inner();
         // toml's messages may span lines ("invalid table header\nexpected ..."): keep one line.
-        let mut message = e
+        let message = inner
             .message()
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(": ");
-        if let (Some(rest), Some(span)) = (message.strip_prefix("unknown field `"), span.clone()) {
+        let path = key_path(e.path());
+        let message = match message.strip_prefix("unknown field ") {
             // `unknown field `prots`, expected ...` → name the table it is in.
-            if let Some((field, tail)) = rest.split_once('`') {
-                let table = self.table_at(span.start);
-                message = format!("unknown field `{field}` {table}{tail}");
-            }
-        }
-        self.err(span, message)
-    }
-
-    fn duration(
-        &self,
-        key: &str,
-        value: &Option<Spanned<String>>,
-    ) -> Result<Option<Duration>, ConfigError> {
-        value
-            .as_ref()
-            .map(|v| {
-                humantime::parse_duration(v.get_ref()).map_err(|e| {
-                    self.at(
-                        v,
-                        format!(
-                            "{key}: invalid duration {:?} ({e}); write e.g. \"6s\" or \"1m\"",
-                            v.get_ref()
-                        ),
-                    )
-                })
-            })
-            .transpose()
-    }
-
-    fn ports(&self, key: &str, ports: &[Spanned<String>]) -> Result<Vec<PortMapping>, ConfigError> {
-        ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                p.get_ref()
-                    .parse::<PortMapping>()
-                    .map_err(|e| self.at(p, format!("{key}[{i}]: {}", e.message())))
-            })
-            .collect()
+            Some(rest) => match rest.split_once(',') {
+                Some((field, tail)) => {
+                    format!("unknown field {field} {},{tail}", table_name(e.path()))
+                }
+                None => format!("unknown field {rest} {}", table_name(e.path())),
+            },
+            None if path.is_empty() => message,
+            None => format!("{path}: {message}"),
+        };
+        self.err(inner.span(), message)
     }
 
     fn env(
@@ -421,7 +395,7 @@ impl Ctx<'_> {
     }
 
     fn url(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
-        let url = reqwest::Url::parse(value.get_ref()).map_err(|e| {
+        let url = url::Url::parse(value.get_ref()).map_err(|e| {
             self.at(
                 value,
                 format!("{key}: invalid URL {:?}: {e}", value.get_ref()),
@@ -521,10 +495,7 @@ impl Ctx<'_> {
                     format!("{key}: no health check: set [health] http, tcp or docker = true, or this host's health_url or tcp"),
                 ));
             }
-            let ports = match &h.ports {
-                Some(p) => self.ports(&format!("{key}.ports"), p)?,
-                None => container.ports.clone(),
-            };
+            let ports = h.ports.clone().unwrap_or_else(|| container.ports.clone());
             let mut env = container.env.clone();
             env.extend(self.env(&format!("{key}.env"), &h.env, lookup)?);
             hosts.push(HostConfig {
@@ -560,56 +531,23 @@ impl Ctx<'_> {
         })
     }
 
-    fn app(&self, raw: &Spanned<RawApp>) -> Result<AppConfig, ConfigError> {
+    fn app(&self, raw: &Spanned<RawApp>) -> Result<App, ConfigError> {
         let a = raw.get_ref();
-        let name = a.name.get_ref();
-        if !is_container_name(name) {
-            return Err(self.at(
-                &a.name,
-                format!(
-                    "app.name: {name:?} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
-                ),
-            ));
-        }
-        let repository: Repository =
-            a.repository
-                .get_ref()
-                .parse()
-                .map_err(|e: rollback_core::Error| {
-                    self.at(&a.repository, format!("app.repository: {}", e.message()))
-                })?;
-        let tag = |key: &str,
-                   v: &Option<Spanned<String>>,
-                   default: &str|
-         -> Result<String, ConfigError> {
-            match v {
-                Some(t) if is_tag(t.get_ref()) => Ok(t.get_ref().clone()),
-                Some(t) => Err(self.at(
-                    t,
-                    format!(
-                        "{key}: {:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
-                        t.get_ref()
-                    ),
-                )),
-                None => Ok(default.to_owned()),
-            }
-        };
-        let stable_tag = tag("app.stable_tag", &a.stable_tag, "latest")?;
-        let previous_tag = tag("app.previous_tag", &a.previous_tag, "previous")?;
-        if stable_tag == previous_tag {
-            return Err(self.err(
-                a.previous_tag
-                    .as_ref()
-                    .or(a.stable_tag.as_ref())
-                    .map(|t| t.span()),
-                format!("app.previous_tag: must differ from app.stable_tag ({stable_tag:?})"),
-            ));
-        }
-        Ok(AppConfig {
-            name: name.clone(),
-            repository,
-            stable_tag,
-            previous_tag,
+        let tag = |v: &Option<Spanned<Tag>>| v.as_ref().map(|t| t.get_ref().clone());
+        let app = App::new(a.name.clone(), a.repository.clone());
+        let stable_tag = tag(&a.stable_tag).unwrap_or_else(|| app.stable_tag.clone());
+        let previous_tag = tag(&a.previous_tag).unwrap_or_else(|| app.previous_tag.clone());
+        let stable = stable_tag.to_string();
+        app.with_tags(stable_tag, previous_tag).map_err(|_| {
+            let span = a
+                .previous_tag
+                .as_ref()
+                .or(a.stable_tag.as_ref())
+                .map(|t| t.span());
+            self.err(
+                span,
+                format!("app.previous_tag: must differ from app.stable_tag ({stable:?})"),
+            )
         })
     }
 
@@ -618,51 +556,15 @@ impl Ctx<'_> {
         c: &RawContainer,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ContainerConfig, ConfigError> {
-        let ports = self.ports("container.ports", &c.ports)?;
-        let env = self.env("container.env", &c.env, lookup)?;
-        for (i, v) in c.volumes.iter().enumerate() {
-            if v.get_ref().trim().is_empty() {
-                return Err(self.at(v, format!("container.volumes[{i}]: must not be empty")));
-            }
-        }
-        let non_empty =
-            |key: &str, v: &Option<Spanned<String>>| -> Result<Option<String>, ConfigError> {
-                match v {
-                    Some(s) if s.get_ref().trim().is_empty() => {
-                        Err(self.at(s, format!("{key}: must not be empty")))
-                    }
-                    Some(s) => Ok(Some(s.get_ref().clone())),
-                    None => Ok(None),
-                }
-            };
-        let platform = non_empty("container.platform", &c.platform)?;
-        if let (Some(p), Some(raw)) = (&platform, &c.platform) {
-            if !p.contains('/') {
-                return Err(self.at(
-                    raw,
-                    format!("container.platform: {p:?} is not os/arch (e.g. \"linux/arm64\")"),
-                ));
-            }
-        }
-        let network = non_empty("container.network", &c.network)?;
-        let restart = c
-            .restart
-            .as_ref()
-            .map(|r| {
-                r.get_ref()
-                    .parse::<RestartPolicy>()
-                    .map_err(|e| self.at(r, format!("container.restart: {}", e.message())))
-            })
-            .transpose()?;
         Ok(ContainerConfig {
-            ports,
-            env,
-            volumes: c.volumes.iter().map(|v| v.get_ref().clone()).collect(),
-            platform,
-            network,
-            restart,
+            ports: c.ports.clone(),
+            env: self.env("container.env", &c.env, lookup)?,
+            volumes: c.volumes.iter().map(|v| v.0.clone()).collect(),
+            platform: c.platform.as_ref().map(|p| p.0.clone()),
+            network: c.network.as_ref().map(|n| n.0.clone()),
+            restart: c.restart,
             command: c.command.clone(),
-            stop_timeout: self.duration("container.stop_timeout", &c.stop_timeout)?,
+            stop_timeout: c.stop_timeout.map(|d| d.0),
         })
     }
 
@@ -777,47 +679,41 @@ impl Ctx<'_> {
             expect_status,
             expect_json,
         };
-        let d = HealthPolicy::default();
-        let interval = self
-            .duration("health.interval", &h.interval)?
-            .unwrap_or(d.interval());
-        let timeout = self
-            .duration("health.timeout", &h.timeout)?
-            .unwrap_or(d.timeout());
-        let start_period = self
-            .duration("health.start_period", &h.start_period)?
-            .unwrap_or(d.start_period());
-        let deadline = self
-            .duration("health.deadline", &h.deadline)?
-            .unwrap_or(d.deadline());
-        let stable_for = self
-            .duration("health.stable_for", &h.stable_for)?
-            .unwrap_or(d.stable_for());
-        let policy = HealthPolicy::new(interval, timeout, start_period, deadline, stable_for)
-            .map_err(|e| {
-                let span = match e.field {
-                    "health.interval" => h.interval.as_ref(),
-                    "health.timeout" => h.timeout.as_ref(),
-                    "health.start_period" => h.start_period.as_ref(),
-                    "health.deadline" => h.deadline.as_ref(),
-                    "health.stable_for" => h.stable_for.as_ref(),
-                    _ => None,
-                }
-                .map(|s| s.span())
-                .or_else(|| raw.map(|r| r.span()));
-                self.err(span, e.to_string())
-            })?;
+        let mut policy = HealthPolicy::builder();
+        let d = |v: &Option<Spanned<HumanDuration>>| v.as_ref().map(|v| v.get_ref().0);
+        if let Some(v) = d(&h.interval) {
+            policy = policy.interval(v);
+        }
+        if let Some(v) = d(&h.timeout) {
+            policy = policy.timeout(v);
+        }
+        if let Some(v) = d(&h.start_period) {
+            policy = policy.start_period(v);
+        }
+        if let Some(v) = d(&h.deadline) {
+            policy = policy.deadline(v);
+        }
+        if let Some(v) = d(&h.stable_for) {
+            policy = policy.stable_for(v);
+        }
+        let policy = policy.build().map_err(|e| {
+            let span = match e.field {
+                "health.interval" => h.interval.as_ref(),
+                "health.timeout" => h.timeout.as_ref(),
+                "health.start_period" => h.start_period.as_ref(),
+                "health.deadline" => h.deadline.as_ref(),
+                "health.stable_for" => h.stable_for.as_ref(),
+                _ => None,
+            }
+            .map(|s| s.span())
+            .or_else(|| raw.map(|r| r.span()));
+            self.err(span, e.to_string())
+        })?;
         Ok((check, expect, policy))
     }
 
     fn rollout(&self, r: &RawRollout) -> Result<RolloutPolicy, ConfigError> {
-        let on_failure = match &r.on_failure {
-            Some(o) => o
-                .get_ref()
-                .parse::<OnFailure>()
-                .map_err(|e| self.at(o, e.to_string()))?,
-            None => OnFailure::default(),
-        };
+        let on_failure = r.on_failure;
         let batch = match &r.batch {
             Some(b) => usize::try_from(*b.get_ref())
                 .map_err(|_| self.at(b, "rollout.batch: must be at least 1"))?,
@@ -870,20 +766,51 @@ fn interpolate(
     Ok(EnvValue::Secret(Secret::new(out)))
 }
 
-fn is_container_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+/// A key path as the config writes it (`hosts[1].ports[0]`), without the
+/// fields toml uses internally to carry spans.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } if !key.starts_with("$__") => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
-/// Whether `s` is a valid image tag.
-pub fn is_tag(s: &str) -> bool {
-    let mut chars = s.chars();
-    s.len() <= 128
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+/// The table holding the unknown key at the end of `path`: `in [container]`,
+/// `in [[hosts]]`, `at the top level`.
+fn table_name(path: &serde_path_to_error::Path) -> String {
+    let mut names = Vec::new();
+    let mut array = false;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let parent = match segments.split_last() {
+        Some((Segment::Map { .. }, parent)) => parent,
+        _ => &segments[..],
+    };
+    for segment in parent {
+        match segment {
+            Segment::Seq { .. } => array = true,
+            Segment::Map { key } | Segment::Enum { variant: key } if !key.starts_with("$__") => {
+                names.push(key.as_str());
+                array = false;
+            }
+            _ => {}
+        }
+    }
+    let name = names.join(".");
+    match (name.is_empty(), array) {
+        (true, _) => "at the top level".to_owned(),
+        (false, true) => format!("in [[{name}]]"),
+        (false, false) => format!("in [{name}]"),
+    }
 }
 
 #[cfg(test)]

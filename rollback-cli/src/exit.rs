@@ -1,27 +1,29 @@
 //! Exit codes of the CLI contract and the one error type every failure path uses.
+//!
+//! The codes themselves are [`rollback_core::ExitCode`]; these are their numbers.
 
 use std::fmt;
 
-use rollback_core::{LockInfo, Outcome};
+use rollback_core::{ExitCode, LockInfo, Outcome};
 
 use crate::config::ConfigError;
 
 /// Deployed, or the command succeeded.
-pub const OK: i32 = 0;
+pub const OK: i32 = ExitCode::Ok.code();
 /// Failed before anything changed, or an unexpected error.
-pub const FAILED: i32 = 1;
+pub const FAILED: i32 = ExitCode::Failed.code();
 /// Usage or configuration error.
-pub const USAGE: i32 = 2;
+pub const USAGE: i32 = ExitCode::Usage.code();
 /// The new release failed; the previous one was restored and is healthy.
-pub const ROLLED_BACK: i32 = 3;
+pub const ROLLED_BACK: i32 = ExitCode::RolledBack.code();
 /// Rollback failed: a host may be without a healthy release.
-pub const ROLLBACK_FAILED: i32 = 4;
+pub const ROLLBACK_FAILED: i32 = ExitCode::RollbackFailed.code();
 /// Another deploy holds the lock.
-pub const LOCKED: i32 = 5;
+pub const LOCKED: i32 = ExitCode::Locked.code();
 
 /// The exit code of a deploy outcome.
 pub fn for_outcome(outcome: Outcome) -> i32 {
-    outcome.exit_code()
+    outcome.exit_code().code()
 }
 
 /// A failure of a command, with the exit code it maps to.

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rollback_core::{
-    ContainerId, DeployReport, Digest, EnvValue, Event, EventKind, HostId, LockInfo, Observer,
-    Phase, ProbeResult, Release, Scope,
+    ContainerId, DeployReport, EnvValue, Event, EventKind, ExitCode, HostId, Observer, Phase,
+    ProbeResult, Release, Scope,
 };
 use serde::Serialize;
 
@@ -444,99 +444,21 @@ fn short_id(id: &ContainerId) -> &str {
     &s[..s.len().min(12)]
 }
 
-/// The outcome object closing JSON output.
+/// The outcome object closing JSON output: the core report and its exit code.
 #[derive(Debug, Serialize)]
 pub struct OutcomeJson<'a> {
-    /// `deployed`, `rolled_back`, ...
-    pub outcome: &'static str,
     /// The process exit code.
-    pub exit_code: i32,
-    /// The release deployed or attempted.
-    pub target: Option<&'a Release>,
-    /// One entry per host.
-    pub hosts: Vec<HostJson<'a>>,
-    /// Why it failed.
-    pub reason: Option<&'a str>,
-    /// Whether the registry tags moved.
-    pub promoted: bool,
-    /// The lock that stopped the deploy.
-    pub lock_holder: Option<LockJson<'a>>,
-}
-
-/// One host of [`OutcomeJson`].
-#[derive(Debug, Serialize)]
-pub struct HostJson<'a> {
-    /// Host name.
-    pub host: &'a HostId,
-    /// Phase it ended in.
-    pub phase: Phase,
-    /// Release before the deploy.
-    pub before: Option<&'a Release>,
-    /// Release running now.
-    pub after: Option<&'a Release>,
-    /// Digest running now.
-    pub digest: Option<&'a Digest>,
-    /// Container running the app now.
-    pub container: Option<&'a ContainerId>,
-    /// Why this host failed.
-    pub error: Option<&'a str>,
-    /// Last log lines of the failed container.
-    pub logs: &'a [String],
-    /// Last probe answer.
-    pub last_probe: Option<&'a str>,
-}
-
-/// A lock record with an RFC 3339 time.
-#[derive(Debug, Serialize)]
-pub struct LockJson<'a> {
-    /// App.
-    pub app: &'a str,
-    /// Deployment id.
-    pub deployment: &'a str,
-    /// Who holds it.
-    pub holder: &'a str,
-    /// What it deploys.
-    pub target: &'a str,
-    /// When it was taken, RFC 3339.
-    pub started_at: String,
-}
-
-impl<'a> From<&'a LockInfo> for LockJson<'a> {
-    fn from(l: &'a LockInfo) -> Self {
-        Self {
-            app: &l.app,
-            deployment: l.deployment.as_str(),
-            holder: &l.holder,
-            target: &l.target,
-            started_at: humantime::format_rfc3339_seconds(l.started_at).to_string(),
-        }
-    }
+    pub exit_code: ExitCode,
+    /// The report, its fields inline.
+    #[serde(flatten)]
+    pub report: &'a DeployReport,
 }
 
 impl<'a> From<&'a DeployReport> for OutcomeJson<'a> {
-    fn from(r: &'a DeployReport) -> Self {
+    fn from(report: &'a DeployReport) -> Self {
         Self {
-            outcome: r.outcome.as_str(),
-            exit_code: r.exit_code(),
-            target: r.target.as_ref(),
-            hosts: r
-                .hosts
-                .iter()
-                .map(|h| HostJson {
-                    host: &h.host,
-                    phase: h.phase,
-                    before: h.before.as_ref(),
-                    after: h.after.as_ref(),
-                    digest: h.after.as_ref().map(|a| &a.digest),
-                    container: h.container.as_ref(),
-                    error: h.error.as_deref(),
-                    logs: &h.logs,
-                    last_probe: h.last_probe.as_deref(),
-                })
-                .collect(),
-            reason: r.reason.as_deref(),
-            promoted: r.promoted,
-            lock_holder: r.lock_holder.as_ref().map(LockJson::from),
+            exit_code: report.exit_code(),
+            report,
         }
     }
 }
@@ -590,7 +512,7 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rollback_core::{HostReport, Outcome, PullProgress};
+    use rollback_core::{Digest, HostReport, LockInfo, Outcome, PullProgress};
     use std::time::{Duration, UNIX_EPOCH};
 
     fn digest(c: char) -> Digest {
@@ -600,11 +522,8 @@ mod tests {
     }
 
     fn release(tag: &str, c: char) -> Release {
-        Release {
-            repository: "127.0.0.1:5000/team/app".parse().unwrap(),
-            tag: Some(tag.into()),
-            digest: digest(c),
-        }
+        Release::new("127.0.0.1:5000/team/app".parse().unwrap(), digest(c))
+            .with_tag(tag.parse::<rollback_core::Tag>().unwrap())
     }
 
     fn rolled_back_report() -> DeployReport {
@@ -646,7 +565,6 @@ mod tests {
                 "after",
                 "before",
                 "container",
-                "digest",
                 "error",
                 "host",
                 "last_probe",
@@ -656,7 +574,7 @@ mod tests {
         );
         assert_eq!(host["host"], "prod-a");
         assert_eq!(host["phase"], "rolled_back");
-        assert_eq!(host["digest"], digest('a').as_str());
+        assert_eq!(host["after"]["digest"], digest('a').as_str());
         assert_eq!(host["before"]["tag"], "v1");
         assert_eq!(host["logs"][1], "fatal: no config");
         assert_eq!(host["last_probe"], "unhealthy: connection refused");

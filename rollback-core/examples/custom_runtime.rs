@@ -12,12 +12,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use rollback_core::{
-    labels, App, CancellationToken, Checkpoint, ContainerExit, ContainerId, ContainerInfo,
-    ContainerSpec, ContainerState, CopyReport, DeployLock, Deployer, Digest, Error, Event,
-    HealthPolicy, HealthProbe, HostTarget, ImageRef, LockAttempt, LockInfo, ProbeResult,
-    ProgressSink, Registry, Release, Result, Runtime, Scope, Stage, Target,
+    async_trait, labels, App, CancellationToken, Checkpoint, ContainerExit, ContainerId,
+    ContainerInfo, ContainerSpec, ContainerState, ContainerTemplate, CopyReport, DeployLock,
+    Deployer, Digest, Error, Event, HealthPolicy, HealthProbe, HostTarget, ImageRef, LockAttempt,
+    LockInfo, ProbeResult, ProgressSink, Registry, Release, Result, Runtime, Scope, Stage, Target,
 };
 
 /// Containers in a map; nothing runs, states just change.
@@ -67,10 +66,9 @@ impl Runtime for MemoryEngine {
         let mut next = self.next.lock().unwrap();
         *next += 1;
         let id = ContainerId(format!("ctr{next}"));
-        let release = spec.image.digest().map(|digest| Release {
-            repository: spec.image.repo(),
-            tag: spec.labels.get(labels::TAG).cloned(),
-            digest,
+        let release = spec.image.digest().map(|digest| {
+            Release::new(spec.image.repo(), digest)
+                .with_tag(spec.labels.get(labels::TAG).and_then(|t| t.parse().ok()))
         });
         let info = ContainerInfo {
             id: id.clone(),
@@ -220,32 +218,15 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         engine: engine.clone(),
         broken: digest('3'),
     });
-    let spec = ContainerSpec {
-        name: "shop".into(),
-        image: repository.with_tag("v2")?,
-        ports: vec!["127.0.0.1:18080:8080".parse()?],
-        env: vec![],
-        volumes: vec![],
-        platform: None,
-        network: None,
-        restart: None,
-        command: vec![],
-        labels: BTreeMap::new(),
-        stop_timeout: None,
-    };
-    let app = App {
-        name: "shop".into(),
-        repository,
-        stable_tag: "latest".into(),
-        previous_tag: "previous".into(),
-    };
-    let health = HealthPolicy::new(
-        Duration::from_millis(100),
-        Duration::from_millis(100),
-        Duration::ZERO,
-        Duration::from_secs(1),
-        Duration::from_millis(300),
-    )?;
+    // The engine names the container after the app and pins the image.
+    let container = ContainerTemplate::new().port("127.0.0.1:18080:8080".parse()?);
+    let app = App::new("shop".parse()?, repository);
+    let health = HealthPolicy::builder()
+        .interval(Duration::from_millis(100))
+        .timeout(Duration::from_millis(100))
+        .deadline(Duration::from_secs(1))
+        .stable_for(Duration::from_millis(300))
+        .build()?;
     let deployer = Deployer::new(
         app,
         registry.clone(),
@@ -254,7 +235,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             engine.clone(),
             Arc::new(MemoryLock::default()),
             probe,
-            spec,
+            container,
         )],
     )
     .with_health(health)
@@ -266,7 +247,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     for tag in ["v2", "v3"] {
         println!("deploy {tag}:");
         let report = deployer
-            .deploy(Target::Tag(tag.into()), CancellationToken::new())
+            .deploy(Target::Tag(tag.parse()?), CancellationToken::new())
             .await;
         println!(
             "outcome: {} (exit {}){}",

@@ -138,7 +138,7 @@ impl FakeRuntime {
             release.repository.to_string(),
         );
         if let Some(tag) = &release.tag {
-            labels.insert(labels::TAG.to_owned(), tag.clone());
+            labels.insert(labels::TAG.to_owned(), tag.to_string());
         }
         let info = ContainerInfo {
             id: id.clone(),
@@ -336,7 +336,7 @@ impl Runtime for FakeRuntime {
         let id = ContainerId(format!("c{}", st.next_id));
         let release = digest.clone().map(|digest| Release {
             repository: spec.image.repo(),
-            tag: spec.labels.get(labels::TAG).cloned(),
+            tag: spec.labels.get(labels::TAG).and_then(|t| t.parse().ok()),
             digest,
         });
         let info = ContainerInfo {

@@ -5,8 +5,10 @@
 //! [`DeployLock`] and [`HealthProbe`], the policies, the rollback
 //! [state machine](machine), the [fleet policy](fleet), the deploy
 //! [strategies](Strategy) and their [driver](engine), [checkpoints](checkpoint),
-//! events and the HTTP and TCP [probes](probe). It knows no Docker or
+//! events, the [exit codes](exit) and, with the default `probes` feature, the
+//! HTTP and TCP probes (`HttpProbe`, `TcpProbe`). It knows no Docker or
 //! registry client: adapters live in `rollback-docker` and `rollback-registry`.
+//! Without default features the engine builds with no HTTP stack at all.
 //!
 //! Every decision is a row of a pure, table-tested function: the per-host
 //! [`machine::step`] and the fleet's [`fleet::next`]; the driver only
@@ -31,8 +33,8 @@
 //! use std::sync::Arc;
 //! use rollback_core::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
 //! use rollback_core::{
-//!     App, CancellationToken, ContainerSpec, Deployer, Event, HealthPolicy, HostTarget,
-//!     Outcome, Release, Target,
+//!     App, CancellationToken, ContainerTemplate, Deployer, Event, ExitCode, HealthPolicy,
+//!     HostTarget, Outcome, Release, Tag, Target,
 //! };
 //! use std::time::Duration;
 //!
@@ -47,46 +49,29 @@
 //! registry.set_tag(&repository, "latest", &v1);
 //! registry.set_tag(&repository, "v2", &v2);
 //! let host = FakeRuntime::new();
-//! let running = Release { repository: repository.clone(), tag: Some("v1".into()), digest: v1 };
+//! let running = Release::new(repository.clone(), v1).with_tag("v1".parse::<Tag>()?);
 //! host.add_running("shop", "shop", &running);
 //! // v2 crashes two seconds after it starts.
 //! host.behave(&v2, Behavior::CrashAfter(Duration::from_secs(2)));
 //!
-//! let app = App {
-//!     name: "shop".into(),
-//!     repository: repository.clone(),
-//!     stable_tag: "latest".into(),
-//!     previous_tag: "previous".into(),
-//! };
-//! let spec = ContainerSpec {
-//!     name: "shop".into(),
-//!     image: repository.with_tag("v2")?,
-//!     ports: vec!["127.0.0.1:18080:8080".parse()?],
-//!     env: vec![],
-//!     volumes: vec![],
-//!     platform: None,
-//!     network: None,
-//!     restart: None,
-//!     command: vec![],
-//!     labels: Default::default(),
-//!     stop_timeout: None,
-//! };
+//! // Releases are tagged `latest` (stable) and `previous`.
+//! let app = App::new("shop".parse()?, repository.clone());
+//! // The engine names the container after the app and runs the release's digest.
+//! let container = ContainerTemplate::new().port("127.0.0.1:18080:8080".parse()?);
 //! // The fake engine keeps its own deploy lock; any `DeployLock` will do.
-//! let hosts = vec![HostTarget::new("prod-a", host.clone(), host.clone(), FakeProbe::new(host.clone()), spec)];
-//! let health = HealthPolicy::new(
-//!     Duration::from_secs(1),  // interval
-//!     Duration::from_secs(1),  // timeout per attempt
-//!     Duration::ZERO,          // start period
-//!     Duration::from_secs(30), // deadline
-//!     Duration::from_secs(5),  // stable for
-//! )?;
+//! let hosts = vec![HostTarget::new("prod-a", host.clone(), host.clone(), FakeProbe::new(host.clone()), container)];
+//! let health = HealthPolicy::builder()
+//!     .interval(Duration::from_secs(1))
+//!     .deadline(Duration::from_secs(30))
+//!     .stable_for(Duration::from_secs(5))
+//!     .build()?;
 //! let deployer = Deployer::new(app, registry.clone(), hosts)
 //!     .with_health(health)
 //!     .with_observer(Arc::new(|e: &Event| println!("{} {} {}", e.seq, e.phase, e.detail)));
 //!
-//! let report = deployer.deploy(Target::Tag("v2".into()), CancellationToken::new()).await;
+//! let report = deployer.deploy(Target::Tag("v2".parse()?), CancellationToken::new()).await;
 //! assert_eq!(report.outcome, Outcome::RolledBack);
-//! assert_eq!(report.exit_code(), 3);
+//! assert_eq!(report.exit_code(), ExitCode::RolledBack); // exit 3
 //! assert_eq!(report.hosts[0].after, Some(running)); // v1 runs again, verified
 //! assert!(registry.copies().is_empty());             // no tag moved
 //! # Ok(())
@@ -102,17 +87,21 @@ pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod exit;
 #[cfg(any(test, feature = "mock"))]
 pub mod fake;
 pub mod fleet;
 pub mod machine;
 pub mod outcome;
 pub mod policy;
+#[cfg(feature = "probes")]
 pub mod probe;
 pub mod traffic;
 pub mod traits;
 pub mod types;
 
+/// The attribute the traits are declared with, for implementations outside this crate.
+pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
     App, CancellationToken, Deployer, History, HostPlan, HostStatus, HostTarget, Plan, Strategy,
@@ -120,17 +109,22 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
+pub use exit::ExitCode;
 pub use fleet::{FleetAction, FleetView};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
-pub use policy::{HealthPolicy, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts};
+pub use policy::{
+    HealthPolicy, HealthPolicyBuilder, InvalidPolicy, OnFailure, RolloutPolicy, StepTimeouts,
+};
+#[cfg(feature = "probes")]
 pub use probe::{HttpProbe, TcpProbe};
 pub use traffic::{TrafficSwitch, Upstream};
 pub use traits::{CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
-    labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
-    ContainerState, DeploymentId, Digest, EnvValue, HealthStatus, HostId, ImageRef, LockAttempt,
-    LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository, RestartPolicy, Secret,
+    labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName, ContainerSpec,
+    ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus, HostId,
+    ImageRef, LockAttempt, LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository,
+    RestartPolicy, Secret, Tag,
 };
 
 #[cfg(any(test, feature = "mock"))]

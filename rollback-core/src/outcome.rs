@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::event::Phase;
+use crate::exit::ExitCode;
 use crate::types::{ContainerId, HostId, LockInfo, Release};
 
 /// How a deploy (or undo, or recover) ended. Each maps to one exit code.
@@ -29,14 +30,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The process exit code of DESIGN.md.
-    pub fn exit_code(self) -> i32 {
+    /// The process exit code of the command line contract.
+    pub fn exit_code(self) -> ExitCode {
         match self {
-            Outcome::Deployed => 0,
-            Outcome::Failed | Outcome::PromotionFailed => 1,
-            Outcome::RolledBack => 3,
-            Outcome::RollbackFailed => 4,
-            Outcome::Locked => 5,
+            Outcome::Deployed => ExitCode::Ok,
+            Outcome::Failed | Outcome::PromotionFailed => ExitCode::Failed,
+            Outcome::RolledBack => ExitCode::RolledBack,
+            Outcome::RollbackFailed => ExitCode::RollbackFailed,
+            Outcome::Locked => ExitCode::Locked,
         }
     }
 
@@ -191,7 +192,7 @@ impl DeployReport {
     }
 
     /// The process exit code.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> ExitCode {
         self.outcome.exit_code()
     }
 }

@@ -38,21 +38,106 @@ pub struct HealthPolicy {
 }
 
 impl HealthPolicy {
-    /// Build a policy.
+    /// A builder starting from the [defaults](HealthPolicy::default).
     ///
-    /// - `interval`: time between the starts of two probe attempts (> 0);
-    /// - `timeout`: limit of one attempt (> 0, at most `deadline`);
-    /// - `start_period`: failed probes are ignored this long after start (a crash is not);
-    /// - `deadline`: give up after this long (> 0);
-    /// - `stable_for`: how long the release must stay healthy after its first
-    ///   healthy answer (shorter than `deadline`).
-    pub fn new(
-        interval: Duration,
-        timeout: Duration,
-        start_period: Duration,
-        deadline: Duration,
-        stable_for: Duration,
-    ) -> Result<Self, InvalidPolicy> {
+    /// ```
+    /// # use std::time::Duration;
+    /// let policy = rollback_core::HealthPolicy::builder()
+    ///     .deadline(Duration::from_secs(30))
+    ///     .stable_for(Duration::from_secs(10))
+    ///     .build()?;
+    /// assert_eq!(policy.interval(), Duration::from_secs(1));
+    /// # Ok::<(), rollback_core::InvalidPolicy>(())
+    /// ```
+    pub fn builder() -> HealthPolicyBuilder {
+        HealthPolicyBuilder {
+            policy: HealthPolicy::default(),
+        }
+    }
+
+    /// Time between the starts of two attempts.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+    /// Limit of one attempt.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    /// Grace period for failed probes after start.
+    pub fn start_period(&self) -> Duration {
+        self.start_period
+    }
+    /// Overall limit of the verification.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+    /// Continuous health required after the first success.
+    pub fn stable_for(&self) -> Duration {
+        self.stable_for
+    }
+}
+
+impl Default for HealthPolicy {
+    /// 1 s interval, 2 s per attempt, no start period, 60 s deadline, 5 s stable.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            start_period: Duration::ZERO,
+            deadline: Duration::from_secs(60),
+            stable_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Builds a [`HealthPolicy`], validated by [`build`](HealthPolicyBuilder::build).
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct HealthPolicyBuilder {
+    policy: HealthPolicy,
+}
+
+impl HealthPolicyBuilder {
+    /// Time between the starts of two probe attempts (> 0).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.policy.interval = interval;
+        self
+    }
+
+    /// Limit of one attempt (> 0, at most `deadline`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.policy.timeout = timeout;
+        self
+    }
+
+    /// Failed probes are ignored this long after start (a crash is not).
+    pub fn start_period(mut self, start_period: Duration) -> Self {
+        self.policy.start_period = start_period;
+        self
+    }
+
+    /// Give up after this long (> 0).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.policy.deadline = deadline;
+        self
+    }
+
+    /// How long the release must stay healthy after its first healthy
+    /// answer (shorter than `deadline`).
+    pub fn stable_for(mut self, stable_for: Duration) -> Self {
+        self.policy.stable_for = stable_for;
+        self
+    }
+
+    /// The policy, or the first value that makes no sense, naming its field.
+    pub fn build(self) -> Result<HealthPolicy, InvalidPolicy> {
+        let HealthPolicy {
+            interval,
+            timeout,
+            start_period,
+            deadline,
+            stable_for,
+        } = self.policy;
         if interval.is_zero() {
             return Err(InvalidPolicy::new(
                 "health.interval",
@@ -101,52 +186,12 @@ impl HealthPolicy {
                 ),
             ));
         }
-        Ok(Self {
-            interval,
-            timeout,
-            start_period,
-            deadline,
-            stable_for,
-        })
-    }
-
-    /// Time between the starts of two attempts.
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-    /// Limit of one attempt.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-    /// Grace period for failed probes after start.
-    pub fn start_period(&self) -> Duration {
-        self.start_period
-    }
-    /// Overall limit of the verification.
-    pub fn deadline(&self) -> Duration {
-        self.deadline
-    }
-    /// Continuous health required after the first success.
-    pub fn stable_for(&self) -> Duration {
-        self.stable_for
-    }
-}
-
-impl Default for HealthPolicy {
-    /// 1 s interval, 2 s per attempt, no start period, 60 s deadline, 5 s stable.
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            start_period: Duration::ZERO,
-            deadline: Duration::from_secs(60),
-            stable_for: Duration::from_secs(5),
-        }
+        Ok(self.policy)
     }
 }
 
 /// What the fleet does when a host fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnFailure {
     /// Stop the rollout and revert every host already switched (the default).
@@ -189,6 +234,16 @@ impl FromStr for OnFailure {
                 format!("{s:?} is not one of rollback-all, rollback-host, halt"),
             )),
         }
+    }
+}
+
+/// Read through `FromStr`; the message is the reason alone, as the
+/// deserializer's caller knows where the value sits.
+impl<'de> Deserialize<'de> for OnFailure {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse()
+            .map_err(|e: InvalidPolicy| serde::de::Error::custom(e.reason))
     }
 }
 
@@ -257,31 +312,48 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    /// The policy of interval, timeout, start period, deadline and stable-for.
+    fn policy(
+        interval: Duration,
+        timeout: Duration,
+        start_period: Duration,
+        deadline: Duration,
+        stable_for: Duration,
+    ) -> Result<HealthPolicy, InvalidPolicy> {
+        HealthPolicy::builder()
+            .interval(interval)
+            .timeout(timeout)
+            .start_period(start_period)
+            .deadline(deadline)
+            .stable_for(stable_for)
+            .build()
+    }
+
     #[test]
     fn health_policy_names_the_field() {
         let cases = [
             (
-                HealthPolicy::new(Duration::ZERO, S, Duration::ZERO, 60 * S, 5 * S),
+                policy(Duration::ZERO, S, Duration::ZERO, 60 * S, 5 * S),
                 "health.interval",
             ),
             (
-                HealthPolicy::new(S, Duration::ZERO, Duration::ZERO, 60 * S, 5 * S),
+                policy(S, Duration::ZERO, Duration::ZERO, 60 * S, 5 * S),
                 "health.timeout",
             ),
             (
-                HealthPolicy::new(S, S, Duration::ZERO, Duration::ZERO, Duration::ZERO),
+                policy(S, S, Duration::ZERO, Duration::ZERO, Duration::ZERO),
                 "health.deadline",
             ),
             (
-                HealthPolicy::new(S, 10 * S, Duration::ZERO, 5 * S, Duration::ZERO),
+                policy(S, 10 * S, Duration::ZERO, 5 * S, Duration::ZERO),
                 "health.deadline",
             ),
             (
-                HealthPolicy::new(S, S, 60 * S, 60 * S, Duration::ZERO),
+                policy(S, S, 60 * S, 60 * S, Duration::ZERO),
                 "health.start_period",
             ),
             (
-                HealthPolicy::new(S, S, Duration::ZERO, 60 * S, 60 * S),
+                policy(S, S, Duration::ZERO, 60 * S, 60 * S),
                 "health.stable_for",
             ),
         ];
@@ -290,7 +362,7 @@ mod tests {
             assert_eq!(err.field, field);
             assert!(err.to_string().starts_with(field), "{err}");
         }
-        HealthPolicy::new(S, 2 * S, Duration::ZERO, 60 * S, 5 * S).unwrap();
+        policy(S, 2 * S, Duration::ZERO, 60 * S, 5 * S).unwrap();
     }
 
     #[test]

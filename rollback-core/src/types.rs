@@ -80,56 +80,59 @@ impl fmt::Debug for Digest {
     }
 }
 
-/// A full image reference (`registry/repository[:tag][@digest]`), held as an
-/// `oci_spec::distribution::Reference`.
+/// A full image reference (`registry/repository[:tag][@digest]`).
 ///
 /// Parsing follows the distribution grammar (lowercase path components
 /// joined by `.`, `_`, `__` or dashes, tags of at most 128 word characters,
 /// Docker Hub names normalised to `docker.io/library/...`, `latest` when
 /// neither tag nor digest is given) but is written out by hand: the
 /// grammar's regular expression costs more to compile than a whole
-/// `rollback tag` spends talking to the registry.
+/// `rollback tag` spends talking to the registry. A test checks it against
+/// `oci_spec::distribution::Reference`.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ImageRef(oci_spec::distribution::Reference);
+pub struct ImageRef {
+    registry: String,
+    repository: String,
+    tag: Option<Tag>,
+    digest: Option<Digest>,
+}
 
 impl ImageRef {
     /// The registry host as written (`docker.io` for Docker Hub names).
     pub fn registry(&self) -> &str {
-        self.0.registry()
+        &self.registry
     }
 
     /// The host to speak to (`index.docker.io` for Docker Hub).
     pub fn resolve_registry(&self) -> &str {
-        self.0.resolve_registry()
+        match self.registry.as_str() {
+            DOCKER_HUB => "index.docker.io",
+            registry => registry,
+        }
     }
 
     /// The repository path inside the registry (`library/nginx`).
     pub fn repository(&self) -> &str {
-        self.0.repository()
+        &self.repository
     }
 
     /// The tag, if any.
     pub fn tag(&self) -> Option<&str> {
-        self.0.tag()
+        self.tag.as_deref()
     }
 
     /// The digest, if the reference pins one.
     pub fn digest(&self) -> Option<Digest> {
-        self.0.digest().and_then(|d| d.parse().ok())
+        self.digest.clone()
     }
 
     /// The repository this reference belongs to.
     pub fn repo(&self) -> Repository {
         Repository {
-            registry: self.0.registry().to_owned(),
-            repository: self.0.repository().to_owned(),
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
         }
-    }
-
-    /// The parsed reference, for adapters.
-    pub fn as_oci(&self) -> &oci_spec::distribution::Reference {
-        &self.0
     }
 }
 
@@ -152,6 +155,8 @@ struct ParsedRef {
 const DOCKER_HUB: &str = "docker.io";
 const NAME_MAX: usize = 255;
 const TAG_MAX: usize = 128;
+const TAG_RULE: &str =
+    "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'";
 
 impl ParsedRef {
     fn parse(s: &str) -> Result<Self, Error> {
@@ -178,9 +183,7 @@ impl ParsedRef {
         };
         if let Some(tag) = tag {
             if !valid_tag(tag) {
-                return Err(invalid(
-                    "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
-                ));
+                return Err(invalid(TAG_RULE));
             }
         }
         let (mut registry, mut repository) = match name.split_once('/') {
@@ -221,20 +224,17 @@ impl ParsedRef {
     }
 
     fn into_image_ref(self) -> ImageRef {
-        use oci_spec::distribution::Reference;
-        ImageRef(match (self.tag, self.digest) {
-            (Some(tag), Some(d)) => {
-                Reference::with_tag_and_digest(self.registry, self.repository, tag, d.to_string())
-            }
-            (None, Some(d)) => {
-                Reference::with_digest(self.registry, self.repository, d.to_string())
-            }
-            (tag, None) => Reference::with_tag(
-                self.registry,
-                self.repository,
-                tag.unwrap_or_else(|| "latest".to_owned()),
-            ),
-        })
+        let tag = match (self.tag, &self.digest) {
+            (Some(tag), _) => Some(Tag(tag)),
+            (None, Some(_)) => None,
+            (None, None) => Some(Tag("latest".to_owned())),
+        };
+        ImageRef {
+            registry: self.registry,
+            repository: self.repository,
+            tag,
+            digest: self.digest,
+        }
     }
 }
 
@@ -304,13 +304,20 @@ impl From<ImageRef> for String {
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ImageRef({})", self.0)
+        write!(f, "ImageRef({self})")
     }
 }
 
@@ -334,17 +341,23 @@ impl Repository {
     }
 
     /// `repository:tag`.
-    pub fn with_tag(&self, tag: &str) -> Result<ImageRef, Error> {
-        format!("{self}:{tag}").parse()
+    pub fn with_tag(&self, tag: &Tag) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: Some(tag.clone()),
+            digest: None,
+        }
     }
 
     /// `repository@digest`.
     pub fn with_digest(&self, digest: &Digest) -> ImageRef {
-        ImageRef(oci_spec::distribution::Reference::with_digest(
-            self.registry.clone(),
-            self.repository.clone(),
-            digest.to_string(),
-        ))
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest.clone()),
+        }
     }
 }
 
@@ -392,16 +405,32 @@ impl fmt::Debug for Repository {
 
 /// A release: an image pinned by digest, with the tag it was deployed as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Release {
     /// The image repository.
     pub repository: Repository,
     /// The tag the release was deployed as, when known.
-    pub tag: Option<String>,
+    pub tag: Option<Tag>,
     /// The manifest digest that pins it.
     pub digest: Digest,
 }
 
 impl Release {
+    /// The release `repository@digest`, its tag unknown.
+    pub fn new(repository: Repository, digest: Digest) -> Self {
+        Self {
+            repository,
+            tag: None,
+            digest,
+        }
+    }
+
+    /// The same release, recorded as deployed under `tag`.
+    pub fn with_tag(mut self, tag: impl Into<Option<Tag>>) -> Self {
+        self.tag = tag.into();
+        self
+    }
+
     /// `repository@digest`: what is pulled and run.
     pub fn image(&self) -> ImageRef {
         self.repository.with_digest(&self.digest)
@@ -415,6 +444,127 @@ impl Release {
         }
     }
 }
+
+/// A validated string: parsed with `FromStr`, read through `Deref<Target = str>`.
+macro_rules! checked_name {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validate `value`.
+            pub fn new(value: impl Into<String>) -> Result<Self, Error> {
+                let value = value.into();
+                let check: fn(&str) -> Result<(), Error> = $check;
+                check(&value)?;
+                Ok(Self(value))
+            }
+
+            /// The value as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_name!(
+    /// An image tag: 1 to 128 letters, digits, `_`, `.` or `-`, not starting
+    /// with `.` or `-` (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
+    Tag,
+    |s| {
+        if valid_tag(s) {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(format!(
+                "{s:?} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
+            )))
+        }
+    }
+);
+
+checked_name!(
+    /// A container name as the engine accepts it: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+    /// The app's name is one, and so are the names derived from it.
+    ContainerName,
+    |s| {
+        let mut chars = s.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if valid {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(format!(
+                "{s:?} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+            )))
+        }
+    }
+);
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -634,7 +784,7 @@ impl fmt::Display for PortMapping {
 }
 
 /// Docker restart policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     /// Never restart (`no`).
@@ -662,6 +812,14 @@ impl FromStr for RestartPolicy {
     }
 }
 
+/// Read through `FromStr`, so a config names the accepted values.
+impl<'de> Deserialize<'de> for RestartPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl RestartPolicy {
     /// The engine's spelling.
     pub fn as_str(self) -> &'static str {
@@ -674,8 +832,97 @@ impl RestartPolicy {
     }
 }
 
-/// Everything needed to create the app's container on one host.
+/// How the app's container is run on a host, apart from its name and image,
+/// which the engine decides at deploy time (the app's name, the release's
+/// digest).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ContainerTemplate {
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Environment, in order; secret values are marked.
+    pub env: Vec<(String, EnvValue)>,
+    /// Bind mounts and volumes in `docker run -v` syntax.
+    pub volumes: Vec<String>,
+    /// Platform such as `linux/arm64`.
+    pub platform: Option<String>,
+    /// Network mode or network name.
+    pub network: Option<String>,
+    /// Restart policy.
+    pub restart: Option<RestartPolicy>,
+    /// Arguments given to the image's entrypoint, replacing its `CMD`.
+    pub command: Vec<String>,
+    /// Labels; the release labels of [`labels`] are added by the engine.
+    pub labels: BTreeMap<String, String>,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub stop_timeout: Option<Duration>,
+}
+
+impl ContainerTemplate {
+    /// A container with no ports, env, volumes or options: the image's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publish `port`.
+    pub fn port(mut self, port: PortMapping) -> Self {
+        self.ports.push(port);
+        self
+    }
+
+    /// Set the environment variable `name`.
+    pub fn env(mut self, name: impl Into<String>, value: EnvValue) -> Self {
+        self.env.push((name.into(), value));
+        self
+    }
+
+    /// Mount `volume` (`docker run -v` syntax).
+    pub fn volume(mut self, volume: impl Into<String>) -> Self {
+        self.volumes.push(volume.into());
+        self
+    }
+
+    /// Run the image for `platform` (`linux/arm64`).
+    pub fn platform(mut self, platform: impl Into<String>) -> Self {
+        self.platform = Some(platform.into());
+        self
+    }
+
+    /// Attach to `network` (a mode such as `host` or a network name).
+    pub fn network(mut self, network: impl Into<String>) -> Self {
+        self.network = Some(network.into());
+        self
+    }
+
+    /// Let the engine restart the container by `restart`.
+    pub fn restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = Some(restart);
+        self
+    }
+
+    /// Replace the image's `CMD` by `command`.
+    pub fn command(mut self, command: Vec<String>) -> Self {
+        self.command = command;
+        self
+    }
+
+    /// Add the label `key=value`.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Wait `stop_timeout` between SIGTERM and SIGKILL.
+    pub fn stop_timeout(mut self, stop_timeout: Duration) -> Self {
+        self.stop_timeout = Some(stop_timeout);
+        self
+    }
+}
+
+/// Everything needed to create one container: a [`ContainerTemplate`] with
+/// its name and image. The engine builds it; runtimes read it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ContainerSpec {
     /// Container name.
     pub name: String,
@@ -699,6 +946,36 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+}
+
+impl ContainerSpec {
+    /// The container `name` running `image` as `template` says.
+    pub fn new(name: impl Into<String>, image: ImageRef, template: ContainerTemplate) -> Self {
+        let ContainerTemplate {
+            ports,
+            env,
+            volumes,
+            platform,
+            network,
+            restart,
+            command,
+            labels,
+            stop_timeout,
+        } = template;
+        Self {
+            name: name.into(),
+            image,
+            ports,
+            env,
+            volumes,
+            platform,
+            network,
+            restart,
+            command,
+            labels,
+            stop_timeout,
+        }
+    }
 }
 
 /// Health as reported by a Docker `HEALTHCHECK`.
@@ -831,8 +1108,25 @@ pub struct LockInfo {
     pub holder: String,
     /// What is being deployed (a tag or digest).
     pub target: String,
-    /// When it was taken.
+    /// When it was taken; RFC 3339 in serde formats.
+    #[serde(with = "rfc3339")]
     pub started_at: SystemTime,
+}
+
+/// A time as RFC 3339 text (`2024-05-01T12:00:00Z`), as people and `jq` read it.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*time))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl fmt::Display for LockInfo {
@@ -992,7 +1286,19 @@ mod tests {
             let theirs = case.parse::<oci_spec::distribution::Reference>();
             match (&ours, &theirs) {
                 (Ok(ours), Ok(theirs)) => {
-                    assert_eq!(ours.as_oci(), theirs, "{case:?}");
+                    assert_eq!(ours.registry(), theirs.registry(), "{case:?}");
+                    assert_eq!(
+                        ours.resolve_registry(),
+                        theirs.resolve_registry(),
+                        "{case:?}"
+                    );
+                    assert_eq!(ours.repository(), theirs.repository(), "{case:?}");
+                    assert_eq!(ours.tag(), theirs.tag(), "{case:?}");
+                    assert_eq!(
+                        ours.digest().map(|d| d.to_string()).as_deref(),
+                        theirs.digest(),
+                        "{case:?}"
+                    );
                     assert_eq!(ours.to_string(), theirs.to_string(), "{case:?}");
                 }
                 (Err(e), Err(_)) => {

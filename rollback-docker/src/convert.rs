@@ -138,23 +138,17 @@ pub(crate) fn container_state(response: &ContainerInspectResponse) -> ContainerS
 pub(crate) fn release_from_labels(labels: &BTreeMap<String, String>) -> Option<Release> {
     let repository: Repository = labels.get(labels::REPOSITORY)?.parse().ok()?;
     let digest: Digest = labels.get(labels::DIGEST)?.parse().ok()?;
-    let tag = labels.get(labels::TAG).filter(|t| !t.is_empty()).cloned();
-    Some(Release {
-        repository,
-        tag,
-        digest,
-    })
+    // A label that is not a tag (empty, or written by hand) names no tag.
+    let tag = labels.get(labels::TAG).and_then(|t| t.parse().ok());
+    Some(Release::new(repository, digest).with_tag(tag))
 }
 
 /// The release named by the image reference the container was created
 /// from, when it pins a digest (`repo@sha256:...`).
 pub(crate) fn release_from_reference(reference: &str) -> Option<Release> {
     let image: ImageRef = reference.parse().ok()?;
-    Some(Release {
-        repository: image.repo(),
-        tag: image.tag().map(str::to_owned),
-        digest: image.digest()?,
-    })
+    let tag = image.tag().and_then(|t| t.parse().ok());
+    Some(Release::new(image.repo(), image.digest()?).with_tag(tag))
 }
 
 /// The release from an image's `RepoDigests`, preferring the repository
@@ -177,12 +171,10 @@ pub(crate) fn release_from_repo_digests(
                 .cloned()
         })
         .or_else(|| candidates.first().cloned())?;
-    Some(Release {
-        tag: wanted
-            .filter(|w| w.repo() == chosen.repository)
-            .and_then(|w| w.tag().map(str::to_owned)),
-        ..chosen
-    })
+    let tag = wanted
+        .filter(|w| w.repo() == chosen.repository)
+        .and_then(|w| w.tag()?.parse().ok());
+    Some(chosen.with_tag(tag))
 }
 
 /// Everything of an inspect answer except the release, which may need
@@ -230,38 +222,31 @@ pub(crate) fn container_info(response: &ContainerInspectResponse) -> ContainerIn
 mod tests {
     use super::*;
     use bollard::models::{ContainerConfig, ContainerState as EngineState, Health};
-    use rollback_core::{EnvValue, PortMapping, Secret};
+    use rollback_core::{ContainerTemplate, EnvValue, PortMapping, Secret};
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
     }
 
     fn spec() -> ContainerSpec {
-        ContainerSpec {
-            name: "app".into(),
-            image: format!("127.0.0.1:5000/team/app@{}", digest('a'))
-                .parse()
-                .unwrap(),
-            ports: ["127.0.0.1:18080:8080", "80:8080", "9000/udp"]
-                .iter()
-                .map(|p| p.parse::<PortMapping>().unwrap())
-                .collect(),
-            env: vec![
-                ("MODE".into(), EnvValue::Plain("prod".into())),
-                ("TOKEN".into(), EnvValue::Secret(Secret::new("s3cr3t"))),
-            ],
-            volumes: vec![
-                "/var/log/app:/logs:ro".into(),
-                "data:/data".into(),
-                "/cache".into(),
-            ],
-            platform: Some("linux/amd64".into()),
-            network: Some("host".into()),
-            restart: Some(RestartPolicy::UnlessStopped),
-            command: vec!["--flag".into()],
-            labels: BTreeMap::from([("io.rollback.app".to_owned(), "app".to_owned())]),
-            stop_timeout: Some(Duration::from_millis(2500)),
-        }
+        let template = ["127.0.0.1:18080:8080", "80:8080", "9000/udp"]
+            .iter()
+            .fold(ContainerTemplate::new(), |t, p| {
+                t.port(p.parse::<PortMapping>().unwrap())
+            })
+            .env("MODE", EnvValue::Plain("prod".into()))
+            .env("TOKEN", EnvValue::Secret(Secret::new("s3cr3t")))
+            .volume("/var/log/app:/logs:ro")
+            .volume("data:/data")
+            .volume("/cache")
+            .platform("linux/amd64")
+            .network("host")
+            .restart(RestartPolicy::UnlessStopped)
+            .command(vec!["--flag".into()])
+            .label("io.rollback.app", "app")
+            .stop_timeout(Duration::from_millis(2500));
+        let image = format!("127.0.0.1:5000/team/app@{}", digest('a'));
+        ContainerSpec::new("app", image.parse().unwrap(), template)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use rollback_core::{DeploymentId, Error, LockInfo, Result};
+use rollback_core::{ContainerName, DeploymentId, Error, LockInfo, Result};
 
 /// Repository of the empty image the lock containers are created from.
 pub(crate) const IMAGE_REPO: &str = "rollback-lock";
@@ -33,18 +33,11 @@ pub fn container_name(app: &str) -> String {
     format!("rollback-lock-{app}")
 }
 
-/// App names become part of a container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+/// App names become part of a container name.
 pub(crate) fn validate_app(app: &str) -> Result<()> {
-    let mut chars = app.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(format!(
-            "invalid app name {app:?}: expected letters, digits, '_', '.' or '-'"
-        )))
-    }
+    ContainerName::new(app)
+        .map(drop)
+        .map_err(|e| Error::invalid_input(format!("invalid app name: {}", e.message())))
 }
 
 pub(crate) fn container_body(lock: &LockInfo) -> ContainerCreateBody {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use bollard::auth::DockerCredentials;
 use bollard::models::CreateImageInfo;
 use rollback_core::{PullProgress, Result};
-use rollback_registry::credentials::{self, Credential};
+use rollback_credentials::{self as credentials, Credential};
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 pub(crate) fn default_config_path() -> Option<PathBuf> {

@@ -1,13 +1,12 @@
 //! [`ProxyContainer`]: the proxy's container on one host, as every adapter
 //! boots it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rollback_core::{
-    labels, ContainerId, ContainerInfo, ContainerSpec, Error, ErrorKind, ExecOutput, ImageRef,
-    PortMapping, RestartPolicy, Result, Runtime,
+    labels, ContainerId, ContainerInfo, ContainerSpec, ContainerTemplate, Error, ErrorKind,
+    ExecOutput, ImageRef, PortMapping, RestartPolicy, Result, Runtime,
 };
 
 /// The default name of the proxy container on each host.
@@ -223,22 +222,14 @@ impl ProxyContainer {
     }
 
     fn spec(&self) -> ContainerSpec {
-        ContainerSpec {
-            name: self.name.clone(),
-            image: self.image.clone(),
-            ports: vec![self.listen.clone()],
-            env: Vec::new(),
-            volumes: Vec::new(),
-            platform: None,
-            network: Some(self.network.clone()),
-            restart: Some(RestartPolicy::UnlessStopped),
-            command: self.command.clone(),
-            labels: BTreeMap::from([
-                (labels::MANAGED.to_owned(), "true".to_owned()),
-                (PROXY_LABEL.to_owned(), self.kind.clone()),
-            ]),
-            stop_timeout: None,
-        }
+        let template = ContainerTemplate::new()
+            .port(self.listen.clone())
+            .network(self.network.clone())
+            .restart(RestartPolicy::UnlessStopped)
+            .command(self.command.clone())
+            .label(labels::MANAGED, "true")
+            .label(PROXY_LABEL, self.kind.clone());
+        ContainerSpec::new(self.name.clone(), self.image.clone(), template)
     }
 }
 

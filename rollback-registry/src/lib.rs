@@ -35,7 +35,7 @@
 
 mod auth;
 mod config;
-pub mod credentials;
+pub use rollback_credentials as credentials;
 mod registry;
 mod transport;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use rollback_core::{
-    App, CancellationToken, DeployReport, Deployer, HostId, HostTarget, Phase, Plan, Release,
-    Scope, Target,
+    App, CancellationToken, ContainerTemplate, DeployReport, Deployer, ExitCode, HostId,
+    HostTarget, LockInfo, Phase, Plan, Release, Scope, Target,
 };
 use serde::Serialize;
 
@@ -15,32 +15,34 @@ use crate::cli::DeployArgs;
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
-use crate::output::{LockJson, Output};
+use crate::output::Output;
 
-/// The container spec of the app on `host`; the engine pins the image by digest.
-fn spec(config: &Config, host: &HostConfig) -> Result<rollback_core::ContainerSpec, CliError> {
-    let app = config.app()?;
+/// How the app's container runs on `host`; the engine names it and pins the image.
+fn container(config: &Config, host: &HostConfig) -> ContainerTemplate {
     let c = &config.container;
-    Ok(rollback_core::ContainerSpec {
-        name: app.name.clone(),
-        image: app
-            .repository
-            .with_tag(&app.stable_tag)
-            .map_err(|e| CliError::bad_argument("app.stable_tag", &e))?,
-        ports: host.ports.clone(),
-        env: host
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        volumes: c.volumes.clone(),
-        platform: c.platform.clone(),
-        network: c.network.clone(),
-        restart: c.restart,
-        command: c.command.clone(),
-        labels: Default::default(),
-        stop_timeout: c.stop_timeout,
-    })
+    let mut t = ContainerTemplate::new().command(c.command.clone());
+    for port in &host.ports {
+        t = t.port(port.clone());
+    }
+    for (name, value) in &host.env {
+        t = t.env(name.clone(), value.clone());
+    }
+    for volume in &c.volumes {
+        t = t.volume(volume.clone());
+    }
+    if let Some(platform) = &c.platform {
+        t = t.platform(platform.clone());
+    }
+    if let Some(network) = &c.network {
+        t = t.network(network.clone());
+    }
+    if let Some(restart) = c.restart {
+        t = t.restart(restart);
+    }
+    if let Some(stop_timeout) = c.stop_timeout {
+        t = t.stop_timeout(stop_timeout);
+    }
+    t
 }
 
 /// Connect to every host and build the engine.
@@ -76,7 +78,7 @@ pub(crate) async fn deployer(
                 connected.runtime,
                 connected.lock,
                 connected.probe,
-                spec(config, host)?,
+                container(config, host),
             )),
             Err(e) if lenient => unreachable.push((host.name.clone(), e)),
             Err(e) => {
@@ -88,19 +90,10 @@ pub(crate) async fn deployer(
             }
         }
     }
-    let deployer = Deployer::new(
-        App {
-            name: app.name.clone(),
-            repository: app.repository.clone(),
-            stable_tag: app.stable_tag.clone(),
-            previous_tag: app.previous_tag.clone(),
-        },
-        registry,
-        hosts,
-    )
-    .with_health(config.health)
-    .with_rollout(config.rollout)
-    .with_observer(ctx.output.clone());
+    let deployer = Deployer::new(app.clone(), registry, hosts)
+        .with_health(config.health)
+        .with_rollout(config.rollout)
+        .with_observer(ctx.output.clone());
     #[cfg(feature = "test-checkpoints")]
     let deployer = match crate::checkpoints::EnvPause::from_env() {
         Some(pause) => deployer.with_checkpoint(Arc::new(pause)),
@@ -120,10 +113,10 @@ enum Run {
 pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
     let target = match (&args.tag, &args.digest) {
         (Some(tag), None) => {
-            if !crate::config::is_tag(tag) {
-                return Err(CliError::usage(format!("--tag {tag:?} is not a valid tag")));
-            }
-            Target::Tag(tag.clone())
+            let tag = tag
+                .parse()
+                .map_err(|_| CliError::usage(format!("--tag {tag:?} is not a valid tag")))?;
+            Target::Tag(tag)
         }
         (None, Some(digest)) => Target::Digest(digest.clone()),
         _ => return Err(CliError::usage("give exactly one of --tag or --digest")),
@@ -194,7 +187,7 @@ fn at_risk(phase: Phase) -> bool {
 }
 
 /// Exit code when the user gives up waiting after a second signal.
-pub const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = ExitCode::Interrupted.code();
 
 /// What to print and exit with when a second signal arrives: the last phase
 /// of each host, and 4 when a host may be left without a healthy release.
@@ -313,7 +306,7 @@ struct HostPlanJson<'a> {
     host: &'a HostId,
     current: Option<&'a Release>,
     container: Option<&'a rollback_core::ContainerId>,
-    lock: Option<LockJson<'a>>,
+    lock: Option<&'a LockInfo>,
     steps: &'a [String],
 }
 
@@ -348,7 +341,7 @@ pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
                     host: &h.host,
                     current: h.current.as_ref(),
                     container: h.container.as_ref(),
-                    lock: h.lock.as_ref().map(LockJson::from),
+                    lock: h.lock.as_ref(),
                     steps: &h.steps,
                 })
                 .collect(),
@@ -466,8 +459,7 @@ env = { MODE = "canary" }
             &|_| Some("tok-secret".into()),
         )
         .unwrap();
-        let spec = spec(&config, &config.hosts[0]).unwrap();
-        assert_eq!(spec.name, "app");
+        let spec = container(&config, &config.hosts[0]);
         assert_eq!(spec.ports[0].host_port, Some(18081));
         let env: std::collections::HashMap<_, _> = spec.env.iter().cloned().collect();
         assert_eq!(env["MODE"].expose(), "canary");

@@ -1,17 +1,17 @@
 //! `rollback lock status` and `rollback lock release`.
 
+use rollback_core::LockInfo;
 use serde::Serialize;
 
 use crate::cli::{LockArgs, LockCommand};
 use crate::commands::{json_done, Context};
 use crate::config::HostConfig;
 use crate::exit::{self, CliError};
-use crate::output::LockJson;
 
 #[derive(Serialize)]
 struct LockLine<'a> {
     host: &'a str,
-    lock: Option<LockJson<'a>>,
+    lock: Option<&'a LockInfo>,
     released: Option<bool>,
     error: Option<String>,
 }
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context, command: &LockCommand) -> Result<i32, CliError> 
                 if out.is_json() {
                     out.json(&LockLine {
                         host: name,
-                        lock: lock.as_ref().map(LockJson::from),
+                        lock: lock.as_ref(),
                         released,
                         error: None,
                     });

@@ -2,13 +2,13 @@
 
 use std::time::SystemTime;
 
-use rollback_core::{ContainerInfo, HostId, HostStatus, ProbeResult, Release};
+use rollback_core::{ContainerInfo, HostId, HostStatus, LockInfo, ProbeResult, Release};
 use serde::Serialize;
 
 use crate::commands::deploy::deployer;
 use crate::commands::{json_done, Context};
 use crate::exit::{self, CliError};
-use crate::output::{probe_text, LockJson};
+use crate::output::probe_text;
 
 fn time(t: Option<SystemTime>) -> Option<String> {
     t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
@@ -46,7 +46,7 @@ struct StatusJson<'a> {
     host: &'a HostId,
     container: Option<ContainerJson<'a>>,
     probe: Option<&'a ProbeResult>,
-    lock: Option<LockJson<'a>>,
+    lock: Option<&'a LockInfo>,
     error: Option<&'a str>,
 }
 
@@ -97,7 +97,7 @@ fn print_status(ctx: &Context, s: &HostStatus) {
             host: &s.host,
             container: s.container.as_ref().map(ContainerJson::from),
             probe: s.probe.as_ref(),
-            lock: s.lock.as_ref().map(LockJson::from),
+            lock: s.lock.as_ref(),
             error: s.error.as_deref(),
         });
         return;

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use crate::cli::TagArgs;
 use crate::commands::Context;
-use crate::config::{is_tag, AppConfig};
 use crate::exit::{self, CliError};
+use rollback_core::{App, Tag};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -28,7 +28,7 @@ impl Role {
 /// A bare tag (`v2`) or digest (`sha256:...`) belongs to the app's
 /// repository; anything else must be a full reference. A destination must
 /// name a tag.
-fn reference(arg: &str, app: Option<&AppConfig>, role: Role) -> Result<ImageRef, CliError> {
+fn reference(arg: &str, app: Option<&App>, role: Role) -> Result<ImageRef, CliError> {
     let what = role.name();
     let need_app = |kind: &str| {
         app.ok_or_else(|| {
@@ -46,12 +46,8 @@ fn reference(arg: &str, app: Option<&AppConfig>, role: Role) -> Result<ImageRef,
         let digest: Digest = arg.parse().map_err(|e| CliError::bad_argument(what, &e))?;
         return Ok(need_app("digest")?.repository.with_digest(&digest));
     }
-    if is_tag(arg) {
-        let app = need_app("tag")?;
-        return app
-            .repository
-            .with_tag(arg)
-            .map_err(|e| CliError::bad_argument(what, &e));
+    if let Ok(tag) = arg.parse::<Tag>() {
+        return Ok(need_app("tag")?.repository.with_tag(&tag));
     }
     let reference: ImageRef = arg.parse().map_err(|e| CliError::bad_argument(what, &e))?;
     if role == Role::Destination {
@@ -150,13 +146,11 @@ mod tests {
     use rollback_core::{CopyReport, MockRegistry};
     use std::path::Path;
 
-    fn app() -> AppConfig {
-        AppConfig {
-            name: "app".into(),
-            repository: "127.0.0.1:5000/team/app".parse().unwrap(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-        }
+    fn app() -> App {
+        App::new(
+            "app".parse().unwrap(),
+            "127.0.0.1:5000/team/app".parse().unwrap(),
+        )
     }
 
     #[test]

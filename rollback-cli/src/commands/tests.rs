@@ -42,11 +42,7 @@ fn repo() -> Repository {
 }
 
 fn release(tag: &str, c: char) -> Release {
-    Release {
-        repository: repo(),
-        tag: Some(tag.into()),
-        digest: digest(c),
-    }
+    Release::new(repo(), digest(c)).with_tag(tag.parse::<rollback_core::Tag>().unwrap())
 }
 
 struct World {
@@ -108,7 +104,7 @@ async fn deploy_of_a_healthy_release_exits_0_with_events_then_outcome() {
     assert_eq!(outcome["promoted"], true);
     assert_eq!(outcome["target"]["digest"], digest('b').as_str());
     assert_eq!(outcome["hosts"][0]["host"], "local");
-    assert_eq!(outcome["hosts"][0]["digest"], digest('b').as_str());
+    assert_eq!(outcome["hosts"][0]["after"]["digest"], digest('b').as_str());
     assert_eq!(w.registry.tag(&repo(), "latest"), Some(digest('b')));
     assert_eq!(w.registry.tag(&repo(), "previous"), Some(digest('a')));
     assert!(!out.text().contains("tok-very-secret"));

@@ -12,7 +12,7 @@ use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
 use crate::machine::{HostState, Input};
 use crate::outcome::{DeployReport, HostReport, Outcome};
 use crate::policy::OnFailure;
-use crate::types::{labels, Digest, Release};
+use crate::types::{labels, Digest, Release, Tag};
 
 impl Deployer {
     /// Deploy `target` to every host, verify it, and promote it; on failure
@@ -90,7 +90,7 @@ impl Deployer {
     /// read from the labels of the app containers; `None` when no host
     /// knows it (the name is for output only, so engine errors are passed
     /// over here and met again by the deploy).
-    async fn replaced_tag(&self, digest: &Digest) -> Option<String> {
+    async fn replaced_tag(&self, digest: &Digest) -> Option<Tag> {
         let reads = self.hosts.iter().map(|h| {
             timed(
                 self.timeouts.engine,
@@ -106,7 +106,7 @@ impl Deployer {
             .flatten()
             .find_map(|c| {
                 (c.labels.get(labels::REPLACED_DIGEST) == Some(&wanted))
-                    .then(|| c.labels.get(labels::REPLACED_TAG).cloned())
+                    .then(|| c.labels.get(labels::REPLACED_TAG)?.parse().ok())
                     .flatten()
             })
     }
@@ -117,19 +117,9 @@ impl Deployer {
         &self,
         ev: &Emitter,
         target: Target,
-        tag: Option<String>,
+        tag: Option<Tag>,
         cancel: &CancellationToken,
     ) -> DeployReport {
-        if let Some(host) = self.hosts.iter().find(|h| h.spec.name != self.app.name) {
-            return self.failed_before_start(
-                ev,
-                None,
-                format!(
-                    "host {}: container name {:?} differs from the app name {:?}",
-                    host.id, host.spec.name, self.app.name
-                ),
-            );
-        }
         if self.hosts.is_empty() {
             return self.failed_before_start(ev, None, "no hosts to deploy to".into());
         }
@@ -362,7 +352,7 @@ impl Deployer {
         let repo = &self.app.repository;
         let limit = self.timeouts.registry;
         if let Some(before) = stable_before.filter(|d| *d != new) {
-            let destination = repo.with_tag(&self.app.previous_tag)?;
+            let destination = repo.with_tag(&self.app.previous_tag);
             let source = repo.with_digest(before);
             let _ = timed(
                 limit,
@@ -371,7 +361,7 @@ impl Deployer {
             )
             .await?;
         }
-        let destination = repo.with_tag(&self.app.stable_tag)?;
+        let destination = repo.with_tag(&self.app.stable_tag);
         let source = repo.with_digest(new);
         let copy = timed(
             limit,

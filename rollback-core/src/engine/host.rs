@@ -193,7 +193,7 @@ impl Deployer {
         target: &str,
     ) {
         let lock = LockInfo {
-            app: self.app.name.clone(),
+            app: self.app.name.to_string(),
             deployment: self.deployment.clone(),
             holder: self.holder.clone(),
             target: target.to_owned(),
@@ -266,7 +266,7 @@ impl Deployer {
             format!("pull {image}"),
             host.runtime.pull(
                 &image,
-                host.spec.platform.clone(),
+                host.container.platform.clone(),
                 Some(ev.pull_sink(&host.id)),
             ),
         );

@@ -16,8 +16,8 @@ use crate::event::{NoopObserver, Observer};
 use crate::policy::{HealthPolicy, RolloutPolicy, StepTimeouts};
 use crate::traits::{DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
 use crate::types::{
-    ContainerId, ContainerInfo, ContainerSpec, DeploymentId, Digest, HostId, LockInfo, Release,
-    Repository,
+    ContainerId, ContainerInfo, ContainerName, ContainerTemplate, DeploymentId, Digest, HostId,
+    LockInfo, Release, Repository, Tag,
 };
 
 mod deploy;
@@ -33,15 +33,42 @@ pub use tokio_util::sync::CancellationToken;
 
 /// The application being deployed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct App {
     /// Container name on every host.
-    pub name: String,
+    pub name: ContainerName,
     /// Image repository, no tag.
     pub repository: Repository,
     /// The tag that names the release in production (`latest`).
-    pub stable_tag: String,
+    pub stable_tag: Tag,
     /// The tag that names the release before it (`previous`).
-    pub previous_tag: String,
+    pub previous_tag: Tag,
+}
+
+impl App {
+    /// The app `name` from `repository`, its releases named by the tags
+    /// `latest` (stable) and `previous`.
+    pub fn new(name: ContainerName, repository: Repository) -> Self {
+        Self {
+            name,
+            repository,
+            stable_tag: Tag::new("latest").expect("a valid tag"),
+            previous_tag: Tag::new("previous").expect("a valid tag"),
+        }
+    }
+
+    /// The tags that name the stable release and the one before it; they must differ.
+    pub fn with_tags(mut self, stable: Tag, previous: Tag) -> Result<Self> {
+        if stable == previous {
+            return Err(Error::invalid_input(format!(
+                "the previous tag must differ from the stable tag ({:?})",
+                stable.as_str()
+            )));
+        }
+        self.stable_tag = stable;
+        self.previous_tag = previous;
+        Ok(self)
+    }
 }
 
 /// What to deploy.
@@ -49,7 +76,7 @@ pub struct App {
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// A tag of the app's repository, resolved to a digest once at the start.
-    Tag(String),
+    Tag(Tag),
     /// A manifest digest of the app's repository.
     Digest(Digest),
 }
@@ -75,9 +102,9 @@ pub struct HostTarget {
     pub lock: Arc<dyn DeployLock>,
     /// The health check of the app on this host.
     pub probe: Arc<dyn HealthProbe>,
-    /// The container to run; `image` is replaced by `repository@<digest>`
-    /// at deploy time and `name` must equal the app name.
-    pub spec: ContainerSpec,
+    /// How the app's container runs here; the engine names it after the
+    /// app and pins its image to the release's digest.
+    pub container: ContainerTemplate,
     /// How the new release replaces the old one.
     pub strategy: Strategy,
 }
@@ -89,14 +116,14 @@ impl HostTarget {
         runtime: Arc<dyn Runtime>,
         lock: Arc<dyn DeployLock>,
         probe: Arc<dyn HealthProbe>,
-        spec: ContainerSpec,
+        container: ContainerTemplate,
     ) -> Self {
         Self {
             id: id.into(),
             runtime,
             lock,
             probe,
-            spec,
+            container,
             strategy: Strategy::default(),
         }
     }
@@ -113,7 +140,7 @@ impl fmt::Debug for HostTarget {
         f.debug_struct("HostTarget")
             .field("id", &self.id)
             .field("probe", &self.probe.describe())
-            .field("spec", &self.spec)
+            .field("container", &self.container)
             .field("strategy", &self.strategy)
             .finish_non_exhaustive()
     }
@@ -394,7 +421,7 @@ impl Deployer {
                 digest: digest.clone(),
             }),
             Target::Tag(tag) => {
-                let reference = self.app.repository.with_tag(tag)?;
+                let reference = self.app.repository.with_tag(tag);
                 let what = format!("resolve {reference}");
                 match timed(
                     self.timeouts.registry,
@@ -419,8 +446,8 @@ impl Deployer {
     }
 
     /// The digest a tag points at, `None` when the tag does not exist.
-    async fn tag_digest(&self, tag: &str) -> Result<Option<Digest>> {
-        let reference = self.app.repository.with_tag(tag)?;
+    async fn tag_digest(&self, tag: &Tag) -> Result<Option<Digest>> {
+        let reference = self.app.repository.with_tag(tag);
         let what = format!("resolve {reference}");
         match timed(
             self.timeouts.registry,

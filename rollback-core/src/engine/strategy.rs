@@ -25,7 +25,9 @@ use crate::engine::CancellationToken;
 use crate::error::Error;
 use crate::event::{Phase, Scope};
 use crate::machine::{CapturedRelease, Input};
-use crate::types::{labels, retained_name, ContainerId, ContainerInfo, Digest, Release};
+use crate::types::{
+    labels, retained_name, ContainerId, ContainerInfo, ContainerSpec, Digest, Release, Tag,
+};
 
 /// Default time between SIGTERM and SIGKILL when the spec names none.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +125,7 @@ impl Deployer {
         let limit = self.timeouts.engine;
         let cancelled = |new: Option<ContainerId>| (new, Error::cancelled());
         if let Some(previous) = previous {
-            let stop = host.spec.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+            let stop = host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
             timed(
                 stop + self.timeouts.stop_grace,
                 format!("stop container {}", previous.container),
@@ -146,15 +148,17 @@ impl Deployer {
         if cancel.is_cancelled() {
             return Err(cancelled(None));
         }
-        let mut spec = host.spec.clone();
-        spec.name = self.app.name.clone();
-        spec.image = target.image();
+        let mut spec = ContainerSpec::new(
+            self.app.name.as_str(),
+            target.image(),
+            host.container.clone(),
+        );
         let replaced = previous.and_then(|p| p.release.as_ref());
         let release_labels = [
             (labels::MANAGED, Some("true".to_owned())),
-            (labels::APP, Some(self.app.name.clone())),
+            (labels::APP, Some(self.app.name.to_string())),
             (labels::REPOSITORY, Some(target.repository.to_string())),
-            (labels::TAG, target.tag.clone()),
+            (labels::TAG, target.tag.as_ref().map(Tag::to_string)),
             (labels::DIGEST, Some(target.digest.to_string())),
             (labels::DEPLOYMENT, Some(self.deployment.to_string())),
             (
@@ -166,7 +170,10 @@ impl Deployer {
                 labels::REPLACED_DIGEST,
                 replaced.map(|r| r.digest.to_string()),
             ),
-            (labels::REPLACED_TAG, replaced.and_then(|r| r.tag.clone())),
+            (
+                labels::REPLACED_TAG,
+                replaced.and_then(|r| r.tag.as_ref().map(Tag::to_string)),
+            ),
         ];
         for (key, value) in release_labels {
             if let Some(value) = value {
@@ -206,7 +213,7 @@ impl Deployer {
         };
         match host.strategy {
             Strategy::StopFirst => {
-                let stop = host.spec.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+                let stop = host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
                 match timed(
                     stop + self.timeouts.stop_grace,
                     format!("stop container {id}"),

@@ -1,6 +1,5 @@
 //! Engine tests with the in-memory fakes and mockall mocks.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use crate::event::{Event, EventKind, Phase, Scope};
 use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::{OnFailure, RolloutPolicy};
-use crate::types::{labels, ContainerState, ImageRef, LockInfo};
+use crate::types::{labels, ContainerSpec, ContainerState, ImageRef, LockInfo};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -25,12 +24,12 @@ fn repo() -> Repository {
     "127.0.0.1:5000/team/app".parse().unwrap()
 }
 
-fn release(tag: &str, c: char) -> Release {
-    Release {
-        repository: repo(),
-        tag: Some(tag.into()),
-        digest: digest(c),
-    }
+fn tag(tag: &str) -> Tag {
+    tag.parse().unwrap()
+}
+
+fn release(name: &str, c: char) -> Release {
+    Release::new(repo(), digest(c)).with_tag(tag(name))
 }
 
 fn v1() -> Release {
@@ -41,28 +40,37 @@ fn v2() -> Release {
     release("v2", '2')
 }
 
-fn spec() -> ContainerSpec {
-    ContainerSpec {
-        name: "app".into(),
-        image: repo().with_tag("placeholder").unwrap(),
-        ports: vec!["127.0.0.1:18080:8080".parse().unwrap()],
-        env: vec![(
-            "SECRET".into(),
+fn template() -> ContainerTemplate {
+    ContainerTemplate::new()
+        .port("127.0.0.1:18080:8080".parse().unwrap())
+        .env(
+            "SECRET",
             crate::types::EnvValue::Secret(crate::types::Secret::new("hunter2")),
-        )],
-        volumes: vec![],
-        platform: None,
-        network: None,
-        restart: None,
-        command: vec![],
-        labels: BTreeMap::from([("team".to_owned(), "ody".to_owned())]),
-        stop_timeout: None,
-    }
+        )
+        .label("team", "ody")
 }
 
 /// 1 s interval and attempt limit, no start period, 10 s deadline, 3 s stable.
 fn health() -> HealthPolicy {
-    HealthPolicy::new(S, S, Duration::ZERO, 10 * S, 3 * S).unwrap()
+    policy(S, S, Duration::ZERO, 10 * S, 3 * S)
+}
+
+/// The policy of interval, timeout, start period, deadline and stable-for.
+fn policy(
+    interval: Duration,
+    timeout: Duration,
+    start_period: Duration,
+    deadline: Duration,
+    stable_for: Duration,
+) -> HealthPolicy {
+    HealthPolicy::builder()
+        .interval(interval)
+        .timeout(timeout)
+        .start_period(start_period)
+        .deadline(deadline)
+        .stable_for(stable_for)
+        .build()
+        .unwrap()
 }
 
 struct Fleet {
@@ -93,12 +101,7 @@ impl Fleet {
     }
 
     fn deployer(&self) -> Deployer {
-        let app = App {
-            name: "app".into(),
-            repository: repo(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-        };
+        let app = App::new("app".parse().unwrap(), repo());
         let targets = self
             .hosts
             .iter()
@@ -109,7 +112,7 @@ impl Fleet {
                     rt.clone(),
                     rt.clone(),
                     FakeProbe::new(rt.clone()),
-                    spec(),
+                    template(),
                 )
             })
             .collect();
@@ -135,7 +138,10 @@ impl Fleet {
     fn running(&self, i: usize) -> Option<(String, bool)> {
         self.hosts[i].named("app").map(|c| {
             (
-                c.release.and_then(|r| r.tag).unwrap_or_default(),
+                c.release
+                    .and_then(|r| r.tag)
+                    .map(String::from)
+                    .unwrap_or_default(),
                 c.state.is_running(),
             )
         })
@@ -144,7 +150,7 @@ impl Fleet {
 
 async fn deploy(fleet: &Fleet, deployer: Deployer) -> DeployReport {
     let report = deployer
-        .deploy(Target::Tag("v2".into()), CancellationToken::new())
+        .deploy(Target::Tag(tag("v2")), CancellationToken::new())
         .await;
     check_events(&fleet.events());
     check_report(&report);
@@ -248,12 +254,8 @@ async fn healthy_release_is_switched_verified_and_promoted() {
     assert_eq!(
         fleet.registry.copies(),
         [
-            format!(
-                "{} -> {}",
-                v1().image(),
-                repo().with_tag("previous").unwrap()
-            ),
-            format!("{} -> {}", v2().image(), repo().with_tag("latest").unwrap()),
+            format!("{} -> {}", v1().image(), repo().with_tag(&tag("previous"))),
+            format!("{} -> {}", v2().image(), repo().with_tag(&tag("latest"))),
         ]
     );
     assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('2')));
@@ -425,7 +427,7 @@ async fn a_failed_container_that_will_not_stop_is_removed_before_the_restore_sta
 async fn crash_during_start_period_fails_at_once_and_keeps_logs() {
     let fleet = Fleet::new(1);
     fleet.behave(0, &v2(), Behavior::CrashAfter(Duration::from_millis(2500)));
-    let policy = HealthPolicy::new(S, S, 8 * S, 10 * S, 3 * S).unwrap();
+    let policy = policy(S, S, 8 * S, 10 * S, 3 * S);
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     let elapsed = began.elapsed();
@@ -527,7 +529,7 @@ async fn a_release_that_answers_soon_is_probed_again_before_a_whole_interval() {
 #[tokio::test(start_paused = true)]
 async fn stable_for_is_waited_out() {
     let fleet = Fleet::new(1);
-    let policy = HealthPolicy::new(S, S, Duration::ZERO, 20 * S, 5 * S).unwrap();
+    let policy = policy(S, S, Duration::ZERO, 20 * S, 5 * S);
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     assert_eq!(report.outcome, Outcome::Deployed);
@@ -570,7 +572,7 @@ async fn flapping_is_forgiven_inside_the_start_period_only() {
     };
     let fleet = Fleet::new(1);
     fleet.behave(0, &v2(), flap);
-    let policy = HealthPolicy::new(S, S, 5 * S, 15 * S, 3 * S).unwrap();
+    let policy = policy(S, S, 5 * S, 15 * S, 3 * S);
     let began = Instant::now();
     let report = deploy(&fleet, fleet.deployer().with_health(policy)).await;
     assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
@@ -669,7 +671,7 @@ async fn cancel_during_verify_restores_the_previous_release() {
         trigger.cancel();
     });
     let began = Instant::now();
-    let report = deployer.deploy(Target::Tag("v2".into()), cancel).await;
+    let report = deployer.deploy(Target::Tag(tag("v2")), cancel).await;
     check_events(&fleet.events());
     assert_eq!(report.outcome, Outcome::RolledBack);
     assert_eq!(report.exit_code(), 3);
@@ -720,7 +722,7 @@ async fn first_deploy_success_promotes_only_the_stable_tag() {
         [format!(
             "{} -> {}",
             v2().image(),
-            repo().with_tag("latest").unwrap()
+            repo().with_tag(&tag("latest"))
         )]
     );
 }
@@ -752,7 +754,7 @@ async fn unknown_tag_and_unreachable_registry_fail_before_anything() {
     let fleet = Fleet::new(1);
     let report = fleet
         .deployer()
-        .deploy(Target::Tag("nope".into()), CancellationToken::new())
+        .deploy(Target::Tag(tag("nope")), CancellationToken::new())
         .await;
     assert_eq!(report.outcome, Outcome::Failed);
     let reason = report.reason.unwrap();
@@ -970,8 +972,7 @@ fn interrupted(fleet: &Fleet, host: usize) {
     futures_util::FutureExt::now_or_never(rt.remove(&new))
         .unwrap()
         .unwrap();
-    let mut spec = spec();
-    spec.image = v2().image();
+    let mut spec = ContainerSpec::new("app", v2().image(), template());
     spec.labels = spec_labels;
     let id = futures_util::FutureExt::now_or_never(rt.create(&spec))
         .unwrap()
@@ -1033,8 +1034,7 @@ async fn recover_finishes_or_removes_an_interrupted_first_deploy() {
         fleet.registry = FakeRegistry::new();
         let rt = &fleet.hosts[0];
         rt.behave(&v2().digest, behavior);
-        let mut spec = spec();
-        spec.image = v2().image();
+        let mut spec = ContainerSpec::new("app", v2().image(), template());
         spec.labels.insert(labels::APP.into(), "app".into());
         spec.labels
             .insert(labels::DIGEST.into(), digest('2').to_string());
@@ -1146,7 +1146,7 @@ async fn recover_with_nothing_to_do_changes_nothing() {
 async fn plan_status_and_history_change_nothing() {
     let fleet = Fleet::new(1);
     let deployer = fleet.deployer();
-    let plan = deployer.plan(&Target::Tag("v2".into())).await.unwrap();
+    let plan = deployer.plan(&Target::Tag(tag("v2"))).await.unwrap();
     assert_eq!(plan.target, v2());
     assert_eq!(plan.stable_before, Some(digest('1')));
     assert_eq!(plan.hosts[0].current, Some(v1()));
@@ -1193,7 +1193,7 @@ async fn a_slow_observer_neither_slows_the_engine_nor_misses_events() {
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
     let sink = seen.clone();
     let ms = Duration::from_millis;
-    let policy = HealthPolicy::new(ms(10), ms(10), Duration::ZERO, S, ms(50)).unwrap();
+    let policy = policy(ms(10), ms(10), Duration::ZERO, S, ms(50));
     let probe = FakeProbe::new(fleet.hosts[0].clone());
     let mut deployer = fleet.deployer();
     deployer.hosts[0].probe = probe.clone();
@@ -1203,7 +1203,7 @@ async fn a_slow_observer_neither_slows_the_engine_nor_misses_events() {
             std::thread::sleep(ms(30));
             sink.lock().unwrap().push(e.seq);
         }))
-        .deploy(Target::Tag("v2".into()), CancellationToken::new())
+        .deploy(Target::Tag(tag("v2")), CancellationToken::new())
         .await;
     assert_eq!(report.outcome, Outcome::Deployed);
     // Every event was delivered, in order, before deploy returned.
@@ -1298,15 +1298,16 @@ mod mocked {
         registry.expect_copy().never();
         let probe = MockHealthProbe::new();
 
-        let app = App {
-            name: "app".into(),
-            repository: repo(),
-            stable_tag: "latest".into(),
-            previous_tag: "previous".into(),
-        };
-        let host = HostTarget::new("h1", Arc::new(rt), Arc::new(lock), Arc::new(probe), spec());
+        let app = App::new("app".parse().unwrap(), repo());
+        let host = HostTarget::new(
+            "h1",
+            Arc::new(rt),
+            Arc::new(lock),
+            Arc::new(probe),
+            template(),
+        );
         let report = Deployer::new(app, Arc::new(registry), vec![host])
-            .deploy(Target::Tag("v2".into()), CancellationToken::new())
+            .deploy(Target::Tag(tag("v2")), CancellationToken::new())
             .await;
         assert_eq!(report.outcome, Outcome::Failed);
         assert_eq!(report.exit_code(), 1);

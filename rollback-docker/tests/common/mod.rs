@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use rollback_core::{labels, ContainerSpec, EnvValue, PortMapping};
+use rollback_core::{labels, ContainerSpec, ContainerTemplate, PortMapping};
 use rollback_docker::DockerRuntime;
 
 /// Label that marks everything a test run created.
@@ -166,29 +166,18 @@ pub fn spec(
     image: &str,
     port: Option<u16>,
 ) -> ContainerSpec {
-    ContainerSpec {
-        name: name.to_owned(),
-        image: image.parse().unwrap(),
-        ports: port
-            .map(|p| {
-                format!("127.0.0.1:{p}:8080")
-                    .parse::<PortMapping>()
-                    .unwrap()
-            })
-            .into_iter()
-            .collect(),
-        env: Vec::<(String, EnvValue)>::new(),
-        volumes: Vec::new(),
-        platform: None,
-        network: None,
-        restart: None,
-        command: Vec::new(),
-        labels: BTreeMap::from([
-            (TEST_LABEL.to_owned(), cleanup.run.clone()),
-            (labels::APP.to_owned(), app.to_owned()),
-        ]),
-        stop_timeout: Some(Duration::from_secs(1)),
+    let mut template = ContainerTemplate::new()
+        .label(TEST_LABEL, cleanup.run.clone())
+        .label(labels::APP, app)
+        .stop_timeout(Duration::from_secs(1));
+    if let Some(p) = port {
+        template = template.port(
+            format!("127.0.0.1:{p}:8080")
+                .parse::<PortMapping>()
+                .unwrap(),
+        );
     }
+    ContainerSpec::new(name, image.parse().unwrap(), template)
 }
 
 /// The body of `GET path` on 127.0.0.1:port, once it answers 200, polling

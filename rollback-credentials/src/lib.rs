@@ -2,9 +2,10 @@
 //! `auths` entries (`auth`, `username`/`password`, `identitytoken`),
 //! `credHelpers` per registry and the `credsStore` for the rest.
 //!
-//! The one lookup of the workspace: the registry client uses it for its
+//! The one lookup of the workspace: `rollback-registry` uses it for its
 //! requests, and `rollback-docker` for the credentials it hands an engine
-//! to pull with.
+//! to pull with. It is a crate of its own so that neither adapter depends on
+//! the other.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
