@@ -321,7 +321,13 @@ impl PrivateEngine {
         let id = std::process::id();
         let dir = tempfile::Builder::new()
             .prefix("engine-")
-            .tempdir_in(workspace_root().join(".test-env"))
+            // runc refuses a rootfs path through a symbolic link.
+            .tempdir_in(
+                workspace_root()
+                    .join(".test-env")
+                    .canonicalize()
+                    .expect("scripts/test-env has run"),
+            )
             .expect("temp dir under .test-env");
         let bridge = format!("rbf{:x}", id & 0xfffff);
         let exec_root = PathBuf::from(format!("/run/rbf-{id}"));
