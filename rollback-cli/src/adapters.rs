@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rollback_core::{HealthProbe, HttpProbe, Registry, Runtime, TcpProbe};
+use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, TcpProbe};
 use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 use rollback_registry::OciRegistry;
 
-use crate::commands::Adapters;
+use crate::commands::{Adapters, Connected};
 use crate::config::{HealthCheck, HostConfig};
 use crate::exit::CliError;
 
@@ -36,14 +36,11 @@ impl Adapters for RealAdapters {
         Ok(Arc::new(registry))
     }
 
-    async fn runtime(&self, host: &HostConfig) -> Result<Arc<dyn Runtime>, CliError> {
+    async fn lock(&self, host: &HostConfig) -> Result<Arc<dyn DeployLock>, CliError> {
         Ok(Arc::new(self.docker(host).await?))
     }
 
-    async fn host(
-        &self,
-        host: &HostConfig,
-    ) -> Result<(Arc<dyn Runtime>, Arc<dyn HealthProbe>), CliError> {
+    async fn host(&self, host: &HostConfig) -> Result<Connected, CliError> {
         let docker = self.docker(host).await?;
         let probe: Arc<dyn HealthProbe> = match &host.health {
             Some(HealthCheck::Docker) => Arc::new(DockerHealthProbe::new(docker.clone())),
@@ -59,7 +56,13 @@ impl Adapters for RealAdapters {
                 )))
             }
         };
-        Ok((Arc::new(docker), probe))
+        // The engine keeps the deploy lock itself.
+        let docker = Arc::new(docker);
+        Ok(Connected {
+            runtime: docker.clone(),
+            lock: docker,
+            probe,
+        })
     }
 }
 

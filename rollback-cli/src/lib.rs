@@ -40,6 +40,8 @@
 #![warn(missing_docs)]
 
 pub mod adapters;
+#[cfg(feature = "test-checkpoints")]
+pub mod checkpoints;
 pub mod cli;
 pub mod commands;
 pub mod config;

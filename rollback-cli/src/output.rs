@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rollback_core::{
     ContainerId, DeployReport, EnvValue, Event, EventKind, ExitCode, HostId, Observer, Phase,
-    ProbeResult, PruneReport, Release,
+    ProbeResult, PruneReport, Release, Scope,
 };
 use serde::Serialize;
 
@@ -109,7 +109,7 @@ pub struct Output {
     err: Mutex<Box<dyn Write + Send>>,
     multi: MultiProgress,
     bars: Mutex<HashMap<HostId, ProgressBar>>,
-    phases: Mutex<Vec<(String, Phase)>>,
+    phases: Mutex<Vec<(Scope, Phase)>>,
     verifying_probes: Mutex<HashMap<HostId, String>>,
 }
 
@@ -253,8 +253,8 @@ impl Output {
         });
     }
 
-    /// The last phase seen for each host (and `fleet`), in first-seen order.
-    pub fn last_phases(&self) -> Vec<(String, Phase)> {
+    /// The last phase seen for each host (and the fleet), in first-seen order.
+    pub fn last_phases(&self) -> Vec<(Scope, Phase)> {
         self.phases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -262,8 +262,8 @@ impl Output {
     }
 
     fn remember(&self, event: &Event) {
-        if let (EventKind::Probe { result, .. }, Some(host), Phase::Verifying) =
-            (&event.kind, &event.host, event.phase)
+        if let (EventKind::Probe { result, .. }, Scope::Host(host), Phase::Verifying) =
+            (&event.kind, &event.scope, event.phase)
         {
             // The report's last probe may be the restored release's; keep the new one's.
             self.verifying_probes
@@ -271,11 +271,10 @@ impl Output {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(host.clone(), probe_text(result));
         }
-        let name = host_label(event.host.as_ref());
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        match phases.iter_mut().find(|(h, _)| *h == name) {
+        match phases.iter_mut().find(|(s, _)| *s == event.scope) {
             Some(entry) => entry.1 = event.phase,
-            None => phases.push((name, event.phase)),
+            None => phases.push((event.scope.clone(), event.phase)),
         }
     }
 
@@ -342,7 +341,7 @@ impl Observer for Output {
     fn on_event(&self, event: &Event) {
         self.remember(event);
         if let EventKind::Pull(progress) = &event.kind {
-            if let Some(host) = &event.host {
+            if let Scope::Host(host) = &event.scope {
                 self.pull_bar(host, progress);
             }
             if self.is_json() && self.verbose == 0 {
@@ -350,7 +349,7 @@ impl Observer for Output {
                 return;
             }
         } else {
-            self.finish_bar(event.host.as_ref());
+            self.finish_bar(event.scope.host());
         }
         if self.is_json() {
             self.json(event);
@@ -361,8 +360,10 @@ impl Observer for Output {
 }
 
 /// `[host]`, or `[fleet]` for events about the whole deploy.
-fn host_label(host: Option<&HostId>) -> String {
-    host.map_or_else(|| "fleet".to_owned(), |h| h.to_string())
+pub fn scope_label(scope: &Scope) -> String {
+    scope
+        .host()
+        .map_or_else(|| "fleet".to_owned(), ToString::to_string)
 }
 
 /// The human line of an event; `None` for events shown only with `-v`.
@@ -371,7 +372,7 @@ pub fn human_event(event: &Event, verbose: u8) -> Option<String> {
 }
 
 fn human_event_full(event: &Event, verbose: u8) -> Option<String> {
-    let host = host_label(event.host.as_ref());
+    let host = scope_label(&event.scope);
     match &event.kind {
         EventKind::Transition => Some(if event.detail.is_empty() {
             format!("[{host}] {}", event.phase)
@@ -636,23 +637,17 @@ mod tests {
     }
 
     fn rolled_back_report() -> DeployReport {
-        DeployReport {
-            outcome: Outcome::RolledBack,
-            target: Some(release("v2", 'b')),
-            hosts: vec![HostReport {
-                host: "prod-a".into(),
-                phase: Phase::RolledBack,
-                before: Some(release("v1", 'a')),
-                after: Some(release("v1", 'a')),
-                container: Some(ContainerId("0123456789abcdef".into())),
-                error: Some("container exited with code 1".into()),
-                logs: vec!["starting v2".into(), "fatal: no config".into()],
-                last_probe: Some("unhealthy: connection refused".into()),
-            }],
-            reason: Some("prod-a: container exited with code 1".into()),
-            lock_holder: None,
-            promoted: false,
-        }
+        DeployReport::new(Outcome::RolledBack)
+            .with_target(Some(release("v2", 'b')))
+            .with_hosts(vec![HostReport::new("prod-a".into(), Phase::RolledBack)
+                .with_releases(Some(release("v1", 'a')), Some(release("v1", 'a')))
+                .with_container(Some(ContainerId("0123456789abcdef".into())))
+                .with_error(Some("container exited with code 1".into()))
+                .with_trail(
+                    vec!["starting v2".into(), "fatal: no config".into()],
+                    Some("unhealthy: connection refused".into()),
+                )])
+            .with_reason(Some("prod-a: container exited with code 1".into()))
     }
 
     #[test]
@@ -694,20 +689,15 @@ mod tests {
         assert_eq!(host["logs"][1], "fatal: no config");
         assert_eq!(host["last_probe"], "unhealthy: connection refused");
 
-        let locked = DeployReport {
-            outcome: Outcome::Locked,
-            target: None,
-            hosts: vec![],
-            reason: Some("locked".into()),
-            lock_holder: Some(LockInfo {
+        let locked = DeployReport::new(Outcome::Locked)
+            .with_reason(Some("locked".into()))
+            .with_lock_holder(Some(LockInfo {
                 app: "app".into(),
                 deployment: "d1".into(),
                 holder: "ci@runner pid 7".into(),
                 target: "v3".into(),
                 started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            }),
-            promoted: false,
-        };
+            }));
         let v = serde_json::to_value(OutcomeJson::from(&locked)).unwrap();
         assert_eq!(v["exit_code"], 5);
         assert_eq!(v["lock_holder"]["holder"], "ci@runner pid 7");
@@ -716,14 +706,9 @@ mod tests {
 
     #[test]
     fn hosts_a_failed_deploy_never_reached_are_untouched() {
-        let report = DeployReport {
-            outcome: Outcome::Failed,
-            target: None,
-            hosts: vec![HostReport::untouched("prod-b".into())],
-            reason: Some("tag v9 not found".into()),
-            lock_holder: None,
-            promoted: false,
-        };
+        let report = DeployReport::new(Outcome::Failed)
+            .with_hosts(vec![HostReport::untouched("prod-b".into())])
+            .with_reason(Some("tag v9 not found".into()));
         assert_eq!(
             human_report(&report, &HashMap::new()),
             [
@@ -736,17 +721,11 @@ mod tests {
 
     #[test]
     fn hosts_that_failed_before_being_read_say_nothing_changed() {
-        let mut host = HostReport::untouched("prod-a".into());
-        host.phase = Phase::Failed;
-        host.error = Some("lock held by deployment d1".into());
-        let report = DeployReport {
-            outcome: Outcome::Locked,
-            target: None,
-            hosts: vec![host],
-            reason: Some("host prod-a: lock held by deployment d1".into()),
-            lock_holder: None,
-            promoted: false,
-        };
+        let host = HostReport::new("prod-a".into(), Phase::Failed)
+            .with_error(Some("lock held by deployment d1".into()));
+        let report = DeployReport::new(Outcome::Locked)
+            .with_hosts(vec![host])
+            .with_reason(Some("host prod-a: lock held by deployment d1".into()));
         let lines = human_report(&report, &HashMap::new());
         assert_eq!(
             lines[2..],
@@ -791,7 +770,7 @@ mod tests {
         Event {
             seq,
             time: UNIX_EPOCH,
-            host: host.map(HostId::from),
+            scope: host.map_or(Scope::Fleet, |h| Scope::Host(h.into())),
             phase,
             kind,
             detail: detail.into(),
@@ -877,8 +856,8 @@ mod tests {
         assert_eq!(
             human.last_phases(),
             vec![
-                ("prod-a".to_owned(), Phase::Pulled),
-                ("fleet".to_owned(), Phase::Promoted)
+                (Scope::Host("prod-a".into()), Phase::Pulled),
+                (Scope::Fleet, Phase::Promoted)
             ]
         );
 

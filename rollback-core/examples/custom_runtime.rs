@@ -1,8 +1,10 @@
-//! Drive a deploy with your own implementations of the three traits.
+//! Drive a deploy with your own implementations of the traits.
 //!
-//! An in-memory container engine, an in-memory registry and a probe that
-//! says healthy for every image but one. The first deploy (v2) succeeds and
-//! moves the tags; the second (v3) never turns healthy and is rolled back.
+//! An in-memory container engine, a deploy lock of its own (as a Consul
+//! session or a Kubernetes lease would be), an in-memory registry and a
+//! probe that says healthy for every image but one. The first deploy (v2)
+//! succeeds and moves the tags; the second (v3) never turns healthy and is
+//! rolled back. A checkpoint traces the stages the engine passes.
 //!
 //! Run with `cargo run -p rollback-core --example custom_runtime`.
 
@@ -11,17 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollback_core::{
-    async_trait, labels, App, CancellationToken, ContainerExit, ContainerId, ContainerInfo,
-    ContainerSpec, ContainerState, ContainerTemplate, CopyReport, Deployer, Digest, Error, Event,
-    ExecOutput, HealthPolicy, HealthProbe, HostTarget, ImageInfo, ImageRef, LockAttempt, LockInfo,
-    ProbeResult, ProgressSink, Registry, Release, Repository, Result, Runtime, Target,
+    async_trait, labels, App, CancellationToken, Checkpoint, ContainerExit, ContainerId,
+    ContainerInfo, ContainerSpec, ContainerState, ContainerTemplate, CopyReport, DeployLock,
+    Deployer, Digest, Error, Event, HealthPolicy, HealthProbe, HostTarget, ImageRef, LockAttempt,
+    LockInfo, ProbeResult, ProgressSink, Registry, Release, Result, Runtime, Scope, Stage, Target,
 };
 
 /// Containers in a map; nothing runs, states just change.
 #[derive(Default)]
 struct MemoryEngine {
     containers: Mutex<BTreeMap<String, ContainerInfo>>,
-    lock: Mutex<Option<LockInfo>>,
     next: Mutex<u32>,
 }
 
@@ -102,8 +103,18 @@ impl Runtime for MemoryEngine {
         // Nothing here ever crashes.
         std::future::pending().await
     }
-    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
-        let mut held = self.lock.lock().unwrap();
+}
+
+/// One deploy at a time, apart from the engine.
+#[derive(Default)]
+struct MemoryLock {
+    held: Mutex<Option<LockInfo>>,
+}
+
+#[async_trait]
+impl DeployLock for MemoryLock {
+    async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt> {
+        let mut held = self.held.lock().unwrap();
         match &*held {
             Some(other) => Ok(LockAttempt::Held(other.clone())),
             None => {
@@ -112,23 +123,22 @@ impl Runtime for MemoryEngine {
             }
         }
     }
-    async fn lock_status(&self, _: &str) -> Result<Option<LockInfo>> {
-        Ok(self.lock.lock().unwrap().clone())
+    async fn status(&self, _: &str) -> Result<Option<LockInfo>> {
+        Ok(self.held.lock().unwrap().clone())
     }
-    async fn release_lock(&self, _: &str) -> Result<bool> {
-        Ok(self.lock.lock().unwrap().take().is_some())
+    async fn release(&self, _: &str) -> Result<bool> {
+        Ok(self.held.lock().unwrap().take().is_some())
     }
-    // This engine runs no processes and stores no images.
-    async fn exec(&self, id: &ContainerId, _: &[String], _: Duration) -> Result<ExecOutput> {
-        Err(Error::invalid_input(format!(
-            "container {id} runs no commands here"
-        )))
-    }
-    async fn list_images(&self, _: &Repository) -> Result<Vec<ImageInfo>> {
-        Ok(Vec::new())
-    }
-    async fn remove_image(&self, id: &str) -> Result<()> {
-        Err(Error::not_found(format!("no such image {id}")))
+}
+
+/// Prints each stage the engine reaches; a test could wait here instead.
+struct Trace;
+
+#[async_trait]
+impl Checkpoint for Trace {
+    async fn reached(&self, stage: Stage, scope: &Scope) {
+        let on = scope.host().map_or("the fleet", |h| h.as_str());
+        println!("      (checkpoint {stage} on {on})");
     }
 }
 
@@ -220,14 +230,16 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let deployer = Deployer::new(
         app,
         registry.clone(),
-        vec![HostTarget {
-            id: "local".into(),
-            runtime: engine.clone(),
+        vec![HostTarget::new(
+            "local",
+            engine.clone(),
+            Arc::new(MemoryLock::default()),
             probe,
             container,
-        }],
+        )],
     )
     .with_health(health)
+    .with_checkpoint(Arc::new(Trace))
     .with_observer(Arc::new(|e: &Event| {
         println!("  {:>3} {:<12} {}", e.seq, e.phase.as_str(), e.detail)
     }));

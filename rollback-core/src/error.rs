@@ -1,6 +1,7 @@
 //! The error type shared by every trait of the crate.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, as far as retry and rollback decisions care.
 ///
@@ -23,6 +24,10 @@ pub enum ErrorKind {
     Timeout,
     /// The request itself is wrong (bad reference, digest mismatch, invalid spec).
     InvalidInput,
+    /// A release failed its health check, or its container stopped.
+    Unhealthy,
+    /// The deploy was cancelled, or a host was sent back because another failed.
+    Cancelled,
     /// Anything else.
     Other,
 }
@@ -37,6 +42,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
             ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unhealthy => "unhealthy",
+            ErrorKind::Cancelled => "cancelled",
             ErrorKind::Other => "other",
         }
     }
@@ -56,12 +63,31 @@ impl fmt::Display for ErrorKind {
 /// An error from a registry, runtime or probe, with its [`ErrorKind`].
 ///
 /// Messages are lowercase and do not repeat their source; they never contain
-/// secret values.
-#[derive(Debug)]
+/// secret values. Cloning shares the source. Two errors are equal when kind
+/// and message are; serialized, an error is its kind and its [report](Error::report).
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
+
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Error", 2)?;
+        s.serialize_field("kind", &self.kind)?;
+        s.serialize_field("message", &self.report())?;
+        s.end()
+    }
 }
 
 impl Error {
@@ -76,7 +102,7 @@ impl Error {
 
     /// Attach the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(Arc::new(source));
         self
     }
 
@@ -108,6 +134,16 @@ impl Error {
     /// Shorthand for [`ErrorKind::InvalidInput`].
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Unhealthy`].
+    pub fn unhealthy(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unhealthy, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Cancelled`], with the message `cancelled`.
+    pub fn cancelled() -> Self {
+        Self::new(ErrorKind::Cancelled, "cancelled")
     }
 
     /// Shorthand for [`ErrorKind::Other`].

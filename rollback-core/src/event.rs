@@ -68,12 +68,58 @@ impl fmt::Display for Phase {
     }
 }
 
+/// What an event (or a checkpoint) is about: the whole fleet, or one host.
+///
+/// Serialized as the host's name, or `null` for the fleet, so a host may
+/// have any name, `fleet` included.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The deploy as a whole (resolving, promotion, the outcome).
+    Fleet,
+    /// One host.
+    Host(HostId),
+}
+
+impl Scope {
+    /// The host, or `None` for the fleet.
+    pub fn host(&self) -> Option<&HostId> {
+        match self {
+            Scope::Fleet => None,
+            Scope::Host(host) => Some(host),
+        }
+    }
+}
+
+impl From<HostId> for Scope {
+    fn from(host: HostId) -> Self {
+        Scope::Host(host)
+    }
+}
+
+impl From<&HostId> for Scope {
+    fn from(host: &HostId) -> Self {
+        Scope::Host(host.clone())
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.host().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<HostId>::deserialize(d)?.map_or(Scope::Fleet, Scope::Host))
+    }
+}
+
 /// What an event reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 #[non_exhaustive]
 pub enum EventKind {
-    /// The host (or fleet, when `host` is `None`) entered `phase`.
+    /// The host (or the fleet, for [`Scope::Fleet`]) entered `phase`.
     Transition,
     /// One health probe attempt.
     Probe {
@@ -96,8 +142,9 @@ pub struct Event {
     /// When it happened.
     #[serde(serialize_with = "serialize_time")]
     pub time: SystemTime,
-    /// The host, or `None` for the fleet.
-    pub host: Option<HostId>,
+    /// The host, or the fleet; serialized as `host`, the name or `null`.
+    #[serde(rename = "host")]
+    pub scope: Scope,
     /// The phase the host (or fleet) is in after the event.
     pub phase: Phase,
     /// What happened.

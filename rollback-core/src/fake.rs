@@ -1,4 +1,4 @@
-//! In-memory fakes of [`Runtime`], [`Registry`] and [`HealthProbe`] with
+//! In-memory fakes of [`Runtime`] (and its [`DeployLock`]), [`Registry`] and [`HealthProbe`] with
 //! scripted behaviour, failures and delays, for tests of the engine and of
 //! downstream crates (feature `mock`).
 //!
@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::ImageInfo;
-use crate::traits::{CopyReport, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
+use crate::traits::{
+    CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime,
+};
 use crate::types::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest,
     ImageRef, LockAttempt, LockInfo, ProgressSink, PullProgress, Release, Repository,
@@ -211,7 +213,7 @@ impl FakeRuntime {
     async fn enter(&self, op: &'static str, call: String) -> Result<()> {
         let (delay, failure) = {
             let mut st = self.lock();
-            st.calls.push(call);
+            st.calls.push(call.clone());
             let n = {
                 let count = st.counts.entry(op).or_insert(0);
                 *count += 1;
@@ -228,7 +230,8 @@ impl FakeRuntime {
             tokio::time::sleep(delay).await;
         }
         match failure {
-            Some(kind) => Err(Error::new(kind, format!("scripted {op} failure"))),
+            // Named like an adapter's error: the operation, then what went wrong.
+            Some(kind) => Err(Error::new(kind, format!("{call}: scripted {op} failure"))),
             None => Ok(()),
         }
     }
@@ -479,31 +482,6 @@ impl Runtime for FakeRuntime {
         }
     }
 
-    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
-        self.enter("acquire_lock", format!("acquire_lock {}", lock.app))
-            .await?;
-        let mut st = self.lock();
-        match &st.lock {
-            Some(held) => Ok(LockAttempt::Held(held.clone())),
-            None => {
-                st.lock = Some(lock.clone());
-                Ok(LockAttempt::Acquired)
-            }
-        }
-    }
-
-    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
-        self.enter("lock_status", format!("lock_status {app}"))
-            .await?;
-        Ok(self.lock().lock.clone())
-    }
-
-    async fn release_lock(&self, app: &str) -> Result<bool> {
-        self.enter("release_lock", format!("release_lock {app}"))
-            .await?;
-        Ok(self.lock().lock.take().is_some())
-    }
-
     async fn exec(
         &self,
         id: &ContainerId,
@@ -579,6 +557,36 @@ impl Runtime for FakeRuntime {
         let attached = st.containers[id].networks.contains(network);
         Ok((attached && info.state.is_running())
             .then(|| format!("10.0.0.{}", id.as_str().trim_start_matches('c'))))
+    }
+}
+
+/// The engine's own deploy lock, as `rollback-docker` keeps it; calls are
+/// recorded as `acquire_lock`, `lock_status` and `release_lock`.
+#[async_trait]
+impl DeployLock for FakeRuntime {
+    async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt> {
+        self.enter("acquire_lock", format!("acquire_lock {}", lock.app))
+            .await?;
+        let mut st = self.lock();
+        match &st.lock {
+            Some(held) => Ok(LockAttempt::Held(held.clone())),
+            None => {
+                st.lock = Some(lock.clone());
+                Ok(LockAttempt::Acquired)
+            }
+        }
+    }
+
+    async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
+        self.enter("lock_status", format!("lock_status {app}"))
+            .await?;
+        Ok(self.lock().lock.clone())
+    }
+
+    async fn release(&self, app: &str) -> Result<bool> {
+        self.enter("release_lock", format!("release_lock {app}"))
+            .await?;
+        Ok(self.lock().lock.take().is_some())
     }
 }
 

@@ -1,13 +1,18 @@
 //! `rollback-core`: deploy a container image to Docker hosts, prove it
 //! healthy, and restore the previous release by itself when it is not.
 //!
-//! This crate holds the domain types, the traits [`Registry`], [`Runtime`]
-//! and [`HealthProbe`], the policies, the rollback [state machine](machine)
-//! and its [driver](engine), fleet rollout, events, the [exit codes](exit)
-//! and, with the default `probes` feature, the HTTP and TCP probes
-//! (`HttpProbe`, `TcpProbe`). It knows no Docker or registry client:
-//! adapters live in `rollback-docker` and `rollback-registry`. Without
-//! default features the engine builds with no HTTP stack at all.
+//! This crate holds the domain types, the traits [`Registry`], [`Runtime`],
+//! [`DeployLock`] and [`HealthProbe`], the policies, the rollback
+//! [state machine](machine), the [fleet policy](fleet), the deploy
+//! [strategies](Strategy) and their [driver](engine), [checkpoints](checkpoint),
+//! events, the [exit codes](exit) and, with the default `probes` feature, the
+//! HTTP and TCP probes (`HttpProbe`, `TcpProbe`). It knows no Docker or
+//! registry client: adapters live in `rollback-docker` and `rollback-registry`.
+//! Without default features the engine builds with no HTTP stack at all.
+//!
+//! Every decision is a row of a pure, table-tested function: the per-host
+//! [`machine::step`] and the fleet's [`fleet::next`]; the driver only
+//! performs effects and feeds back what it saw.
 //!
 //! # How a deploy goes
 //!
@@ -53,12 +58,8 @@
 //! let app = App::new("shop".parse()?, repository.clone());
 //! // The engine names the container after the app and runs the release's digest.
 //! let container = ContainerTemplate::new().port("127.0.0.1:18080:8080".parse()?);
-//! let hosts = vec![HostTarget {
-//!     id: "prod-a".into(),
-//!     runtime: host.clone(),
-//!     probe: FakeProbe::new(host.clone()),
-//!     container,
-//! }];
+//! // The fake engine keeps its own deploy lock; any `DeployLock` will do.
+//! let hosts = vec![HostTarget::new("prod-a", host.clone(), host.clone(), FakeProbe::new(host.clone()), container)];
 //! let health = HealthPolicy::builder()
 //!     .interval(Duration::from_secs(1))
 //!     .deadline(Duration::from_secs(30))
@@ -82,12 +83,14 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod exit;
 #[cfg(any(test, feature = "mock"))]
 pub mod fake;
+pub mod fleet;
 pub mod machine;
 pub mod outcome;
 pub mod policy;
@@ -100,13 +103,15 @@ pub mod types;
 
 /// The attribute the traits are declared with, for implementations outside this crate.
 pub use async_trait::async_trait;
+pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
     App, CancellationToken, Deployer, FailedRemoval, History, HostPlan, HostPrune, HostStatus,
-    HostTarget, Plan, PruneReport, Target,
+    HostTarget, Plan, PruneReport, Strategy, Target,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventKind, NoopObserver, Observer, Phase};
+pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
 pub use exit::ExitCode;
+pub use fleet::{FleetAction, FleetView};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{
@@ -116,7 +121,7 @@ pub use policy::{
 pub use probe::{HttpProbe, TcpProbe};
 pub use retention::{ImageInfo, KeepReason, KeptImage, Protected, Retain, RetentionPlan};
 pub use traffic::{TrafficSwitch, Upstream};
-pub use traits::{CopyReport, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
+pub use traits::{CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName, ContainerSpec,
     ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus, HostId,
@@ -127,4 +132,4 @@ pub use types::{
 #[cfg(any(test, feature = "mock"))]
 pub use traffic::MockTrafficSwitch;
 #[cfg(any(test, feature = "mock"))]
-pub use traits::{MockHealthProbe, MockRegistry, MockRuntime};
+pub use traits::{MockDeployLock, MockHealthProbe, MockRegistry, MockRuntime};

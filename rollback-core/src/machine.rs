@@ -2,25 +2,40 @@
 //!
 //! [`step`] takes the current [`HostState`] and the result of the effect the
 //! driver just performed ([`Input`]) and returns the next state, or
-//! [`InvalidTransition`] when that input makes no sense in that state. It does
-//! no I/O and reads no clock: times arrive inside the inputs, as offsets from
-//! the start of verification. The driver in [`engine`](crate::engine) performs
-//! the effects and feeds their results back here.
+//! [`InvalidTransition`] when that input makes no sense in that state (a bug
+//! in the driver). It does no I/O and reads no clock: times arrive inside the
+//! inputs, as offsets from the start of a verification, and the policy values
+//! a decision needs ([`VerifyLimits`]) arrive as data with the input that
+//! begins it. The driver in [`engine`](crate::engine) performs the effects
+//! and feeds their results back here; a host's report is a function of its
+//! state alone.
 //!
 //! Rules:
-//! - a failure in `Planned`, `Locked` or `Captured` (nothing changed yet) ends
+//! - a lock that cannot be taken ends in `Refused` (the lock is not ours);
+//! - a failure in `Locked`, `Captured` or `Pulled` (nothing changed yet) ends
 //!   in `Failed`;
-//! - a failure in `Pulled`..`Verifying` (the switch may have begun) leads to
-//!   `RollingBack`, which ends in `RolledBack` (the previous release runs and
-//!   is verified healthy) or `RollbackFailed`.
+//! - a failure in `Switched`..`Verified` leads to `RollingBack`; the previous
+//!   release is started again and verified (`Restoring`), which ends in
+//!   `RolledBack` (it runs and is healthy) or `RollbackFailed`; with
+//!   `on_failure = "halt"` the host is left as it is, `Halted`;
+//! - a verified host whose previous release is no longer needed is `Done`;
+//! - `recover` enters a host it adopts with [`Input::Adopted`]: a running
+//!   app container is verified like a fresh switch, any other is rolled back.
+//!
+//! The deploy strategy of today (stop the old container, keep it, start the
+//! new one in its place) is the path `Pulled → Switched → Verifying →
+//! Verified`; see `docs/architecture.md` for how other strategies add their
+//! states and rows.
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::error::{Error, ErrorKind};
 use crate::event::Phase;
-use crate::types::{ContainerId, LockInfo, Release};
+use crate::policy::HealthPolicy;
+use crate::types::{ContainerExit, ContainerId, LockInfo, Release};
 
 /// The release that ran on a host before the deploy, pinned by its container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,13 +46,171 @@ pub struct CapturedRelease {
     pub release: Option<Release>,
 }
 
+/// The policy values a verification decides with, as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VerifyLimits {
+    /// Verification gives up this long after it began.
+    pub deadline: Duration,
+    /// Failed answers before this offset are forgiven, even after a healthy one.
+    pub start_period: Duration,
+    /// How long health must last after a healthy answer.
+    pub stable_for: Duration,
+}
+
+impl From<&HealthPolicy> for VerifyLimits {
+    fn from(policy: &HealthPolicy) -> Self {
+        Self {
+            deadline: policy.deadline(),
+            start_period: policy.start_period(),
+            stable_for: policy.stable_for(),
+        }
+    }
+}
+
+/// How far one verification has come; offsets from its start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probing {
+    /// The limits it decides with.
+    pub limits: VerifyLimits,
+    /// When the current run of healthy answers began.
+    pub healthy_since: Option<Duration>,
+    /// Why the container can no longer be watched, when the engine stopped
+    /// answering; named in the failure reason.
+    pub unreachable: Option<Error>,
+}
+
+/// What one answer does to a verification.
+enum Verdict {
+    Continue(Probing),
+    Stable,
+    Failed(Error),
+}
+
+impl Probing {
+    /// A verification that has seen nothing yet.
+    pub fn new(limits: VerifyLimits) -> Self {
+        Self {
+            limits,
+            healthy_since: None,
+            unreachable: None,
+        }
+    }
+
+    /// Whether a failed answer at `at` is forgiven: the start period rule.
+    pub fn in_start_period(&self, at: Duration) -> bool {
+        at < self.limits.start_period
+    }
+
+    fn fail(&self, error: Error) -> Error {
+        match &self.unreachable {
+            Some(why) => {
+                let message = format!(
+                    "{} (the engine stopped answering: {})",
+                    error.message(),
+                    why.report()
+                );
+                Error::new(error.kind(), message)
+            }
+            None => error,
+        }
+    }
+
+    /// Before the first healthy answer, unhealthy and starting answers are
+    /// retried until the deadline; after it, any of them fails the release
+    /// (health must be continuous for `stable_for`), except inside the start
+    /// period, where it only restarts the wait for a healthy answer.
+    fn answer(mut self, input: &Input) -> Verdict {
+        match input {
+            Input::ProbeHealthy { at } => {
+                let since = *self.healthy_since.get_or_insert(*at);
+                if at.saturating_sub(since) >= self.limits.stable_for {
+                    Verdict::Stable
+                } else {
+                    Verdict::Continue(self)
+                }
+            }
+            Input::ProbeUnhealthy { at, .. } | Input::ProbeStarting { at } => {
+                if self.healthy_since.is_some() && !self.in_start_period(*at) {
+                    let why = match input {
+                        Input::ProbeUnhealthy { reason, .. } => {
+                            format!("unhealthy after its first healthy answer: {reason}")
+                        }
+                        _ => "health went back to starting after its first healthy answer".into(),
+                    };
+                    Verdict::Failed(self.fail(Error::unhealthy(why)))
+                } else {
+                    self.healthy_since = None;
+                    Verdict::Continue(self)
+                }
+            }
+            Input::ContainerExited(exit) => {
+                Verdict::Failed(self.fail(Error::unhealthy(exit.to_string())))
+            }
+            Input::WatchLost(error) => {
+                // Probes still decide; only crash detection is lost.
+                if error.kind() == ErrorKind::Unavailable {
+                    self.unreachable = Some(error.clone());
+                }
+                Verdict::Continue(self)
+            }
+            Input::DeadlinePassed => {
+                let deadline = humantime::format_duration(self.limits.deadline);
+                let why = match self.healthy_since {
+                    None => format!("no healthy answer within the deadline of {deadline}"),
+                    Some(_) => format!("not stable before the deadline of {deadline}"),
+                };
+                Verdict::Failed(self.fail(Error::timeout(why)))
+            }
+            _ => unreachable!("only probe inputs reach a verification"),
+        }
+    }
+}
+
+/// The restored release's verification inside [`HostState::Restoring`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "check")]
+pub enum RestoreCheck {
+    /// Still probing.
+    Probing(Probing),
+    /// Stable for `stable_for`.
+    Stable,
+    /// Not healthy.
+    Failed {
+        /// Why.
+        reason: Error,
+    },
+}
+
+/// The tidying beside a restore (the failed container's logs and removal,
+/// the previous container's name given back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "tidy")]
+pub enum Tidy {
+    /// Not finished.
+    Pending,
+    /// Done.
+    Done,
+    /// A step failed.
+    Failed {
+        /// Why.
+        reason: Error,
+    },
+}
+
 /// Where one host stands in a deploy; each variant carries the data of that state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 #[non_exhaustive]
 pub enum HostState {
-    /// Nothing done yet.
+    /// Nothing done yet; the lock is not ours.
     Planned,
+    /// The lock could not be taken: nothing was done and the lock is not ours.
+    Refused {
+        /// Why.
+        reason: Error,
+        /// Who holds the lock, when someone does.
+        holder: Option<LockInfo>,
+    },
     /// The host's deploy lock is ours.
     Locked,
     /// The running release is known; nothing changed yet.
@@ -45,12 +218,12 @@ pub enum HostState {
         /// What ran before, `None` on a first deploy.
         previous: Option<CapturedRelease>,
     },
-    /// The new image is on the host.
+    /// The new image is on the host; nothing changed yet.
     Pulled {
         /// What ran before.
         previous: Option<CapturedRelease>,
     },
-    /// The old container is stopped and renamed, the new one started.
+    /// The new release runs in place of the old one, which is kept.
     Switched {
         /// The new container.
         new_container: ContainerId,
@@ -63,17 +236,8 @@ pub enum HostState {
         new_container: ContainerId,
         /// The old container, kept stopped.
         retained: Option<CapturedRelease>,
-        /// Probe attempts so far.
-        attempt: u32,
-        /// Healthy answers in a row.
-        consecutive_ok: u32,
-        /// When the first healthy answer came (offset from verification start).
-        since_first_ok: Option<Duration>,
-        /// When verification gives up (offset from verification start).
-        deadline: Duration,
-        /// Until then failed answers are forgiven, even after a healthy one
-        /// (offset from verification start).
-        start_period: Duration,
+        /// How far the verification has come.
+        probing: Probing,
     },
     /// The new release proved healthy; the old container is still kept.
     Verified {
@@ -82,32 +246,88 @@ pub enum HostState {
         /// The old container, kept stopped until promotion.
         retained: Option<CapturedRelease>,
     },
-    /// Putting the previous release back.
+    /// The new release runs and the old container is no longer needed.
+    Done {
+        /// The new container.
+        new_container: ContainerId,
+        /// The release that ran before.
+        previous: Option<Release>,
+        /// The old container, when removing it failed (the next deploy
+        /// removes it).
+        leftover: Option<ContainerId>,
+    },
+    /// The new release failed: the previous release goes back.
     RollingBack {
         /// The container of the failed release, if one was created.
         failed_container: Option<ContainerId>,
         /// The release to restore, `None` on a first deploy.
         retained: Option<CapturedRelease>,
         /// Why the new release was abandoned.
-        reason: String,
+        reason: Error,
+    },
+    /// The previous release runs again and is being verified, while the
+    /// failed container is cleared away.
+    Restoring {
+        /// The release being restored.
+        restored: CapturedRelease,
+        /// Why the new release was abandoned.
+        reason: Error,
+        /// The restored release's verification.
+        check: RestoreCheck,
+        /// The tidying beside it.
+        tidy: Tidy,
     },
     /// The previous release runs and is verified healthy again (or, on a
     /// first deploy, the failed container is gone and nothing runs).
     RolledBack {
-        /// The release running now.
-        restored: Option<Release>,
+        /// The release running now, `None` on a first deploy.
+        restored: Option<CapturedRelease>,
         /// Why the new release was abandoned.
-        reason: String,
+        reason: Error,
     },
     /// The previous release could not be restored: a human must act.
     RollbackFailed {
-        /// What went wrong.
-        reason: String,
+        /// Why the new release was abandoned.
+        reason: Error,
+        /// Why restoring failed.
+        failure: Error,
+        /// The release that ran before.
+        previous: Option<Release>,
     },
-    /// Failed before anything changed on the host.
+    /// Left as it is after a failure (`on_failure = "halt"`): the failed
+    /// release stays, a human decides.
+    Halted {
+        /// The container of the failed release, left in place.
+        failed_container: Option<ContainerId>,
+        /// The previous release's container, kept.
+        retained: Option<CapturedRelease>,
+        /// Why the new release failed.
+        reason: Error,
+    },
+    /// Failed before anything changed on the host; the lock is ours.
     Failed {
         /// What went wrong.
-        reason: String,
+        reason: Error,
+        /// What runs, untouched, when it was read.
+        previous: Option<CapturedRelease>,
+    },
+}
+
+/// How `recover` found a host an interrupted deploy had switched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Adoption {
+    /// The app container runs: it is verified like a fresh switch.
+    Running {
+        /// The app container.
+        container: ContainerId,
+    },
+    /// The app container is missing or stopped: the previous release goes back.
+    Broken {
+        /// The app container, if one exists.
+        container: Option<ContainerId>,
+        /// What is wrong with it.
+        reason: Error,
     },
 }
 
@@ -120,15 +340,15 @@ pub enum Input {
     /// Someone else holds the lock.
     LockHeld(LockInfo),
     /// The lock could not be asked for (engine unreachable).
-    LockFailed(String),
+    LockFailed(Error),
     /// The running release was read.
     Captured(Option<CapturedRelease>),
     /// Reading the running release failed, or the host needs `recover` first.
-    CaptureFailed(String),
+    CaptureFailed(Error),
     /// The new image is present.
     Pulled,
-    /// The pull failed.
-    PullFailed(String),
+    /// The pull failed, or the probe refused the image.
+    PullFailed(Error),
     /// The old container is stopped and kept, the new one runs.
     Switched {
         /// The new container.
@@ -139,15 +359,17 @@ pub enum Input {
         /// The new container, if it was created.
         new_container: Option<ContainerId>,
         /// What failed.
-        reason: String,
+        reason: Error,
     },
-    /// Probing begins; gives up at `deadline` after this.
-    VerifyStarted {
-        /// Verification limit.
-        deadline: Duration,
-        /// Failed answers before this are forgiven.
-        start_period: Duration,
+    /// `recover` takes over a host an interrupted deploy switched.
+    Adopted {
+        /// The app container and its state.
+        adoption: Adoption,
+        /// The previous release's container, kept by the interrupted deploy.
+        retained: Option<CapturedRelease>,
     },
+    /// Probing begins, within these limits.
+    VerifyStarted(VerifyLimits),
     /// A healthy probe answer at `at` (offset from verification start).
     ProbeHealthy {
         /// When it came.
@@ -166,24 +388,35 @@ pub enum Input {
         at: Duration,
     },
     /// The container exited, restarted or disappeared.
-    ContainerExited(String),
+    ContainerExited(ContainerExit),
+    /// The container can no longer be watched; probes go on.
+    WatchLost(Error),
     /// The verification deadline passed before the release was stable.
     DeadlinePassed,
-    /// The release stayed healthy for `stable_for` after its first healthy answer.
-    StableReached,
     /// The deploy was cancelled.
     Cancelled,
-    /// The fleet asks a verified host to go back (another host failed).
-    Revert(String),
-    /// The fleet stops without restoring (`on_failure = "halt"`).
+    /// The fleet asks a switched host to go back (another host failed).
+    Revert(Error),
+    /// The fleet leaves a failed host as it is (`on_failure = "halt"`).
     Halt,
-    /// The previous release is back and verified (or there was none to restore).
-    RestoreOk(Option<Release>),
-    /// Restoring failed.
-    RestoreFailed(String),
+    /// The previous container runs again; its verification begins within these limits.
+    Restarted(VerifyLimits),
+    /// There was no previous release, and the failed container is gone.
+    Cleared,
+    /// The tidying beside a restore is done.
+    Tidied,
+    /// The tidying beside a restore failed.
+    TidyFailed(Error),
+    /// Restoring failed (the failed container could not be removed, the
+    /// previous one not started).
+    RestoreFailed(Error),
+    /// The old container is no longer needed and was removed.
+    Retired,
+    /// The old container is no longer needed, but removing it failed.
+    RetireFailed(Error),
 }
 
-/// An input that makes no sense in the current state.
+/// An input that makes no sense in the current state: a bug in the driver.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid transition: {input} in state {state}")]
 pub struct InvalidTransition {
@@ -198,15 +431,19 @@ impl HostState {
     pub fn name(&self) -> &'static str {
         match self {
             HostState::Planned => "planned",
+            HostState::Refused { .. } => "refused",
             HostState::Locked => "locked",
             HostState::Captured { .. } => "captured",
             HostState::Pulled { .. } => "pulled",
             HostState::Switched { .. } => "switched",
             HostState::Verifying { .. } => "verifying",
             HostState::Verified { .. } => "verified",
+            HostState::Done { .. } => "done",
             HostState::RollingBack { .. } => "rolling_back",
+            HostState::Restoring { .. } => "restoring",
             HostState::RolledBack { .. } => "rolled_back",
             HostState::RollbackFailed { .. } => "rollback_failed",
+            HostState::Halted { .. } => "halted",
             HostState::Failed { .. } => "failed",
         }
     }
@@ -221,10 +458,11 @@ impl HostState {
             HostState::Switched { .. } => Phase::Switched,
             HostState::Verifying { .. } => Phase::Verifying,
             HostState::Verified { .. } => Phase::Verified,
-            HostState::RollingBack { .. } => Phase::RollingBack,
+            HostState::Done { .. } => Phase::Done,
+            HostState::RollingBack { .. } | HostState::Restoring { .. } => Phase::RollingBack,
             HostState::RolledBack { .. } => Phase::RolledBack,
-            HostState::RollbackFailed { .. } => Phase::RollbackFailed,
-            HostState::Failed { .. } => Phase::Failed,
+            HostState::RollbackFailed { .. } | HostState::Halted { .. } => Phase::RollbackFailed,
+            HostState::Refused { .. } | HostState::Failed { .. } => Phase::Failed,
         }
     }
 
@@ -232,18 +470,75 @@ impl HostState {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            HostState::RolledBack { .. }
+            HostState::Refused { .. }
+                | HostState::Done { .. }
+                | HostState::RolledBack { .. }
                 | HostState::RollbackFailed { .. }
+                | HostState::Halted { .. }
                 | HostState::Failed { .. }
         )
     }
 
-    /// Whether the host was changed (the switch began) and so must be reverted on failure.
+    /// Whether the new release runs in place of the old one, which is
+    /// kept: the host must be reverted if the fleet fails.
     pub fn is_switched(&self) -> bool {
         matches!(
             self,
             HostState::Switched { .. } | HostState::Verifying { .. } | HostState::Verified { .. }
         )
+    }
+
+    /// Whether this deploy holds the host's lock (it took it, and it is
+    /// released at the end).
+    pub fn holds_lock(&self) -> bool {
+        !matches!(self, HostState::Planned | HostState::Refused { .. })
+    }
+
+    /// The verification under way, if one is.
+    pub fn probing(&self) -> Option<&Probing> {
+        match self {
+            HostState::Verifying { probing, .. }
+            | HostState::Restoring {
+                check: RestoreCheck::Probing(probing),
+                ..
+            } => Some(probing),
+            _ => None,
+        }
+    }
+
+    /// Why the host failed, if it did: the reason the new release (or the
+    /// lock, or the capture) was given up for.
+    pub fn failure(&self) -> Option<&Error> {
+        match self {
+            HostState::Refused { reason, .. }
+            | HostState::RollingBack { reason, .. }
+            | HostState::Restoring { reason, .. }
+            | HostState::RolledBack { reason, .. }
+            | HostState::RollbackFailed { reason, .. }
+            | HostState::Halted { reason, .. }
+            | HostState::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The release that ran before the deploy, once it was read.
+    pub fn previous_release(&self) -> Option<&Release> {
+        match self {
+            HostState::Captured { previous }
+            | HostState::Pulled { previous }
+            | HostState::Failed { previous, .. } => previous.as_ref()?.release.as_ref(),
+            HostState::Switched { retained, .. }
+            | HostState::Verifying { retained, .. }
+            | HostState::Verified { retained, .. }
+            | HostState::RollingBack { retained, .. }
+            | HostState::Halted { retained, .. } => retained.as_ref()?.release.as_ref(),
+            HostState::Restoring { restored, .. } => restored.release.as_ref(),
+            HostState::RolledBack { restored, .. } => restored.as_ref()?.release.as_ref(),
+            HostState::Done { previous, .. } | HostState::RollbackFailed { previous, .. } => {
+                previous.as_ref()
+            }
+            HostState::Planned | HostState::Refused { .. } | HostState::Locked => None,
+        }
     }
 }
 
@@ -266,28 +561,80 @@ impl Input {
             Input::PullFailed(_) => "pull_failed",
             Input::Switched { .. } => "switched",
             Input::SwitchFailed { .. } => "switch_failed",
-            Input::VerifyStarted { .. } => "verify_started",
+            Input::Adopted {
+                adoption: Adoption::Running { .. },
+                ..
+            } => "adopted_running",
+            Input::Adopted {
+                adoption: Adoption::Broken { .. },
+                ..
+            } => "adopted_broken",
+            Input::VerifyStarted(_) => "verify_started",
             Input::ProbeHealthy { .. } => "probe_healthy",
             Input::ProbeUnhealthy { .. } => "probe_unhealthy",
             Input::ProbeStarting { .. } => "probe_starting",
             Input::ContainerExited(_) => "container_exited",
+            Input::WatchLost(_) => "watch_lost",
             Input::DeadlinePassed => "deadline_passed",
-            Input::StableReached => "stable_reached",
             Input::Cancelled => "cancelled",
             Input::Revert(_) => "revert",
             Input::Halt => "halt",
-            Input::RestoreOk(_) => "restore_ok",
+            Input::Restarted(_) => "restarted",
+            Input::Cleared => "cleared",
+            Input::Tidied => "tidied",
+            Input::TidyFailed(_) => "tidy_failed",
             Input::RestoreFailed(_) => "restore_failed",
+            Input::Retired => "retired",
+            Input::RetireFailed(_) => "retire_failed",
         }
+    }
+
+    fn is_probe(&self) -> bool {
+        matches!(
+            self,
+            Input::ProbeHealthy { .. }
+                | Input::ProbeUnhealthy { .. }
+                | Input::ProbeStarting { .. }
+                | Input::ContainerExited(_)
+                | Input::WatchLost(_)
+                | Input::DeadlinePassed
+        )
+    }
+}
+
+/// A restore whose two halves have both settled ends; otherwise it goes on.
+fn settle(restored: CapturedRelease, reason: Error, check: RestoreCheck, tidy: Tidy) -> HostState {
+    let previous = restored.release.clone();
+    match (check, tidy) {
+        (RestoreCheck::Stable, Tidy::Done) => HostState::RolledBack {
+            restored: Some(restored),
+            reason,
+        },
+        (RestoreCheck::Failed { reason: why }, Tidy::Done | Tidy::Failed { .. }) => {
+            HostState::RollbackFailed {
+                reason,
+                failure: Error::new(
+                    why.kind(),
+                    format!("the restored release is not healthy: {}", why.message()),
+                ),
+                previous,
+            }
+        }
+        (RestoreCheck::Stable, Tidy::Failed { reason: why }) => HostState::RollbackFailed {
+            reason,
+            failure: why,
+            previous,
+        },
+        (check, tidy) => HostState::Restoring {
+            restored,
+            reason,
+            check,
+            tidy,
+        },
     }
 }
 
 /// The next state after `input` in `state`.
-///
-/// Before the first healthy answer, unhealthy and starting answers are
-/// retried until [`Input::DeadlinePassed`]; after it, any of them fails the
-/// release (health must be continuous for `stable_for`), except inside the
-/// start period, where it only restarts the wait for a healthy answer.
 pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransition> {
     use HostState as S;
     use Input as I;
@@ -295,19 +642,55 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
         state: state.name(),
         input: input.name(),
     };
-    let failed = |reason: String| S::Failed { reason };
     let next = match (state, input) {
         (S::Planned, I::LockAcquired) => S::Locked,
-        (S::Planned, I::LockHeld(lock)) => failed(format!("lock held by {lock}")),
-        (S::Planned, I::LockFailed(reason)) => failed(reason),
-        (S::Planned | S::Locked, I::Cancelled) => failed("cancelled".into()),
+        (S::Planned, I::LockHeld(lock)) => S::Refused {
+            reason: Error::conflict(format!("lock held by {lock}")),
+            holder: Some(lock),
+        },
+        (S::Planned, I::LockFailed(reason)) => S::Refused {
+            reason,
+            holder: None,
+        },
+        (
+            S::Planned,
+            I::Adopted {
+                adoption: Adoption::Running { container },
+                retained,
+            },
+        ) => S::Switched {
+            new_container: container,
+            retained,
+        },
+        (
+            S::Planned,
+            I::Adopted {
+                adoption: Adoption::Broken { container, reason },
+                retained,
+            },
+        ) => S::RollingBack {
+            failed_container: container,
+            retained,
+            reason,
+        },
 
         (S::Locked, I::Captured(previous)) => S::Captured { previous },
-        (S::Locked, I::CaptureFailed(reason)) => failed(reason),
+        (S::Locked, I::CaptureFailed(reason)) => S::Failed {
+            reason,
+            previous: None,
+        },
+        (S::Locked, I::Cancelled) => S::Failed {
+            reason: Error::cancelled(),
+            previous: None,
+        },
 
         (S::Captured { previous }, I::Pulled) => S::Pulled { previous },
-        (S::Captured { .. }, I::PullFailed(reason)) => failed(reason),
-        (S::Captured { .. }, I::Cancelled) => failed("cancelled".into()),
+        (S::Captured { previous }, I::PullFailed(reason)) => S::Failed { reason, previous },
+        // The switch has not begun: the old container still runs untouched.
+        (S::Captured { previous } | S::Pulled { previous }, I::Cancelled) => S::Failed {
+            reason: Error::cancelled(),
+            previous,
+        },
 
         (S::Pulled { previous }, I::Switched { new_container }) => S::Switched {
             new_container,
@@ -324,205 +707,171 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             retained: previous,
             reason,
         },
-        // The switch has not begun: the old container still runs untouched.
-        (S::Pulled { .. }, I::Cancelled) => failed("cancelled".into()),
 
         (
             S::Switched {
                 new_container,
                 retained,
             },
-            I::VerifyStarted {
-                deadline,
-                start_period,
-            },
+            I::VerifyStarted(limits),
         ) => S::Verifying {
             new_container,
             retained,
-            attempt: 0,
-            consecutive_ok: 0,
-            since_first_ok: None,
-            deadline,
-            start_period,
+            probing: Probing::new(limits),
         },
         (
             S::Switched {
                 new_container,
                 retained,
             },
-            I::ContainerExited(reason) | I::Revert(reason),
+            I::ContainerExited(exit),
         ) => S::RollingBack {
             failed_container: Some(new_container),
             retained,
-            reason,
-        },
-        (
-            S::Switched {
-                new_container,
-                retained,
-            },
-            I::Cancelled,
-        ) => S::RollingBack {
-            failed_container: Some(new_container),
-            retained,
-            reason: "cancelled".into(),
+            reason: Error::unhealthy(exit.to_string()),
         },
 
         (
             S::Verifying {
                 new_container,
                 retained,
-                attempt,
-                consecutive_ok,
-                since_first_ok,
-                deadline,
-                start_period,
+                probing,
             },
-            I::ProbeHealthy { at },
-        ) => S::Verifying {
-            new_container,
-            retained,
-            attempt: attempt + 1,
-            consecutive_ok: consecutive_ok + 1,
-            since_first_ok: since_first_ok.or(Some(at)),
-            deadline,
-            start_period,
-        },
-        (
-            S::Verifying {
+            input,
+        ) if input.is_probe() => match probing.answer(&input) {
+            Verdict::Continue(probing) => S::Verifying {
                 new_container,
                 retained,
-                attempt,
-                since_first_ok,
-                deadline,
-                start_period,
-                ..
+                probing,
             },
-            input @ (I::ProbeUnhealthy { .. } | I::ProbeStarting { .. }),
-        ) => {
-            let at = match &input {
-                I::ProbeUnhealthy { at, .. } | I::ProbeStarting { at } => *at,
-                _ => Duration::ZERO,
-            };
-            if since_first_ok.is_some() && at >= start_period {
-                let reason = match input {
-                    I::ProbeUnhealthy { reason, .. } => {
-                        format!("unhealthy after its first healthy answer: {reason}")
-                    }
-                    _ => "health went back to starting after its first healthy answer".into(),
-                };
-                S::RollingBack {
-                    failed_container: Some(new_container),
-                    retained,
-                    reason,
-                }
-            } else {
-                // Before the first healthy answer failures are retried until
-                // the deadline; inside the start period a failure after one
-                // only restarts the count.
-                S::Verifying {
-                    new_container,
-                    retained,
-                    attempt: attempt + 1,
-                    consecutive_ok: 0,
-                    since_first_ok: None,
-                    deadline,
-                    start_period,
-                }
+            Verdict::Stable => S::Verified {
+                new_container,
+                retained,
+            },
+            Verdict::Failed(reason) => S::RollingBack {
+                failed_container: Some(new_container),
+                retained,
+                reason,
+            },
+        },
+
+        (
+            S::Switched {
+                new_container,
+                retained,
             }
-        }
-        (
-            S::Verifying {
+            | S::Verifying {
                 new_container,
                 retained,
-                since_first_ok: Some(_),
                 ..
+            }
+            | S::Verified {
+                new_container,
+                retained,
             },
-            I::StableReached,
-        ) => S::Verified {
+            input @ (I::Revert(_) | I::Cancelled),
+        ) => S::RollingBack {
+            failed_container: Some(new_container),
+            retained,
+            reason: match input {
+                I::Revert(reason) => reason,
+                _ => Error::cancelled(),
+            },
+        },
+
+        (
+            S::Verified {
+                new_container,
+                retained,
+            },
+            input @ (I::Retired | I::RetireFailed(_)),
+        ) => S::Done {
             new_container,
-            retained,
-        },
-        (
-            S::Verifying {
-                new_container,
-                retained,
-                deadline,
-                since_first_ok,
-                ..
+            leftover: match input {
+                I::RetireFailed(_) => retained.as_ref().map(|r| r.container.clone()),
+                _ => None,
             },
-            I::DeadlinePassed,
-        ) => S::RollingBack {
-            failed_container: Some(new_container),
-            retained,
-            reason: match since_first_ok {
-                None => format!(
-                    "no healthy answer within the deadline of {}",
-                    humantime::format_duration(deadline)
-                ),
-                Some(_) => format!(
-                    "not stable before the deadline of {}",
-                    humantime::format_duration(deadline)
-                ),
-            },
-        },
-        (
-            S::Verifying {
-                new_container,
-                retained,
-                ..
-            },
-            I::ContainerExited(reason) | I::Revert(reason),
-        ) => S::RollingBack {
-            failed_container: Some(new_container),
-            retained,
-            reason,
-        },
-        (
-            S::Verifying {
-                new_container,
-                retained,
-                ..
-            },
-            I::Cancelled,
-        ) => S::RollingBack {
-            failed_container: Some(new_container),
-            retained,
-            reason: "cancelled".into(),
+            previous: retained.and_then(|r| r.release),
         },
 
         (
-            S::Verified {
-                new_container,
-                retained,
+            S::RollingBack {
+                retained: Some(restored),
+                reason,
+                ..
             },
-            I::Revert(reason),
-        ) => S::RollingBack {
-            failed_container: Some(new_container),
-            retained,
+            I::Restarted(limits),
+        ) => S::Restoring {
+            restored,
+            reason,
+            check: RestoreCheck::Probing(Probing::new(limits)),
+            tidy: Tidy::Pending,
+        },
+        (
+            S::RollingBack {
+                retained: None,
+                reason,
+                ..
+            },
+            I::Cleared,
+        ) => S::RolledBack {
+            restored: None,
             reason,
         },
         (
-            S::Verified {
-                new_container,
-                retained,
+            S::RollingBack {
+                retained, reason, ..
             },
-            I::Cancelled,
-        ) => S::RollingBack {
-            failed_container: Some(new_container),
+            I::RestoreFailed(failure),
+        ) => S::RollbackFailed {
+            reason,
+            failure,
+            previous: retained.and_then(|r| r.release),
+        },
+        (
+            S::RollingBack {
+                failed_container,
+                retained,
+                reason,
+            },
+            I::Halt,
+        ) => S::Halted {
+            failed_container,
             retained,
-            reason: "cancelled".into(),
+            reason,
         },
 
-        (S::RollingBack { reason, .. }, I::RestoreOk(restored)) => {
-            S::RolledBack { restored, reason }
+        (
+            S::Restoring {
+                restored,
+                reason,
+                check: RestoreCheck::Probing(probing),
+                tidy,
+            },
+            input,
+        ) if input.is_probe() => {
+            let check = match probing.answer(&input) {
+                Verdict::Continue(probing) => RestoreCheck::Probing(probing),
+                Verdict::Stable => RestoreCheck::Stable,
+                Verdict::Failed(reason) => RestoreCheck::Failed { reason },
+            };
+            settle(restored, reason, check, tidy)
         }
-        (S::RollingBack { reason, .. }, I::RestoreFailed(why)) => S::RollbackFailed {
-            reason: format!("{reason}; restoring the previous release failed: {why}"),
-        },
-        (S::RollingBack { reason, .. }, I::Halt) => S::RollbackFailed {
-            reason: format!("halted: {reason}"),
-        },
+        (
+            S::Restoring {
+                restored,
+                reason,
+                check,
+                tidy: Tidy::Pending,
+            },
+            input @ (I::Tidied | I::TidyFailed(_)),
+        ) => {
+            let tidy = match input {
+                I::TidyFailed(reason) => Tidy::Failed { reason },
+                _ => Tidy::Done,
+            };
+            settle(restored, reason, check, tidy)
+        }
 
         (state, input) => return Err(invalid(&state, &input)),
     };
@@ -546,6 +895,21 @@ mod tests {
         })
     }
 
+    fn limits(start_period: Duration) -> VerifyLimits {
+        VerifyLimits {
+            deadline: Duration::from_secs(60),
+            start_period,
+            stable_for: Duration::from_secs(3),
+        }
+    }
+
+    fn probing(first_ok: Option<Duration>, start_period: Duration) -> Probing {
+        Probing {
+            healthy_since: first_ok,
+            ..Probing::new(limits(start_period))
+        }
+    }
+
     fn verifying(first_ok: Option<Duration>) -> HostState {
         verifying_with(first_ok, Duration::ZERO)
     }
@@ -554,17 +918,34 @@ mod tests {
         HostState::Verifying {
             new_container: c("new"),
             retained: previous(),
-            attempt: 3,
-            consecutive_ok: u32::from(first_ok.is_some()),
-            since_first_ok: first_ok,
-            deadline: Duration::from_secs(60),
-            start_period,
+            probing: probing(first_ok, start_period),
         }
     }
 
+    fn restoring(check: RestoreCheck, tidy: Tidy) -> HostState {
+        HostState::Restoring {
+            restored: previous().unwrap(),
+            reason: Error::unhealthy("boom"),
+            check,
+            tidy,
+        }
+    }
+
+    fn boom() -> Error {
+        Error::unhealthy("boom")
+    }
+
     fn states() -> Vec<(&'static str, HostState)> {
+        let ok_at_2s = Some(Duration::from_secs(2));
         vec![
             ("planned", HostState::Planned),
+            (
+                "refused",
+                HostState::Refused {
+                    reason: Error::unavailable("engine down"),
+                    holder: None,
+                },
+            ),
             ("locked", HostState::Locked),
             (
                 "captured",
@@ -586,10 +967,15 @@ mod tests {
                 },
             ),
             ("verifying", verifying(None)),
-            ("verifying_ok", verifying(Some(Duration::from_secs(2)))),
+            // Healthy since 2 s: the answer at 5 s is 3 s of health, stable.
+            ("verifying_ok", verifying(ok_at_2s)),
             (
                 "verifying_ok_in_start_period",
-                verifying_with(Some(Duration::from_secs(2)), Duration::from_secs(10)),
+                verifying_with(ok_at_2s, Duration::from_secs(10)),
+            ),
+            (
+                "verifying_ok_lately",
+                verifying(Some(Duration::from_millis(4500))),
             ),
             (
                 "verified",
@@ -599,30 +985,93 @@ mod tests {
                 },
             ),
             (
+                "done",
+                HostState::Done {
+                    new_container: c("new"),
+                    previous: None,
+                    leftover: None,
+                },
+            ),
+            (
                 "rolling_back",
                 HostState::RollingBack {
                     failed_container: Some(c("new")),
                     retained: previous(),
-                    reason: "boom".into(),
+                    reason: boom(),
                 },
+            ),
+            (
+                "rolling_back_first_deploy",
+                HostState::RollingBack {
+                    failed_container: Some(c("new")),
+                    retained: None,
+                    reason: boom(),
+                },
+            ),
+            (
+                "restoring",
+                restoring(
+                    RestoreCheck::Probing(probing(None, Duration::ZERO)),
+                    Tidy::Pending,
+                ),
+            ),
+            (
+                "restoring_ok",
+                restoring(
+                    RestoreCheck::Probing(probing(ok_at_2s, Duration::ZERO)),
+                    Tidy::Pending,
+                ),
+            ),
+            (
+                "restoring_ok_tidied",
+                restoring(
+                    RestoreCheck::Probing(probing(ok_at_2s, Duration::ZERO)),
+                    Tidy::Done,
+                ),
+            ),
+            (
+                "restoring_stable",
+                restoring(RestoreCheck::Stable, Tidy::Pending),
+            ),
+            (
+                "restoring_unhealthy",
+                restoring(RestoreCheck::Failed { reason: boom() }, Tidy::Pending),
+            ),
+            (
+                "restoring_tidy_failed",
+                restoring(
+                    RestoreCheck::Probing(probing(ok_at_2s, Duration::ZERO)),
+                    Tidy::Failed { reason: boom() },
+                ),
             ),
             (
                 "rolled_back",
                 HostState::RolledBack {
                     restored: None,
-                    reason: "boom".into(),
+                    reason: boom(),
                 },
             ),
             (
                 "rollback_failed",
                 HostState::RollbackFailed {
-                    reason: "boom".into(),
+                    reason: boom(),
+                    failure: boom(),
+                    previous: None,
+                },
+            ),
+            (
+                "halted",
+                HostState::Halted {
+                    failed_container: Some(c("new")),
+                    retained: previous(),
+                    reason: boom(),
                 },
             ),
             (
                 "failed",
                 HostState::Failed {
-                    reason: "boom".into(),
+                    reason: boom(),
+                    previous: None,
                 },
             ),
         ]
@@ -639,46 +1088,81 @@ mod tests {
                 target: "v1".into(),
                 started_at: SystemTime::UNIX_EPOCH,
             }),
-            Input::LockFailed("engine down".into()),
+            Input::LockFailed(Error::unavailable("engine down")),
             Input::Captured(previous()),
-            Input::CaptureFailed("engine down".into()),
+            Input::CaptureFailed(Error::unavailable("engine down")),
             Input::Pulled,
-            Input::PullFailed("manifest unknown".into()),
+            Input::PullFailed(Error::not_found("manifest unknown")),
             Input::Switched {
                 new_container: c("new"),
             },
             Input::SwitchFailed {
                 new_container: None,
-                reason: "create failed".into(),
+                reason: Error::invalid_input("create failed"),
             },
-            Input::VerifyStarted {
-                deadline: Duration::from_secs(60),
-                start_period: Duration::ZERO,
+            Input::Adopted {
+                adoption: Adoption::Running {
+                    container: c("new"),
+                },
+                retained: previous(),
             },
+            Input::Adopted {
+                adoption: Adoption::Broken {
+                    container: None,
+                    reason: Error::not_found("app does not exist"),
+                },
+                retained: previous(),
+            },
+            Input::VerifyStarted(limits(Duration::ZERO)),
             Input::ProbeHealthy { at },
             Input::ProbeUnhealthy {
                 at,
                 reason: "503".into(),
             },
             Input::ProbeStarting { at },
-            Input::ContainerExited("exited with code 1".into()),
+            Input::ContainerExited(ContainerExit::Exited { code: 1 }),
+            Input::WatchLost(Error::unavailable("engine down")),
             Input::DeadlinePassed,
-            Input::StableReached,
             Input::Cancelled,
-            Input::Revert("other host failed".into()),
+            Input::Revert(Error::unhealthy("other host failed")),
             Input::Halt,
-            Input::RestoreOk(None),
-            Input::RestoreFailed("start failed".into()),
+            Input::Restarted(limits(Duration::ZERO)),
+            Input::Cleared,
+            Input::Tidied,
+            Input::TidyFailed(Error::conflict("rename failed")),
+            Input::RestoreFailed(Error::unavailable("start failed")),
+            Input::Retired,
+            Input::RetireFailed(Error::unavailable("remove failed")),
         ]
     }
 
-    /// The expected next state name of every valid (state, input) pair;
-    /// every pair not listed must be an [`InvalidTransition`].
+    /// The probe rows of a verification, shared by `Verifying` (the new
+    /// release) and `Restoring` (the previous one): `(label suffix, input,
+    /// outcome)` where the outcome is "continue", "stable" or "failed".
+    const VERIFY: &[(&str, &str, &str)] = &[
+        ("", "probe_healthy", "continue"),
+        ("", "probe_unhealthy", "continue"),
+        ("", "probe_starting", "continue"),
+        ("", "container_exited", "failed"),
+        ("", "watch_lost", "continue"),
+        ("", "deadline_passed", "failed"),
+        ("_ok", "probe_healthy", "stable"),
+        ("_ok", "probe_unhealthy", "failed"),
+        ("_ok", "probe_starting", "failed"),
+        ("_ok", "container_exited", "failed"),
+        ("_ok", "watch_lost", "continue"),
+        ("_ok", "deadline_passed", "failed"),
+    ];
+
+    /// The expected next state name of every valid (state, input) pair
+    /// beside the [`VERIFY`] rows; every pair not listed must be an
+    /// [`InvalidTransition`].
     const TABLE: &[(&str, &str, &str)] = &[
         ("planned", "lock_acquired", "locked"),
-        ("planned", "lock_held", "failed"),
-        ("planned", "lock_failed", "failed"),
-        ("planned", "cancelled", "failed"),
+        ("planned", "lock_held", "refused"),
+        ("planned", "lock_failed", "refused"),
+        ("planned", "adopted_running", "switched"),
+        ("planned", "adopted_broken", "rolling_back"),
         ("locked", "captured", "captured"),
         ("locked", "capture_failed", "failed"),
         ("locked", "cancelled", "failed"),
@@ -692,22 +1176,12 @@ mod tests {
         ("switched", "container_exited", "rolling_back"),
         ("switched", "revert", "rolling_back"),
         ("switched", "cancelled", "rolling_back"),
-        ("verifying", "probe_healthy", "verifying"),
-        ("verifying", "probe_unhealthy", "verifying"),
-        ("verifying", "probe_starting", "verifying"),
-        ("verifying", "container_exited", "rolling_back"),
-        ("verifying", "deadline_passed", "rolling_back"),
         ("verifying", "revert", "rolling_back"),
         ("verifying", "cancelled", "rolling_back"),
-        ("verifying_ok", "probe_healthy", "verifying"),
-        ("verifying_ok", "probe_unhealthy", "rolling_back"),
-        ("verifying_ok", "probe_starting", "rolling_back"),
-        ("verifying_ok", "container_exited", "rolling_back"),
-        ("verifying_ok", "deadline_passed", "rolling_back"),
-        ("verifying_ok", "stable_reached", "verified"),
         ("verifying_ok", "revert", "rolling_back"),
         ("verifying_ok", "cancelled", "rolling_back"),
-        ("verifying_ok_in_start_period", "probe_healthy", "verifying"),
+        // Inside the start period failures after a healthy answer are forgiven.
+        ("verifying_ok_in_start_period", "probe_healthy", "verified"),
         (
             "verifying_ok_in_start_period",
             "probe_unhealthy",
@@ -723,29 +1197,102 @@ mod tests {
             "container_exited",
             "rolling_back",
         ),
+        ("verifying_ok_in_start_period", "watch_lost", "verifying"),
         (
             "verifying_ok_in_start_period",
             "deadline_passed",
             "rolling_back",
         ),
-        ("verifying_ok_in_start_period", "stable_reached", "verified"),
         ("verifying_ok_in_start_period", "revert", "rolling_back"),
         ("verifying_ok_in_start_period", "cancelled", "rolling_back"),
+        // Healthy for only half a second: not stable yet.
+        ("verifying_ok_lately", "probe_healthy", "verifying"),
+        ("verifying_ok_lately", "probe_unhealthy", "rolling_back"),
+        ("verifying_ok_lately", "probe_starting", "rolling_back"),
+        ("verifying_ok_lately", "container_exited", "rolling_back"),
+        ("verifying_ok_lately", "watch_lost", "verifying"),
+        ("verifying_ok_lately", "deadline_passed", "rolling_back"),
+        ("verifying_ok_lately", "revert", "rolling_back"),
+        ("verifying_ok_lately", "cancelled", "rolling_back"),
         ("verified", "revert", "rolling_back"),
         ("verified", "cancelled", "rolling_back"),
-        ("rolling_back", "restore_ok", "rolled_back"),
+        ("verified", "retired", "done"),
+        ("verified", "retire_failed", "done"),
+        ("rolling_back", "restarted", "restoring"),
         ("rolling_back", "restore_failed", "rollback_failed"),
-        ("rolling_back", "halt", "rollback_failed"),
+        ("rolling_back", "halt", "halted"),
+        ("rolling_back_first_deploy", "cleared", "rolled_back"),
+        (
+            "rolling_back_first_deploy",
+            "restore_failed",
+            "rollback_failed",
+        ),
+        ("rolling_back_first_deploy", "halt", "halted"),
+        ("restoring", "tidied", "restoring"),
+        ("restoring", "tidy_failed", "restoring"),
+        ("restoring_ok", "tidied", "restoring"),
+        ("restoring_ok", "tidy_failed", "restoring"),
+        // Stable and tidied: the previous release is back.
+        ("restoring_ok_tidied", "probe_healthy", "rolled_back"),
+        ("restoring_ok_tidied", "probe_unhealthy", "rollback_failed"),
+        ("restoring_ok_tidied", "probe_starting", "rollback_failed"),
+        ("restoring_ok_tidied", "container_exited", "rollback_failed"),
+        ("restoring_ok_tidied", "watch_lost", "restoring"),
+        ("restoring_ok_tidied", "deadline_passed", "rollback_failed"),
+        ("restoring_stable", "tidied", "rolled_back"),
+        ("restoring_stable", "tidy_failed", "rollback_failed"),
+        ("restoring_unhealthy", "tidied", "rollback_failed"),
+        ("restoring_unhealthy", "tidy_failed", "rollback_failed"),
+        // Healthy but the previous container could not get its name back.
+        ("restoring_tidy_failed", "probe_healthy", "rollback_failed"),
+        (
+            "restoring_tidy_failed",
+            "probe_unhealthy",
+            "rollback_failed",
+        ),
+        ("restoring_tidy_failed", "probe_starting", "rollback_failed"),
+        (
+            "restoring_tidy_failed",
+            "container_exited",
+            "rollback_failed",
+        ),
+        ("restoring_tidy_failed", "watch_lost", "restoring"),
+        (
+            "restoring_tidy_failed",
+            "deadline_passed",
+            "rollback_failed",
+        ),
     ];
+
+    /// The full table: [`TABLE`] plus the [`VERIFY`] rows for the states
+    /// that verify and wait for nothing else.
+    fn table() -> Vec<(String, &'static str, &'static str)> {
+        let mut rows: Vec<(String, &str, &str)> = TABLE
+            .iter()
+            .map(|(s, i, n)| (s.to_string(), *i, *n))
+            .collect();
+        for (suffix, input, outcome) in VERIFY {
+            let verifying = match *outcome {
+                "continue" => "verifying",
+                "stable" => "verified",
+                _ => "rolling_back",
+            };
+            rows.push((format!("verifying{suffix}"), input, verifying));
+            // The restore waits for its tidying too.
+            rows.push((format!("restoring{suffix}"), input, "restoring"));
+        }
+        rows
+    }
 
     #[test]
     fn every_state_input_pair_follows_the_table() {
+        let table = table();
         let mut checked = 0;
         for (label, state) in states() {
             for input in inputs() {
-                let expected = TABLE
+                let expected = table
                     .iter()
-                    .find(|(s, i, _)| *s == label && *i == input.name())
+                    .find(|(s, i, _)| s == label && *i == input.name())
                     .map(|(_, _, next)| *next);
                 let result = step(state.clone(), input.clone());
                 match (expected, result) {
@@ -765,6 +1312,11 @@ mod tests {
             }
         }
         assert_eq!(checked, states().len() * inputs().len());
+        // Every row names a state and an input that exist.
+        for (s, i, _) in &table {
+            assert!(states().iter().any(|(l, _)| l == s), "{s}");
+            assert!(inputs().iter().any(|input| input.name() == *i), "{i}");
+        }
     }
 
     #[test]
@@ -782,17 +1334,18 @@ mod tests {
             HostState::Captured {
                 previous: previous(),
             },
-            Input::PullFailed("x".into()),
+            Input::PullFailed(Error::not_found("x")),
         )
         .unwrap();
         assert_eq!(s.phase(), Phase::Failed);
+        assert!(s.holds_lock());
         let s = step(
             HostState::Pulled {
                 previous: previous(),
             },
             Input::SwitchFailed {
                 new_container: Some(c("new")),
-                reason: "start failed".into(),
+                reason: Error::unavailable("start failed"),
             },
         )
         .unwrap();
@@ -801,53 +1354,80 @@ mod tests {
             HostState::RollingBack {
                 failed_container: Some(c("new")),
                 retained: previous(),
-                reason: "start failed".into(),
+                reason: Error::unavailable("start failed"),
             }
+        );
+        let refused = step(
+            HostState::Planned,
+            Input::LockFailed(Error::unavailable("x")),
+        )
+        .unwrap();
+        assert!(!refused.holds_lock());
+        assert_eq!(refused.phase(), Phase::Failed);
+    }
+
+    #[test]
+    fn verifying_waits_for_stable_for_after_the_first_healthy_answer() {
+        let at = Duration::from_secs;
+        let mut s = step(
+            HostState::Switched {
+                new_container: c("new"),
+                retained: previous(),
+            },
+            Input::VerifyStarted(limits(Duration::ZERO)),
+        )
+        .unwrap();
+        for t in [1, 2, 3] {
+            s = step(s, Input::ProbeHealthy { at: at(t) }).unwrap();
+            assert_eq!(s.name(), "verifying");
+        }
+        match &s {
+            HostState::Verifying { probing, .. } => {
+                assert_eq!(probing.healthy_since, Some(at(1)))
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = step(s, Input::ProbeHealthy { at: at(4) }).unwrap();
+        assert_eq!(s.name(), "verified", "3 s of health after the first at 1 s");
+
+        // With no stable time the first healthy answer is enough.
+        let s = step(
+            HostState::Switched {
+                new_container: c("new"),
+                retained: None,
+            },
+            Input::VerifyStarted(VerifyLimits {
+                stable_for: Duration::ZERO,
+                ..limits(Duration::ZERO)
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            step(s, Input::ProbeHealthy { at: at(0) }).unwrap().name(),
+            "verified"
         );
     }
 
     #[test]
-    fn verifying_records_the_first_healthy_answer_and_counts() {
+    fn a_failure_after_the_first_healthy_answer_says_so() {
         let s = step(
-            verifying(None),
-            Input::ProbeHealthy {
-                at: Duration::from_secs(4),
-            },
-        )
-        .unwrap();
-        let s = step(
-            s,
-            Input::ProbeHealthy {
-                at: Duration::from_secs(5),
-            },
-        )
-        .unwrap();
-        match &s {
-            HostState::Verifying {
-                attempt,
-                consecutive_ok,
-                since_first_ok,
-                ..
-            } => {
-                assert_eq!((*attempt, *consecutive_ok), (5, 2));
-                assert_eq!(*since_first_ok, Some(Duration::from_secs(4)));
-            }
-            other => panic!("{other:?}"),
-        }
-        // Stable cannot be reached without a healthy answer.
-        assert!(step(verifying(None), Input::StableReached).is_err());
-        let s = step(
-            s,
+            verifying(Some(Duration::from_secs(4))),
             Input::ProbeUnhealthy {
                 at: Duration::from_secs(6),
                 reason: "503".into(),
             },
         )
         .unwrap();
-        assert!(
-            matches!(&s, HostState::RollingBack { reason, .. } if reason.contains("503")),
-            "{s:?}"
-        );
+        match &s {
+            HostState::RollingBack { reason, .. } => {
+                assert_eq!(reason.kind(), ErrorKind::Unhealthy);
+                assert_eq!(
+                    reason.message(),
+                    "unhealthy after its first healthy answer: 503"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // Inside the start period the same answer only restarts the wait.
         let s = step(
             verifying_with(Some(Duration::from_secs(2)), Duration::from_secs(10)),
@@ -857,27 +1437,150 @@ mod tests {
             },
         )
         .unwrap();
+        match &s {
+            HostState::Verifying { probing, .. } => {
+                assert_eq!(probing.healthy_since, None);
+                assert!(probing.in_start_period(Duration::from_secs(5)));
+                assert!(!probing.in_start_period(Duration::from_secs(10)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_a_timeout_that_names_a_lost_engine() {
+        let s = step(
+            verifying(None),
+            Input::WatchLost(Error::unavailable("engine down")),
+        )
+        .unwrap();
+        let s = step(s, Input::DeadlinePassed).unwrap();
+        match &s {
+            HostState::RollingBack { reason, .. } => {
+                assert_eq!(reason.kind(), ErrorKind::Timeout);
+                assert_eq!(
+                    reason.message(),
+                    "no healthy answer within the deadline of 1m (the engine stopped answering: engine down)"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another kind of watch failure is not the engine going away.
+        let s = step(
+            verifying(Some(Duration::from_secs(1))),
+            Input::WatchLost(Error::other("bad event")),
+        )
+        .unwrap();
+        let s = step(s, Input::DeadlinePassed).unwrap();
+        assert_eq!(
+            s.failure().unwrap().message(),
+            "not stable before the deadline of 1m"
+        );
+    }
+
+    #[test]
+    fn a_restore_ends_when_both_its_check_and_its_tidying_have() {
+        let rolling = HostState::RollingBack {
+            failed_container: Some(c("new")),
+            retained: previous(),
+            reason: boom(),
+        };
+        let s = step(rolling.clone(), Input::Restarted(limits(Duration::ZERO))).unwrap();
+        let s = step(s, Input::ProbeHealthy { at: Duration::ZERO }).unwrap();
+        let s = step(
+            s,
+            Input::ProbeHealthy {
+                at: Duration::from_secs(3),
+            },
+        )
+        .unwrap();
         assert!(
             matches!(
-                s,
-                HostState::Verifying {
-                    since_first_ok: None,
-                    consecutive_ok: 0,
+                &s,
+                HostState::Restoring {
+                    check: RestoreCheck::Stable,
+                    tidy: Tidy::Pending,
                     ..
                 }
             ),
             "{s:?}"
         );
+        let s = step(s, Input::Tidied).unwrap();
+        assert_eq!(
+            s,
+            HostState::RolledBack {
+                restored: previous(),
+                reason: boom(),
+            }
+        );
+
+        let s = step(rolling, Input::Restarted(limits(Duration::ZERO))).unwrap();
+        let s = step(s, Input::Tidied).unwrap();
+        let s = step(s, Input::ContainerExited(ContainerExit::Exited { code: 2 })).unwrap();
+        match s {
+            HostState::RollbackFailed {
+                reason, failure, ..
+            } => {
+                assert_eq!(reason, boom());
+                assert_eq!(
+                    failure.message(),
+                    "the restored release is not healthy: container exited with code 2"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn phases_map_one_to_one() {
-        let phases: Vec<Phase> = states().iter().map(|(_, s)| s.phase()).collect();
-        assert_eq!(phases[0], Phase::Planned);
-        assert_eq!(phases[6], Phase::Verifying);
-        assert_eq!(phases[12], Phase::Failed);
+    fn recover_adopts_a_switched_host_without_a_lock() {
+        let s = step(
+            HostState::Planned,
+            Input::Adopted {
+                adoption: Adoption::Running {
+                    container: c("new"),
+                },
+                retained: previous(),
+            },
+        )
+        .unwrap();
+        assert!(s.is_switched());
+        assert_eq!(s.phase(), Phase::Switched);
+        // The previous release must still be restorable from there.
+        let s = step(s, Input::Cancelled).unwrap();
+        assert!(matches!(
+            s,
+            HostState::RollingBack {
+                retained: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn phases_follow_the_states() {
+        let expected = [
+            ("planned", Phase::Planned),
+            ("refused", Phase::Failed),
+            ("locked", Phase::Locked),
+            ("captured", Phase::Captured),
+            ("pulled", Phase::Pulled),
+            ("switched", Phase::Switched),
+            ("verifying", Phase::Verifying),
+            ("verified", Phase::Verified),
+            ("done", Phase::Done),
+            ("rolling_back", Phase::RollingBack),
+            ("restoring", Phase::RollingBack),
+            ("rolled_back", Phase::RolledBack),
+            ("rollback_failed", Phase::RollbackFailed),
+            ("halted", Phase::RollbackFailed),
+            ("failed", Phase::Failed),
+        ];
         for (_, s) in states() {
-            assert_eq!(s.phase().as_str(), s.name());
+            let phase = expected
+                .iter()
+                .find(|(name, _)| *name == s.name())
+                .map(|(_, p)| *p);
+            assert_eq!(phase, Some(s.phase()), "{s:?}");
         }
     }
 }

@@ -62,6 +62,7 @@ impl fmt::Display for Outcome {
 
 /// What happened on one host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct HostReport {
     /// The host.
     pub host: HostId,
@@ -84,9 +85,14 @@ pub struct HostReport {
 impl HostReport {
     /// A report for a host nothing was done to yet.
     pub fn untouched(host: HostId) -> Self {
+        Self::new(host, Phase::Planned)
+    }
+
+    /// A report for a host that ended in `phase`, nothing else known.
+    pub fn new(host: HostId, phase: Phase) -> Self {
         Self {
             host,
-            phase: Phase::Planned,
+            phase,
             before: None,
             after: None,
             container: None,
@@ -95,11 +101,38 @@ impl HostReport {
             last_probe: None,
         }
     }
+
+    /// The releases before and after.
+    pub fn with_releases(mut self, before: Option<Release>, after: Option<Release>) -> Self {
+        self.before = before;
+        self.after = after;
+        self
+    }
+
+    /// The container that runs the app now.
+    pub fn with_container(mut self, container: Option<ContainerId>) -> Self {
+        self.container = container;
+        self
+    }
+
+    /// Why the host failed.
+    pub fn with_error(mut self, error: Option<String>) -> Self {
+        self.error = error;
+        self
+    }
+
+    /// The failed container's last lines and the last probe answer.
+    pub fn with_trail(mut self, logs: Vec<String>, last_probe: Option<String>) -> Self {
+        self.logs = logs;
+        self.last_probe = last_probe;
+        self
+    }
 }
 
 /// The full result of a deploy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[must_use]
+#[non_exhaustive]
 pub struct DeployReport {
     /// How it ended.
     pub outcome: Outcome,
@@ -116,6 +149,48 @@ pub struct DeployReport {
 }
 
 impl DeployReport {
+    /// A report of `outcome` with no target, no hosts and no reason.
+    pub fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            target: None,
+            hosts: Vec::new(),
+            reason: None,
+            lock_holder: None,
+            promoted: false,
+        }
+    }
+
+    /// The release deployed (or attempted).
+    pub fn with_target(mut self, target: Option<Release>) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// One entry per host.
+    pub fn with_hosts(mut self, hosts: Vec<HostReport>) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Why it failed.
+    pub fn with_reason(mut self, reason: Option<String>) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// The lock that stopped it.
+    pub fn with_lock_holder(mut self, lock: Option<LockInfo>) -> Self {
+        self.lock_holder = lock;
+        self
+    }
+
+    /// Whether the registry tags moved.
+    pub fn with_promoted(mut self, promoted: bool) -> Self {
+        self.promoted = promoted;
+        self
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> ExitCode {
         self.outcome.exit_code()

@@ -1,9 +1,11 @@
-//! The three seams of the engine: [`Registry`], [`Runtime`] and [`HealthProbe`]
-//! (the traffic seam is [`TrafficSwitch`](crate::traffic::TrafficSwitch)).
+//! The seams of the engine: [`Registry`], [`Runtime`], [`DeployLock`] and
+//! [`HealthProbe`] (the traffic seam is [`TrafficSwitch`](crate::traffic::TrafficSwitch)).
 //!
 //! All are object-safe (`Arc<dyn Runtime>` works), return owned values and
-//! the crate's [`Error`](crate::Error). With the `mock` feature, mockall mocks
-//! (`MockRegistry`, `MockRuntime`, `MockHealthProbe`) are exported too.
+//! the crate's [`Error`](crate::Error), whose message names the operation
+//! that failed and where. With the `mock` feature, mockall mocks
+//! (`MockRegistry`, `MockRuntime`, `MockDeployLock`, `MockHealthProbe`) are
+//! exported too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,15 +120,6 @@ pub trait Runtime: Send + Sync {
     /// stops watching.
     async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit>;
 
-    /// Take the host's deploy lock for `lock.app`, atomically.
-    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt>;
-
-    /// Who holds the deploy lock of `app`, if anyone.
-    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>>;
-
-    /// Release the lock of `app`. Returns whether a lock was removed.
-    async fn release_lock(&self, app: &str) -> Result<bool>;
-
     /// Run `cmd` (no shell) inside the running container `id` and wait for
     /// it, at most `timeout` ([`ErrorKind::Timeout`](crate::ErrorKind::Timeout)).
     ///
@@ -180,6 +173,26 @@ pub trait Runtime: Send + Sync {
 
 fn unsupported(what: &str) -> crate::Error {
     crate::Error::other(format!("this container runtime cannot {what}"))
+}
+
+/// The per-host deploy lock: one deploy of an app at a time on a host.
+///
+/// Apart from [`Runtime`] so that an embedder can bring another lock (a
+/// Consul session, a Kubernetes lease) without writing a container engine.
+/// `rollback-docker` keeps it in the engine itself.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait DeployLock: Send + Sync {
+    /// Take the lock of `lock.app`, atomically: [`LockAttempt::Held`] when
+    /// someone else has it.
+    async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt>;
+
+    /// Who holds the lock of `app`, if anyone.
+    async fn status(&self, app: &str) -> Result<Option<LockInfo>>;
+
+    /// Release the lock of `app`, whoever holds it. Returns whether a lock
+    /// was removed.
+    async fn release(&self, app: &str) -> Result<bool>;
 }
 
 /// The verdict of one health probe attempt.
@@ -285,15 +298,6 @@ macro_rules! forward_runtime {
             async fn wait_exit(&self, id: &ContainerId) -> Result<ContainerExit> {
                 (**self).wait_exit(id).await
             }
-            async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
-                (**self).acquire_lock(lock).await
-            }
-            async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
-                (**self).lock_status(app).await
-            }
-            async fn release_lock(&self, app: &str) -> Result<bool> {
-                (**self).release_lock(app).await
-            }
             async fn exec(
                 &self,
                 id: &ContainerId,
@@ -325,6 +329,23 @@ macro_rules! forward_runtime {
     )*};
 }
 
+macro_rules! forward_lock {
+    ($($ty:ty),*) => {$(
+        #[async_trait]
+        impl<T: DeployLock + ?Sized> DeployLock for $ty {
+            async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt> {
+                (**self).acquire(lock).await
+            }
+            async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
+                (**self).status(app).await
+            }
+            async fn release(&self, app: &str) -> Result<bool> {
+                (**self).release(app).await
+            }
+        }
+    )*};
+}
+
 macro_rules! forward_probe {
     ($($ty:ty),*) => {$(
         #[async_trait]
@@ -344,6 +365,7 @@ macro_rules! forward_probe {
 
 forward_registry!(&T, Box<T>, Arc<T>);
 forward_runtime!(&T, Box<T>, Arc<T>);
+forward_lock!(&T, Box<T>, Arc<T>);
 forward_probe!(&T, Box<T>, Arc<T>);
 
 #[cfg(test)]
@@ -355,19 +377,35 @@ mod tests {
     fn object_safe(
         registry: Arc<dyn Registry>,
         runtime: Arc<dyn Runtime>,
+        lock: Arc<dyn DeployLock>,
         probe: Box<dyn HealthProbe>,
         switch: Arc<dyn crate::traffic::TrafficSwitch>,
     ) {
         fn takes_registry<R: Registry>(_: R) {}
         fn takes_runtime<R: Runtime>(_: R) {}
+        fn takes_lock<L: DeployLock>(_: L) {}
         fn takes_probe<P: HealthProbe>(_: P) {}
         fn takes_switch<S: crate::traffic::TrafficSwitch>(_: S) {}
         takes_runtime(&*runtime);
         takes_registry(registry);
         takes_runtime(runtime);
+        takes_lock(&*lock);
+        takes_lock(Box::new(lock.clone()));
+        takes_lock(lock);
         takes_probe(probe);
         takes_switch(&*switch);
         takes_switch(switch);
+    }
+
+    #[tokio::test]
+    async fn a_lock_mock_works_through_arc_dyn() {
+        let mut mock = MockDeployLock::new();
+        mock.expect_release()
+            .with(mockall::predicate::eq("app"))
+            .times(1)
+            .returning(|_| Ok(true));
+        let lock: Arc<dyn DeployLock> = Arc::new(mock);
+        assert!(lock.release("app").await.unwrap());
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rollback_core::Runtime;
+use rollback_core::{DeployLock, Runtime};
 use rollback_docker::DockerRuntime;
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             container.state.to_string()
         );
     }
-    match runtime.lock_status(&app).await? {
+    match DeployLock::status(&runtime, &app).await? {
         Some(lock) => println!("locked: {lock}"),
         None => println!("not locked"),
     }

@@ -3,11 +3,13 @@
 //! [`DockerRuntime`] implements [`rollback_core::Runtime`] on the Engine API
 //! (through bollard, from Docker 20.10 / API 1.41 on): inspect, pull by
 //! digest with credentials from Docker's `config.json`, create, start, stop,
-//! rename, remove, logs, an event-driven [`wait_exit`](rollback_core::Runtime::wait_exit)
-//! and an atomic per-host deploy lock. [`DockerHealthProbe`] reads the
-//! image's own `HEALTHCHECK` state. Engines are reached on a Unix socket,
-//! over TCP (plain or TLS), or over SSH (`ssh://user@host[:port]`, through
-//! the system `ssh` and `docker system dial-stdio`, as the docker CLI does).
+//! rename, remove, logs and an event-driven
+//! [`wait_exit`](rollback_core::Runtime::wait_exit); it is also the host's
+//! [`rollback_core::DeployLock`], kept in the engine ([`lock`]).
+//! [`DockerHealthProbe`] reads the image's own `HEALTHCHECK` state. Engines
+//! are reached on a Unix socket, over TCP (plain or TLS), or over SSH
+//! (`ssh://user@host[:port]`, through the system `ssh` and `docker system
+//! dial-stdio`, as the docker CLI does).
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -17,9 +17,9 @@ use bollard::query_parameters::{
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
-    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Error,
-    ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink, Repository, Result,
-    Runtime,
+    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeployLock,
+    Error, ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink, Repository,
+    Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -577,59 +577,6 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn acquire_lock(&self, lock: &LockInfo) -> Result<LockAttempt> {
-        lock::validate_app(&lock.app).map_err(|e| e.context(&self.url))?;
-        let what = format!("take the deploy lock of {}", lock.app);
-        let mut imported = false;
-        // The engine reserves the name before the container can be
-        // inspected, so a 409 may briefly show no lock; a lock released in
-        // between is simply taken on the next try.
-        for attempt in 0..LOCK_ATTEMPTS {
-            match self.create_lock_container(lock).await {
-                Ok(()) => return Ok(LockAttempt::Acquired),
-                Err(e) if status_of(&e) == Some(409) => {
-                    if let Some(held) = self.lock_status(&lock.app).await? {
-                        return Ok(LockAttempt::Held(held));
-                    }
-                    tokio::time::sleep(LOCK_RETRY_DELAY * (attempt + 1).min(4)).await;
-                }
-                Err(e) if status_of(&e) == Some(404) && !imported => {
-                    self.import_lock_image().await?;
-                    imported = true;
-                }
-                Err(e) => return Err(self.err(&what, e)),
-            }
-        }
-        Err(Error::conflict(format!(
-            "{what} on {}: the lock kept changing hands",
-            self.url
-        )))
-    }
-
-    async fn lock_status(&self, app: &str) -> Result<Option<LockInfo>> {
-        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
-        let name = lock::container_name(app);
-        let Some(response) = self.inspect_or_none(&name).await? else {
-            return Ok(None);
-        };
-        let labels = response.config.and_then(|c| c.labels).unwrap_or_default();
-        Ok(Some(lock::info_from_labels(app, &labels)))
-    }
-
-    async fn release_lock(&self, app: &str) -> Result<bool> {
-        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
-        let name = lock::container_name(app);
-        let options = RemoveContainerOptions {
-            force: true,
-            ..Default::default()
-        };
-        match self.docker.remove_container(&name, Some(options)).await {
-            Ok(()) => Ok(true),
-            Err(e) if status_of(&e) == Some(404) => Ok(false),
-            Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
-        }
-    }
-
     /// # Cancel safety
     ///
     /// Dropping the future detaches from the command; it keeps running in
@@ -773,6 +720,63 @@ impl Runtime for DockerRuntime {
             .network_address_raw(id, network)
             .await?
             .filter(|ip| !ip.is_empty()))
+    }
+}
+
+/// The lock kept in the engine itself; see [`crate::lock`].
+#[async_trait]
+impl DeployLock for DockerRuntime {
+    async fn acquire(&self, lock: &LockInfo) -> Result<LockAttempt> {
+        lock::validate_app(&lock.app).map_err(|e| e.context(&self.url))?;
+        let what = format!("take the deploy lock of {}", lock.app);
+        let mut imported = false;
+        // The engine reserves the name before the container can be
+        // inspected, so a 409 may briefly show no lock; a lock released in
+        // between is simply taken on the next try.
+        for attempt in 0..LOCK_ATTEMPTS {
+            match self.create_lock_container(lock).await {
+                Ok(()) => return Ok(LockAttempt::Acquired),
+                Err(e) if status_of(&e) == Some(409) => {
+                    if let Some(held) = self.status(&lock.app).await? {
+                        return Ok(LockAttempt::Held(held));
+                    }
+                    tokio::time::sleep(LOCK_RETRY_DELAY * (attempt + 1).min(4)).await;
+                }
+                Err(e) if status_of(&e) == Some(404) && !imported => {
+                    self.import_lock_image().await?;
+                    imported = true;
+                }
+                Err(e) => return Err(self.err(&what, e)),
+            }
+        }
+        Err(Error::conflict(format!(
+            "{what} on {}: the lock kept changing hands",
+            self.url
+        )))
+    }
+
+    async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
+        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
+        let name = lock::container_name(app);
+        let Some(response) = self.inspect_or_none(&name).await? else {
+            return Ok(None);
+        };
+        let labels = response.config.and_then(|c| c.labels).unwrap_or_default();
+        Ok(Some(lock::info_from_labels(app, &labels)))
+    }
+
+    async fn release(&self, app: &str) -> Result<bool> {
+        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
+        let name = lock::container_name(app);
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(&name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use rollback_core::{
-    retained_name, ContainerExit, DeploymentId, EnvValue, ErrorKind, HealthProbe, LockAttempt,
-    LockInfo, ProbeResult, PullProgress, Repository, RestartPolicy, Runtime, Secret,
+    retained_name, ContainerExit, DeployLock, DeploymentId, EnvValue, ErrorKind, HealthProbe,
+    LockAttempt, LockInfo, ProbeResult, PullProgress, Repository, RestartPolicy, Runtime, Secret,
 };
 use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 
@@ -416,12 +416,12 @@ async fn the_deploy_lock_is_exclusive_per_app() {
         started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     };
     let first = lock("alice@ci pid 1");
+    assert_eq!(rt.acquire(&first).await.unwrap(), LockAttempt::Acquired);
     assert_eq!(
-        rt.acquire_lock(&first).await.unwrap(),
-        LockAttempt::Acquired
+        DeployLock::status(&rt, &app).await.unwrap(),
+        Some(first.clone())
     );
-    assert_eq!(rt.lock_status(&app).await.unwrap(), Some(first.clone()));
-    match rt.acquire_lock(&lock("bob@ci pid 2")).await.unwrap() {
+    match rt.acquire(&lock("bob@ci pid 2")).await.unwrap() {
         LockAttempt::Held(held) => {
             assert_eq!(held, first);
             assert_eq!(held.holder, "alice@ci pid 1");
@@ -434,12 +434,12 @@ async fn the_deploy_lock_is_exclusive_per_app() {
     );
 
     // Concurrent acquires: exactly one wins.
-    rt.release_lock(&app).await.unwrap();
+    rt.release(&app).await.unwrap();
     let contenders: Vec<_> = (0..4)
         .map(|i| {
             let rt = rt.clone();
             let lock = lock(&format!("racer {i}"));
-            tokio::spawn(async move { rt.acquire_lock(&lock).await.unwrap() })
+            tokio::spawn(async move { rt.acquire(&lock).await.unwrap() })
         })
         .collect();
     let mut acquired = 0;
@@ -450,16 +450,13 @@ async fn the_deploy_lock_is_exclusive_per_app() {
     }
     assert_eq!(acquired, 1);
 
-    assert!(rt.release_lock(&app).await.unwrap());
-    assert!(!rt.release_lock(&app).await.unwrap());
-    assert_eq!(rt.lock_status(&app).await.unwrap(), None);
+    assert!(rt.release(&app).await.unwrap());
+    assert!(!rt.release(&app).await.unwrap());
+    assert_eq!(DeployLock::status(&rt, &app).await.unwrap(), None);
     let second = lock("bob@ci pid 2");
-    assert_eq!(
-        rt.acquire_lock(&second).await.unwrap(),
-        LockAttempt::Acquired
-    );
-    assert_eq!(rt.lock_status(&app).await.unwrap(), Some(second));
-    assert!(rt.release_lock(&app).await.unwrap());
+    assert_eq!(rt.acquire(&second).await.unwrap(), LockAttempt::Acquired);
+    assert_eq!(DeployLock::status(&rt, &app).await.unwrap(), Some(second));
+    assert!(rt.release(&app).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]

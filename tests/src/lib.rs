@@ -50,13 +50,21 @@ pub fn engine_b() -> String {
     test_env("ROLLBACK_TEST_DOCKER_B")
 }
 
-/// The `rollback` binary, built once per test process.
+/// The `rollback` binary, built once per test process, with the
+/// checkpoints (`ROLLBACK_TEST_PAUSE_AT`) that only these tests enable.
 pub fn rollback_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "rollback-cli"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "rollback-cli",
+                "--features",
+                "test-checkpoints",
+            ])
             .current_dir(workspace_root())
             .status()
             .expect("run cargo build");

@@ -1,5 +1,5 @@
 //! Deploys that are interrupted: the process killed at each phase (through
-//! the engine's `ROLLBACK_TEST_PAUSE_AT` hook) and then `rollback recover`,
+//! the CLI's `ROLLBACK_TEST_PAUSE_AT` test checkpoint) and then `rollback recover`,
 //! a registry that dies during promotion, an engine that dies mid-deploy,
 //! signals during verification and a health endpoint that flaps. After each,
 //! every host is checked: one container under the app name, healthy, the old
@@ -321,7 +321,13 @@ impl PrivateEngine {
         let id = std::process::id();
         let dir = tempfile::Builder::new()
             .prefix("engine-")
-            .tempdir_in(workspace_root().join(".test-env"))
+            // runc refuses a rootfs path through a symbolic link.
+            .tempdir_in(
+                workspace_root()
+                    .join(".test-env")
+                    .canonicalize()
+                    .expect("scripts/test-env has run"),
+            )
             .expect("temp dir under .test-env");
         let bridge = format!("rbf{:x}", id & 0xfffff);
         let exec_root = PathBuf::from(format!("/run/rbf-{id}"));

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use rollback_core::{
     App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
-    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Target,
+    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Target,
 };
 use serde::Serialize;
 
@@ -79,12 +79,13 @@ pub(crate) async fn deployer(
             ));
         }
         match connected {
-            Ok((runtime, probe)) => hosts.push(HostTarget {
-                id: host.name.clone(),
-                runtime,
-                probe,
-                container: container(config, host),
-            }),
+            Ok(connected) => hosts.push(HostTarget::new(
+                host.name.clone(),
+                connected.runtime,
+                connected.lock,
+                connected.probe,
+                container(config, host),
+            )),
             Err(e) if lenient => unreachable.push((host.name.clone(), e)),
             Err(e) => {
                 return Err(CliError::failed(format!(
@@ -99,6 +100,11 @@ pub(crate) async fn deployer(
         .with_health(config.health)
         .with_rollout(config.rollout)
         .with_observer(ctx.output.clone());
+    #[cfg(feature = "test-checkpoints")]
+    let deployer = match crate::checkpoints::EnvPause::from_env() {
+        Some(pause) => deployer.with_checkpoint(Arc::new(pause)),
+        None => deployer,
+    };
     Ok((deployer, unreachable))
 }
 
@@ -287,13 +293,13 @@ pub const INTERRUPTED: i32 = ExitCode::Interrupted.code();
 
 /// What to print and exit with when a second signal arrives: the last phase
 /// of each host, and 4 when a host may be left without a healthy release.
-pub fn abandon(phases: &[(String, Phase)]) -> (Vec<String>, i32) {
+pub fn abandon(phases: &[(Scope, Phase)]) -> (Vec<String>, i32) {
     let mut lines = vec!["second interrupt: exiting without waiting for the rollback".to_owned()];
     let mut code = INTERRUPTED;
-    for (host, phase) in phases {
-        if host == "fleet" {
+    for (scope, phase) in phases {
+        let Scope::Host(host) = scope else {
             continue;
-        }
+        };
         let risk = at_risk(*phase);
         if risk {
             code = exit::ROLLBACK_FAILED;
@@ -568,14 +574,7 @@ env = { MODE = "canary" }
     }
 
     fn report(outcome: rollback_core::Outcome) -> DeployReport {
-        DeployReport {
-            outcome,
-            target: None,
-            hosts: vec![],
-            reason: None,
-            lock_holder: None,
-            promoted: false,
-        }
+        DeployReport::new(outcome)
     }
 
     /// Send SIGTERM to this test process after `delay`.
@@ -620,7 +619,7 @@ env = { MODE = "canary" }
         output.on_event(&rollback_core::Event {
             seq: 1,
             time: std::time::SystemTime::now(),
-            host: Some("a".into()),
+            scope: Scope::Host("a".into()),
             phase: Phase::Switched,
             kind: rollback_core::EventKind::Transition,
             detail: String::new(),
@@ -645,10 +644,11 @@ env = { MODE = "canary" }
 
     #[test]
     fn a_second_signal_exits_4_only_when_a_host_is_at_risk() {
+        let host = |name: &str| Scope::Host(name.into());
         let (lines, code) = abandon(&[
-            ("a".into(), Phase::Verified),
-            ("b".into(), Phase::Captured),
-            ("fleet".into(), Phase::Planned),
+            (host("a"), Phase::Verified),
+            (host("b"), Phase::Captured),
+            (Scope::Fleet, Phase::Planned),
         ]);
         assert_eq!(code, exit::ROLLBACK_FAILED);
         assert!(lines
@@ -656,10 +656,20 @@ env = { MODE = "canary" }
             .any(|l| l.contains("[a] last seen verified: may be without")));
         assert!(lines.iter().any(|l| l == "  [b] last seen captured"));
         assert!(lines.last().unwrap().contains("rollback recover"));
-        let (_, code) = abandon(&[("a".into(), Phase::Pulled)]);
+        let (_, code) = abandon(&[(host("a"), Phase::Pulled)]);
         assert_eq!(code, exit::ROLLBACK_FAILED, "the switch follows the pull");
 
-        let (_, code) = abandon(&[("a".into(), Phase::Locked), ("b".into(), Phase::RolledBack)]);
+        let (_, code) = abandon(&[(host("a"), Phase::Locked), (host("b"), Phase::RolledBack)]);
         assert_eq!(code, INTERRUPTED);
+
+        // A host may be called `fleet`: it is a host like any other.
+        let (lines, code) = abandon(&[
+            (Scope::Fleet, Phase::Promoted),
+            (host("fleet"), Phase::Switched),
+        ]);
+        assert_eq!(code, exit::ROLLBACK_FAILED, "{lines:?}");
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("[fleet] last seen switched")));
     }
 }

@@ -50,15 +50,15 @@ pub async fn run(ctx: &Context, command: &LockCommand) -> Result<i32, CliError> 
     for host in selected(ctx, args)? {
         let name = host.name.as_str();
         let result = async {
-            let runtime = ctx.adapters.runtime(host).await?;
-            let lock = runtime
-                .lock_status(&app)
+            let locks = ctx.adapters.lock(host).await?;
+            let lock = locks
+                .status(&app)
                 .await
                 .map_err(|e| CliError::core("read the lock", &e))?;
             let released = if release && lock.is_some() {
                 Some(
-                    runtime
-                        .release_lock(&app)
+                    locks
+                        .release(&app)
                         .await
                         .map_err(|e| CliError::core("release the lock", &e))?,
                 )
@@ -118,7 +118,7 @@ mod tests {
     use crate::cli::OutputFormat;
     use crate::commands::testing::{context, FakeAdapters};
     use crate::config::Config;
-    use rollback_core::{LockInfo, MockRuntime};
+    use rollback_core::{LockInfo, MockDeployLock};
     use std::path::Path;
     use std::sync::Arc;
 
@@ -142,22 +142,22 @@ mod tests {
         }
     }
 
-    fn runtime(lock: Option<LockInfo>, releases: usize) -> Arc<MockRuntime> {
-        let mut rt = MockRuntime::new();
-        rt.expect_lock_status()
+    fn locks(lock: Option<LockInfo>, releases: usize) -> Arc<MockDeployLock> {
+        let mut mock = MockDeployLock::new();
+        mock.expect_status()
             .withf(|app| app == "app")
             .returning(move |_| Ok(lock.clone()));
-        rt.expect_release_lock()
+        mock.expect_release()
             .times(releases)
             .returning(|_| Ok(true));
-        Arc::new(rt)
+        Arc::new(mock)
     }
 
     #[tokio::test]
     async fn status_lists_every_host() {
         let adapters = FakeAdapters::default()
-            .runtime("a", runtime(Some(held()), 0))
-            .runtime("b", runtime(None, 0));
+            .lock("a", locks(Some(held()), 0))
+            .lock("b", locks(None, 0));
         let (ctx, out, _) = context(Some(config()), OutputFormat::Human, false, adapters);
         let code = run(&ctx, &LockCommand::Status(LockArgs { host: None }))
             .await
@@ -174,8 +174,8 @@ mod tests {
     #[tokio::test]
     async fn release_removes_only_held_locks_and_dry_run_none() {
         let adapters = FakeAdapters::default()
-            .runtime("a", runtime(Some(held()), 1))
-            .runtime("b", runtime(None, 0));
+            .lock("a", locks(Some(held()), 1))
+            .lock("b", locks(None, 0));
         let (ctx, out, _) = context(Some(config()), OutputFormat::Json, false, adapters);
         let code = run(&ctx, &LockCommand::Release(LockArgs { host: None }))
             .await
@@ -192,7 +192,7 @@ mod tests {
         assert!(lines[1]["lock"].is_null());
         assert_eq!(lines[2]["outcome"], "ok");
 
-        let adapters = FakeAdapters::default().runtime("a", runtime(Some(held()), 0));
+        let adapters = FakeAdapters::default().lock("a", locks(Some(held()), 0));
         let (ctx, out, _) = context(Some(config()), OutputFormat::Human, true, adapters);
         let code = run(
             &ctx,
@@ -225,8 +225,8 @@ mod tests {
         assert_eq!(e.exit_code(), exit::USAGE);
         assert!(e.message().contains("hosts: a, b"), "{e}");
 
-        // No runtime for "b": the fake refuses to connect.
-        let adapters = FakeAdapters::default().runtime("a", runtime(None, 0));
+        // No lock for "b": the fake refuses to connect.
+        let adapters = FakeAdapters::default().lock("a", locks(None, 0));
         let (ctx, out, _) = context(Some(config()), OutputFormat::Human, false, adapters);
         let code = run(&ctx, &LockCommand::Status(LockArgs { host: None }))
             .await

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rollback_core::{HealthProbe, Registry, Runtime};
+use rollback_core::{DeployLock, HealthProbe, Registry, Runtime};
 
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::config::{Config, HostConfig, DEFAULT_FILE};
@@ -17,7 +17,17 @@ pub mod prune;
 pub mod status;
 pub mod tag;
 
-/// Where the commands get their registry, engines and probes from.
+/// A host's engine, deploy lock and probe, connected.
+pub struct Connected {
+    /// The engine.
+    pub runtime: Arc<dyn Runtime>,
+    /// The deploy lock.
+    pub lock: Arc<dyn DeployLock>,
+    /// The health probe of the release.
+    pub probe: Arc<dyn HealthProbe>,
+}
+
+/// Where the commands get their registry, engines, locks and probes from.
 ///
 /// The binary uses the real Docker and OCI adapters; tests hand in mocks.
 #[async_trait]
@@ -25,14 +35,11 @@ pub trait Adapters: Send + Sync {
     /// The registry client.
     fn registry(&self) -> Result<Arc<dyn Registry>, CliError>;
 
-    /// The engine of `host`, connected.
-    async fn runtime(&self, host: &HostConfig) -> Result<Arc<dyn Runtime>, CliError>;
+    /// The deploy lock of `host`, connected.
+    async fn lock(&self, host: &HostConfig) -> Result<Arc<dyn DeployLock>, CliError>;
 
-    /// The engine of `host` and the health probe of its release.
-    async fn host(
-        &self,
-        host: &HostConfig,
-    ) -> Result<(Arc<dyn Runtime>, Arc<dyn HealthProbe>), CliError>;
+    /// The engine, the lock and the health probe of `host`.
+    async fn host(&self, host: &HostConfig) -> Result<Connected, CliError>;
 }
 
 /// What every command gets.

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rollback_core::{HealthProbe, Registry, Runtime};
+use rollback_core::{DeployLock, HealthProbe, Registry, Runtime};
 
 use crate::cli::OutputFormat;
-use crate::commands::{Adapters, Context};
+use crate::commands::{Adapters, Connected, Context};
 use crate::config::{Config, HostConfig};
 use crate::exit::CliError;
 use crate::output::{Captured, Output};
@@ -17,6 +17,7 @@ use crate::output::{Captured, Output};
 pub struct FakeAdapters {
     registry: Mutex<Option<Arc<dyn Registry>>>,
     runtimes: HashMap<String, Arc<dyn Runtime>>,
+    locks: HashMap<String, Arc<dyn DeployLock>>,
     probes: HashMap<String, Arc<dyn HealthProbe>>,
 }
 
@@ -27,8 +28,18 @@ impl FakeAdapters {
         fake
     }
 
+    /// An engine that keeps its own deploy lock, as Docker does.
+    pub fn engine<E: Runtime + DeployLock + 'static>(self, host: &str, engine: Arc<E>) -> Self {
+        self.runtime(host, engine.clone()).lock(host, engine)
+    }
+
     pub fn runtime(mut self, host: &str, runtime: Arc<dyn Runtime>) -> Self {
         self.runtimes.insert(host.to_owned(), runtime);
+        self
+    }
+
+    pub fn lock(mut self, host: &str, lock: Arc<dyn DeployLock>) -> Self {
+        self.locks.insert(host.to_owned(), lock);
         self
     }
 
@@ -48,24 +59,30 @@ impl Adapters for FakeAdapters {
             .ok_or_else(|| CliError::failed("no registry in this test"))
     }
 
-    async fn runtime(&self, host: &HostConfig) -> Result<Arc<dyn Runtime>, CliError> {
-        self.runtimes
+    async fn lock(&self, host: &HostConfig) -> Result<Arc<dyn DeployLock>, CliError> {
+        self.locks
             .get(host.name.as_str())
             .cloned()
             .ok_or_else(|| CliError::failed(format!("cannot reach the engine of {}", host.name)))
     }
 
-    async fn host(
-        &self,
-        host: &HostConfig,
-    ) -> Result<(Arc<dyn Runtime>, Arc<dyn HealthProbe>), CliError> {
-        let runtime = self.runtime(host).await?;
+    async fn host(&self, host: &HostConfig) -> Result<Connected, CliError> {
+        let runtime = self
+            .runtimes
+            .get(host.name.as_str())
+            .cloned()
+            .ok_or_else(|| CliError::failed(format!("cannot reach the engine of {}", host.name)))?;
+        let lock = self.lock(host).await?;
         let probe = self
             .probes
             .get(host.name.as_str())
             .cloned()
             .ok_or_else(|| CliError::failed(format!("no probe for {}", host.name)))?;
-        Ok((runtime, probe))
+        Ok(Connected {
+            runtime,
+            lock,
+            probe,
+        })
     }
 }
 

@@ -68,7 +68,7 @@ async fn run(world: &World, format: OutputFormat, args: &[&str]) -> (i32, Captur
     .unwrap();
     let mut adapters = FakeAdapters::with_registry(world.registry.clone());
     adapters = adapters
-        .runtime("local", world.runtime.clone())
+        .engine("local", world.runtime.clone())
         .probe("local", FakeProbe::new(world.runtime.clone()));
     let (mut output, out, err) = Output::captured(format, 0);
     output.set_redactor(crate::output::Redactor::from_config(&config));

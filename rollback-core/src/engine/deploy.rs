@@ -4,9 +4,11 @@ use futures_util::future::join_all;
 
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{pause, timed, CancellationToken, Deployer, Target};
+use super::{timed, CancellationToken, Deployer, Target};
+use crate::checkpoint::Stage;
 use crate::error::{Error, ErrorKind};
-use crate::event::Phase;
+use crate::event::{Phase, Scope};
+use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
 use crate::machine::{HostState, Input};
 use crate::outcome::{DeployReport, HostReport, Outcome};
 use crate::policy::OnFailure;
@@ -22,11 +24,12 @@ impl Deployer {
     ///
     /// Cancelling `cancel` is the way to stop a deploy: hosts not yet
     /// switched are left untouched, switched hosts (verified or not) get
-    /// their previous release back and verified, locks are released, and the
-    /// report says `rolled_back`. Dropping the future instead stops at the
-    /// next await point: a host may be left with its old container stopped
-    /// and kept as the retained container and its lock held; `recover`
-    /// finishes or reverts such a host.
+    /// their previous release back and verified (a restore under way is
+    /// finished, not cut short), locks are released, and the report says
+    /// `rolled_back` (`failed` when no host had been switched). Dropping the
+    /// future instead stops at the next await point: a host may be left with
+    /// its old container stopped and kept as the retained container and its
+    /// lock held; `recover` finishes or reverts such a host.
     pub async fn deploy(&self, target: Target, cancel: CancellationToken) -> DeployReport {
         let pump = Pump::start(self.observer.clone());
         let report = self
@@ -71,19 +74,16 @@ impl Deployer {
         target: Option<Release>,
         reason: String,
     ) -> DeployReport {
-        ev.transition(None, Phase::Failed, reason.clone());
-        DeployReport {
-            outcome: Outcome::Failed,
-            target,
-            hosts: self
-                .hosts
-                .iter()
-                .map(|h| HostReport::untouched(h.id.clone()))
-                .collect(),
-            reason: Some(reason),
-            lock_holder: None,
-            promoted: false,
-        }
+        ev.transition(&Scope::Fleet, Phase::Failed, reason.clone());
+        DeployReport::new(Outcome::Failed)
+            .with_target(target)
+            .with_hosts(
+                self.hosts
+                    .iter()
+                    .map(|h| HostReport::untouched(h.id.clone()))
+                    .collect(),
+            )
+            .with_reason(Some(reason))
     }
 
     /// The tag `digest` was deployed as before a later release replaced it,
@@ -141,7 +141,7 @@ impl Deployer {
             }
         };
         ev.transition(
-            None,
+            &Scope::Fleet,
             Phase::Planned,
             format!(
                 "deploying {} ({}) to {} host(s)",
@@ -151,52 +151,6 @@ impl Deployer {
             ),
         );
         let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
-        let report = self
-            .rollout(
-                ev,
-                &mut runs,
-                &target,
-                &release,
-                stable_before.as_ref(),
-                cancel,
-            )
-            .await;
-        // Locks are always released, whatever happened.
-        let unlocks = runs
-            .iter_mut()
-            .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
-        join_all(unlocks).await;
-        let (outcome, reason, promoted, lock_holder) = report;
-        announce_outcome(ev, outcome, reason.as_deref());
-        DeployReport {
-            outcome,
-            hosts: runs
-                .iter()
-                .map(|run| run.report(&self.hosts[run.index], Some(&release)))
-                .collect(),
-            target: Some(release),
-            reason,
-            lock_holder,
-            promoted,
-        }
-    }
-
-    /// Locks, batches, failure handling and promotion. Returns the outcome,
-    /// the reason, whether tags moved and the lock that stopped us.
-    async fn rollout(
-        &self,
-        ev: &Emitter,
-        runs: &mut [HostRun],
-        target: &Target,
-        release: &Release,
-        stable_before: Option<&Digest>,
-        cancel: &CancellationToken,
-    ) -> (
-        Outcome,
-        Option<String>,
-        bool,
-        Option<crate::types::LockInfo>,
-    ) {
         // Every lock first, so a busy fleet is refused before anything
         // changes; one at a time in config order, so of two deploys started
         // at once the one that gets the first host gets them all and the
@@ -205,126 +159,168 @@ impl Deployer {
         for run in runs.iter_mut() {
             self.lock_host(ev, &self.hosts[run.index], run, &target_text)
                 .await;
-            if !run.lock_taken {
+            if !run.state.holds_lock() {
                 break;
             }
         }
-        if let Some(run) = runs.iter().find(|r| r.lock_holder.is_some()) {
-            let holder = run.lock_holder.clone();
-            let reason = format!(
-                "host {}: lock held by {}",
-                self.hosts[run.index].id,
-                holder.as_ref().map(ToString::to_string).unwrap_or_default()
-            );
-            return (Outcome::Locked, Some(reason), false, holder);
-        }
-        if let Some(run) = runs.iter().find(|r| !r.lock_taken) {
-            let reason = match &run.state {
-                HostState::Failed { reason } => reason.clone(),
-                other => other.to_string(),
-            };
-            return (
-                Outcome::Failed,
-                Some(format!("host {}: {reason}", self.hosts[run.index].id)),
-                false,
-                None,
-            );
-        }
+        let ending = self
+            .rollout(ev, &mut runs, &release, stable_before.as_ref(), cancel)
+            .await;
+        // Locks are always released, whatever happened.
+        let unlocks = runs
+            .iter()
+            .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
+        join_all(unlocks).await;
+        let reason = self.deploy_reason(&runs, &ending, cancel.is_cancelled());
+        announce_outcome(ev, ending.outcome, reason.as_deref());
+        let lock_holder = runs.iter().find_map(|r| match &r.state {
+            HostState::Refused { holder, .. } => holder.clone(),
+            _ => None,
+        });
+        DeployReport::new(ending.outcome)
+            .with_hosts(
+                runs.iter()
+                    .map(|run| run.report(&self.hosts[run.index], Some(&release)))
+                    .collect(),
+            )
+            .with_target(Some(release))
+            .with_reason(reason)
+            .with_lock_holder(lock_holder)
+            .with_promoted(ending.promotion == Promotion::Done)
+    }
 
-        let batch = self.rollout.batch();
-        let mut first_failure: Option<String> = None;
-        for chunk in runs.chunks_mut(batch) {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let work = chunk.iter_mut().map(|run| {
-                let host = &self.hosts[run.index];
-                self.deploy_host(ev, host, run, release, stable_before, cancel)
-            });
-            join_all(work).await;
-            if let Some(run) = chunk
+    /// Batches, failure handling, promotion and clean-up, as the fleet
+    /// policy says, until it says finish.
+    async fn rollout(
+        &self,
+        ev: &Emitter,
+        runs: &mut [HostRun],
+        release: &Release,
+        stable_before: Option<&Digest>,
+        cancel: &CancellationToken,
+    ) -> Ending {
+        let mut promotion = Promotion::Pending;
+        let mut promotion_failure = None;
+        let mut noted = false;
+        loop {
+            let states: Vec<HostState> = runs.iter().map(|r| r.state.clone()).collect();
+            let view = FleetView::new(&states, self.rollout.on_failure(), self.rollout.batch())
+                .cancelled(cancel.is_cancelled())
+                .promotion(promotion);
+            let refused = states
                 .iter()
-                .find(|r| !matches!(r.state, HostState::Verified { .. }))
-            {
-                let reason = match &run.state {
-                    HostState::Failed { reason } | HostState::RollingBack { reason, .. } => {
-                        reason.clone()
-                    }
-                    other => format!("ended in {other}"),
+                .any(|s| matches!(s, HostState::Refused { .. }));
+            if let (Some(cause), false, false) = (fleet::cause(&view), refused, noted) {
+                noted = true;
+                let policy = if view.cancelled {
+                    OnFailure::RollbackAll
+                } else {
+                    view.on_failure
                 };
-                first_failure = Some(format!("host {}: {reason}", self.hosts[run.index].id));
-                break;
+                ev.note(
+                    &Scope::Fleet,
+                    Phase::RollingBack,
+                    format!("{}; on failure: {policy}", self.cause_text(runs, cause)),
+                );
             }
-        }
-
-        let cancelled = cancel.is_cancelled();
-        if first_failure.is_none() && !cancelled {
-            return self.promote(ev, runs, release, stable_before).await;
-        }
-        let reason = first_failure.unwrap_or_else(|| "cancelled".into());
-        let policy = if cancelled {
-            OnFailure::RollbackAll
-        } else {
-            self.rollout.on_failure()
-        };
-        ev.note(
-            None,
-            Phase::RollingBack,
-            format!("{reason}; on failure: {policy}"),
-        );
-        match policy {
-            OnFailure::RollbackAll => {
-                for run in runs.iter_mut() {
-                    if run.state.is_switched() {
-                        let why = if cancelled {
-                            "cancelled".to_owned()
-                        } else {
-                            format!("reverted because {reason}")
-                        };
-                        let input = if cancelled {
+            match fleet::next(&view) {
+                FleetAction::Deploy(batch) => {
+                    let work = runs
+                        .iter_mut()
+                        .filter(|r| batch.contains(&r.index))
+                        .map(|run| {
+                            let host = &self.hosts[run.index];
+                            self.deploy_host(ev, host, run, release, stable_before, cancel)
+                        });
+                    join_all(work).await;
+                }
+                FleetAction::Promote => {
+                    self.checkpoint
+                        .reached(Stage::Promoting, &Scope::Fleet)
+                        .await;
+                    match self.move_tags(ev, &release.digest, stable_before).await {
+                        Ok(()) => promotion = Promotion::Done,
+                        Err(e) => {
+                            promotion = Promotion::Failed;
+                            promotion_failure = Some(format!(
+                                "every host runs {} but moving the tags failed: {}; the previous containers are kept",
+                                release.display_name(),
+                                e.report()
+                            ));
+                        }
+                    }
+                }
+                FleetAction::Revert { hosts, cause } => {
+                    let why = Error::new(
+                        ErrorKind::Cancelled,
+                        format!("reverted because {}", self.cause_text(runs, cause)),
+                    );
+                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                        let input = if cancel.is_cancelled() {
                             Input::Cancelled
                         } else {
-                            Input::Revert(why)
+                            Input::Revert(why.clone())
                         };
                         self.advance(ev, &self.hosts[run.index], run, input);
                     }
                 }
-                self.restore_all(ev, runs).await;
-            }
-            OnFailure::RollbackHost => {
-                self.restore_all(ev, runs).await;
-                // Verified hosts keep the new release; their old container is not needed.
-                for run in runs.iter_mut() {
-                    if matches!(run.state, HostState::Verified { .. }) {
-                        self.remove_retained(ev, &self.hosts[run.index], run).await;
+                FleetAction::Restore(hosts) => self.restore_all(ev, runs, &hosts).await,
+                FleetAction::Halt(hosts) => {
+                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                        self.advance(ev, &self.hosts[run.index], run, Input::Halt);
                     }
                 }
-            }
-            OnFailure::Halt => {
-                for run in runs.iter_mut() {
-                    if let HostState::RollingBack {
-                        failed_container, ..
-                    } = &run.state
-                    {
-                        // The failed release stays: the report says it runs there.
-                        run.halted_container = failed_container.clone();
-                        self.advance(ev, &self.hosts[run.index], run, Input::Halt);
+                FleetAction::Retire(hosts) => {
+                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                        self.retire_host(ev, &self.hosts[run.index], run).await;
+                    }
+                }
+                FleetAction::Finish { outcome, cause } => {
+                    return Ending {
+                        outcome,
+                        cause,
+                        promotion,
+                        promotion_failure,
                     }
                 }
             }
         }
-        let outcome = fleet_outcome(runs);
-        let mut reason = if policy == OnFailure::Halt {
-            format!("halted: {reason}")
-        } else {
-            reason
-        };
+    }
+
+    /// `host NAME: why` of the host that caused a failure, or `cancelled`.
+    fn cause_text(&self, runs: &[HostRun], cause: Cause) -> String {
+        match cause {
+            Cause::Host(i) | Cause::Behind(i) => format!(
+                "host {}: {}",
+                self.hosts[i].id,
+                runs[i]
+                    .state
+                    .failure()
+                    .map_or_else(|| runs[i].state.to_string(), Error::report)
+            ),
+            _ => "cancelled".into(),
+        }
+    }
+
+    /// The deploy's reason: what failed, and what that left.
+    fn deploy_reason(&self, runs: &[HostRun], ending: &Ending, cancelled: bool) -> Option<String> {
+        if ending.outcome == Outcome::PromotionFailed {
+            return ending.promotion_failure.clone();
+        }
+        let mut reason = self.cause_text(runs, ending.cause?);
+        let refused = runs
+            .iter()
+            .any(|r| matches!(r.state, HostState::Refused { .. }));
+        if refused {
+            return Some(reason);
+        }
+        if self.rollout.on_failure() == OnFailure::Halt && !cancelled {
+            reason = format!("halted: {reason}");
+        }
         // A first deploy has nothing to restore: say so where users look first.
         let bare: Vec<String> = runs
             .iter()
-            .filter(|r| {
-                matches!(r.state, HostState::RolledBack { .. }) && r.previous_container.is_none()
-            })
+            .filter(|r| matches!(r.state, HostState::RolledBack { restored: None, .. }))
             .map(|r| self.hosts[r.index].id.to_string())
             .collect();
         if !bare.is_empty() {
@@ -333,43 +329,16 @@ impl Deployer {
                 bare.join(", ")
             );
         }
-        (outcome, Some(reason), false, None)
+        Some(reason)
     }
 
-    async fn restore_all(&self, ev: &Emitter, runs: &mut [HostRun]) {
+    /// Restore the hosts `which`, at once.
+    pub(crate) async fn restore_all(&self, ev: &Emitter, runs: &mut [HostRun], which: &[usize]) {
         let work = runs
             .iter_mut()
-            .filter(|r| matches!(r.state, HostState::RollingBack { .. }))
+            .filter(|r| which.contains(&r.index))
             .map(|run| self.restore_host(ev, &self.hosts[run.index], run));
         join_all(work).await;
-    }
-
-    /// Move the tags once every host is verified, then drop the retained containers.
-    async fn promote(
-        &self,
-        ev: &Emitter,
-        runs: &mut [HostRun],
-        release: &Release,
-        stable_before: Option<&Digest>,
-    ) -> (
-        Outcome,
-        Option<String>,
-        bool,
-        Option<crate::types::LockInfo>,
-    ) {
-        pause::point("promoting", None).await;
-        if let Err(e) = self.move_tags(ev, &release.digest, stable_before).await {
-            let reason = format!(
-                "every host runs {} but moving the tags failed: {}; the previous containers are kept",
-                release.display_name(),
-                e.report()
-            );
-            return (Outcome::PromotionFailed, Some(reason), false, None);
-        }
-        for run in runs.iter_mut() {
-            self.remove_retained(ev, &self.hosts[run.index], run).await;
-        }
-        (Outcome::Deployed, None, true, None)
     }
 
     /// `previous` ← the digest stable had at the start (when it differs),
@@ -410,7 +379,7 @@ impl Deployer {
             ));
         }
         ev.transition(
-            None,
+            &Scope::Fleet,
             Phase::Promoted,
             format!(
                 "{} now points at {}{}",
@@ -423,28 +392,6 @@ impl Deployer {
             ),
         );
         Ok(())
-    }
-}
-
-/// The fleet's outcome after a failure: `RollbackFailed` when a host may be
-/// without a healthy release, `RolledBack` when some host was changed and
-/// every host runs a verified release, `Failed` when nothing changed.
-fn fleet_outcome(runs: &[HostRun]) -> Outcome {
-    if runs
-        .iter()
-        .any(|r| matches!(r.state, HostState::RollbackFailed { .. }))
-    {
-        Outcome::RollbackFailed
-    } else if runs.iter().any(|r| {
-        r.done
-            || matches!(
-                r.state,
-                HostState::RolledBack { .. } | HostState::Verified { .. }
-            )
-    }) {
-        Outcome::RolledBack
-    } else {
-        Outcome::Failed
     }
 }
 
@@ -463,5 +410,13 @@ pub(crate) fn announce_outcome(ev: &Emitter, outcome: Outcome, reason: Option<&s
         Some(reason) => format!("{outcome}: {reason}"),
         None => outcome.to_string(),
     };
-    ev.transition(None, phase, detail);
+    ev.transition(&Scope::Fleet, phase, detail);
+}
+
+/// How a rollout ended, as the fleet policy said.
+pub(crate) struct Ending {
+    pub(crate) outcome: Outcome,
+    pub(crate) cause: Option<Cause>,
+    pub(crate) promotion: Promotion,
+    pub(crate) promotion_failure: Option<String>,
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::event::{Event, EventKind, Observer, Phase};
+use crate::event::{Event, EventKind, Observer, Phase, Scope};
 use crate::types::{HostId, ProgressSink, PullProgress};
 
 struct Inner {
@@ -103,7 +103,7 @@ impl Pump {
 impl Emitter {
     pub(crate) fn emit(
         &self,
-        host: Option<&HostId>,
+        scope: &Scope,
         phase: Phase,
         kind: EventKind,
         detail: impl Into<String>,
@@ -115,7 +115,7 @@ impl Emitter {
             let event = Event {
                 seq,
                 time: SystemTime::now(),
-                host: host.cloned(),
+                scope: scope.clone(),
                 phase,
                 kind,
                 detail: detail.into(),
@@ -126,23 +126,18 @@ impl Emitter {
         }
     }
 
-    pub(crate) fn transition(
-        &self,
-        host: Option<&HostId>,
-        phase: Phase,
-        detail: impl Into<String>,
-    ) {
-        self.emit(host, phase, EventKind::Transition, detail)
+    pub(crate) fn transition(&self, scope: &Scope, phase: Phase, detail: impl Into<String>) {
+        self.emit(scope, phase, EventKind::Transition, detail)
     }
 
-    pub(crate) fn note(&self, host: Option<&HostId>, phase: Phase, detail: impl Into<String>) {
-        self.emit(host, phase, EventKind::Note, detail)
+    pub(crate) fn note(&self, scope: &Scope, phase: Phase, detail: impl Into<String>) {
+        self.emit(scope, phase, EventKind::Note, detail)
     }
 
     /// A pull progress sink that emits an event when the layer counts change.
     pub(crate) fn pull_sink(&self, host: &HostId) -> ProgressSink {
         let emitter = self.clone();
-        let host = host.clone();
+        let scope = Scope::Host(host.clone());
         let last = Mutex::new(None::<(u32, u32)>);
         Arc::new(move |progress: PullProgress| {
             let counts = (progress.layers_done, progress.layers_total);
@@ -153,12 +148,7 @@ impl Emitter {
                     "pulled {}/{} layers ({} of {} bytes)",
                     counts.0, counts.1, progress.bytes_done, progress.bytes_total
                 );
-                emitter.emit(
-                    Some(&host),
-                    Phase::Captured,
-                    EventKind::Pull(progress),
-                    detail,
-                );
+                emitter.emit(&scope, Phase::Captured, EventKind::Pull(progress), detail);
             }
         })
     }

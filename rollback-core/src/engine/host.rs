@@ -1,45 +1,39 @@
 //! The effects on one host, each feeding its result to the state machine.
 
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
 use super::emit::Emitter;
-use super::{pause, timed, Deployer, HostTarget};
+use super::{timed, Deployer, HostTarget};
+use crate::checkpoint::Stage;
 use crate::engine::CancellationToken;
 use crate::error::{Error, ErrorKind};
-use crate::event::{EventKind, Phase};
-use crate::machine::{step, CapturedRelease, HostState, Input};
+use crate::event::{EventKind, Phase, Scope};
+use crate::machine::{step, CapturedRelease, HostState, Input, RestoreCheck, VerifyLimits};
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
 use crate::types::{
-    labels, retained_name, ContainerId, ContainerSpec, Digest, LockAttempt, LockInfo, Release, Tag,
+    retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release,
 };
 
-/// Default time between SIGTERM and SIGKILL when the spec names none.
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Log lines kept from a failed container.
-const LOG_LINES: usize = 20;
-/// The first pause before probing again while a release has not answered yet.
-const FIRST_RETRY: Duration = Duration::from_millis(25);
+/// What the tidying beside a restore gives back: the failed container's
+/// logs, when it read them, and whether it finished.
+pub(crate) type Tidying = (Option<Vec<String>>, Result<(), Error>);
 
-/// One host's progress through a deploy.
+/// The first pause before probing again while a release has not answered yet.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// One host's progress through a deploy: its state, and what was seen on
+/// the way for the report (no decision is read from the latter).
 pub(crate) struct HostRun {
     pub(crate) index: usize,
     pub(crate) state: HostState,
-    pub(crate) lock_taken: bool,
-    pub(crate) lock_holder: Option<LockInfo>,
-    /// The deploy began changing this host (capture onwards).
-    pub(crate) started: bool,
-    /// Retained container removed after promotion.
-    pub(crate) done: bool,
-    pub(crate) before: Option<Release>,
-    pub(crate) previous_container: Option<ContainerId>,
-    /// The failed release's container, left in place by `halt`.
-    pub(crate) halted_container: Option<ContainerId>,
+    /// Last output lines of the failed container.
     pub(crate) logs: Vec<String>,
+    /// The last probe answer.
     pub(crate) last_probe: Option<String>,
-    pub(crate) error: Option<String>,
 }
 
 impl HostRun {
@@ -47,65 +41,59 @@ impl HostRun {
         Self {
             index,
             state: HostState::Planned,
-            lock_taken: false,
-            lock_holder: None,
-            started: false,
-            done: false,
-            before: None,
-            previous_container: None,
-            halted_container: None,
             logs: Vec::new(),
             last_probe: None,
-            error: None,
         }
     }
 
-    /// The host report, given the release being deployed.
+    /// The host report, given the release being deployed: a function of
+    /// the state (and of the logs and probe answer seen).
     pub(crate) fn report(&self, host: &HostTarget, target: Option<&Release>) -> HostReport {
-        let mut report = HostReport::untouched(host.id.clone());
-        if !self.started && !matches!(self.state, HostState::Failed { .. }) {
-            return report;
-        }
-        report.phase = if self.done {
-            Phase::Done
-        } else {
-            self.state.phase()
-        };
-        report.before = self.before.clone();
-        report.logs = self.logs.clone();
-        report.last_probe = self.last_probe.clone();
-        report.error = self.error.clone();
+        let report = HostReport::new(host.id.clone(), self.state.phase())
+            .with_trail(self.logs.clone(), self.last_probe.clone());
+        let before = self.state.previous_release().cloned();
+        let error = self.state.failure().map(Error::report);
         match &self.state {
-            HostState::Verified { new_container, .. } => {
-                report.after = target.cloned();
-                report.container = Some(new_container.clone());
+            // The lock was taken for a batch that never came.
+            HostState::Planned | HostState::Locked => HostReport::untouched(host.id.clone()),
+            HostState::Refused { .. } => report.with_error(error),
+            HostState::Verified { new_container, .. } | HostState::Done { new_container, .. } => {
+                report
+                    .with_releases(before, target.cloned())
+                    .with_container(Some(new_container.clone()))
             }
-            HostState::RolledBack { restored, reason } => {
-                report.after = restored.clone();
-                report.container = self.previous_container.clone();
-                if self.previous_container.is_none() {
-                    report.error = Some(format!(
-                        "{reason}; there was no previous release to restore, nothing runs"
-                    ));
-                } else {
-                    report.error = Some(reason.clone());
-                }
-            }
-            HostState::RollbackFailed { reason } => {
-                if let Some(container) = &self.halted_container {
-                    report.after = target.cloned();
-                    report.container = Some(container.clone());
-                }
-                report.error = Some(reason.clone());
-            }
-            HostState::Failed { reason } => {
-                report.after = self.before.clone();
-                report.container = self.previous_container.clone();
-                report.error = Some(reason.clone());
-            }
-            _ => {}
+            HostState::RolledBack { restored, reason } => match restored {
+                Some(restored) => report
+                    .with_releases(before, restored.release.clone())
+                    .with_container(Some(restored.container.clone()))
+                    .with_error(error),
+                None => report.with_error(Some(format!(
+                    "{}; there was no previous release to restore, nothing runs",
+                    reason.report()
+                ))),
+            },
+            HostState::RollbackFailed {
+                reason, failure, ..
+            } => report.with_releases(before, None).with_error(Some(format!(
+                "{}; restoring the previous release failed: {}",
+                reason.report(),
+                failure.report()
+            ))),
+            // The failed release stays: the report says it runs there.
+            HostState::Halted {
+                failed_container,
+                reason,
+                ..
+            } => report
+                .with_releases(before, target.cloned())
+                .with_container(failed_container.clone())
+                .with_error(Some(format!("halted: {}", reason.report()))),
+            HostState::Failed { previous, .. } => report
+                .with_releases(before.clone(), before)
+                .with_container(previous.as_ref().map(|p| p.container.clone()))
+                .with_error(error),
+            _ => report.with_releases(before, None).with_error(error),
         }
-        report
     }
 }
 
@@ -138,14 +126,34 @@ fn describe(state: &HostState, app: &str) -> String {
             format!("verifying container {new_container}")
         }
         HostState::Verified { .. } => "new release verified healthy".into(),
-        HostState::RollingBack { reason, .. } => format!("rolling back: {reason}"),
+        HostState::Done { leftover: None, .. } => "previous container removed".into(),
+        HostState::Done {
+            leftover: Some(id), ..
+        } => format!("previous container {id} left in place; the next deploy removes it"),
+        HostState::RollingBack { reason, .. } | HostState::Restoring { reason, .. } => {
+            format!("rolling back: {}", reason.report())
+        }
+        HostState::RolledBack {
+            restored: Some(CapturedRelease {
+                release: Some(r), ..
+            }),
+            ..
+        } => format!("previous release {} restored and healthy", r.display_name()),
         HostState::RolledBack {
             restored: Some(r), ..
-        } => format!("previous release {} restored and healthy", r.display_name()),
+        } => format!("previous container {} restored and healthy", r.container),
         HostState::RolledBack { restored: None, .. } => {
             "failed container removed; there was no previous release to restore".into()
         }
-        HostState::RollbackFailed { reason } | HostState::Failed { reason } => reason.clone(),
+        HostState::RollbackFailed {
+            reason, failure, ..
+        } => format!(
+            "{}; restoring the previous release failed: {}",
+            reason.report(),
+            failure.report()
+        ),
+        HostState::Halted { reason, .. } => format!("halted: {}", reason.report()),
+        HostState::Refused { reason, .. } | HostState::Failed { reason, .. } => reason.report(),
     }
 }
 
@@ -158,15 +166,22 @@ impl Deployer {
                 run.state = next;
                 if run.state.phase() != before {
                     ev.transition(
-                        Some(&host.id),
+                        &Scope::Host(host.id.clone()),
                         run.state.phase(),
                         describe(&run.state, &self.app.name),
                     );
                 }
             }
-            // The driver only feeds inputs valid in the current state; say so loudly if not.
-            Err(err) => ev.note(Some(&host.id), before, err.to_string()),
+            // The driver feeds only inputs valid in the current state.
+            Err(err) => debug_assert!(false, "host {}: {err}", host.id),
         }
+    }
+
+    /// Await the checkpoint of `stage` on `host`.
+    pub(crate) async fn checkpoint(&self, stage: Stage, host: &HostTarget) {
+        self.checkpoint
+            .reached(stage, &Scope::Host(host.id.clone()))
+            .await;
     }
 
     /// Take the host's deploy lock.
@@ -187,42 +202,42 @@ impl Deployer {
         let result = timed(
             self.timeouts.engine,
             "take the deploy lock",
-            host.runtime.acquire_lock(&lock),
+            host.lock.acquire(&lock),
         )
         .await;
         let input = match result {
             Ok(LockAttempt::Acquired) => {
-                run.lock_taken = true;
-                pause::point("locked", Some(&host.id)).await;
+                self.checkpoint(Stage::Locked, host).await;
                 Input::LockAcquired
             }
-            Ok(LockAttempt::Held(holder)) => {
-                run.lock_holder = Some(holder.clone());
-                Input::LockHeld(holder)
-            }
-            Err(e) => Input::LockFailed(e.report()),
+            Ok(LockAttempt::Held(holder)) => Input::LockHeld(holder),
+            Err(e) => Input::LockFailed(e),
         };
         self.advance(ev, host, run, input);
     }
 
-    /// Release the host's lock if this deploy took it.
-    pub(crate) async fn unlock_host(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun) {
-        if !run.lock_taken {
-            return;
-        }
-        let result = timed(
-            self.timeouts.engine,
-            "release the deploy lock",
-            host.runtime.release_lock(&self.app.name),
-        )
-        .await;
-        match result {
-            Ok(_) => run.lock_taken = false,
-            Err(e) => ev.note(Some(&host.id), run.state.phase(), e.report()),
+    /// Release the host's lock if this deploy holds it.
+    pub(crate) async fn unlock_host(&self, ev: &Emitter, host: &HostTarget, run: &HostRun) {
+        if run.state.holds_lock() {
+            self.release_lock(ev, host, run.state.phase()).await;
         }
     }
 
-    /// Capture, pull, switch and verify; ends in `Verified`, `RollingBack` or `Failed`.
+    /// Release the app's lock on `host`, whoever holds it; a failure is noted.
+    pub(crate) async fn release_lock(&self, ev: &Emitter, host: &HostTarget, phase: Phase) {
+        let result = timed(
+            self.timeouts.engine,
+            "release the deploy lock",
+            host.lock.release(&self.app.name),
+        )
+        .await;
+        if let Err(e) = result {
+            ev.note(&Scope::Host(host.id.clone()), phase, e.report());
+        }
+    }
+
+    /// Capture, pull, switch and verify a `Locked` host; ends in
+    /// `Verified`, `RollingBack` or `Failed`.
     pub(crate) async fn deploy_host(
         &self,
         ev: &Emitter,
@@ -232,23 +247,18 @@ impl Deployer {
         stable_before: Option<&Digest>,
         cancel: &CancellationToken,
     ) {
-        run.started = true;
         if cancel.is_cancelled() {
             return self.advance(ev, host, run, Input::Cancelled);
         }
         let input = match self.capture(ev, host).await {
-            Ok(previous) => {
-                run.before = previous.as_ref().and_then(|p| p.release.clone());
-                run.previous_container = previous.as_ref().map(|p| p.container.clone());
-                Input::Captured(previous)
-            }
-            Err(e) => Input::CaptureFailed(e.report()),
+            Ok(previous) => Input::Captured(previous),
+            Err(e) => Input::CaptureFailed(e),
         };
         self.advance(ev, host, run, input);
         if !matches!(run.state, HostState::Captured { .. }) {
             return;
         }
-        pause::point("captured", Some(&host.id)).await;
+        self.checkpoint(Stage::Captured, host).await;
 
         let image = target.image();
         let pull = timed(
@@ -262,15 +272,22 @@ impl Deployer {
         );
         // The probe's say on the image belongs to this step: refusing here
         // leaves the running release untouched.
-        let admit = timed(
-            self.timeouts.engine,
-            format!("image {image}"),
-            host.probe.admit(&image),
-        );
+        let admit = async {
+            timed(
+                self.timeouts.engine,
+                format!("image {image}"),
+                host.probe.admit(&image),
+            )
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Timeout => e,
+                _ => e.context(format!("image {image}")),
+            })
+        };
         let input = tokio::select! {
             result = async { pull.await?; admit.await } => match result {
                 Ok(()) => Input::Pulled,
-                Err(e) => Input::PullFailed(e.report()),
+                Err(e) => Input::PullFailed(e),
             },
             _ = cancel.cancelled() => Input::Cancelled,
         };
@@ -281,33 +298,19 @@ impl Deployer {
         let HostState::Pulled { previous } = &run.state else {
             return;
         };
-        pause::point("pulled", Some(&host.id)).await;
+        self.checkpoint(Stage::Pulled, host).await;
 
         let previous = previous.clone();
-        let input = match self
+        let input = self
             .switch(host, previous.as_ref(), target, stable_before, cancel)
-            .await
-        {
-            Ok(new_container) => Input::Switched { new_container },
-            Err((new_container, reason)) => Input::SwitchFailed {
-                new_container,
-                reason,
-            },
-        };
+            .await;
         self.advance(ev, host, run, input);
         let HostState::Switched { new_container, .. } = &run.state else {
             return;
         };
-        pause::point("switched", Some(&host.id)).await;
+        self.checkpoint(Stage::Switched, host).await;
         let new_container = new_container.clone();
-        let state = std::mem::replace(&mut run.state, HostState::Planned);
-        let (state, last) = self
-            .verify(ev, host, &new_container, cancel, state, true)
-            .await;
-        run.state = state;
-        if last.is_some() {
-            run.last_probe = last;
-        }
+        self.verify_new(ev, host, run, &new_container, cancel).await;
     }
 
     /// The running release and its container; removes a leftover retained
@@ -341,7 +344,7 @@ impl Deployer {
                     )
                     .await?;
                     ev.note(
-                        Some(&host.id),
+                        &Scope::Host(host.id.clone()),
                         Phase::Locked,
                         format!(
                             "removed container {} ({retained}) left by an earlier deploy",
@@ -363,164 +366,78 @@ impl Deployer {
         }))
     }
 
-    /// Stop and keep the old container, create and start the new one.
-    /// On failure returns the new container, if it was created, and why.
-    async fn switch(
-        &self,
-        host: &HostTarget,
-        previous: Option<&CapturedRelease>,
-        target: &Release,
-        stable_before: Option<&Digest>,
-        cancel: &CancellationToken,
-    ) -> Result<ContainerId, (Option<ContainerId>, String)> {
-        let limit = self.timeouts.engine;
-        let cancelled = |new: Option<ContainerId>| (new, "cancelled".to_owned());
-        if let Some(previous) = previous {
-            let stop = host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
-            timed(
-                stop + self.timeouts.stop_grace,
-                format!("stop container {}", previous.container),
-                host.runtime.stop(&previous.container, stop),
-            )
-            .await
-            .map_err(|e| (None, e.report()))?;
-            if cancel.is_cancelled() {
-                return Err(cancelled(None));
-            }
-            timed(
-                limit,
-                format!("rename container {}", previous.container),
-                host.runtime
-                    .rename(&previous.container, &retained_name(&self.app.name)),
-            )
-            .await
-            .map_err(|e| (None, e.report()))?;
-        }
-        if cancel.is_cancelled() {
-            return Err(cancelled(None));
-        }
-        let mut spec = ContainerSpec::new(
-            self.app.name.as_str(),
-            target.image(),
-            host.container.clone(),
-        );
-        let replaced = previous.and_then(|p| p.release.as_ref());
-        let release_labels = [
-            (labels::MANAGED, Some("true".to_owned())),
-            (labels::APP, Some(self.app.name.to_string())),
-            (labels::REPOSITORY, Some(target.repository.to_string())),
-            (labels::TAG, target.tag.as_ref().map(Tag::to_string)),
-            (labels::DIGEST, Some(target.digest.to_string())),
-            (labels::DEPLOYMENT, Some(self.deployment.to_string())),
-            (
-                labels::DEPLOYED_AT,
-                Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
-            ),
-            (labels::STABLE_BEFORE, stable_before.map(|d| d.to_string())),
-            (
-                labels::REPLACED_DIGEST,
-                replaced.map(|r| r.digest.to_string()),
-            ),
-            (
-                labels::REPLACED_TAG,
-                replaced.and_then(|r| r.tag.as_ref().map(Tag::to_string)),
-            ),
-        ];
-        for (key, value) in release_labels {
-            if let Some(value) = value {
-                spec.labels.insert(key.to_owned(), value);
-            }
-        }
-        let id = timed(
-            limit,
-            format!("create container {}", self.app.name),
-            host.runtime.create(&spec),
-        )
-        .await
-        .map_err(|e| (None, e.report()))?;
-        if cancel.is_cancelled() {
-            return Err(cancelled(Some(id)));
-        }
-        timed(
-            limit,
-            format!("start container {id}"),
-            host.runtime.start(&id),
-        )
-        .await
-        .map_err(|e| (Some(id.clone()), e.report()))?;
-        Ok(id)
-    }
-
-    /// Probe `container` until the machine leaves `Verifying`.
-    ///
-    /// `state` must be `Switched`; returns the final state (`Verified` or
-    /// `RollingBack`) and the last probe answer. When `emit_transitions` is
-    /// false (verifying a restored release), only probe events are sent.
-    pub(crate) async fn verify(
+    /// Verify the new release of a `Switched` host; ends in `Verified` or
+    /// `RollingBack`.
+    pub(crate) async fn verify_new(
         &self,
         ev: &Emitter,
         host: &HostTarget,
+        run: &mut HostRun,
         container: &ContainerId,
         cancel: &CancellationToken,
-        state: HostState,
-        emit_transitions: bool,
-    ) -> (HostState, Option<String>) {
+    ) {
         let policy = self.health;
-        let started = Instant::now();
-        let deadline_at = started + policy.deadline();
-        let mut state = state;
-        let mut last_probe = None;
-        let phase_of = |s: &HostState| {
-            if emit_transitions {
-                s.phase()
-            } else {
-                Phase::RollingBack
-            }
-        };
-        let feed = |state: HostState, input: Input| -> HostState {
-            let phase = state.phase();
-            match step(state.clone(), input) {
-                Ok(next) => {
-                    if emit_transitions && next.phase() != phase {
-                        ev.transition(
-                            Some(&host.id),
-                            next.phase(),
-                            describe(&next, &self.app.name),
-                        );
-                    }
-                    next
-                }
-                Err(err) => {
-                    ev.note(Some(&host.id), phase, err.to_string());
-                    state
-                }
-            }
-        };
-        state = feed(
-            state,
-            Input::VerifyStarted {
-                deadline: policy.deadline(),
-                start_period: policy.start_period(),
-            },
+        self.advance(
+            ev,
+            host,
+            run,
+            Input::VerifyStarted(VerifyLimits::from(&policy)),
         );
-        if emit_transitions {
-            pause::point("verifying", Some(&host.id)).await;
-            ev.note(
-                Some(&host.id),
-                Phase::Verifying,
-                format!(
-                    "probing {} every {} (deadline {}, stable for {})",
-                    host.probe.describe(),
-                    humantime::format_duration(policy.interval()),
-                    humantime::format_duration(policy.deadline()),
-                    humantime::format_duration(policy.stable_for())
-                ),
-            );
+        if !matches!(run.state, HostState::Verifying { .. }) {
+            return;
         }
+        self.checkpoint(Stage::Verifying, host).await;
+        ev.note(
+            &Scope::Host(host.id.clone()),
+            Phase::Verifying,
+            format!(
+                "probing {} every {} (deadline {}, stable for {})",
+                host.probe.describe(),
+                humantime::format_duration(policy.interval()),
+                humantime::format_duration(policy.deadline()),
+                humantime::format_duration(policy.stable_for())
+            ),
+        );
+        let no_tidy: Option<std::future::Ready<Tidying>> = None;
+        self.watch(ev, host, run, container, Some(cancel), no_tidy)
+            .await;
+    }
+
+    /// Probe `container` and watch it while the machine verifies
+    /// (`Verifying`, or `Restoring` with `tidy` running beside).
+    ///
+    /// Without `cancel` the verification cannot be cancelled (a restore
+    /// must finish).
+    async fn watch<T>(
+        &self,
+        ev: &Emitter,
+        host: &HostTarget,
+        run: &mut HostRun,
+        container: &ContainerId,
+        cancel: Option<&CancellationToken>,
+        tidy: Option<T>,
+    ) where
+        T: Future<Output = Tidying>,
+    {
+        let policy = self.health;
+        let scope = Scope::Host(host.id.clone());
+        let Some(limits) = run.state.probing().map(|p| p.limits) else {
+            return;
+        };
+        let started = Instant::now();
+        let deadline_at = started + limits.deadline;
         let mut exit = host.runtime.wait_exit(container);
         let mut watching = true;
-        // Why the engine stopped answering, for the failure reason.
-        let mut unreachable: Option<String> = None;
+        let mut tidying = tidy.is_some();
+        let tidy = async move {
+            match tidy {
+                Some(tidy) => tidy.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(tidy);
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
         let mut next_probe = started;
         // Within the first interval, until a healthy answer, a failed attempt
         // is retried after a pause that starts short and doubles: a release
@@ -530,7 +447,12 @@ impl Deployer {
         let mut ramp = Some(FIRST_RETRY);
         let first_regular = started + policy.interval();
         let mut attempt: u32 = 0;
-        while matches!(state, HostState::Verifying { .. }) {
+        while matches!(
+            run.state,
+            HostState::Verifying { .. } | HostState::Restoring { .. }
+        ) {
+            let probing = run.state.probing().cloned();
+            let phase = run.state.phase();
             let probe = async {
                 tokio::time::sleep_until(next_probe).await;
                 let began = Instant::now();
@@ -548,23 +470,31 @@ impl Deployer {
             let input = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => Input::Cancelled,
-                exited = &mut exit, if watching => match exited {
-                    Ok(exit) => Input::ContainerExited(exit.to_string()),
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        Input::ContainerExited("container disappeared".into())
+                (logs, result) = &mut tidy, if tidying => {
+                    tidying = false;
+                    if let Some(logs) = logs {
+                        run.logs = logs;
                     }
-                    Err(e) => {
-                        // Probes still decide; only crash detection is lost.
-                        watching = false;
-                        if e.kind() == ErrorKind::Unavailable {
-                            unreachable = Some(e.report());
+                    match result {
+                        Ok(()) => Input::Tidied,
+                        Err(e) => Input::TidyFailed(e),
+                    }
+                }
+                exited = &mut exit, if watching && probing.is_some() => {
+                    watching = false;
+                    match exited {
+                        Ok(exit) => Input::ContainerExited(exit),
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            Input::ContainerExited(ContainerExit::Gone)
                         }
-                        ev.note(Some(&host.id), phase_of(&state), format!("cannot watch the container: {}", e.report()));
-                        continue;
+                        Err(e) => {
+                            ev.note(&scope, phase, format!("cannot watch the container: {}", e.report()));
+                            Input::WatchLost(e)
+                        }
                     }
                 },
-                _ = tokio::time::sleep_until(deadline_at) => Input::DeadlinePassed,
-                (began, result) = probe => {
+                _ = tokio::time::sleep_until(deadline_at), if probing.is_some() => Input::DeadlinePassed,
+                (began, result) = probe, if probing.is_some() => {
                     attempt += 1;
                     next_probe = match ramp.take() {
                         Some(step) if !result.is_healthy() && began + step < first_regular => {
@@ -576,11 +506,12 @@ impl Deployer {
                     };
                     let at = began.duration_since(started);
                     let mut detail = format!("probe {attempt}: {}", result.detail());
-                    if !result.is_healthy() && at < policy.start_period() {
+                    let forgiven = probing.as_ref().is_some_and(|p| p.in_start_period(at));
+                    if !result.is_healthy() && forgiven {
                         detail.push_str(" (start period)");
                     }
-                    last_probe = Some(result.detail().to_owned());
-                    ev.emit(Some(&host.id), phase_of(&state), EventKind::Probe { attempt, result: result.clone() }, detail);
+                    run.last_probe = Some(result.detail().to_owned());
+                    ev.emit(&scope, phase, EventKind::Probe { attempt, result: result.clone() }, detail);
                     match result {
                         ProbeResult::Healthy(_) => Input::ProbeHealthy { at },
                         ProbeResult::Unhealthy(reason) => Input::ProbeUnhealthy { at, reason },
@@ -588,31 +519,16 @@ impl Deployer {
                     }
                 }
             };
-            let healthy_at = match &input {
-                Input::ProbeHealthy { at } => Some(*at),
-                _ => None,
-            };
-            state = feed(state, input);
-            if let (
-                Some(at),
-                HostState::Verifying {
-                    since_first_ok: Some(first),
-                    ..
-                },
-            ) = (healthy_at, &state)
-            {
-                if at.saturating_sub(*first) >= policy.stable_for() {
-                    state = feed(state, Input::StableReached);
-                }
-            }
+            self.advance(ev, host, run, input);
         }
-        if let (HostState::RollingBack { reason, .. }, Some(why)) = (&mut state, unreachable) {
-            reason.push_str(&format!(" (the engine stopped answering: {why})"));
-        }
-        (state, last_probe)
     }
 
-    /// Put the previous release back on a host in `RollingBack` and verify it.
+    /// Put the previous release back on a host in `RollingBack` and verify
+    /// it; ends in `RolledBack` or `RollbackFailed`.
+    ///
+    /// Only what stands between the failure and the previous release
+    /// answering (freeing what the failed release holds, the start) runs
+    /// before verification begins; the rest runs beside it.
     pub(crate) async fn restore_host(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun) {
         let HostState::RollingBack {
             failed_container,
@@ -620,177 +536,107 @@ impl Deployer {
             ..
         } = &run.state
         else {
+            debug_assert!(false, "host {}: restore in {}", host.id, run.state);
             return;
         };
         let (failed_container, retained) = (failed_container.clone(), retained.clone());
-        let result = self
-            .restore(
-                ev,
-                host,
-                failed_container.as_ref(),
-                retained.as_ref(),
-                Some(run),
-            )
-            .await;
-        let input = match result {
-            Ok(()) => Input::RestoreOk(retained.and_then(|r| r.release)),
-            Err(why) => Input::RestoreFailed(why),
+        let failed = match self.release_failed(ev, host, failed_container).await {
+            Ok(failed) => failed,
+            Err(e) => return self.advance(ev, host, run, Input::RestoreFailed(e)),
         };
-        self.advance(ev, host, run, input);
-    }
-
-    /// Stop the failed container, start the retained one and verify it;
-    /// meanwhile keep the failed container's logs, remove it and give the
-    /// retained container the app name back.
-    ///
-    /// Only what stands between the failure and the previous release
-    /// answering (the stop that frees the port, the start) runs before
-    /// verification begins; the rest runs beside it.
-    pub(crate) async fn restore(
-        &self,
-        ev: &Emitter,
-        host: &HostTarget,
-        failed: Option<&ContainerId>,
-        retained: Option<&CapturedRelease>,
-        run: Option<&mut HostRun>,
-    ) -> Result<(), String> {
-        let limit = self.timeouts.engine;
-        let rt = &host.runtime;
-        // The failed container, while it exists.
-        let mut failed = failed;
-        if let Some(id) = failed {
-            let stop = host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
-            if let Err(e) = timed(
-                stop + self.timeouts.stop_grace,
-                format!("stop container {id}"),
-                rt.stop(id, stop),
-            )
-            .await
-            {
-                ev.note(Some(&host.id), Phase::RollingBack, e.report());
-                // Not known to be stopped: it may still hold the port, so it
-                // goes now (a forced remove), logs or not.
-                self.remove_gone(host, id).await?;
-                failed = None;
-            }
-        }
-        pause::point("rolling_back", Some(&host.id)).await;
+        self.checkpoint(Stage::RollingBack, host).await;
         let Some(retained) = retained else {
-            if let Some(id) = failed {
-                let (logs, removed) = self.clear_failed(ev, host, id).await;
-                if let Some(run) = run {
+            let input = match &failed {
+                Some(id) => {
+                    let (logs, cleared) = self.clear_failed(ev, host, id).await;
                     run.logs = logs;
+                    cleared.map_or_else(Input::RestoreFailed, |()| Input::Cleared)
                 }
-                removed?;
-            }
-            return Ok(());
+                None => Input::Cleared,
+            };
+            return self.advance(ev, host, run, input);
         };
-        let id = &retained.container;
-        // A container created under the app name whose id never reached us
-        // (a lost answer) could hold the port and blocks the rename back.
-        let current = timed(limit, "read the app container", rt.current(&self.app.name))
+        if let Err(e) = self
+            .restart_previous(host, failed.as_ref(), &retained)
             .await
-            .map_err(|e| e.report())?;
-        if let Some(c) = current {
-            if &c.id != id && Some(&c.id) != failed {
-                self.remove_gone(host, &c.id).await?;
-            }
-        }
-        if let Err(e) = timed(limit, format!("start container {id}"), rt.start(id)).await {
+        {
             // Both containers stay as they are, stopped, for `recover` or a
             // human; the failed one's logs still go into the report.
-            if let (Some(failed), Some(run)) = (failed, run) {
+            if let Some(failed) = &failed {
                 run.logs = self.failed_logs(ev, host, failed).await;
             }
-            return Err(e.report());
+            return self.advance(ev, host, run, Input::RestoreFailed(e));
         }
         ev.note(
-            Some(&host.id),
+            &Scope::Host(host.id.clone()),
             Phase::RollingBack,
-            format!("previous container {id} started again; verifying it"),
+            format!(
+                "previous container {} started again; verifying it",
+                retained.container
+            ),
         );
-        let tidy = async {
-            let (logs, removed) = match failed {
-                Some(failed) => {
-                    let (logs, removed) = self.clear_failed(ev, host, failed).await;
-                    (Some(logs), removed)
-                }
-                None => (None, Ok(())),
-            };
-            let renamed = async {
-                removed?;
-                let info = timed(limit, format!("inspect container {id}"), rt.inspect(id))
-                    .await
-                    .map_err(|e| e.report())?;
-                if info.name != self.app.name {
-                    timed(
-                        limit,
-                        format!("rename container {id}"),
-                        rt.rename(id, &self.app.name),
-                    )
-                    .await
-                    .map_err(|e| e.report())?;
-                }
-                Ok::<_, String>(())
-            };
-            (logs, renamed.await)
-        };
-        // Restoring must finish even when the deploy was cancelled.
-        let never = CancellationToken::new();
-        let switched = HostState::Switched {
-            new_container: id.clone(),
-            retained: None,
-        };
-        let verify = self.verify(ev, host, id, &never, switched, false);
-        let ((logs, tidied), (state, last)) = tokio::join!(tidy, verify);
-        if let Some(run) = run {
-            if last.is_some() {
-                run.last_probe = last;
+        self.advance(
+            ev,
+            host,
+            run,
+            Input::Restarted(VerifyLimits::from(&self.health)),
+        );
+        debug_assert!(matches!(
+            run.state,
+            HostState::Restoring {
+                check: RestoreCheck::Probing(_),
+                ..
             }
-            if let Some(logs) = logs {
-                run.logs = logs;
-            }
-        }
-        match state {
-            HostState::Verified { .. } => tidied,
-            HostState::RollingBack { reason, .. } => {
-                Err(format!("the restored release is not healthy: {reason}"))
-            }
-            other => Err(format!("restored release ended verification in {other}")),
-        }
+        ));
+        let tidy = self.tidy(ev, host, failed.as_ref(), &retained);
+        let id = retained.container.clone();
+        self.watch(ev, host, run, &id, None, Some(tidy)).await;
     }
 
     /// The last lines the failed container wrote; a failure to read them is
     /// only noted.
-    async fn failed_logs(&self, ev: &Emitter, host: &HostTarget, id: &ContainerId) -> Vec<String> {
+    pub(crate) async fn failed_logs(
+        &self,
+        ev: &Emitter,
+        host: &HostTarget,
+        id: &ContainerId,
+    ) -> Vec<String> {
         match timed(
             self.timeouts.engine,
             format!("read the logs of {id}"),
-            host.runtime.logs(id, LOG_LINES),
+            host.runtime.logs(id, super::strategy::LOG_LINES),
         )
         .await
         {
             Ok(lines) => lines,
             Err(e) => {
-                ev.note(Some(&host.id), Phase::RollingBack, e.report());
+                ev.note(
+                    &Scope::Host(host.id.clone()),
+                    Phase::RollingBack,
+                    e.report(),
+                );
                 Vec::new()
             }
         }
     }
 
     /// Keep the failed container's last lines, then remove it.
-    async fn clear_failed(
+    pub(crate) async fn clear_failed(
         &self,
         ev: &Emitter,
         host: &HostTarget,
         id: &ContainerId,
-    ) -> (Vec<String>, Result<(), String>) {
+    ) -> (Vec<String>, Result<(), Error>) {
         let logs = self.failed_logs(ev, host, id).await;
         (logs, self.remove_gone(host, id).await)
     }
 
     /// Remove a container; one already gone counts as removed.
-    async fn remove_gone(&self, host: &HostTarget, id: &ContainerId) -> Result<(), String> {
+    pub(crate) async fn remove_gone(
+        &self,
+        host: &HostTarget,
+        id: &ContainerId,
+    ) -> Result<(), Error> {
         match timed(
             self.timeouts.engine,
             format!("remove container {id}"),
@@ -800,23 +646,23 @@ impl Deployer {
         {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.report()),
+            Err(e) => Err(e),
         }
     }
 
-    /// After promotion: the old container is no longer needed.
-    pub(crate) async fn remove_retained(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun) {
+    /// A verified host keeps the new release: the previous one goes. A
+    /// failure is noted; the next deploy removes the leftover.
+    pub(crate) async fn retire_host(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun) {
         if let HostState::Verified {
             retained: Some(r), ..
         } = &run.state
         {
             let id = r.container.clone();
-            if let Err(e) = self.remove_gone(host, &id).await {
-                ev.note(Some(&host.id), Phase::Verified, e);
-                return;
+            if let Err(e) = self.retire(host, &id).await {
+                ev.note(&Scope::Host(host.id.clone()), Phase::Verified, e.report());
+                return self.advance(ev, host, run, Input::RetireFailed(e));
             }
         }
-        run.done = true;
-        ev.transition(Some(&host.id), Phase::Done, "previous container removed");
+        self.advance(ev, host, run, Input::Retired);
     }
 }

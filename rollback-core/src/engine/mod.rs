@@ -10,25 +10,27 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::checkpoint::{Checkpoint, NoCheckpoint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{NoopObserver, Observer};
 use crate::policy::{HealthPolicy, RolloutPolicy, StepTimeouts};
-use crate::traits::{HealthProbe, ProbeResult, Registry, Runtime};
+use crate::traits::{DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
 use crate::types::{
-    retained_name, ContainerId, ContainerInfo, ContainerName, ContainerTemplate, DeploymentId,
-    Digest, HostId, LockInfo, Release, Repository, Tag,
+    ContainerId, ContainerInfo, ContainerName, ContainerTemplate, DeploymentId, Digest, HostId,
+    LockInfo, Release, Repository, Tag,
 };
 
 mod deploy;
 mod emit;
 mod host;
-mod pause;
 mod prune;
 mod recover;
+mod strategy;
 #[cfg(test)]
 mod tests;
 
 pub use prune::{FailedRemoval, HostPrune, PruneReport};
+pub use strategy::Strategy;
 pub use tokio_util::sync::CancellationToken;
 
 /// The application being deployed.
@@ -90,18 +92,49 @@ impl fmt::Display for Target {
     }
 }
 
-/// One host of the fleet and how to reach, run and probe the app there.
+/// One host of the fleet and how to reach, run, lock and probe the app there.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct HostTarget {
     /// Host name.
     pub id: HostId,
     /// The container engine.
     pub runtime: Arc<dyn Runtime>,
+    /// The host's deploy lock.
+    pub lock: Arc<dyn DeployLock>,
     /// The health check of the app on this host.
     pub probe: Arc<dyn HealthProbe>,
     /// How the app's container runs here; the engine names it after the
     /// app and pins its image to the release's digest.
     pub container: ContainerTemplate,
+    /// How the new release replaces the old one.
+    pub strategy: Strategy,
+}
+
+impl HostTarget {
+    /// A host deployed with the default [`Strategy`].
+    pub fn new(
+        id: impl Into<HostId>,
+        runtime: Arc<dyn Runtime>,
+        lock: Arc<dyn DeployLock>,
+        probe: Arc<dyn HealthProbe>,
+        container: ContainerTemplate,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            runtime,
+            lock,
+            probe,
+            container,
+            strategy: Strategy::default(),
+        }
+    }
+
+    /// How the new release replaces the old one.
+    pub fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
 }
 
 impl fmt::Debug for HostTarget {
@@ -110,12 +143,14 @@ impl fmt::Debug for HostTarget {
             .field("id", &self.id)
             .field("probe", &self.probe.describe())
             .field("container", &self.container)
+            .field("strategy", &self.strategy)
             .finish_non_exhaustive()
     }
 }
 
 /// A dry run: what a deploy would do, changing nothing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Plan {
     /// The release that would be deployed.
     pub target: Release,
@@ -125,8 +160,20 @@ pub struct Plan {
     pub hosts: Vec<HostPlan>,
 }
 
+impl Plan {
+    /// A plan of `target`.
+    pub fn new(target: Release, stable_before: Option<Digest>, hosts: Vec<HostPlan>) -> Self {
+        Self {
+            target,
+            stable_before,
+            hosts,
+        }
+    }
+}
+
 /// What a deploy would do on one host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct HostPlan {
     /// The host.
     pub host: HostId,
@@ -140,8 +187,45 @@ pub struct HostPlan {
     pub steps: Vec<String>,
 }
 
+impl HostPlan {
+    /// The plan of `host`, with nothing running, no lock and no steps.
+    pub fn new(host: HostId) -> Self {
+        Self {
+            host,
+            current: None,
+            container: None,
+            lock: None,
+            steps: Vec::new(),
+        }
+    }
+
+    /// What runs now, in which container.
+    pub fn with_current(
+        mut self,
+        current: Option<Release>,
+        container: Option<ContainerId>,
+    ) -> Self {
+        self.current = current;
+        self.container = container;
+        self
+    }
+
+    /// Who holds the lock now.
+    pub fn with_lock(mut self, lock: Option<LockInfo>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// The steps, in order.
+    pub fn with_steps(mut self, steps: Vec<String>) -> Self {
+        self.steps = steps;
+        self
+    }
+}
+
 /// The state of the app on one host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct HostStatus {
     /// The host.
     pub host: HostId,
@@ -155,8 +239,46 @@ pub struct HostStatus {
     pub error: Option<String>,
 }
 
+impl HostStatus {
+    /// The status of `host` with nothing read.
+    pub fn new(host: HostId) -> Self {
+        Self {
+            host,
+            container: None,
+            probe: None,
+            lock: None,
+            error: None,
+        }
+    }
+
+    /// The app container.
+    pub fn with_container(mut self, container: Option<ContainerInfo>) -> Self {
+        self.container = container;
+        self
+    }
+
+    /// One probe answer.
+    pub fn with_probe(mut self, probe: Option<ProbeResult>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Who holds the lock.
+    pub fn with_lock(mut self, lock: Option<LockInfo>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// Why the host could not be read fully.
+    pub fn with_error(mut self, error: Option<String>) -> Self {
+        self.error = error;
+        self
+    }
+}
+
 /// Releases known from the registry tags and the hosts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct History {
     /// The digest of the stable tag.
     pub stable: Option<Digest>,
@@ -164,6 +286,21 @@ pub struct History {
     pub previous: Option<Digest>,
     /// Per host, the app's containers (active and retained).
     pub hosts: Vec<(HostId, Vec<ContainerInfo>)>,
+}
+
+impl History {
+    /// A history from the two tags and the hosts' containers.
+    pub fn new(
+        stable: Option<Digest>,
+        previous: Option<Digest>,
+        hosts: Vec<(HostId, Vec<ContainerInfo>)>,
+    ) -> Self {
+        Self {
+            stable,
+            previous,
+            hosts,
+        }
+    }
 }
 
 /// Deploys, verifies, rolls back and promotes releases of one app across a fleet.
@@ -175,6 +312,7 @@ pub struct Deployer {
     rollout: RolloutPolicy,
     timeouts: StepTimeouts,
     observer: Arc<dyn Observer>,
+    checkpoint: Arc<dyn Checkpoint>,
     holder: String,
     deployment: DeploymentId,
 }
@@ -217,6 +355,7 @@ impl Deployer {
             rollout: RolloutPolicy::default(),
             timeouts: StepTimeouts::default(),
             observer: Arc::new(NoopObserver),
+            checkpoint: Arc::new(NoCheckpoint),
             holder: default_holder(),
             deployment: DeploymentId::generate(),
         }
@@ -243,6 +382,13 @@ impl Deployer {
     /// Who receives the events.
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// What the engine awaits at each [stage](crate::checkpoint::Stage) of a
+    /// deploy; by default nothing.
+    pub fn with_checkpoint(mut self, checkpoint: Arc<dyn Checkpoint>) -> Self {
+        self.checkpoint = checkpoint;
         self
     }
 
@@ -334,59 +480,26 @@ impl Deployer {
             )
             .await
             .map_err(ctx)?;
-            let lock = timed(
-                limit,
-                "read the lock",
-                host.runtime.lock_status(&self.app.name),
-            )
-            .await
-            .map_err(ctx)?;
+            let lock = timed(limit, "read the lock", host.lock.status(&self.app.name))
+                .await
+                .map_err(ctx)?;
             let mut steps = vec![format!("take the deploy lock of {}", self.app.name)];
             if let Some(holder) = &lock {
                 steps.push(format!("(the lock is held now: {holder})"));
             }
             steps.push(format!("pull {}", release.image()));
-            if let Some(c) = &current {
-                steps.push(format!(
-                    "stop container {} ({}) and keep it as {}",
-                    c.id,
-                    c.release
-                        .as_ref()
-                        .map(Release::display_name)
-                        .unwrap_or_else(|| "unknown release".into()),
-                    retained_name(&self.app.name)
-                ));
-            }
-            steps.push(format!(
-                "create and start {} from {}",
-                self.app.name,
-                release.display_name()
-            ));
-            steps.push(format!(
-                "verify with {} (deadline {}, stable for {})",
-                host.probe.describe(),
-                humantime::format_duration(self.health.deadline()),
-                humantime::format_duration(self.health.stable_for())
-            ));
-            if current.is_some() {
-                steps.push(format!(
-                    "on success remove {}; on failure restore it",
-                    retained_name(&self.app.name)
-                ));
-            }
-            hosts.push(HostPlan {
-                host: host.id.clone(),
-                current: current.as_ref().and_then(|c| c.release.clone()),
-                container: current.map(|c| c.id),
-                lock,
-                steps,
-            });
+            steps.extend(self.switch_steps(host, current.as_ref(), &release));
+            hosts.push(
+                HostPlan::new(host.id.clone())
+                    .with_current(
+                        current.as_ref().and_then(|c| c.release.clone()),
+                        current.map(|c| c.id),
+                    )
+                    .with_lock(lock)
+                    .with_steps(steps),
+            );
         }
-        Ok(Plan {
-            target: release,
-            stable_before,
-            hosts,
-        })
+        Ok(Plan::new(release, stable_before, hosts))
     }
 
     /// Per host: the running release and container state, one probe answer
@@ -412,13 +525,7 @@ impl Deployer {
                 None
             }
         };
-        let lock = match timed(
-            limit,
-            "read the lock",
-            host.runtime.lock_status(&self.app.name),
-        )
-        .await
-        {
+        let lock = match timed(limit, "read the lock", host.lock.status(&self.app.name)).await {
             Ok(l) => l,
             Err(e) => {
                 errors.push(e.report());
@@ -441,13 +548,11 @@ impl Deployer {
             }
             _ => None,
         };
-        HostStatus {
-            host: host.id.clone(),
-            container,
-            probe,
-            lock,
-            error: (!errors.is_empty()).then(|| errors.join("; ")),
-        }
+        HostStatus::new(host.id.clone())
+            .with_container(container)
+            .with_probe(probe)
+            .with_lock(lock)
+            .with_error((!errors.is_empty()).then(|| errors.join("; ")))
     }
 
     /// The digests of the stable and previous tags, and the app's containers
@@ -466,30 +571,20 @@ impl Deployer {
             .map_err(|e| e.context(format!("host {}", host.id)))?;
             hosts.push((host.id.clone(), containers));
         }
-        Ok(History {
-            stable,
-            previous,
-            hosts,
-        })
+        Ok(History::new(stable, previous, hosts))
     }
 }
 
-/// Run `fut` within `limit`; the error names `what`.
+/// Run `fut` within `limit`. An adapter's error already names what it was
+/// doing (the traits ask for it) and passes as it is; running out of time
+/// is a [`Timeout`](ErrorKind::Timeout) that names `what`.
 pub(crate) async fn timed<T>(
     limit: Duration,
     what: impl fmt::Display,
     fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, fut).await {
-        // Adapters often name the operation already; say it once.
-        Ok(result) => result.map_err(|e| {
-            let what = what.to_string();
-            if e.message().starts_with(&what) {
-                e
-            } else {
-                e.context(what)
-            }
-        }),
+        Ok(result) => result,
         Err(_) => Err(Error::timeout(format!(
             "{what}: no answer within {}",
             humantime::format_duration(limit)

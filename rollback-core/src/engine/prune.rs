@@ -203,12 +203,13 @@ mod tests {
         let runtime = FakeRuntime::new();
         let registry = FakeRegistry::new();
         let app = App::new("app".parse().unwrap(), repo.clone());
-        let host = HostTarget {
-            id: "a".into(),
-            runtime: runtime.clone(),
-            probe: FakeProbe::new(runtime.clone()),
-            container: ContainerTemplate::new(),
-        };
+        let host = HostTarget::new(
+            "a",
+            runtime.clone(),
+            runtime.clone(),
+            FakeProbe::new(runtime.clone()),
+            ContainerTemplate::new(),
+        );
         let deployer = Deployer::new(app, registry.clone(), vec![host]);
         (deployer, runtime, registry, repo)
     }
@@ -315,7 +316,7 @@ mod tests {
             .await
             .unwrap();
         let error = report.hosts[0].error.as_deref().unwrap();
-        assert!(error.contains("list the images of"), "{error}");
+        assert!(error.contains("scripted list_images failure"), "{error}");
     }
 
     #[tokio::test(start_paused = true)]

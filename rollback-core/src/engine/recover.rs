@@ -2,23 +2,25 @@
 
 use futures_util::future::join_all;
 
+use super::deploy::announce_outcome;
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
 use super::{timed, CancellationToken, Deployer, HostTarget};
-use crate::event::Phase;
-use crate::machine::{CapturedRelease, HostState, Input};
+use crate::error::{Error, ErrorKind};
+use crate::event::{Phase, Scope};
+use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
+use crate::machine::{Adoption, CapturedRelease, HostState, Input};
 use crate::outcome::{DeployReport, Outcome};
+use crate::policy::OnFailure;
 use crate::types::{labels, retained_name, ContainerInfo, Digest, Release};
 
 /// What recover found on one host.
 #[derive(Default)]
 struct Found {
-    /// The release of the app container of an interrupted deploy.
-    release: Option<Release>,
-    /// That container, when it runs.
-    interrupted: Option<ContainerInfo>,
-    /// The app container of a host with nothing to recover.
-    untouched: Option<ContainerInfo>,
+    /// How to take the host over, when a deploy was interrupted there.
+    adoption: Option<(Adoption, Option<CapturedRelease>)>,
+    /// The app container.
+    app: Option<ContainerInfo>,
     /// Why the host could not be read.
     errors: Vec<String>,
 }
@@ -26,15 +28,17 @@ struct Found {
 impl Deployer {
     /// Finish or revert a deploy that was interrupted.
     ///
-    /// On each host a retained container (or, for a first deploy, an app
-    /// container labelled with the deployment of a leftover lock) means the
-    /// deploy stopped after the switch. The app container is then verified: when it is healthy on
-    /// every such host and every other host already runs the same release,
-    /// the deploy is finished (tags promoted from the container's labels,
-    /// retained containers removed); otherwise (a host unhealthy, or one the
-    /// deploy never reached) every such host gets its retained release back,
-    /// verified. Hosts without a
-    /// retained container are left alone. The app's locks are released at
+    /// Every host is read first. On each, a retained container (or, for a
+    /// first deploy, an app container labelled with the deployment of a
+    /// leftover lock) means the deploy stopped after the switch: recover
+    /// adopts the host and verifies its app container, on every such host
+    /// at once. When it is healthy everywhere and every other host already
+    /// runs the same release, the deploy is finished (tags promoted from
+    /// the container's labels, retained containers removed); otherwise (a
+    /// host unhealthy, or one the deploy never reached) every such host gets
+    /// its retained release back, verified, whatever `on_failure` says.
+    /// Hosts without a retained container are left alone; when a host
+    /// cannot be read nothing is changed. The app's locks are released at
     /// the end, whoever held them.
     ///
     /// # Cancel safety
@@ -51,127 +55,159 @@ impl Deployer {
 
     async fn recover_with(&self, ev: &Emitter, cancel: &CancellationToken) -> DeployReport {
         let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
-        let mut releases: Vec<Option<Release>> = vec![None; self.hosts.len()];
-        let mut app_containers: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
-        // What runs on hosts the interrupted deploy left alone.
-        let mut untouched: Vec<Option<ContainerInfo>> = vec![None; self.hosts.len()];
-        let mut read_errors = Vec::new();
+        let found: Vec<Found> = join_all(self.hosts.iter().map(|h| self.read_host(ev, h))).await;
+        let errors: Vec<String> = found.iter().flat_map(|f| f.errors.clone()).collect();
+        let (outcome, reason, promoted, target) = if errors.is_empty() {
+            self.take_over(ev, &mut runs, &found, cancel).await
+        } else {
+            // Deciding for the fleet needs every host; change nothing.
+            (Outcome::Failed, Some(errors.join("; ")), false, None)
+        };
 
-        // Hosts are read and verified at once: a fleet recovers in the time of one host.
-        let reads = runs
-            .iter_mut()
-            .map(|run| self.recover_host(ev, &self.hosts[run.index], run, cancel));
-        for (i, found) in join_all(reads).await.into_iter().enumerate() {
-            releases[i] = found.release;
-            app_containers[i] = found.interrupted;
-            untouched[i] = found.untouched;
-            read_errors.extend(found.errors);
-        }
-
-        let failed = runs
+        let unlocks = self
+            .hosts
             .iter()
-            .find(|r| matches!(r.state, HostState::RollingBack { .. }))
-            .map(|r| {
-                format!(
-                    "reverted because host {} is not healthy",
-                    self.hosts[r.index].id
-                )
-            });
+            .zip(&runs)
+            .map(|(host, run)| self.release_lock(ev, host, run.state.phase()));
+        join_all(unlocks).await;
+        announce_outcome(ev, outcome, reason.as_deref());
+        let hosts = runs
+            .iter()
+            .map(|run| {
+                let release = found[run.index]
+                    .app
+                    .as_ref()
+                    .and_then(|c| c.release.as_ref());
+                run.report(&self.hosts[run.index], release)
+            })
+            .collect();
+        DeployReport::new(outcome)
+            .with_hosts(hosts)
+            .with_target(target)
+            .with_reason(reason)
+            .with_promoted(promoted)
+    }
+
+    /// Adopt the interrupted hosts, verify them at once, then finish or
+    /// revert as the fleet policy says.
+    async fn take_over(
+        &self,
+        ev: &Emitter,
+        runs: &mut [HostRun],
+        found: &[Found],
+        cancel: &CancellationToken,
+    ) -> (Outcome, Option<String>, bool, Option<Release>) {
+        for (run, found) in runs.iter_mut().zip(found) {
+            if let Some((adoption, retained)) = found.adoption.clone() {
+                let input = Input::Adopted { adoption, retained };
+                self.advance(ev, &self.hosts[run.index], run, input);
+            }
+        }
         // Promoting needs the new release on every host: a host the deploy
         // never reached (a batch not started) runs another one.
         let new_digest = runs
             .iter()
-            .filter(|r| matches!(r.state, HostState::Verified { .. }))
-            .find_map(|r| app_containers[r.index].as_ref()?.release.as_ref())
+            .filter(|r| r.state.is_switched())
+            .find_map(|r| found[r.index].app.as_ref()?.release.as_ref())
             .map(|release| release.digest.clone());
-        let unreached = new_digest.as_ref().and_then(|new| {
-            runs.iter().filter(|r| !r.started).find_map(|r| {
-                let runs_new = untouched[r.index].as_ref().is_some_and(|c| {
+        let behind = new_digest.as_ref().and_then(|new| {
+            runs.iter().position(|r| {
+                let runs_new = found[r.index].app.as_ref().is_some_and(|c| {
                     c.state.is_running() && c.release.as_ref().map(|rel| &rel.digest) == Some(new)
                 });
-                (!runs_new).then(|| {
-                    format!(
-                        "reverted because host {} does not run {}: the interrupted deploy never reached it",
-                        self.hosts[r.index].id,
-                        new.short()
-                    )
-                })
+                matches!(r.state, HostState::Planned) && !runs_new
             })
         });
-        let (outcome, reason, promoted, target) = if !read_errors.is_empty() {
-            // Deciding for the fleet needs every host; change nothing.
-            for run in runs.iter_mut().filter(|r| r.state.is_switched()) {
-                run.state = HostState::Planned;
-                run.started = false;
+        let work = runs
+            .iter_mut()
+            .filter_map(|run| match &run.state {
+                HostState::Switched { new_container, .. } => Some((new_container.clone(), run)),
+                _ => None,
+            })
+            .map(|(container, run)| async move {
+                self.verify_new(ev, &self.hosts[run.index], run, &container, cancel)
+                    .await
+            });
+        join_all(work).await;
+
+        let mut promotion = Promotion::Pending;
+        let mut promotion_failure = None;
+        let mut target = None;
+        loop {
+            let states: Vec<HostState> = runs.iter().map(|r| r.state.clone()).collect();
+            let view = FleetView::new(&states, OnFailure::RollbackAll, self.rollout.batch())
+                .cancelled(cancel.is_cancelled())
+                .promotion(promotion)
+                .behind(behind);
+            let why = |cause: Cause| {
+                match cause {
+                Cause::Behind(i) => format!(
+                    "reverted because host {} does not run {}: the interrupted deploy never reached it",
+                    self.hosts[i].id,
+                    new_digest.as_ref().map(Digest::short).unwrap_or_default()
+                ),
+                Cause::Host(i) => format!(
+                    "reverted because host {} is not healthy",
+                    self.hosts[i].id
+                ),
+                _ => "cancelled".to_owned(),
             }
-            (Outcome::Failed, Some(read_errors.join("; ")), false, None)
-        } else if let Some(why) = failed.or(unreached) {
-            for run in runs.iter_mut() {
-                if matches!(run.state, HostState::Verified { .. }) {
-                    self.advance(ev, &self.hosts[run.index], run, Input::Revert(why.clone()));
+            };
+            match fleet::next(&view) {
+                FleetAction::Revert { hosts, cause } => {
+                    let reason = Error::new(ErrorKind::Cancelled, why(cause));
+                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                        let input = if cancel.is_cancelled() {
+                            Input::Cancelled
+                        } else {
+                            Input::Revert(reason.clone())
+                        };
+                        self.advance(ev, &self.hosts[run.index], run, input);
+                    }
+                }
+                FleetAction::Restore(hosts) => self.restore_all(ev, runs, &hosts).await,
+                FleetAction::Promote => {
+                    let (release, result) = self.promote_from_labels(ev, runs, found).await;
+                    target = release;
+                    match result {
+                        Ok(()) => promotion = Promotion::Done,
+                        Err(reason) => {
+                            promotion = Promotion::Failed;
+                            promotion_failure = Some(reason);
+                        }
+                    }
+                }
+                FleetAction::Retire(hosts) => {
+                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                        self.retire_host(ev, &self.hosts[run.index], run).await;
+                    }
+                }
+                FleetAction::Finish { outcome, cause } => {
+                    let reason = match outcome {
+                        Outcome::PromotionFailed => promotion_failure,
+                        _ => cause.map(why),
+                    };
+                    return (outcome, reason, promotion == Promotion::Done, target);
+                }
+                other => {
+                    debug_assert!(false, "recover has no effect for {other:?}");
+                    return (fleet::outcome(&view), None, false, target);
                 }
             }
-            let work = runs
-                .iter_mut()
-                .filter(|r| matches!(r.state, HostState::RollingBack { .. }))
-                .map(|run| self.restore_host(ev, &self.hosts[run.index], run));
-            join_all(work).await;
-            let outcome = if runs
-                .iter()
-                .any(|r| matches!(r.state, HostState::RollbackFailed { .. }))
-            {
-                Outcome::RollbackFailed
-            } else {
-                Outcome::RolledBack
-            };
-            (outcome, Some(why), false, None)
-        } else if runs.iter().any(|r| r.state.is_switched()) {
-            self.finish_interrupted(ev, &mut runs, &app_containers)
-                .await
-        } else {
-            (Outcome::Deployed, None, false, None)
-        };
-
-        let unlocks = runs
-            .iter_mut()
-            .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
-        join_all(unlocks).await;
-        super::deploy::announce_outcome(ev, outcome, reason.as_deref());
-        DeployReport {
-            outcome,
-            hosts: runs
-                .iter()
-                .map(|run| run.report(&self.hosts[run.index], releases[run.index].as_ref()))
-                .collect(),
-            target,
-            reason,
-            lock_holder: None,
-            promoted,
         }
     }
 
-    /// Read one host and, when a deploy was interrupted there, verify its
-    /// app container; leaves `run` in `Verified`, `RollingBack` or untouched.
-    async fn recover_host(
-        &self,
-        ev: &Emitter,
-        host: &HostTarget,
-        run: &mut HostRun,
-        cancel: &CancellationToken,
-    ) -> Found {
+    /// Read one host: its lock and its app containers, and whether a deploy
+    /// was interrupted there after the switch.
+    async fn read_host(&self, ev: &Emitter, host: &HostTarget) -> Found {
         let limit = self.timeouts.engine;
+        let scope = Scope::Host(host.id.clone());
         let retained_name = retained_name(&self.app.name);
         let mut found = Found::default();
-        let lock = match timed(
-            limit,
-            "read the lock",
-            host.runtime.lock_status(&self.app.name),
-        )
-        .await
-        {
+        let lock = match timed(limit, "read the lock", host.lock.status(&self.app.name)).await {
             Ok(Some(lock)) => {
                 ev.note(
-                    Some(&host.id),
+                    &scope,
                     Phase::Planned,
                     format!("lock held by {lock}; it is released at the end"),
                 );
@@ -185,8 +221,6 @@ impl Deployer {
                 None
             }
         };
-        // The lock is released at the end even though recover did not take it.
-        run.lock_taken = true;
         let containers = match timed(
             limit,
             "list the app containers",
@@ -210,71 +244,42 @@ impl Deployer {
             && lock.as_ref().is_some_and(|l| {
                 app.as_ref().and_then(ContainerInfo::deployment).as_ref() == Some(&l.deployment)
             });
+        found.app = app.clone();
         if retained.is_none() && !interrupted_first {
-            ev.note(Some(&host.id), Phase::Done, "nothing to recover");
-            found.untouched = app;
+            ev.note(&scope, Phase::Done, "nothing to recover");
             return found;
         }
-        run.started = true;
-        run.before = retained.and_then(|r| r.release.clone());
-        run.previous_container = retained.map(|r| r.id.clone());
         let retained = retained.map(|r| CapturedRelease {
             container: r.id.clone(),
             release: r.release.clone(),
         });
-        found.release = app.as_ref().and_then(|c| c.release.clone());
-        match app {
-            Some(app) if app.state.is_running() => {
-                run.state = HostState::Pulled {
-                    previous: retained.clone(),
-                };
-                self.advance(
-                    ev,
-                    host,
-                    run,
-                    Input::Switched {
-                        new_container: app.id.clone(),
-                    },
-                );
-                let state = std::mem::replace(&mut run.state, HostState::Planned);
-                let (state, last) = self.verify(ev, host, &app.id, cancel, state, true).await;
-                run.state = state;
-                run.last_probe = last;
-                found.interrupted = Some(app);
-            }
-            app => {
-                run.state = HostState::Pulled {
-                    previous: retained.clone(),
-                };
-                let reason = match &app {
-                    Some(c) => format!("{} is {}", self.app.name, c.state),
-                    None => format!("{} does not exist", self.app.name),
-                };
-                self.advance(
-                    ev,
-                    host,
-                    run,
-                    Input::SwitchFailed {
-                        new_container: app.map(|c| c.id),
-                        reason,
-                    },
-                );
-            }
-        }
+        let adoption = match app {
+            Some(app) if app.state.is_running() => Adoption::Running { container: app.id },
+            Some(app) => Adoption::Broken {
+                reason: Error::unhealthy(format!("{} is {}", self.app.name, app.state)),
+                container: Some(app.id),
+            },
+            None => Adoption::Broken {
+                container: None,
+                reason: Error::not_found(format!("{} does not exist", self.app.name)),
+            },
+        };
+        found.adoption = Some((adoption, retained));
         found
     }
 
-    /// Every interrupted host is healthy: promote from the labels and clean up.
-    async fn finish_interrupted(
+    /// Every interrupted host is healthy: promote from the labels of their
+    /// app containers. Returns the release they run and how it went.
+    async fn promote_from_labels(
         &self,
         ev: &Emitter,
-        runs: &mut [HostRun],
-        app_containers: &[Option<ContainerInfo>],
-    ) -> (Outcome, Option<String>, bool, Option<Release>) {
+        runs: &[HostRun],
+        found: &[Found],
+    ) -> (Option<Release>, Result<(), String>) {
         let verified: Vec<&ContainerInfo> = runs
             .iter()
-            .filter(|r| r.state.is_switched())
-            .filter_map(|r| app_containers[r.index].as_ref())
+            .filter(|r| matches!(r.state, HostState::Verified { .. }))
+            .filter_map(|r| found[r.index].app.as_ref())
             .collect();
         let label = |c: &ContainerInfo, key: &str| c.labels.get(key).cloned();
         let digests: Vec<Option<String>> =
@@ -291,36 +296,20 @@ impl Deployer {
             .cloned()
             .flatten()
             .and_then(|d| d.parse::<Digest>().ok());
-        let (outcome, reason, promoted) = match new {
+        let result = match new {
             Some(new) if agreed => {
                 let before = befores
                     .first()
                     .cloned()
                     .flatten()
                     .and_then(|d| d.parse::<Digest>().ok());
-                match self.move_tags(ev, &new, before.as_ref()).await {
-                    Ok(()) => (Outcome::Deployed, None, true),
-                    Err(e) => (
-                        Outcome::PromotionFailed,
-                        Some(format!("moving the tags failed: {}", e.report())),
-                        false,
-                    ),
-                }
+                self.move_tags(ev, &new, before.as_ref())
+                    .await
+                    .map_err(|e| format!("moving the tags failed: {}", e.report()))
             }
-            _ => (
-                Outcome::PromotionFailed,
-                Some("the hosts do not run one labelled release; tags left as they are".into()),
-                false,
-            ),
+            // Without promotion the retained containers stay, so recover can run again.
+            _ => Err("the hosts do not run one labelled release; tags left as they are".into()),
         };
-        // Without promotion the retained containers stay, so recover can run again.
-        if promoted {
-            for run in runs.iter_mut() {
-                if matches!(run.state, HostState::Verified { .. }) {
-                    self.remove_retained(ev, &self.hosts[run.index], run).await;
-                }
-            }
-        }
-        (outcome, reason, promoted, target)
+        (target, result)
     }
 }

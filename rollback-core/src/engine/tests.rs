@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::event::{Event, EventKind, Phase};
+use crate::event::{Event, EventKind, Phase, Scope};
 use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::{OnFailure, RolloutPolicy};
@@ -106,11 +106,14 @@ impl Fleet {
             .hosts
             .iter()
             .enumerate()
-            .map(|(i, rt)| HostTarget {
-                id: HostId(format!("h{}", i + 1)),
-                runtime: rt.clone(),
-                probe: FakeProbe::new(rt.clone()),
-                container: template(),
+            .map(|(i, rt)| {
+                HostTarget::new(
+                    format!("h{}", i + 1),
+                    rt.clone(),
+                    rt.clone(),
+                    FakeProbe::new(rt.clone()),
+                    template(),
+                )
             })
             .collect();
         let events = self.events.clone();
@@ -282,7 +285,7 @@ async fn healthy_release_is_switched_verified_and_promoted() {
     assert!(events.iter().any(|e| matches!(e.kind, EventKind::Pull(_))));
     let phases: Vec<Phase> = events
         .iter()
-        .filter(|e| e.host.is_some() && e.kind == EventKind::Transition)
+        .filter(|e| e.scope != Scope::Fleet && e.kind == EventKind::Transition)
         .map(|e| e.phase)
         .collect();
     assert_eq!(
@@ -1216,7 +1219,7 @@ async fn a_slow_observer_neither_slows_the_engine_nor_misses_events() {
 
 mod mocked {
     use super::*;
-    use crate::traits::{MockHealthProbe, MockRegistry, MockRuntime};
+    use crate::traits::{MockDeployLock, MockHealthProbe, MockRegistry, MockRuntime};
     use crate::types::LockAttempt;
     use mockall::predicate::eq;
     use mockall::Sequence;
@@ -1255,7 +1258,8 @@ mod mocked {
     async fn pull_failure_calls_in_order_and_never_copies() {
         let mut seq = Sequence::new();
         let mut rt = MockRuntime::new();
-        rt.expect_acquire_lock()
+        let mut lock = MockDeployLock::new();
+        lock.expect_acquire()
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_| Ok(LockAttempt::Acquired));
@@ -1276,7 +1280,7 @@ mod mocked {
             .times(1)
             .in_sequence(&mut seq)
             .returning(|_, _, _| Err(Error::unauthorized("pull access denied")));
-        rt.expect_release_lock()
+        lock.expect_release()
             .with(eq("app"))
             .times(1)
             .in_sequence(&mut seq)
@@ -1295,12 +1299,13 @@ mod mocked {
         let probe = MockHealthProbe::new();
 
         let app = App::new("app".parse().unwrap(), repo());
-        let host = HostTarget {
-            id: HostId("h1".into()),
-            runtime: Arc::new(rt),
-            probe: Arc::new(probe),
-            container: template(),
-        };
+        let host = HostTarget::new(
+            "h1",
+            Arc::new(rt),
+            Arc::new(lock),
+            Arc::new(probe),
+            template(),
+        );
         let report = Deployer::new(app, Arc::new(registry), vec![host])
             .deploy(Target::Tag(tag("v2")), CancellationToken::new())
             .await;
@@ -1310,22 +1315,23 @@ mod mocked {
     }
 }
 
-#[tokio::test]
-async fn timed_names_the_operation_once() {
+#[tokio::test(start_paused = true)]
+async fn timed_passes_adapter_errors_and_names_what_ran_out_of_time() {
     let what = "remove container c1";
     let e = timed(S, what, async {
-        Err::<(), _>(Error::unavailable("remove container c1: engine down"))
+        Err::<(), _>(Error::unavailable(
+            "remove container c1 on unix:///x: engine down",
+        ))
     })
     .await
     .unwrap_err();
-    assert_eq!(e.message(), "remove container c1: engine down");
-    let e = timed(S, what, async {
-        Err::<(), _>(Error::unavailable("engine down"))
-    })
-    .await
-    .unwrap_err();
-    assert_eq!(e.message(), "remove container c1: engine down");
+    assert_eq!(e.message(), "remove container c1 on unix:///x: engine down");
     assert_eq!(e.kind(), ErrorKind::Unavailable);
+    let e = timed(S, what, std::future::pending::<Result<()>>())
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "remove container c1: no answer within 1s");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
 }
 
 #[tokio::test(start_paused = true)]

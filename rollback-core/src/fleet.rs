@@ -1,0 +1,620 @@
+//! The fleet policy, as a pure function of the hosts' states.
+//!
+//! [`next`] looks at every host's [`HostState`], the rollout policy,
+//! whether the deploy was cancelled and how promotion went, and returns
+//! the fleet's next [`FleetAction`]; the driver performs it, feeds each
+//! host's results to [`step`](crate::machine::step) and asks again, until
+//! [`FleetAction::Finish`]. `deploy`, `undo` and `recover` all go through
+//! it, so the outcome is decided in one place ([`outcome`]).
+//!
+//! Hosts waiting for their batch are `Locked`; hosts `recover` found
+//! nothing to do on are `Planned`, and one the interrupted deploy never
+//! reached is named by [`FleetView::behind`].
+
+use crate::error::{Error, ErrorKind};
+use crate::machine::HostState;
+use crate::outcome::Outcome;
+use crate::policy::OnFailure;
+
+/// How the registry promotion went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Promotion {
+    /// Not attempted.
+    #[default]
+    Pending,
+    /// The tags moved.
+    Done,
+    /// Moving the tags failed.
+    Failed,
+}
+
+/// What the fleet sees: its hosts' states and a few facts about the deploy.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FleetView<'a> {
+    /// Every host, in config order.
+    pub hosts: &'a [HostState],
+    /// What happens when a host fails.
+    pub on_failure: OnFailure,
+    /// Hosts deployed at once.
+    pub batch: usize,
+    /// Whether the deploy was cancelled.
+    pub cancelled: bool,
+    /// How promotion went.
+    pub promotion: Promotion,
+    /// A host that does not run the new release and that this run will not
+    /// deploy to (`recover`: the interrupted deploy never reached it).
+    pub behind: Option<usize>,
+}
+
+impl<'a> FleetView<'a> {
+    /// A view of `hosts`, not cancelled, nothing promoted, nobody behind.
+    pub fn new(hosts: &'a [HostState], on_failure: OnFailure, batch: usize) -> Self {
+        Self {
+            hosts,
+            on_failure,
+            batch: batch.max(1),
+            cancelled: false,
+            promotion: Promotion::Pending,
+            behind: None,
+        }
+    }
+
+    /// Whether the deploy was cancelled.
+    pub fn cancelled(mut self, cancelled: bool) -> Self {
+        self.cancelled = cancelled;
+        self
+    }
+
+    /// How promotion went.
+    pub fn promotion(mut self, promotion: Promotion) -> Self {
+        self.promotion = promotion;
+        self
+    }
+
+    /// A host that does not run the new release and will not get it.
+    pub fn behind(mut self, host: Option<usize>) -> Self {
+        self.behind = host;
+        self
+    }
+}
+
+/// Why the fleet gave up on the new release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// This host failed (the first in config order).
+    Host(usize),
+    /// This host does not run the new release and will not get it.
+    Behind(usize),
+    /// The deploy was cancelled before any host failed.
+    Cancelled,
+}
+
+/// The fleet's next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FleetAction {
+    /// Deploy to these hosts at once (the next batch).
+    Deploy(Vec<usize>),
+    /// Every host runs the new release, verified: move the registry tags.
+    Promote,
+    /// Send these switched hosts back (`Input::Revert`, or
+    /// `Input::Cancelled` after a cancel); their restore follows.
+    Revert {
+        /// The hosts.
+        hosts: Vec<usize>,
+        /// Why.
+        cause: Cause,
+    },
+    /// Restore the previous release on these hosts (they are rolling back).
+    Restore(Vec<usize>),
+    /// Leave these failed hosts as they are (`on_failure = "halt"`).
+    Halt(Vec<usize>),
+    /// These hosts keep the new release: their previous container goes.
+    Retire(Vec<usize>),
+    /// Nothing is left to do.
+    Finish {
+        /// How the deploy ended.
+        outcome: Outcome,
+        /// Why it did not deploy, when it did not.
+        cause: Option<Cause>,
+    },
+}
+
+fn which(hosts: &[HostState], wanted: impl Fn(&HostState) -> bool) -> Vec<usize> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| wanted(s))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn failed(state: &HostState) -> bool {
+    matches!(
+        state,
+        HostState::Refused { .. }
+            | HostState::Failed { .. }
+            | HostState::RollingBack { .. }
+            | HostState::Restoring { .. }
+            | HostState::RolledBack { .. }
+            | HostState::RollbackFailed { .. }
+            | HostState::Halted { .. }
+    )
+}
+
+/// Why the fleet gives up on the new release, if it does: the first host
+/// in config order that failed by itself, else a host left behind next to
+/// one that was changed, else the first host sent back (cancelled, or
+/// reverted for another), else the cancel.
+pub fn cause(view: &FleetView<'_>) -> Option<Cause> {
+    let hosts = view.hosts;
+    let sent_back = |s: &HostState| s.failure().map(Error::kind) == Some(ErrorKind::Cancelled);
+    if let Some(i) = hosts.iter().position(|s| failed(s) && !sent_back(s)) {
+        return Some(Cause::Host(i));
+    }
+    let changed = hosts.iter().any(|s| s.is_switched() || failed(s));
+    match view.behind {
+        Some(i) if changed => return Some(Cause::Behind(i)),
+        _ => {}
+    }
+    if let Some(i) = hosts.iter().position(failed) {
+        return Some(Cause::Host(i));
+    }
+    view.cancelled.then_some(Cause::Cancelled)
+}
+
+/// How the deploy ends, given where every host ended.
+///
+/// `Locked` when another deploy holds a lock, `Failed` when a lock could
+/// not be taken or nothing changed; after a failure `RollbackFailed` when a
+/// host may be without a healthy release, else `RolledBack` when some host
+/// was changed; without one `PromotionFailed` or `Deployed`.
+pub fn outcome(view: &FleetView<'_>) -> Outcome {
+    let hosts = view.hosts;
+    let any = |f: fn(&HostState) -> bool| hosts.iter().any(f);
+    if any(|s| {
+        matches!(
+            s,
+            HostState::Refused {
+                holder: Some(_),
+                ..
+            }
+        )
+    }) {
+        return Outcome::Locked;
+    }
+    if any(|s| matches!(s, HostState::Refused { .. })) {
+        return Outcome::Failed;
+    }
+    if any(|s| {
+        matches!(
+            s,
+            HostState::RollbackFailed { .. } | HostState::Halted { .. }
+        )
+    }) {
+        return Outcome::RollbackFailed;
+    }
+    if cause(view).is_some() {
+        return if any(|s| {
+            matches!(
+                s,
+                HostState::RolledBack { .. } | HostState::Verified { .. } | HostState::Done { .. }
+            )
+        }) {
+            Outcome::RolledBack
+        } else {
+            Outcome::Failed
+        };
+    }
+    match view.promotion {
+        Promotion::Failed => Outcome::PromotionFailed,
+        _ => Outcome::Deployed,
+    }
+}
+
+/// The fleet's next step; see the module docs.
+pub fn next(view: &FleetView<'_>) -> FleetAction {
+    let hosts = view.hosts;
+    debug_assert!(
+        !hosts.iter().any(|s| matches!(
+            s,
+            HostState::Captured { .. }
+                | HostState::Pulled { .. }
+                | HostState::Verifying { .. }
+                | HostState::Restoring { .. }
+        )),
+        "the fleet decides between steps, not while a host is mid-way: {hosts:?}"
+    );
+    let finish = || FleetAction::Finish {
+        outcome: outcome(view),
+        cause: cause(view),
+    };
+    if hosts.iter().any(|s| matches!(s, HostState::Refused { .. })) {
+        return finish();
+    }
+    let rolling_back = which(hosts, |s| matches!(s, HostState::RollingBack { .. }));
+    let verified = which(hosts, |s| matches!(s, HostState::Verified { .. }));
+    if let Some(cause) = cause(view) {
+        // A cancel puts every switched host back, whatever the policy.
+        let policy = if view.cancelled {
+            OnFailure::RollbackAll
+        } else {
+            view.on_failure
+        };
+        return match policy {
+            OnFailure::RollbackAll => {
+                let switched = which(hosts, HostState::is_switched);
+                if !switched.is_empty() {
+                    FleetAction::Revert {
+                        hosts: switched,
+                        cause,
+                    }
+                } else if !rolling_back.is_empty() {
+                    FleetAction::Restore(rolling_back)
+                } else {
+                    finish()
+                }
+            }
+            OnFailure::RollbackHost if !rolling_back.is_empty() => {
+                FleetAction::Restore(rolling_back)
+            }
+            OnFailure::RollbackHost if !verified.is_empty() => FleetAction::Retire(verified),
+            OnFailure::Halt if !rolling_back.is_empty() => FleetAction::Halt(rolling_back),
+            _ => finish(),
+        };
+    }
+    let waiting = which(hosts, |s| matches!(s, HostState::Locked));
+    if !waiting.is_empty() {
+        return FleetAction::Deploy(waiting.into_iter().take(view.batch).collect());
+    }
+    match view.promotion {
+        Promotion::Pending if !verified.is_empty() => FleetAction::Promote,
+        Promotion::Done if !verified.is_empty() => FleetAction::Retire(verified),
+        _ => finish(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ContainerId, DeploymentId, LockInfo};
+
+    fn c(id: &str) -> ContainerId {
+        ContainerId(id.into())
+    }
+
+    /// A host state by a one-letter code.
+    fn host(code: char) -> HostState {
+        let reason = Error::unhealthy("boom");
+        match code {
+            'p' => HostState::Planned,
+            'l' => HostState::Locked,
+            'v' => HostState::Verified {
+                new_container: c("n"),
+                retained: None,
+            },
+            'd' => HostState::Done {
+                new_container: c("n"),
+                previous: None,
+                leftover: None,
+            },
+            'r' => HostState::RollingBack {
+                failed_container: Some(c("n")),
+                retained: None,
+                reason,
+            },
+            'b' => HostState::RolledBack {
+                restored: None,
+                reason,
+            },
+            // Sent back: reverted for another host, or cancelled.
+            'q' => HostState::RollingBack {
+                failed_container: Some(c("n")),
+                retained: None,
+                reason: Error::new(ErrorKind::Cancelled, "reverted"),
+            },
+            'c' => HostState::RolledBack {
+                restored: None,
+                reason: Error::cancelled(),
+            },
+            'x' => HostState::RollbackFailed {
+                reason: reason.clone(),
+                failure: reason,
+                previous: None,
+            },
+            'h' => HostState::Halted {
+                failed_container: Some(c("n")),
+                retained: None,
+                reason,
+            },
+            'f' => HostState::Failed {
+                reason,
+                previous: None,
+            },
+            'e' => HostState::Refused {
+                reason: Error::unavailable("engine down"),
+                holder: None,
+            },
+            'k' => HostState::Refused {
+                reason: Error::conflict("held"),
+                holder: Some(LockInfo {
+                    app: "app".into(),
+                    deployment: DeploymentId("d".into()),
+                    holder: "someone".into(),
+                    target: "v1".into(),
+                    started_at: std::time::SystemTime::UNIX_EPOCH,
+                }),
+            },
+            's' => HostState::Switched {
+                new_container: c("n"),
+                retained: None,
+            },
+            other => panic!("no host code {other}"),
+        }
+    }
+
+    fn finish(outcome: Outcome, cause: Option<Cause>) -> FleetAction {
+        FleetAction::Finish { outcome, cause }
+    }
+
+    use FleetAction::{Deploy, Halt, Promote, Restore, Retire, Revert};
+    use OnFailure::{Halt as H, RollbackAll as All, RollbackHost as One};
+    use Outcome::{Deployed, Failed, Locked, PromotionFailed, RollbackFailed, RolledBack};
+
+    /// `(hosts, on_failure, cancelled, promotion, behind) -> action`, batch 2.
+    #[allow(clippy::type_complexity)]
+    fn table() -> Vec<(
+        &'static str,
+        OnFailure,
+        bool,
+        Promotion,
+        Option<usize>,
+        FleetAction,
+    )> {
+        use Promotion::{Done as P, Failed as PF, Pending as N};
+        let host = Cause::Host;
+        vec![
+            // Locks: a refused host ends the deploy before anything changes.
+            ("ek", All, false, N, None, finish(Locked, Some(host(0)))),
+            ("le", All, false, N, None, finish(Failed, Some(host(1)))),
+            // Batches of two, in order.
+            ("lll", All, false, N, None, Deploy(vec![0, 1])),
+            ("vvl", All, false, N, None, Deploy(vec![2])),
+            // Every host verified: promote, then retire, then done.
+            ("vvv", All, false, N, None, Promote),
+            ("vvv", All, false, P, None, Retire(vec![0, 1, 2])),
+            ("ddd", All, false, P, None, finish(Deployed, None)),
+            ("vvv", All, false, PF, None, finish(PromotionFailed, None)),
+            // A failure with rollback-all: revert, restore, report.
+            (
+                "vrl",
+                All,
+                false,
+                N,
+                None,
+                Revert {
+                    hosts: vec![0],
+                    cause: host(1),
+                },
+            ),
+            ("qrl", All, false, N, None, Restore(vec![0, 1])),
+            (
+                "cbl",
+                All,
+                false,
+                N,
+                None,
+                finish(RolledBack, Some(host(1))),
+            ),
+            (
+                "bcl",
+                All,
+                false,
+                N,
+                None,
+                finish(RolledBack, Some(host(0))),
+            ),
+            (
+                "bxl",
+                All,
+                false,
+                N,
+                None,
+                finish(RollbackFailed, Some(host(0))),
+            ),
+            (
+                "vfl",
+                All,
+                false,
+                N,
+                None,
+                Revert {
+                    hosts: vec![0],
+                    cause: host(1),
+                },
+            ),
+            ("fll", All, false, N, None, finish(Failed, Some(host(0)))),
+            ("qfl", All, false, N, None, Restore(vec![0])),
+            (
+                "cfl",
+                All,
+                false,
+                N,
+                None,
+                finish(RolledBack, Some(host(1))),
+            ),
+            // Rollback-host: restore the failed, keep the verified, report.
+            ("vrl", One, false, N, None, Restore(vec![1])),
+            ("vbl", One, false, N, None, Retire(vec![0])),
+            (
+                "dbl",
+                One,
+                false,
+                N,
+                None,
+                finish(RolledBack, Some(host(1))),
+            ),
+            (
+                "dfl",
+                One,
+                false,
+                N,
+                None,
+                finish(RolledBack, Some(host(1))),
+            ),
+            // Halt: leave the failed host, keep the verified one as it is.
+            ("vrl", H, false, N, None, Halt(vec![1])),
+            (
+                "vhl",
+                H,
+                false,
+                N,
+                None,
+                finish(RollbackFailed, Some(host(1))),
+            ),
+            // A cancel reverts every switched host, whatever the policy.
+            (
+                "vvl",
+                H,
+                true,
+                N,
+                None,
+                Revert {
+                    hosts: vec![0, 1],
+                    cause: Cause::Cancelled,
+                },
+            ),
+            (
+                "svl",
+                One,
+                true,
+                N,
+                None,
+                Revert {
+                    hosts: vec![0, 1],
+                    cause: Cause::Cancelled,
+                },
+            ),
+            (
+                "lll",
+                All,
+                true,
+                N,
+                None,
+                finish(Failed, Some(Cause::Cancelled)),
+            ),
+            ("qql", All, true, N, None, Restore(vec![0, 1])),
+            ("ccl", All, true, N, None, finish(RolledBack, Some(host(0)))),
+            (
+                "vll",
+                All,
+                true,
+                N,
+                None,
+                Revert {
+                    hosts: vec![0],
+                    cause: Cause::Cancelled,
+                },
+            ),
+            ("cll", All, true, N, None, finish(RolledBack, Some(host(0)))),
+            (
+                "rvl",
+                One,
+                true,
+                N,
+                None,
+                Revert {
+                    hosts: vec![1],
+                    cause: host(0),
+                },
+            ),
+            ("bbl", One, true, N, None, finish(RolledBack, Some(host(0)))),
+            // Recover: nothing to do, a host left behind, an adopted host.
+            ("ppp", All, false, N, None, finish(Deployed, None)),
+            (
+                "vpp",
+                All,
+                false,
+                N,
+                Some(1),
+                Revert {
+                    hosts: vec![0],
+                    cause: Cause::Behind(1),
+                },
+            ),
+            ("qpp", All, false, N, Some(1), Restore(vec![0])),
+            (
+                "cpp",
+                All,
+                false,
+                N,
+                Some(1),
+                finish(RolledBack, Some(Cause::Behind(1))),
+            ),
+            (
+                "cpb",
+                All,
+                false,
+                N,
+                Some(1),
+                finish(RolledBack, Some(host(2))),
+            ),
+            ("ppp", All, false, N, Some(1), finish(Deployed, None)),
+            ("vpv", All, false, N, None, Promote),
+            ("dpd", All, false, P, None, finish(Deployed, None)),
+        ]
+    }
+
+    #[test]
+    fn the_fleet_follows_the_table() {
+        for (hosts, on_failure, cancelled, promotion, behind, expected) in table() {
+            let states: Vec<HostState> = hosts.chars().map(host).collect();
+            let view = FleetView::new(&states, on_failure, 2)
+                .cancelled(cancelled)
+                .promotion(promotion)
+                .behind(behind);
+            assert_eq!(
+                next(&view),
+                expected,
+                "{hosts} {on_failure} cancelled={cancelled} {promotion:?} behind={behind:?}"
+            );
+        }
+    }
+
+    /// Driving the table from a start to its end gives the outcome of a
+    /// whole deploy, each step applied as the driver would.
+    #[test]
+    fn a_rollback_all_run_ends_rolled_back() {
+        let mut states: Vec<HostState> = "vrl".chars().map(host).collect();
+        let mut steps = Vec::new();
+        loop {
+            let view = FleetView::new(&states, All, 1);
+            let action = next(&view);
+            steps.push(action.clone());
+            match action {
+                Revert { hosts, .. } => {
+                    for i in hosts {
+                        states[i] = host('q');
+                    }
+                }
+                Restore(hosts) => {
+                    for i in hosts {
+                        states[i] = match states[i].failure().map(Error::kind) {
+                            Some(ErrorKind::Cancelled) => host('c'),
+                            _ => host('b'),
+                        };
+                    }
+                }
+                FleetAction::Finish { outcome, cause } => {
+                    assert_eq!((outcome, cause), (RolledBack, Some(Cause::Host(1))));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(steps.len(), 3, "{steps:?}");
+    }
+}
