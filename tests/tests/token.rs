@@ -488,13 +488,12 @@ fn a_deploy_moves_the_tags_with_one_token_request_per_scope_set() {
     assert!(!run.all_output().contains(&password()));
 }
 
-/// A deploy reads the tags at its start (pull) and moves them at its end
-/// (pull, push): with tokens shorter-lived than the deploy, the first has
-/// expired by then and the promotion runs on a token of its own. (Renewing
-/// one scope set's token after it expired is tested in-process, in
-/// rollback-registry's hostile tests: the engine uses each scope set once.)
+/// A deploy reads the tags at its start (pull), moves them at its end
+/// (pull, push), then reads them again for image retention (pull): with
+/// tokens shorter-lived than the deploy, the first pull token has expired by
+/// then and is renewed, once.
 #[test]
-fn a_deploy_outliving_its_first_token_moves_the_tags_on_a_fresh_one() {
+fn a_deploy_outliving_its_tokens_moves_the_tags_and_renews_the_expired_one() {
     let lifetime: f64 = test_env("ROLLBACK_TEST_TOKEN_SHORT_LIFETIME")
         .parse()
         .unwrap();
@@ -520,10 +519,13 @@ fn a_deploy_outliving_its_first_token_moves_the_tags_on_a_fresh_one() {
         .into_iter()
         .skip(before)
         .collect();
-    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
     assert!(
         tokens[1].time - tokens[0].time > lifetime,
         "the tags were moved after the first token had expired: {tokens:?}"
     );
     assert_eq!(tokens[1].scopes, [format!("repository:{repo}:pull,push")]);
+    // The expired pull token, renewed for the reads after promotion.
+    assert_eq!(tokens[2].scopes, tokens[0].scopes, "{tokens:?}");
+    assert!(tokens[2].time - tokens[0].time > lifetime, "{tokens:?}");
 }
