@@ -77,6 +77,9 @@ pub enum Command {
     /// Inspect or break a deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Boot, inspect or remove the [proxy] container on each host
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -117,6 +120,17 @@ pub enum LockCommand {
     Release(LockArgs),
 }
 
+/// `proxy boot` / `proxy status` / `proxy remove`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Start the proxy on every host where it does not run
+    Boot,
+    /// The proxy container and where it sends the app's requests, per host
+    Status,
+    /// Stop and remove the proxy container (the app stops being served)
+    Remove,
+}
+
 /// Options of the lock commands.
 #[derive(Debug, Args)]
 pub struct LockArgs {
@@ -139,6 +153,7 @@ impl Command {
                 | Command::Tag(_)
                 | Command::Recover
                 | Command::Lock(LockCommand::Release(_))
+                | Command::Proxy(ProxyCommand::Boot | ProxyCommand::Remove)
         )
     }
 }

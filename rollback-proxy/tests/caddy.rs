@@ -45,6 +45,17 @@ async fn setup(what: &str) -> Setup {
 }
 
 impl Setup {
+    /// The proxy's error log lines (why Caddy answered a failure).
+    fn proxy_errors(&self) -> String {
+        let out = docker(&["logs", self.proxy.name()]);
+        let all = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        all.lines()
+            .filter(|l| l.contains("\"error\"") || l.contains("\"warn\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A running fixture container on the proxy's network, with no host port.
     async fn release(&self, image: &str) -> ContainerId {
         let app = unique("rel");
@@ -235,7 +246,12 @@ async fn switches_under_load_lose_no_request() {
         seen.longest_gap,
         longest_switch
     );
-    assert!(seen.failed.is_empty(), "failed: {:?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "failed: {:?}\n{}",
+        seen.failed,
+        s.proxy_errors()
+    );
     assert!(seen.ok > 100, "the loop ran: {seen:?}");
     assert!(
         seen.versions.contains(&"v1".to_owned()) && seen.versions.contains(&"v3".to_owned()),
@@ -275,7 +291,12 @@ async fn a_new_release_that_dies_has_its_requests_retried_on_the_old_one() {
         seen.failed.len(),
         seen.longest_gap
     );
-    assert!(seen.failed.is_empty(), "failed: {:?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "failed: {:?}\n{}",
+        seen.failed,
+        s.proxy_errors()
+    );
     assert_eq!(seen.versions.last().map(String::as_str), Some("v1"));
     assert_eq!(version(s.port), "v1");
 }

@@ -55,6 +55,15 @@ pub(crate) async fn deployer(
 ) -> Result<(Deployer, Vec<(HostId, CliError)>), CliError> {
     let config = ctx.config()?;
     let app = config.app()?;
+    if config.proxy.is_some() {
+        // The start-first strategy behind the proxy is not in this version:
+        // deploying stop-first instead would publish nothing (the proxy owns
+        // the public address), so refuse before touching any host.
+        return Err(CliError::usage(format!(
+            "{}: [proxy]: start-first deploys behind a proxy are not available in this version;              `rollback proxy boot|status|remove` manage the proxy; remove [proxy] (and health.path) to deploy stop-first",
+            config.path.display()
+        )));
+    }
     let registry = ctx.adapters.registry()?;
     let mut hosts = Vec::new();
     let mut unreachable = Vec::new();

@@ -13,6 +13,7 @@ use crate::output::{Output, Redactor};
 
 pub mod deploy;
 pub mod lock;
+pub mod proxy;
 pub mod status;
 pub mod tag;
 
@@ -130,6 +131,7 @@ pub async fn run_with(
         }
         Command::Tag(args) => tag::run(&ctx, args).await,
         Command::Lock(command) => lock::run(&ctx, command).await,
+        Command::Proxy(command) => proxy::run(&ctx, command).await,
         Command::Deploy(args) => deploy::deploy(&ctx, args).await,
         Command::Undo => deploy::undo(&ctx).await,
         Command::Recover => deploy::recover(&ctx).await,
