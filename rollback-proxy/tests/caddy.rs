@@ -74,6 +74,12 @@ fn get(port: u16, path: &str, host: &str) -> std::io::Result<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    if !response.contains("\r\n\r\n") {
+        return Err(std::io::Error::other(format!(
+            "the connection closed after {} bytes of response: {response:?}",
+            response.len()
+        )));
+    }
     let status = response
         .split(' ')
         .nth(1)
