@@ -856,6 +856,8 @@ pub struct ContainerTemplate {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+    /// Namespaced kernel parameters (`docker run --sysctl`).
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl ContainerTemplate {
@@ -917,6 +919,12 @@ impl ContainerTemplate {
         self.stop_timeout = Some(stop_timeout);
         self
     }
+
+    /// Set the namespaced kernel parameter `key` to `value` in the container.
+    pub fn sysctl(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.sysctls.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// Everything needed to create one container: a [`ContainerTemplate`] with
@@ -946,6 +954,8 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+    /// Namespaced kernel parameters (`docker run --sysctl`).
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl ContainerSpec {
@@ -961,6 +971,7 @@ impl ContainerSpec {
             command,
             labels,
             stop_timeout,
+            sysctls,
         } = template;
         Self {
             name: name.into(),
@@ -974,6 +985,7 @@ impl ContainerSpec {
             command,
             labels,
             stop_timeout,
+            sysctls,
         }
     }
 }

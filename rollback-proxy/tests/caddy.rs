@@ -225,6 +225,18 @@ async fn switches_under_load_lose_no_request() {
     let s = setup("load").await;
     let caddy = Caddy::new(s.proxy.clone(), "shop");
     caddy.ensure().await.unwrap();
+    // Connections queued on the listener a config change closes are handed
+    // to the new one (Caddy binds with SO_REUSEPORT).
+    let sysctls = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.Sysctls}}",
+        s.proxy.name(),
+    ]);
+    assert!(
+        sysctls.contains(r#""net.ipv4.tcp_migrate_req":"1""#),
+        "{sysctls}"
+    );
     let v1 = Caddy::upstream(&s.release("rollback-fixture:healthy").await, 8080);
     let v3 = Caddy::upstream(&s.release("rollback-fixture:down").await, 8080);
     caddy.switch(&v1).await.unwrap();

@@ -67,6 +67,11 @@ fn proxy_boot_status_and_remove() {
         state.trim().starts_with("true unless-stopped ") && state.trim().ends_with("caddy:2"),
         "{state}"
     );
+    let sysctls = docker(
+        None,
+        &["inspect", "-f", "{{json .HostConfig.Sysctls}}", PROXY],
+    );
+    assert!(sysctls.contains("net.ipv4.tcp_migrate_req"), "{sysctls}");
     // The public address answers; no release is routed yet.
     let body = http_get(port, "/").expect("the proxy answers on listen");
     assert!(
