@@ -212,8 +212,17 @@ mod tests {
 
     #[test]
     fn hosts_are_chosen_by_repeating_host() {
-        let cli = parse(&["deploy", "--tag", "v2", "--host", "a", "--host", "b", "--no-promote"])
-            .unwrap();
+        let cli = parse(&[
+            "deploy",
+            "--tag",
+            "v2",
+            "--host",
+            "a",
+            "--host",
+            "b",
+            "--no-promote",
+        ])
+        .unwrap();
         match cli.command {
             Command::Deploy(args) => {
                 assert_eq!(args.hosts.hosts, ["a", "b"]);
@@ -224,7 +233,10 @@ mod tests {
         for (args, want) in [
             (vec!["undo", "--host", "a"], vec!["a"]),
             (vec!["status", "--host", "b"], vec!["b"]),
-            (vec!["recover", "--host", "a", "--host", "b"], vec!["a", "b"]),
+            (
+                vec!["recover", "--host", "a", "--host", "b"],
+                vec!["a", "b"],
+            ),
         ] {
             let hosts = match parse(&args).unwrap().command {
                 Command::Undo(h) | Command::Status(h) | Command::Recover(h) => h.hosts,

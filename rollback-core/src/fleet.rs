@@ -761,9 +761,16 @@ mod tests {
     }
 
     fn d(n: u8) -> Digest {
-        format!("sha256:{}", format!("{n:x}").repeat(64).chars().take(64).collect::<String>())
-            .parse()
-            .unwrap()
+        format!(
+            "sha256:{}",
+            format!("{n:x}")
+                .repeat(64)
+                .chars()
+                .take(64)
+                .collect::<String>()
+        )
+        .parse()
+        .unwrap()
     }
 
     fn runs(digest: u8, replaced: Option<u8>) -> Option<Running> {
@@ -782,18 +789,28 @@ mod tests {
         };
         for (stable, hosts, expected) in [
             // Every host runs the stable release: the previous one comes back.
-            (Some(1), vec![runs(1, Some(0)), runs(1, None)], UndoPlan::Previous),
+            (
+                Some(1),
+                vec![runs(1, Some(0)), runs(1, None)],
+                UndoPlan::Previous,
+            ),
             (Some(1), vec![None, runs(1, None)], UndoPlan::Previous),
             (None, vec![None], UndoPlan::Previous),
             // v2 deployed unpromoted over v1: v1 comes back.
             (Some(1), vec![runs(2, Some(1))], replaced(1)),
-            (Some(1), vec![runs(2, Some(1)), runs(2, Some(1))], replaced(1)),
+            (
+                Some(1),
+                vec![runs(2, Some(1)), runs(2, Some(1))],
+                replaced(1),
+            ),
             (None, vec![runs(2, Some(1)), None], replaced(1)),
             // Part of the fleet promoted, or different releases replaced.
             (
                 Some(1),
                 vec![runs(2, Some(1)), runs(1, Some(0))],
-                UndoPlan::Mixed { unpromoted: vec![0] },
+                UndoPlan::Mixed {
+                    unpromoted: vec![0],
+                },
             ),
             (
                 Some(1),
@@ -804,7 +821,11 @@ mod tests {
             ),
             // A first deploy replaced nothing.
             (Some(1), vec![runs(2, None)], UndoPlan::Unknown(0)),
-            (Some(1), vec![runs(2, Some(1)), runs(2, None)], UndoPlan::Unknown(1)),
+            (
+                Some(1),
+                vec![runs(2, Some(1)), runs(2, None)],
+                UndoPlan::Unknown(1),
+            ),
         ] {
             let stable = stable.map(d);
             assert_eq!(

@@ -32,7 +32,11 @@ fn per_host_jobs_deploy_revert_and_promote_without_moving_latest_early() {
 
     // v1: a deploy job per host, then the promote job.
     for host in ["prod-a", "prod-b"] {
-        let run = job(&fleet, &["deploy", "--host", host, "--no-promote", "--tag", "v1"], 0);
+        let run = job(
+            &fleet,
+            &["deploy", "--host", host, "--no-promote", "--tag", "v1"],
+            0,
+        );
         let outcome = run.outcome();
         assert_eq!(outcome["outcome"], "deployed");
         assert_eq!(outcome["promoted"], false);
@@ -51,18 +55,35 @@ fn per_host_jobs_deploy_revert_and_promote_without_moving_latest_early() {
     // the revert job puts v1 back on prod-a, latest never moves.
     fleet.hosts[1].env = "APP_MODE = \"crash\"".into();
     fleet.write_config("");
-    job(&fleet, &["deploy", "--host", "prod-a", "--no-promote", "--tag", "v2"], 0);
+    job(
+        &fleet,
+        &["deploy", "--host", "prod-a", "--no-promote", "--tag", "v2"],
+        0,
+    );
     assert_eq!(version(&fleet, 0), "v2");
     assert_eq!(fleet.running_digest(0), v2);
-    assert_eq!(version(&fleet, 1), "v1", "prod-b is not touched by prod-a's job");
+    assert_eq!(
+        version(&fleet, 1),
+        "v1",
+        "prod-b is not touched by prod-a's job"
+    );
     assert_eq!(fleet.tag_digest("latest"), Some(v1.clone()));
-    let run = job(&fleet, &["deploy", "--host", "prod-b", "--no-promote", "--tag", "v2"], 3);
+    let run = job(
+        &fleet,
+        &["deploy", "--host", "prod-b", "--no-promote", "--tag", "v2"],
+        3,
+    );
     assert_eq!(run.outcome()["outcome"], "rolled_back");
     assert_eq!(version(&fleet, 1), "v1");
     assert_eq!(fleet.running_digest(1), v1);
 
     let dry = job(&fleet, &["undo", "--host", "prod-a", "--dry-run"], 0);
-    assert_eq!(dry.outcome()["target"]["digest"], v1.as_str(), "{}", dry.explain());
+    assert_eq!(
+        dry.outcome()["target"]["digest"],
+        v1.as_str(),
+        "{}",
+        dry.explain()
+    );
     assert_eq!(version(&fleet, 0), "v2", "a dry run changes nothing");
     let run = job(&fleet, &["undo", "--host", "prod-a"], 0);
     let outcome = run.outcome();
@@ -76,7 +97,11 @@ fn per_host_jobs_deploy_revert_and_promote_without_moving_latest_early() {
     );
     assert_eq!(version(&fleet, 0), "v1", "v1 answers on prod-a again");
     assert_eq!(fleet.running_digest(0), v1);
-    assert_eq!(fleet.tag_digest("latest"), Some(v1.clone()), "latest never moved");
+    assert_eq!(
+        fleet.tag_digest("latest"),
+        Some(v1.clone()),
+        "latest never moved"
+    );
     assert_eq!(fleet.tag_digest("previous"), None, "previous never moved");
     assert_eq!(fleet.assert_invariant(&["v1"]), ["v1", "v1"]);
 
@@ -84,7 +109,11 @@ fn per_host_jobs_deploy_revert_and_promote_without_moving_latest_early() {
     fleet.hosts[1].env.clear();
     fleet.write_config("");
     for host in ["prod-a", "prod-b"] {
-        job(&fleet, &["deploy", "--host", host, "--no-promote", "--tag", "v3"], 0);
+        job(
+            &fleet,
+            &["deploy", "--host", host, "--no-promote", "--tag", "v3"],
+            0,
+        );
         assert_eq!(fleet.tag_digest("latest"), Some(v1.clone()));
     }
     let dry = job(&fleet, &["promote", "--tag", "v3", "--dry-run"], 0);
@@ -92,7 +121,11 @@ fn per_host_jobs_deploy_revert_and_promote_without_moving_latest_early() {
     assert_eq!(planned["outcome"], "planned");
     assert_eq!(planned["moves"]["latest"], v3.as_str());
     assert_eq!(planned["moves"]["previous"], v1.as_str());
-    assert_eq!(fleet.tag_digest("latest"), Some(v1.clone()), "a dry run moves nothing");
+    assert_eq!(
+        fleet.tag_digest("latest"),
+        Some(v1.clone()),
+        "a dry run moves nothing"
+    );
     job(&fleet, &["promote", "--tag", "v3"], 0);
     assert_eq!(fleet.tag_digest("latest"), Some(v3.clone()));
     assert_eq!(fleet.tag_digest("previous"), Some(v1.clone()));

@@ -255,7 +255,14 @@ impl Deployer {
             }
         }
         let ending = self
-            .rollout(ev, &mut runs, &release, stable_before.as_ref(), promote, cancel)
+            .rollout(
+                ev,
+                &mut runs,
+                &release,
+                stable_before.as_ref(),
+                promote,
+                cancel,
+            )
             .await;
         if !promote && ending.outcome == Outcome::Deployed {
             ev.note(
