@@ -75,7 +75,8 @@ fn helper_config(dir: &Path, user: &str, secret: Option<&str>) {
         Some(secret) => format!(
             "read server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$server\"\n"
         ),
-        None => "echo 'credentials not found in native keychain'\nexit 1\n".to_owned(),
+        // Real helpers read the server URL before they answer, found or not.
+        None => "read server\necho 'credentials not found in native keychain'\nexit 1\n".to_owned(),
     };
     let script = dir.join("docker-credential-rbtest");
     std::fs::write(

@@ -91,6 +91,7 @@ pub(crate) async fn deployer(
         }
     }
     let deployer = Deployer::new(app.clone(), registry, hosts)
+        .with_holder(holder())
         .with_health(config.health)
         .with_rollout(config.rollout)
         .with_observer(ctx.output.clone());
@@ -100,6 +101,20 @@ pub(crate) async fn deployer(
         None => deployer,
     };
     Ok((deployer, unreachable))
+}
+
+/// Who deploys, as the lock records it: `user@machine pid 123`.
+fn holder() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let machine = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{user}@{machine} pid {}", std::process::id())
 }
 
 /// Which engine command to run.

@@ -331,17 +331,10 @@ impl fmt::Debug for Deployer {
     }
 }
 
+/// Who deploys when the embedder does not say ([`Deployer::with_holder`]):
+/// the library reads no environment, so only the process id.
 fn default_holder() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let machine = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    format!("{user}@{machine} pid {}", std::process::id())
+    format!("pid {}", std::process::id())
 }
 
 impl Deployer {
