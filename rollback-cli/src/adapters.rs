@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, TcpProbe};
-use rollback_docker::{DockerHealthProbe, DockerRuntime};
+use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 use rollback_registry::OciRegistry;
 
 use crate::commands::{Adapters, Connected};
@@ -44,6 +44,10 @@ impl Adapters for RealAdapters {
         let docker = self.docker(host).await?;
         let probe: Arc<dyn HealthProbe> = match &host.health {
             Some(HealthCheck::Docker) => Arc::new(DockerHealthProbe::new(docker.clone())),
+            Some(HealthCheck::Exec { command }) => Arc::new(
+                DockerExecProbe::new(docker.clone(), command.clone())
+                    .map_err(|e| CliError::bad_argument("health.exec", &e))?,
+            ),
             Some(check) => probe(check)?,
             None => {
                 return Err(CliError::usage(format!(
@@ -62,7 +66,7 @@ impl Adapters for RealAdapters {
     }
 }
 
-/// The probe of an HTTP or TCP check (the Docker one needs the host's engine).
+/// The probe of an HTTP or TCP check (the Docker and exec ones need the host's engine).
 pub fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
     let bad =
         |e: rollback_core::Error| CliError::bad_argument(format_args!("health check {check}"), &e);
@@ -82,9 +86,9 @@ pub fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
             Ok(Arc::new(probe))
         }
         HealthCheck::Tcp { address } => Ok(Arc::new(TcpProbe::new(address).map_err(bad)?)),
-        HealthCheck::Docker => Err(CliError::usage(
-            "the docker health check is built with the host's engine",
-        )),
+        HealthCheck::Docker | HealthCheck::Exec { .. } => Err(CliError::usage(format!(
+            "the {check} health check is built with the host's engine"
+        ))),
     }
 }
 

@@ -77,6 +77,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Finish or revert a deploy that was interrupted
     Recover(HostSelection),
+    /// Remove the app's images beyond the newest [app] retain releases on every host
+    Prune,
     /// Inspect or break a deploy lock
     #[command(subcommand)]
     Lock(LockCommand),

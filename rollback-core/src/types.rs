@@ -856,6 +856,8 @@ pub struct ContainerTemplate {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+    /// The other `docker run` options.
+    pub options: RunOptions,
 }
 
 impl ContainerTemplate {
@@ -917,6 +919,12 @@ impl ContainerTemplate {
         self.stop_timeout = Some(stop_timeout);
         self
     }
+
+    /// The other `docker run` options (limits, user, entrypoint, logging, ...).
+    pub fn options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
 }
 
 /// Everything needed to create one container: a [`ContainerTemplate`] with
@@ -946,6 +954,34 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+    /// The other `docker run` options.
+    pub options: RunOptions,
+}
+
+/// The `docker run` options beyond ports, env, volumes and the restart
+/// policy; each empty or `None` means the engine's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunOptions {
+    /// Memory limit in bytes (`--memory`).
+    pub memory: Option<u64>,
+    /// CPU limit in billionths of a CPU (`--cpus 1.5` is 1_500_000_000).
+    pub nano_cpus: Option<u64>,
+    /// User and optional group to run as (`--user 1000:1000`).
+    pub user: Option<String>,
+    /// Replaces the image's `ENTRYPOINT`; an empty list clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Host name inside the container (`--hostname`).
+    pub hostname: Option<String>,
+    /// Extra `/etc/hosts` entries as `name:ip` (`--add-host`).
+    pub add_hosts: Vec<String>,
+    /// Logging driver (`--log-driver`).
+    pub log_driver: Option<String>,
+    /// Options of the logging driver (`--log-opt key=value`).
+    pub log_options: BTreeMap<String, String>,
+    /// Networks joined besides the main one (`docker network connect`).
+    pub networks: Vec<String>,
+    /// Kernel capabilities added (`--cap-add`).
+    pub cap_add: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -961,6 +997,7 @@ impl ContainerSpec {
             command,
             labels,
             stop_timeout,
+            options,
         } = template;
         Self {
             name: name.into(),
@@ -974,6 +1011,7 @@ impl ContainerSpec {
             command,
             labels,
             stop_timeout,
+            options,
         }
     }
 }

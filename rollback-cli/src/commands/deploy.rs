@@ -3,11 +3,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use rollback_core::{
-    App, CancellationToken, ContainerTemplate, DeployReport, Deployer, ExitCode, HostId,
-    HostTarget, LockInfo, Phase, Plan, Release, Scope, Target, UndoTarget,
+    App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
+    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Target,
+    UndoTarget,
 };
 use serde::Serialize;
 
@@ -15,7 +17,9 @@ use crate::cli::{DeployArgs, DeployCommand};
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
-use crate::output::Output;
+use crate::hooks::{HookRun, Hooks};
+use crate::notify::{self, Notified};
+use crate::output::{error_outcome, secrets_of, Output};
 
 /// How the app's container runs on `host`; the engine names it and pins the image.
 fn container(config: &Config, host: &HostConfig) -> ContainerTemplate {
@@ -42,7 +46,10 @@ fn container(config: &Config, host: &HostConfig) -> ContainerTemplate {
     if let Some(stop_timeout) = c.stop_timeout {
         t = t.stop_timeout(stop_timeout);
     }
-    t
+    for (key, value) in &c.labels {
+        t = t.label(key.clone(), value.clone());
+    }
+    t.options(c.options.clone())
 }
 
 /// Connect to every host and build the engine.
@@ -119,7 +126,8 @@ fn holder() -> String {
 
 /// Which engine command to run.
 enum Run {
-    Deploy(Target),
+    /// The release, and whether the tags move once every host is verified.
+    Deploy(Target, bool),
     Undo,
     Recover,
 }
@@ -127,12 +135,17 @@ enum Run {
 /// `deploy --tag | --digest [--no-promote]`.
 pub async fn deploy(ctx: &Context, args: &DeployCommand) -> Result<i32, CliError> {
     let target = target(&args.target)?;
-    let (deployer, _) = deployer(ctx, false).await?;
-    let deployer = deployer.with_promote(!args.no_promote);
+    let promote = !args.no_promote;
     if ctx.dry_run {
-        return plan(ctx, &deployer, &target, "deploy", !args.no_promote).await;
+        let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_promote(promote);
+        return plan(ctx, &deployer, &target, "deploy", promote).await;
     }
-    drive(ctx, &deployer, Run::Deploy(target)).await
+    let (tag, digest) = match &target {
+        Target::Tag(tag) => (Some(tag.to_string()), None),
+        Target::Digest(digest) => (None, Some(digest.to_string())),
+    };
+    around(ctx, "deploy", tag, digest, Run::Deploy(target, promote)).await
 }
 
 /// The release `--tag` or `--digest` names.
@@ -151,8 +164,8 @@ fn target(args: &DeployArgs) -> Result<Target, CliError> {
 
 /// `undo`.
 pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
         let undo = deployer
             .undo_target()
             .await
@@ -165,7 +178,8 @@ pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
             _ => Err(CliError::failed("undo: nothing to deploy")),
         };
     }
-    drive(ctx, &deployer, Run::Undo).await
+    let previous = ctx.config()?.app()?.previous_tag.clone();
+    around(ctx, "undo", Some(previous.to_string()), None, Run::Undo).await
 }
 
 /// `promote --tag | --digest`: the registry tags only, no host contacted.
@@ -228,29 +242,124 @@ pub async fn promote(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> 
 
 /// `recover`.
 pub async fn recover(ctx: &Context) -> Result<i32, CliError> {
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
         return recover_plan(ctx, &deployer).await;
     }
-    drive(ctx, &deployer, Run::Recover).await
+    around(ctx, "recover", None, None, Run::Recover).await
+}
+
+/// How the engine command ended.
+enum Driven {
+    /// With a report (printed already) and what retention did after it.
+    Report(Box<DeployReport>, Option<PruneReport>),
+    /// The user gave up waiting (second signal): exit with this code at once.
+    Abandoned(i32),
+}
+
+/// Run an engine command inside its hooks: `pre_deploy` before anything is
+/// contacted (a failure stops here, exit 1), then the command, retention
+/// after a deployed release, then `post_deploy` and the webhook, whose
+/// failures are reported and never change the exit code.
+async fn around(
+    ctx: &Context,
+    command: &'static str,
+    tag: Option<String>,
+    digest: Option<String>,
+    run: Run,
+) -> Result<i32, CliError> {
+    let config = ctx.config()?;
+    let app = config.app()?;
+    let deployment = DeploymentId::generate();
+    let mut hook_run = HookRun {
+        command,
+        app: app.name.to_string(),
+        tag,
+        digest,
+        hosts: config.hosts.iter().map(|h| h.name.to_string()).collect(),
+        deployment_id: deployment.to_string(),
+        started: Instant::now(),
+    };
+    let hooks = Hooks::new(config.hooks.clone(), secrets_of(config), ctx.output.clone());
+    if let Some(why) = hooks.pre_deploy(&hook_run).await.and_then(|r| r.failure()) {
+        return Err(CliError::failed(format!(
+            "hooks.pre_deploy {why}; nothing was changed"
+        )));
+    }
+    let result = async {
+        let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_deployment_id(deployment);
+        let deployer = match &run {
+            Run::Deploy(_, promote) => deployer.with_promote(*promote),
+            _ => deployer,
+        };
+        let prune = matches!(run, Run::Deploy(..));
+        let mut driven = drive(ctx, &deployer, run).await;
+        if let Driven::Report(report, pruned) = &mut driven {
+            if prune && report.outcome == Outcome::Deployed {
+                *pruned = super::prune::after_deploy(ctx, &deployer, config.retain).await;
+            }
+            ctx.output.report_pruned(report, pruned.as_ref());
+        }
+        Ok::<_, CliError>(driven)
+    }
+    .await;
+    let (outcome, code, body) = match &result {
+        Ok(Driven::Abandoned(code)) => return Ok(*code),
+        Ok(Driven::Report(report, pruned)) => {
+            if let Some(target) = &report.target {
+                hook_run.tag = target
+                    .tag
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(hook_run.tag);
+                hook_run.digest = Some(target.digest.to_string());
+            }
+            (
+                report.outcome.as_str(),
+                report_code(report),
+                ctx.output.outcome_text(report, pruned.as_ref()),
+            )
+        }
+        Err(e) => (error_outcome(e), e.exit_code(), ctx.output.error_text(e)),
+    };
+    if let Some(why) = hooks
+        .post_deploy(&hook_run, outcome, code)
+        .await
+        .and_then(|r| r.failure())
+    {
+        ctx.output.warn(&format!(
+            "hooks.post_deploy {why}; the exit code stays {code}"
+        ));
+    }
+    if let Some(target) = &config.notify {
+        match notify::post(target, body).await {
+            Notified::Posted(status) => ctx.output.aside(&format!(
+                "notify: posted the outcome to {} ({status})",
+                target.webhook_origin
+            )),
+            Notified::Failed(why) => ctx.output.warn(&format!(
+                "notify: webhook {}: {why}; the exit code stays {code}",
+                target.webhook_origin
+            )),
+        }
+    }
+    result.map(|_| code)
 }
 
 /// Run the engine until it reports, turning signals into cancellation.
-async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Result<i32, CliError> {
+async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Driven {
     let cancel = CancellationToken::new();
     let work = async {
         match run {
-            Run::Deploy(target) => deployer.deploy(target, cancel.clone()).await,
+            Run::Deploy(target, _) => deployer.deploy(target, cancel.clone()).await,
             Run::Undo => deployer.undo(cancel.clone()).await,
             Run::Recover => deployer.recover(cancel.clone()).await,
         }
     };
     match until_second_signal(work, &cancel, &ctx.output).await {
-        Ok(report) => {
-            ctx.output.report(&report);
-            Ok(report_code(&report))
-        }
-        Err(code) => Ok(code),
+        Ok(report) => Driven::Report(Box::new(report), None),
+        Err(code) => Driven::Abandoned(code),
     }
 }
 

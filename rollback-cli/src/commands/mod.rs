@@ -13,6 +13,7 @@ use crate::output::{Output, Redactor};
 
 pub mod deploy;
 pub mod lock;
+pub mod prune;
 pub mod status;
 pub mod tag;
 
@@ -144,6 +145,7 @@ pub async fn run_with(
         Command::Undo(_) => deploy::undo(&ctx).await,
         Command::Promote(args) => deploy::promote(&ctx, args).await,
         Command::Recover(_) => deploy::recover(&ctx).await,
+        Command::Prune => prune::run(&ctx).await,
         Command::Status(_) => status::status(&ctx).await,
         Command::History => status::history(&ctx).await,
     };

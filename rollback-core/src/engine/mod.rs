@@ -24,11 +24,13 @@ mod deploy;
 pub use deploy::UndoTarget;
 mod emit;
 mod host;
+mod prune;
 mod recover;
 mod strategy;
 #[cfg(test)]
 mod tests;
 
+pub use prune::{FailedRemoval, HostPrune, PruneReport};
 pub use strategy::Strategy;
 pub use tokio_util::sync::CancellationToken;
 
