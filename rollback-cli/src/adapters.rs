@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, TcpProbe};
-use rollback_docker::{DockerHealthProbe, DockerRuntime};
+use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 use rollback_proxy::{Caddy, DirectProbe, ProxyContainer};
 use rollback_registry::OciRegistry;
 
@@ -67,6 +67,10 @@ impl Adapters for RealAdapters {
                 }
                 Arc::new(probe)
             }
+            Some(HealthCheck::Exec { command }) => Arc::new(
+                DockerExecProbe::new(docker.clone(), command.clone())
+                    .map_err(|e| CliError::bad_argument("health.exec", &e))?,
+            ),
             Some(check) => probe(check)?,
             None => {
                 return Err(CliError::usage(format!(
@@ -85,7 +89,7 @@ impl Adapters for RealAdapters {
     }
 }
 
-/// The probe of an HTTP or TCP check (the Docker one needs the host's engine).
+/// The probe of an HTTP or TCP check (the Docker and exec ones need the host's engine).
 pub fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
     let bad =
         |e: rollback_core::Error| CliError::bad_argument(format_args!("health check {check}"), &e);
@@ -105,9 +109,11 @@ pub fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
             Ok(Arc::new(probe))
         }
         HealthCheck::Tcp { address } => Ok(Arc::new(TcpProbe::new(address).map_err(bad)?)),
-        HealthCheck::Docker | HealthCheck::Direct { .. } => Err(CliError::usage(format!(
-            "the {check} check is built with the host's engine"
-        ))),
+        HealthCheck::Docker | HealthCheck::Exec { .. } | HealthCheck::Direct { .. } => {
+            Err(CliError::usage(format!(
+                "the {check} health check is built with the host's engine"
+            )))
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rollback_core::{
     App, ContainerName, EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository,
-    RestartPolicy, RolloutPolicy, Secret, Tag,
+    RestartPolicy, Retain, RolloutPolicy, RunOptions, Secret, Tag,
 };
 use serde::{Deserialize, Deserializer};
 use serde_path_to_error::Segment;
@@ -62,6 +62,45 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     /// The `[proxy]` table: start-first deploys behind a proxy on each host.
     pub proxy: Option<ProxyConfig>,
+    /// Images of this many releases stay on each host (`[app] retain`).
+    pub retain: Retain,
+    /// The `[hooks]` table.
+    pub hooks: HooksConfig,
+    /// The `[notify]` table, when it names a webhook.
+    pub notify: Option<NotifyConfig>,
+}
+
+/// Commands run around deploy, undo and recover (`[hooks]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// Run before anything is contacted; non-zero stops the command.
+    pub pre_deploy: Option<String>,
+    /// Run after every outcome.
+    pub post_deploy: Option<String>,
+    /// How long a hook may run before it is killed.
+    pub timeout: Duration,
+    /// Where hooks run: the config file's folder.
+    pub dir: PathBuf,
+}
+
+/// Where outcomes are posted (`[notify]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// The webhook URL; may hold credentials or a token, so it is never shown.
+    pub webhook: Secret,
+    /// `scheme://host:port` of the webhook, the only part ever shown.
+    pub webhook_origin: String,
+    /// Time limit of each attempt.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("webhook", &self.webhook_origin)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The `[proxy]` table.
@@ -104,6 +143,10 @@ pub struct ContainerConfig {
     pub command: Vec<String>,
     /// Time between SIGTERM and SIGKILL.
     pub stop_timeout: Option<Duration>,
+    /// Labels given to the container.
+    pub labels: BTreeMap<String, String>,
+    /// The other `docker run` options.
+    pub options: RunOptions,
 }
 
 /// How a host's release is checked.
@@ -137,6 +180,11 @@ pub enum HealthCheck {
         /// A JSON pointer into the body and the string it must equal.
         expect_json: Option<(String, String)>,
     },
+    /// A command run inside the container; exit 0 is healthy.
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+    },
 }
 
 impl fmt::Display for HealthCheck {
@@ -148,6 +196,7 @@ impl fmt::Display for HealthCheck {
             HealthCheck::Direct { path, port, .. } => {
                 write!(f, "GET {path} on port {port} of the new container")
             }
+            HealthCheck::Exec { command } => write!(f, "exec {:?}", command.join(" ")),
         }
     }
 }
@@ -227,6 +276,40 @@ struct RawConfig {
     #[serde(default)]
     hosts: Vec<Spanned<RawHost>>,
     proxy: Option<Spanned<RawProxy>>,
+    #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    pre_deploy: Option<Spanned<String>>,
+    post_deploy: Option<Spanned<String>>,
+    timeout: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    webhook: Option<Spanned<String>>,
+    timeout: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawNumber {
+    Integer(i64),
+    Float(f64),
+    String(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawArgs {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -246,6 +329,7 @@ struct RawApp {
     repository: Repository,
     stable_tag: Option<Spanned<Tag>>,
     previous_tag: Option<Spanned<Tag>>,
+    retain: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -263,6 +347,23 @@ struct RawContainer {
     #[serde(default)]
     command: Vec<String>,
     stop_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    labels: BTreeMap<String, Spanned<String>>,
+    memory: Option<Spanned<RawNumber>>,
+    cpus: Option<Spanned<RawNumber>>,
+    user: Option<Spanned<String>>,
+    entrypoint: Option<Spanned<RawArgs>>,
+    hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    add_hosts: Vec<Spanned<String>>,
+    log_driver: Option<Spanned<String>>,
+    #[serde(default)]
+    log_options: BTreeMap<String, Spanned<String>>,
+    env_file: Option<Spanned<String>>,
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+    #[serde(default)]
+    cap_add: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -483,7 +584,15 @@ impl Ctx<'_> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let app = raw.app.as_ref().map(|a| self.app(a)).transpose()?;
-        let container = self.container(&raw.container, lookup)?;
+        let retain = self.retain(raw.app.as_ref())?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let container = self.container(&raw.container, &dir, lookup)?;
+        let hooks = self.hooks(&raw.hooks, &dir)?;
+        let notify = self.notify(&raw.notify, lookup)?;
         let proxy = raw.proxy.as_ref().map(|p| self.proxy(p)).transpose()?;
         let (check, expect, health) =
             self.health(raw.health.as_ref(), proxy.as_ref().map(|p| p.app_port))?;
@@ -604,7 +713,108 @@ impl Ctx<'_> {
             rollout,
             hosts,
             proxy,
+            retain,
+            hooks,
+            notify,
         })
+    }
+
+    fn retain(&self, raw: Option<&Spanned<RawApp>>) -> Result<Retain, ConfigError> {
+        let Some(r) = raw.and_then(|a| a.get_ref().retain.as_ref()) else {
+            return Ok(Retain::default());
+        };
+        u32::try_from(*r.get_ref())
+            .ok()
+            .and_then(|n| Retain::new(n).ok())
+            .ok_or_else(|| {
+                self.at(
+                    r,
+                    format!(
+                        "app.retain: must be at least 2 (the running release and the previous one), got {}",
+                        r.get_ref()
+                    ),
+                )
+            })
+    }
+
+    fn hooks(&self, h: &RawHooks, dir: &Path) -> Result<HooksConfig, ConfigError> {
+        let command = |key: &str, v: &Option<Spanned<String>>| match v {
+            Some(c) if c.get_ref().trim().is_empty() => Err(self.at(
+                c,
+                format!("{key}: must not be empty (remove the key to run no hook)"),
+            )),
+            Some(c) => Ok(Some(c.get_ref().clone())),
+            None => Ok(None),
+        };
+        let timeout = h
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_HOOK_TIMEOUT, |t| t.get_ref().0);
+        if timeout.is_zero() {
+            return Err(self.err(
+                h.timeout.as_ref().map(|t| t.span()),
+                "hooks.timeout: must be more than 0s",
+            ));
+        }
+        Ok(HooksConfig {
+            pre_deploy: command("hooks.pre_deploy", &h.pre_deploy)?,
+            post_deploy: command("hooks.post_deploy", &h.post_deploy)?,
+            timeout,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn notify(
+        &self,
+        n: &RawNotify,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<NotifyConfig>, ConfigError> {
+        let timeout = n
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_NOTIFY_TIMEOUT, |t| t.get_ref().0);
+        if timeout.is_zero() {
+            return Err(self.err(
+                n.timeout.as_ref().map(|t| t.span()),
+                "notify.timeout: must be more than 0s",
+            ));
+        }
+        let Some(raw) = &n.webhook else {
+            return Ok(None);
+        };
+        // Webhook URLs often carry a token: `${VAR}` keeps it out of the file.
+        let value = interpolate(raw.get_ref(), lookup).map_err(|e| {
+            self.at(
+                raw,
+                match e {
+                    InterpolationError::Missing(var) => {
+                        format!("notify.webhook: environment variable {var} is not set")
+                    }
+                    InterpolationError::Malformed => "notify.webhook: malformed ${...} reference (write ${NAME} with letters, digits and _)".to_owned(),
+                },
+            )
+        })?;
+        // The message never quotes the URL: it may hold credentials.
+        let url = url::Url::parse(value.expose())
+            .map_err(|e| self.at(raw, format!("notify.webhook: not a URL ({e})")))?;
+        let Some(host) = url
+            .host_str()
+            .filter(|_| matches!(url.scheme(), "http" | "https"))
+        else {
+            return Err(self.at(
+                raw,
+                "notify.webhook: must be an http:// or https:// URL with a host",
+            ));
+        };
+        let webhook_origin = match url.port() {
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+            None => format!("{}://{host}", url.scheme()),
+        };
+        Ok(Some(NotifyConfig {
+            webhook: Secret::new(value.expose()),
+            webhook_origin,
+            timeout,
+        }))
     }
 
     fn proxy(&self, raw: &Spanned<RawProxy>) -> Result<ProxyConfig, ConfigError> {
@@ -732,18 +942,237 @@ impl Ctx<'_> {
     fn container(
         &self,
         c: &RawContainer,
+        dir: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ContainerConfig, ConfigError> {
+        // `env` wins over `env_file`, as a later -e wins in docker run.
+        let mut env = match &c.env_file {
+            Some(file) => self.env_file(file, dir, lookup)?,
+            None => BTreeMap::new(),
+        };
+        env.extend(self.env("container.env", &c.env, lookup)?);
         Ok(ContainerConfig {
             ports: c.ports.clone(),
-            env: self.env("container.env", &c.env, lookup)?,
+            env,
             volumes: c.volumes.iter().map(|v| v.0.clone()).collect(),
             platform: c.platform.as_ref().map(|p| p.0.clone()),
             network: c.network.as_ref().map(|n| n.0.clone()),
             restart: c.restart,
             command: c.command.clone(),
             stop_timeout: c.stop_timeout.map(|d| d.0),
+            labels: self.labels(&c.labels)?,
+            options: self.run_options(c)?,
         })
+    }
+
+    fn labels(
+        &self,
+        raw: &BTreeMap<String, Spanned<String>>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (key, value) in raw {
+            if key.trim().is_empty() || key.contains(char::is_whitespace) {
+                return Err(self.at(
+                    value,
+                    format!("container.labels: invalid label name {key:?}"),
+                ));
+            }
+            if key.starts_with("io.rollback.") {
+                return Err(self.at(
+                    value,
+                    format!("container.labels.{key}: io.rollback.* labels are rollback's own record of the release"),
+                ));
+            }
+            out.insert(key.clone(), value.get_ref().clone());
+        }
+        Ok(out)
+    }
+
+    fn run_options(&self, c: &RawContainer) -> Result<RunOptions, ConfigError> {
+        let word = |key: &str,
+                    v: &Option<Spanned<String>>|
+         -> Result<Option<String>, ConfigError> {
+            match v {
+                Some(s) if s.get_ref().is_empty() || s.get_ref().contains(char::is_whitespace) => {
+                    Err(self.at(
+                        s,
+                        format!("{key}: {:?} must be one word, not empty", s.get_ref()),
+                    ))
+                }
+                Some(s) => Ok(Some(s.get_ref().clone())),
+                None => Ok(None),
+            }
+        };
+        let list = |key: &str,
+                    items: &[Spanned<String>],
+                    valid: &dyn Fn(&str) -> Result<String, String>|
+         -> Result<Vec<String>, ConfigError> {
+            let mut out: Vec<String> = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let v = valid(item.get_ref()).map_err(|why| {
+                    self.at(item, format!("{key}[{i}]: {:?} {why}", item.get_ref()))
+                })?;
+                if out.contains(&v) {
+                    return Err(self.at(item, format!("{key}[{i}]: {v:?} is listed twice")));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        };
+        let memory = c
+            .memory
+            .as_ref()
+            .map(|m| {
+                memory_bytes(m.get_ref())
+                    .map_err(|why| self.at(m, format!("container.memory: {why}")))
+            })
+            .transpose()?;
+        let nano_cpus = c
+            .cpus
+            .as_ref()
+            .map(|v| {
+                let cpus = match v.get_ref() {
+                    RawNumber::Integer(i) => Some(*i as f64),
+                    RawNumber::Float(f) => Some(*f),
+                    RawNumber::String(s) => s.trim().parse::<f64>().ok(),
+                };
+                match cpus {
+                    Some(n) if n.is_finite() && n > 0.0 && n <= 1024.0 => {
+                        Ok((n * 1e9).round() as u64)
+                    }
+                    _ => Err(self.at(
+                        v,
+                        "container.cpus: must be a number of CPUs above 0, such as 0.5 or 2",
+                    )),
+                }
+            })
+            .transpose()?;
+        let hostname = match &c.hostname {
+            Some(h) if !is_hostname(h.get_ref()) => {
+                return Err(self.at(
+                    h,
+                    format!("container.hostname: {:?} is not a host name (letters, digits, '-' and '.', at most 63 per label)", h.get_ref()),
+                ))
+            }
+            Some(h) => Some(h.get_ref().clone()),
+            None => None,
+        };
+        let entrypoint = c.entrypoint.as_ref().map(|e| match e.get_ref() {
+            RawArgs::One(s) if s.is_empty() => Vec::new(),
+            RawArgs::One(s) => vec![s.clone()],
+            RawArgs::Many(v) => v.clone(),
+        });
+        let add_hosts = list("container.add_hosts", &c.add_hosts, &|v| {
+            let (name, ip) = v
+                .split_once(':')
+                .ok_or("is not name:ip (e.g. \"db:10.0.0.5\")")?;
+            if !is_hostname(name) {
+                return Err("does not start with a host name".into());
+            }
+            if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("has {ip:?}, not an IP address or host-gateway"));
+            }
+            Ok(v.to_owned())
+        })?;
+        let networks = list("container.networks", &c.networks, &|v| {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return Err("is not a network name".into());
+            }
+            Ok(v.to_owned())
+        })?;
+        if let (Some(first), Some(mode)) = (c.networks.first(), c.network.as_ref()) {
+            let mode = &mode.0;
+            if mode == "host" || mode == "none" || mode.starts_with("container:") {
+                return Err(self.at(
+                    first,
+                    format!("container.networks: a container with network = {mode:?} cannot join other networks"),
+                ));
+            }
+            if c.networks.iter().any(|n| n.get_ref() == mode) {
+                return Err(self.at(
+                    first,
+                    format!("container.networks: {mode:?} is already container.network"),
+                ));
+            }
+        }
+        let cap_add = list("container.cap_add", &c.cap_add, &|v| {
+            let name = v.to_ascii_uppercase();
+            let name = name.strip_prefix("CAP_").unwrap_or(&name).to_owned();
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_') {
+                return Err("is not a capability name (e.g. NET_ADMIN)".into());
+            }
+            Ok(name)
+        })?;
+        let log_driver = word("container.log_driver", &c.log_driver)?;
+        let mut log_options = BTreeMap::new();
+        for (key, value) in &c.log_options {
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(self.at(
+                    value,
+                    format!("container.log_options: invalid option name {key:?}"),
+                ));
+            }
+            log_options.insert(key.clone(), value.get_ref().clone());
+        }
+        Ok(RunOptions {
+            memory,
+            nano_cpus,
+            user: word("container.user", &c.user)?,
+            entrypoint,
+            hostname,
+            add_hosts,
+            log_driver,
+            log_options,
+            networks,
+            cap_add,
+        })
+    }
+
+    /// `KEY=VALUE` lines, as `docker run --env-file` reads them; every value
+    /// is a secret. A bare `KEY` takes the variable from the environment.
+    fn env_file(
+        &self,
+        file: &Spanned<String>,
+        dir: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<BTreeMap<String, EnvValue>, ConfigError> {
+        let path = dir.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.at(
+                file,
+                format!("container.env_file: cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let mut out = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // Never quote the line: its value is a secret.
+            let at_line = |why: &str| {
+                self.at(
+                    file,
+                    format!("container.env_file: {}:{}: {why}", path.display(), i + 1),
+                )
+            };
+            let (name, value) = match line.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (line.trim_end(), None),
+            };
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(at_line("expected NAME=value"));
+            }
+            let value = match value {
+                Some(v) => v,
+                None => match lookup(name) {
+                    Some(v) => v,
+                    None => continue,
+                },
+            };
+            out.insert(name.to_owned(), EnvValue::Secret(Secret::new(value)));
+        }
+        Ok(out)
     }
 
     fn health(
@@ -753,12 +1182,26 @@ impl Ctx<'_> {
     ) -> Result<(Option<HealthCheck>, HttpExpect, HealthPolicy), ConfigError> {
         let default = RawHealth::default();
         let h = raw.map(|r| r.get_ref()).unwrap_or(&default);
-        if let Some(exec) = &h.exec {
-            return Err(self.at(
-                exec,
-                "health.exec: not supported yet; use http, tcp or docker = true",
-            ));
-        }
+        let exec = h
+            .exec
+            .as_ref()
+            .map(|exec| {
+                let command: Option<Vec<String>> = match exec.get_ref() {
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => None,
+                };
+                match command {
+                    Some(c) if c.first().is_some_and(|p| !p.is_empty()) => Ok(c),
+                    _ => Err(self.at(
+                        exec,
+                        "health.exec: expected [\"program\", \"arg\", ...] (strings, the program first); for a shell line write [\"sh\", \"-c\", \"...\"]",
+                    )),
+                }
+            })
+            .transpose()?;
         let mut chosen = Vec::new();
         if h.http.is_some() {
             chosen.push("http");
@@ -799,11 +1242,14 @@ impl Ctx<'_> {
                 return Err(self.at(d, "health.docker: only `docker = true` is meaningful; remove the key to use another check"));
             }
         }
+        if exec.is_some() {
+            chosen.push("exec");
+        }
         if chosen.len() > 1 {
             return Err(self.err(
                 raw.map(|r| r.span()),
                 format!(
-                    "health: set only one of http, tcp, docker (found {})",
+                    "health: set only one of http, tcp, docker, exec (found {})",
                     chosen.join(", ")
                 ),
             ));
@@ -884,6 +1330,11 @@ impl Ctx<'_> {
                 return Err(not_http("docker"));
             }
             Some(HealthCheck::Docker)
+        } else if let Some(command) = exec {
+            if http_only.is_some() {
+                return Err(not_http("exec"));
+            }
+            Some(HealthCheck::Exec { command })
         } else {
             None
         };
@@ -1023,6 +1474,54 @@ fn table_name(path: &serde_path_to_error::Path) -> String {
         (false, true) => format!("in [[{name}]]"),
         (false, false) => format!("in [{name}]"),
     }
+}
+
+/// How long a hook may run unless `[hooks] timeout` says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long each webhook attempt may take unless `[notify] timeout` says otherwise.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--memory` syntax: bytes, or a number with b, k, m or g (powers of 1024).
+fn memory_bytes(raw: &RawNumber) -> Result<u64, String> {
+    const MIN: u64 = 6 * 1024 * 1024;
+    let bytes = match raw {
+        RawNumber::Integer(i) => u64::try_from(*i).ok(),
+        RawNumber::Float(_) => None,
+        RawNumber::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            let (number, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+                Some((at, _)) => s.split_at(at),
+                None => (s.as_str(), ""),
+            };
+            let unit: u64 = match unit.trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                _ => 0,
+            };
+            let number: Option<f64> = number.trim().parse().ok();
+            number
+                .filter(|n| n.is_finite() && *n >= 0.0 && unit > 0)
+                .map(|n| (n * unit as f64) as u64)
+        }
+    };
+    match bytes {
+        Some(b) if b >= MIN => Ok(b),
+        Some(_) => Err("is below the engine's minimum of 6m".into()),
+        None => Err("expected bytes or a size such as \"512m\" or \"2g\"".into()),
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 #[cfg(test)]
@@ -1320,13 +1819,191 @@ tcp = "10.0.0.2:80"
     }
 
     #[test]
-    fn health_check_choice_is_validated() {
-        let e = error(&format!(
-            "{APP}[health]\nexec = [\"curl\", \"-f\", \"x\"]\n"
-        ));
+    fn day_two_keys_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.env"),
+            "# comment\nDB_PASSWORD=from-file\nMODE=file\n\nJASYPT_PASSWORD\nUNSET_ONE\n",
+        )
+        .unwrap();
+        let text = "[app]\nname = \"ody\"\nrepository = \"127.0.0.1:5000/team/ody\"\nretain = 3\n\
+             [container]\nenv = { MODE = \"env\" }\nenv_file = \"app.env\"\n\
+             labels = { team = \"shop\" }\nmemory = \"512m\"\ncpus = 1.5\nuser = \"1000:1000\"\n\
+             entrypoint = [\"/bin/sh\", \"/app.sh\"]\nhostname = \"web-1\"\nadd_hosts = [\"db:10.0.0.5\"]\n\
+             log_driver = \"json-file\"\nlog_options = { max-size = \"10m\" }\nnetworks = [\"backend\"]\n\
+             cap_add = [\"cap_net_admin\"]\n\
+             [health]\nexec = [\"true\"]\n\
+             [hooks]\npre_deploy = \"./check\"\npost_deploy = \"./announce\"\ntimeout = \"30s\"\n\
+             [notify]\nwebhook = \"https://user:${JASYPT_PASSWORD}@hooks.example.com:8443/x\"\n"
+        .to_owned();
+        let path = dir.path().join("rollback.toml");
+        let c = Config::parse(&text, &path, &env).unwrap();
+        assert_eq!(c.retain.get(), 3);
+        let o = &c.container.options;
+        assert_eq!(o.memory, Some(512 << 20));
+        assert_eq!(o.nano_cpus, Some(1_500_000_000));
+        assert_eq!(o.user.as_deref(), Some("1000:1000"));
         assert_eq!(
-            e,
-            "rollback.toml:5: health.exec: not supported yet; use http, tcp or docker = true"
+            o.entrypoint.as_deref(),
+            Some(&["/bin/sh".to_owned(), "/app.sh".to_owned()][..])
+        );
+        assert_eq!(o.hostname.as_deref(), Some("web-1"));
+        assert_eq!(o.add_hosts, ["db:10.0.0.5"]);
+        assert_eq!(o.log_driver.as_deref(), Some("json-file"));
+        assert_eq!(o.log_options["max-size"], "10m");
+        assert_eq!(o.networks, ["backend"]);
+        assert_eq!(o.cap_add, ["NET_ADMIN"]);
+        assert_eq!(c.container.labels["team"], "shop");
+        let env = &c.container.env;
+        assert_eq!(env["MODE"].expose(), "env", "env wins over env_file");
+        assert!(env["DB_PASSWORD"].is_secret());
+        assert_eq!(env["DB_PASSWORD"].expose(), "from-file");
+        assert_eq!(env["JASYPT_PASSWORD"].expose(), "s3cr3t-value");
+        assert!(!env.contains_key("UNSET_ONE"));
+        assert_eq!(c.hooks.pre_deploy.as_deref(), Some("./check"));
+        assert_eq!(c.hooks.timeout, Duration::from_secs(30));
+        assert_eq!(c.hooks.dir, dir.path());
+        let notify = c.notify.as_ref().unwrap();
+        assert_eq!(notify.webhook_origin, "https://hooks.example.com:8443");
+        assert!(notify.webhook.expose().contains("s3cr3t-value"));
+        assert!(!format!("{notify:?}").contains("s3cr3t"), "{notify:?}");
+
+        let c = parse(&with_app("")).unwrap();
+        assert_eq!(c.retain.get(), 5);
+        assert_eq!(c.hooks.timeout, DEFAULT_HOOK_TIMEOUT);
+        assert_eq!(c.hooks.dir, Path::new("."));
+        assert!(c.notify.is_none() && c.hooks.pre_deploy.is_none());
+    }
+
+    #[test]
+    fn day_two_keys_are_validated_with_lines() {
+        let app = |extra: &str| {
+            format!("[app]\nname = \"ody\"\nrepository = \"127.0.0.1:5000/team/ody\"\n{extra}[health]\ndocker = true\n")
+        };
+        for (text, want) in [
+            (
+                app("retain = 1\n"),
+                "rollback.toml:4: app.retain: must be at least 2",
+            ),
+            (
+                app("retain = -3\n"),
+                "rollback.toml:4: app.retain: must be at least 2",
+            ),
+            (
+                with_app("[container]\nmemory = \"lots\"\n"),
+                "rollback.toml:7: container.memory: expected bytes",
+            ),
+            (
+                with_app("[container]\nmemory = \"1k\"\n"),
+                "rollback.toml:7: container.memory: is below",
+            ),
+            (
+                with_app("[container]\ncpus = 0\n"),
+                "rollback.toml:7: container.cpus: must be a number",
+            ),
+            (
+                with_app("[container]\nuser = \"a b\"\n"),
+                "rollback.toml:7: container.user:",
+            ),
+            (
+                with_app("[container]\nhostname = \"-x\"\n"),
+                "rollback.toml:7: container.hostname:",
+            ),
+            (
+                with_app("[container]\nadd_hosts = [\"db\"]\n"),
+                "rollback.toml:7: container.add_hosts[0]: \"db\" is not name:ip",
+            ),
+            (
+                with_app("[container]\nadd_hosts = [\"db:nope\"]\n"),
+                "rollback.toml:7: container.add_hosts[0]:",
+            ),
+            (
+                with_app("[container]\nnetworks = [\"a\", \"a\"]\n"),
+                "rollback.toml:7: container.networks[1]: \"a\" is listed twice",
+            ),
+            (
+                with_app("[container]\nnetwork = \"host\"\nnetworks = [\"a\"]\n"),
+                "rollback.toml:8: container.networks: a container with network = \"host\"",
+            ),
+            (
+                with_app("[container]\ncap_add = [\"NET ADMIN\"]\n"),
+                "rollback.toml:7: container.cap_add[0]:",
+            ),
+            (
+                with_app("[container]\nlabels = { \"io.rollback.app\" = \"x\" }\n"),
+                "rollback.toml:7: container.labels.io.rollback.app:",
+            ),
+            (
+                with_app("[container]\nenv_file = \"no-such.env\"\n"),
+                "rollback.toml:7: container.env_file: cannot read",
+            ),
+            (
+                with_app("[container]\nlog_driver = \"\"\n"),
+                "rollback.toml:7: container.log_driver:",
+            ),
+            (
+                with_app("[hooks]\npre_deploy = \" \"\n"),
+                "rollback.toml:7: hooks.pre_deploy: must not be empty",
+            ),
+            (
+                with_app("[hooks]\ntimeout = \"soon\"\n"),
+                "rollback.toml:7: hooks.timeout: invalid duration",
+            ),
+            (
+                with_app("[hooks]\npre = \"x\"\n"),
+                "rollback.toml:7: unknown field `pre` in [hooks]",
+            ),
+            (
+                with_app("[notify]\nwebhook = \"ftp://u:p@x/\"\n"),
+                "rollback.toml:7: notify.webhook: must be an http:// or https:// URL",
+            ),
+            (
+                with_app("[notify]\nwebhook = \"${NOPE}\"\n"),
+                "rollback.toml:7: notify.webhook: environment variable NOPE is not set",
+            ),
+        ] {
+            let e = error(&text);
+            assert!(e.starts_with(want), "{text}\n{e}");
+        }
+        // A bad env file line is named by file and line, never quoted.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.env"), "A=1\nsecret value here\n").unwrap();
+        let text = with_app("[container]\nenv_file = \"bad.env\"\n");
+        let e = Config::parse(&text, &dir.path().join("rollback.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.env:2: expected NAME=value"), "{e}");
+        assert!(!e.contains("secret value"), "{e}");
+        // A webhook URL's credentials never reach an error.
+        let e = error(&with_app("[notify]\nwebhook = \"https://user:pa ss@\"\n"));
+        assert!(!e.contains("pa ss"), "{e}");
+    }
+
+    #[test]
+    fn health_check_choice_is_validated() {
+        let c = parse(&format!(
+            "{APP}[health]\nexec = [\"curl\", \"-f\", \"x\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hosts[0].health,
+            Some(HealthCheck::Exec {
+                command: vec!["curl".into(), "-f".into(), "x".into()]
+            })
+        );
+        for bad in ["\"curl -f x\"", "[]", "[1, 2]", "[\"\"]"] {
+            let e = error(&format!("{APP}[health]\nexec = {bad}\n"));
+            assert!(
+                e.starts_with("rollback.toml:5: health.exec: expected ["),
+                "{bad}: {e}"
+            );
+        }
+        let e = error(&format!(
+            "{APP}[health]\nexec = [\"true\"]\ndocker = true\n"
+        ));
+        assert!(
+            e.contains("set only one of http, tcp, docker, exec (found docker, exec)"),
+            "{e}"
         );
         let e = error(&format!(
             "{APP}[health]\nhttp = \"http://a/\"\ntcp = \"a:80\"\n"

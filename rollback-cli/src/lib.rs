@@ -46,4 +46,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod exit;
+pub mod hooks;
+pub mod notify;
 pub mod output;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rollback_core::{
     ContainerId, DeployReport, EnvValue, Event, EventKind, ExitCode, HostId, Observer, Phase,
-    ProbeResult, Release, Scope,
+    ProbeResult, PruneReport, Release, Scope,
 };
 use serde::Serialize;
 
@@ -39,17 +39,9 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Collect every secret env value of the config.
+    /// Collect every secret of the config: secret env values and the webhook URL.
     pub fn from_config(config: &Config) -> Self {
-        let values = config
-            .container
-            .env
-            .values()
-            .chain(config.hosts.iter().flat_map(|h| h.env.values()));
-        Self::new(values.filter_map(|v| match v {
-            EnvValue::Secret(s) => Some(s.expose().to_owned()),
-            EnvValue::Plain(_) => None,
-        }))
+        Self::new(secrets_of(config))
     }
 
     /// Redact these values.
@@ -84,6 +76,28 @@ impl Redactor {
         }
         out
     }
+}
+
+/// Every secret value of the config: `${VAR}` and `env_file` env values,
+/// the webhook URL and the credentials in it.
+pub fn secrets_of(config: &Config) -> Vec<String> {
+    let env = config
+        .container
+        .env
+        .values()
+        .chain(config.hosts.iter().flat_map(|h| h.env.values()))
+        .filter_map(|v| match v {
+            EnvValue::Secret(s) => Some(s.expose().to_owned()),
+            EnvValue::Plain(_) => None,
+        });
+    let webhook = config.notify.iter().flat_map(|n| {
+        let url = n.webhook.expose().to_owned();
+        let password = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned));
+        std::iter::once(url).chain(password)
+    });
+    env.chain(webhook).collect()
 }
 
 /// The printer every command writes through.
@@ -186,17 +200,48 @@ impl Output {
             let _ = e.flush();
         });
         if self.is_json() {
-            let outcome = match err.exit_code() {
-                crate::exit::USAGE => "invalid",
-                crate::exit::LOCKED => "locked",
-                _ => "failed",
-            };
             self.json(&ErrorJson {
-                outcome,
+                outcome: error_outcome(err),
                 exit_code: err.exit_code(),
                 reason: &message,
             });
         }
+    }
+
+    /// A line beside the report, such as a hook's output: on stdout for
+    /// people, on stderr with JSON output so stdout stays JSON lines.
+    pub fn aside(&self, text: &str) {
+        if self.is_json() {
+            let text = self.redactor.redact(text);
+            self.multi.suspend(|| {
+                let mut e = self.err.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = writeln!(e, "{text}");
+            });
+        } else {
+            self.line(text);
+        }
+    }
+
+    /// `text` with every secret of the config replaced.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// The outcome object `--output json` prints last for `report`, as JSON text, redacted.
+    pub fn outcome_text(&self, report: &DeployReport, prune: Option<&PruneReport>) -> String {
+        let outcome = OutcomeJson::from(report).with_prune(prune);
+        self.redact(&serde_json::to_string(&outcome).unwrap_or_default())
+    }
+
+    /// The object `--output json` prints last for `err`, as JSON text, redacted.
+    pub fn error_text(&self, err: &CliError) -> String {
+        let message = self.redactor.redact(err.message());
+        let json = serde_json::to_string(&ErrorJson {
+            outcome: error_outcome(err),
+            exit_code: err.exit_code(),
+            reason: &message,
+        });
+        self.redact(&json.unwrap_or_default())
     }
 
     /// A warning on stderr.
@@ -269,8 +314,13 @@ impl Output {
 
     /// Print the final report of a deploy, undo or recover.
     pub fn report(&self, report: &DeployReport) {
+        self.report_pruned(report, None);
+    }
+
+    /// Print the final report with what retention did after it.
+    pub fn report_pruned(&self, report: &DeployReport, prune: Option<&PruneReport>) {
         if self.is_json() {
-            self.json(&OutcomeJson::from(report));
+            self.json(&OutcomeJson::from(report).with_prune(prune));
             return;
         }
         let probes = self
@@ -279,6 +329,9 @@ impl Output {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for line in human_report(report, &probes) {
+            self.line(&line);
+        }
+        for line in prune.map(crate::commands::prune::human).unwrap_or_default() {
             self.line(&line);
         }
     }
@@ -315,6 +368,10 @@ pub fn scope_label(scope: &Scope) -> String {
 
 /// The human line of an event; `None` for events shown only with `-v`.
 pub fn human_event(event: &Event, verbose: u8) -> Option<String> {
+    human_event_full(event, verbose).map(|line| short_container_ids(&line))
+}
+
+fn human_event_full(event: &Event, verbose: u8) -> Option<String> {
     let host = scope_label(&event.scope);
     match &event.kind {
         EventKind::Transition => Some(if event.detail.is_empty() {
@@ -439,6 +496,38 @@ pub fn human_report(
     lines
 }
 
+/// Container ids in their 12-character form, as the docker CLI prints them.
+///
+/// A run of exactly 64 lowercase hex digits is an engine id unless it follows
+/// `sha256:`, which makes it a digest; digests keep their full form.
+fn short_container_ids(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let is_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_hex(bytes[i]) || (i > 0 && bytes[i - 1].is_ascii_alphanumeric()) {
+            let next = line[i..]
+                .char_indices()
+                .nth(1)
+                .map_or(line.len(), |(n, _)| i + n);
+            out.push_str(&line[i..next]);
+            i = next;
+            continue;
+        }
+        let end = i + bytes[i..].iter().take_while(|&&b| is_hex(b)).count();
+        let word_ends = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
+        let digest = line[..i].ends_with("sha256:");
+        if end - i == 64 && word_ends && !digest {
+            out.push_str(&line[i..i + 12]);
+        } else {
+            out.push_str(&line[i..end]);
+        }
+        i = end;
+    }
+    out
+}
+
 fn short_id(id: &ContainerId) -> &str {
     let s = id.as_str();
     &s[..s.len().min(12)]
@@ -452,6 +541,9 @@ pub struct OutcomeJson<'a> {
     /// The report, its fields inline.
     #[serde(flatten)]
     pub report: &'a DeployReport,
+    /// What retention did after a deployed release, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<&'a PruneReport>,
 }
 
 impl<'a> From<&'a DeployReport> for OutcomeJson<'a> {
@@ -459,7 +551,25 @@ impl<'a> From<&'a DeployReport> for OutcomeJson<'a> {
         Self {
             exit_code: report.exit_code(),
             report,
+            prune: None,
         }
+    }
+}
+
+impl<'a> OutcomeJson<'a> {
+    /// With what retention did after a deployed release.
+    pub fn with_prune(mut self, prune: Option<&'a PruneReport>) -> Self {
+        self.prune = prune;
+        self
+    }
+}
+
+/// The outcome name of a command that ended in `err`.
+pub fn error_outcome(err: &CliError) -> &'static str {
+    match err.exit_code() {
+        crate::exit::USAGE => "invalid",
+        crate::exit::LOCKED => "locked",
+        _ => "failed",
     }
 }
 
@@ -665,6 +775,34 @@ mod tests {
             kind,
             detail: detail.into(),
         }
+    }
+
+    #[test]
+    fn human_event_lines_shorten_container_ids_and_keep_digests() {
+        let id = "3f2a1c".repeat(10) + "abcd";
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let detail = format!(
+            "started container {id}; previous container {id} kept ({digest}) x{}",
+            "b".repeat(65)
+        );
+        let e = event(
+            1,
+            Some("prod-a"),
+            Phase::Switched,
+            EventKind::Transition,
+            &detail,
+        );
+        let line = human_event(&e, 0).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "[prod-a] switched: started container 3f2a1c3f2a1c; previous container 3f2a1c3f2a1c kept ({digest}) x{}",
+                "b".repeat(65)
+            )
+        );
+        let (json, out, _) = Output::captured(OutputFormat::Json, 0);
+        json.on_event(&e);
+        assert!(out.text().contains(&id), "{}", out.text());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::retention::ImageInfo;
 use crate::traits::{
     CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime,
 };
@@ -67,6 +68,8 @@ struct RuntimeState {
     delays: HashMap<&'static str, Duration>,
     behaviors: HashMap<Digest, Behavior>,
     lock: Option<LockInfo>,
+    images: BTreeMap<String, ImageInfo>,
+    pulls: i64,
     networks: BTreeSet<String>,
     exec: Option<ExecHandler>,
 }
@@ -160,6 +163,16 @@ impl FakeRuntime {
             },
         );
         id
+    }
+
+    /// Put an image on the host, as an earlier pull left it.
+    pub fn add_image(&self, image: ImageInfo) {
+        self.lock().images.insert(image.id.clone(), image);
+    }
+
+    /// The images on the host, by id.
+    pub fn images(&self) -> Vec<ImageInfo> {
+        self.lock().images.values().cloned().collect()
     }
 
     /// Stop a container from outside, as a crash would.
@@ -306,6 +319,21 @@ impl Runtime for FakeRuntime {
         progress: Option<ProgressSink>,
     ) -> Result<()> {
         self.enter("pull", format!("pull {image}")).await?;
+        if let Some(digest) = image.digest() {
+            // Image ids match the ones containers created from it report;
+            // each pull is newer than the last.
+            let mut st = self.lock();
+            st.pulls += 1;
+            let created = st.pulls;
+            let id = format!("img-{}", digest.short());
+            st.images.entry(id.clone()).or_insert(ImageInfo {
+                id,
+                digests: vec![digest],
+                tags: Vec::new(),
+                created,
+                size: 1024,
+            });
+        }
         if let Some(sink) = progress {
             sink(PullProgress {
                 layers_total: 1,
@@ -476,6 +504,27 @@ impl Runtime for FakeRuntime {
             Some(handler) => handler(id, cmd),
             None => ExecOutput::new(0, ""),
         })
+    }
+
+    async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
+        self.enter("list_images", format!("list_images {repository}"))
+            .await?;
+        // The fake's images all belong to the repository asked about.
+        Ok(self.images())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        self.enter("remove_image", format!("remove_image {id}"))
+            .await?;
+        if self.containers().iter().any(|c| c.image_id == id) {
+            return Err(Error::conflict(format!(
+                "image {id} is used by a container"
+            )));
+        }
+        match self.lock().images.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(format!("no such image {id}"))),
+        }
     }
 
     async fn create_network(&self, name: &str) -> Result<bool> {

@@ -96,6 +96,7 @@ pub mod outcome;
 pub mod policy;
 #[cfg(feature = "probes")]
 pub mod probe;
+pub mod retention;
 pub mod traffic;
 pub mod traits;
 pub mod types;
@@ -104,13 +105,13 @@ pub mod types;
 pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
-    App, CancellationToken, Deployer, History, HostPlan, HostStatus, HostTarget, Plan, Strategy,
-    Target,
+    App, CancellationToken, Deployer, FailedRemoval, History, HostPlan, HostPrune, HostStatus,
+    HostTarget, Plan, PruneReport, Strategy, Target, UndoTarget,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
 pub use exit::ExitCode;
-pub use fleet::{FleetAction, FleetView};
+pub use fleet::{FleetAction, FleetView, TagMoves};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{
@@ -118,13 +119,14 @@ pub use policy::{
 };
 #[cfg(feature = "probes")]
 pub use probe::{HttpProbe, TcpProbe};
+pub use retention::{ImageInfo, KeepReason, KeptImage, Protected, Retain, RetentionPlan};
 pub use traffic::{TrafficSwitch, Upstream};
 pub use traits::{CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
     labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName, ContainerSpec,
     ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus, HostId,
     ImageRef, LockAttempt, LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository,
-    RestartPolicy, Secret, Tag,
+    RestartPolicy, RunOptions, Secret, Tag,
 };
 
 #[cfg(any(test, feature = "mock"))]

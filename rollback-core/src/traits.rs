@@ -14,9 +14,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::retention::ImageInfo;
 use crate::types::{
     ContainerExit, ContainerId, ContainerInfo, ContainerSpec, Digest, ImageRef, LockAttempt,
-    LockInfo, ProgressSink,
+    LockInfo, ProgressSink, Repository,
 };
 
 /// What a registry-side copy did.
@@ -131,6 +132,20 @@ pub trait Runtime: Send + Sync {
     ) -> Result<ExecOutput> {
         let _ = (cmd, timeout);
         Err(unsupported(&format!("run a command in container {id}")))
+    }
+
+    /// The images on the host known by a digest or tag of `repository`.
+    ///
+    /// The default refuses: a runtime without it cannot apply image retention.
+    async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
+        Err(unsupported(&format!("list the images of {repository}")))
+    }
+
+    /// Remove an image by id, with every name it has. An image a container
+    /// uses is refused ([`ErrorKind::Conflict`](crate::ErrorKind::Conflict)),
+    /// never forced.
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        Err(unsupported(&format!("remove image {id}")))
     }
 
     /// Create the network `name` (a bridge on this host) unless it exists.
@@ -290,6 +305,12 @@ macro_rules! forward_runtime {
                 timeout: Duration,
             ) -> Result<ExecOutput> {
                 (**self).exec(id, cmd, timeout).await
+            }
+            async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
+                (**self).list_images(repository).await
+            }
+            async fn remove_image(&self, id: &str) -> Result<()> {
+                (**self).remove_image(id).await
             }
             async fn create_network(&self, name: &str) -> Result<bool> {
                 (**self).create_network(name).await

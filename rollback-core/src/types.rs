@@ -858,6 +858,8 @@ pub struct ContainerTemplate {
     pub stop_timeout: Option<Duration>,
     /// Namespaced kernel parameters (`docker run --sysctl`).
     pub sysctls: BTreeMap<String, String>,
+    /// The other `docker run` options.
+    pub options: RunOptions,
 }
 
 impl ContainerTemplate {
@@ -925,6 +927,12 @@ impl ContainerTemplate {
         self.sysctls.insert(key.into(), value.into());
         self
     }
+
+    /// The other `docker run` options (limits, user, entrypoint, logging, ...).
+    pub fn options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
 }
 
 /// Everything needed to create one container: a [`ContainerTemplate`] with
@@ -956,6 +964,34 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<Duration>,
     /// Namespaced kernel parameters (`docker run --sysctl`).
     pub sysctls: BTreeMap<String, String>,
+    /// The other `docker run` options.
+    pub options: RunOptions,
+}
+
+/// The `docker run` options beyond ports, env, volumes and the restart
+/// policy; each empty or `None` means the engine's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunOptions {
+    /// Memory limit in bytes (`--memory`).
+    pub memory: Option<u64>,
+    /// CPU limit in billionths of a CPU (`--cpus 1.5` is 1_500_000_000).
+    pub nano_cpus: Option<u64>,
+    /// User and optional group to run as (`--user 1000:1000`).
+    pub user: Option<String>,
+    /// Replaces the image's `ENTRYPOINT`; an empty list clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Host name inside the container (`--hostname`).
+    pub hostname: Option<String>,
+    /// Extra `/etc/hosts` entries as `name:ip` (`--add-host`).
+    pub add_hosts: Vec<String>,
+    /// Logging driver (`--log-driver`).
+    pub log_driver: Option<String>,
+    /// Options of the logging driver (`--log-opt key=value`).
+    pub log_options: BTreeMap<String, String>,
+    /// Networks joined besides the main one (`docker network connect`).
+    pub networks: Vec<String>,
+    /// Kernel capabilities added (`--cap-add`).
+    pub cap_add: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -972,6 +1008,7 @@ impl ContainerSpec {
             labels,
             stop_timeout,
             sysctls,
+            options,
         } = template;
         Self {
             name: name.into(),
@@ -986,6 +1023,7 @@ impl ContainerSpec {
             labels,
             stop_timeout,
             sysctls,
+            options,
         }
     }
 }

@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum,
-    HostConfig, PortBinding, RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
+    HostConfig, HostConfigLogConfig, ImageSummary, PortBinding,
+    RestartPolicy as EngineRestartPolicy, RestartPolicyNameEnum,
 };
 use rollback_core::{
     labels, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest, HealthStatus,
-    ImageRef, Release, Repository, RestartPolicy,
+    ImageInfo, ImageRef, Release, Repository, RestartPolicy,
 };
 
 /// Whole seconds, rounded up, so a sub-second timeout is never zero.
@@ -19,6 +20,7 @@ pub(crate) fn ceil_secs(duration: Duration) -> u64 {
 
 /// The create request for `spec`. Secret env values go into the body only.
 pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let o = &spec.options;
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for port in &spec.ports {
@@ -61,6 +63,21 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         }),
+        memory: o.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+        nano_cpus: o.nano_cpus.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        extra_hosts: (!o.add_hosts.is_empty()).then(|| o.add_hosts.clone()),
+        cap_add: (!o.cap_add.is_empty()).then(|| o.cap_add.clone()),
+        log_config: (o.log_driver.is_some() || !o.log_options.is_empty()).then(|| {
+            HostConfigLogConfig {
+                typ: o.log_driver.clone(),
+                config: (!o.log_options.is_empty()).then(|| {
+                    o.log_options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
+            }
+        }),
         ..Default::default()
     };
 
@@ -85,6 +102,9 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             .stop_timeout
             .map(|t| i64::try_from(ceil_secs(t)).unwrap_or(i64::MAX)),
         host_config: Some(host_config),
+        user: o.user.clone(),
+        entrypoint: o.entrypoint.clone(),
+        hostname: o.hostname.clone(),
         ..Default::default()
     }
 }
@@ -183,6 +203,40 @@ pub(crate) fn release_from_repo_digests(
     Some(chosen.with_tag(tag))
 }
 
+/// The image as retention sees it, when a digest or tag of `repository`
+/// names it. Its size leaves out the layers other images share, which its
+/// removal does not free; engines before API 1.42 do not report sharing
+/// (`-1`), and then the whole size is the bound.
+pub(crate) fn image_info(summary: &ImageSummary, repository: &Repository) -> Option<ImageInfo> {
+    let ours = |name: &&String| {
+        name.parse::<ImageRef>()
+            .is_ok_and(|r| r.repo() == *repository)
+    };
+    let digests: Vec<Digest> = summary
+        .repo_digests
+        .iter()
+        .filter(ours)
+        .filter_map(|d| d.parse::<ImageRef>().ok()?.digest())
+        .collect();
+    let tags: Vec<String> = summary
+        .repo_tags
+        .iter()
+        .filter(ours)
+        .filter_map(|t| t.parse::<ImageRef>().ok()?.tag().map(str::to_owned))
+        .collect();
+    if digests.is_empty() && tags.is_empty() {
+        return None;
+    }
+    let shared = summary.shared_size.max(0);
+    Some(ImageInfo {
+        id: summary.id.clone(),
+        digests,
+        tags,
+        created: summary.created,
+        size: u64::try_from(summary.size - shared).unwrap_or_default(),
+    })
+}
+
 /// Everything of an inspect answer except the release, which may need
 /// another request.
 pub(crate) fn container_info(response: &ContainerInspectResponse) -> ContainerInfo {
@@ -227,6 +281,38 @@ pub(crate) fn container_info(response: &ContainerInspectResponse) -> ContainerIn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_info_keeps_the_names_of_the_repository() {
+        let repo: Repository = "127.0.0.1:5000/team/app".parse().unwrap();
+        let summary = ImageSummary {
+            id: "sha256:1234".into(),
+            repo_digests: vec![
+                format!("127.0.0.1:5000/team/app@{}", digest('a')),
+                format!("127.0.0.1:5000/team/other@{}", digest('b')),
+            ],
+            repo_tags: vec![
+                "127.0.0.1:5000/team/app:v1".into(),
+                "127.0.0.1:5000/team/app-x:v1".into(),
+            ],
+            created: 7,
+            size: 1000,
+            shared_size: 600,
+            ..Default::default()
+        };
+        let info = image_info(&summary, &repo).unwrap();
+        assert_eq!(info.digests, vec![digest('a').parse::<Digest>().unwrap()]);
+        assert_eq!(info.tags, vec!["v1".to_owned()]);
+        assert_eq!((info.created, info.size), (7, 400));
+        let other: Repository = "127.0.0.1:5000/nobody".parse().unwrap();
+        assert_eq!(image_info(&summary, &other), None);
+        // The engine answers -1 when it did not compute the shared size.
+        let unshared = ImageSummary {
+            shared_size: -1,
+            ..summary
+        };
+        assert_eq!(image_info(&unshared, &repo).unwrap().size, 1000);
+    }
     use bollard::models::{ContainerConfig, ContainerState as EngineState, Health};
     use rollback_core::{ContainerTemplate, EnvValue, PortMapping, Secret};
 
@@ -311,6 +397,40 @@ mod tests {
         assert_eq!(tcp[1].host_port.as_deref(), Some("80"));
         let udp = ports["9000/udp"].clone().unwrap();
         assert_eq!(udp[0].host_port.as_deref(), Some(""), "ephemeral port");
+    }
+
+    #[test]
+    fn create_body_carries_the_run_options() {
+        let plain = create_body(&spec());
+        let host = plain.host_config.unwrap();
+        assert_eq!((host.memory, host.nano_cpus), (None, None));
+        assert!(host.log_config.is_none() && plain.entrypoint.is_none());
+
+        let mut spec = spec();
+        spec.options = rollback_core::RunOptions {
+            memory: Some(512 * 1024 * 1024),
+            nano_cpus: Some(1_500_000_000),
+            user: Some("1000:1000".into()),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            hostname: Some("web-1".into()),
+            add_hosts: vec!["db:10.0.0.5".into()],
+            log_driver: Some("json-file".into()),
+            log_options: BTreeMap::from([("max-size".into(), "10m".into())]),
+            networks: vec!["backend".into()],
+            cap_add: vec!["NET_ADMIN".into()],
+        };
+        let body = create_body(&spec);
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.hostname.as_deref(), Some("web-1"));
+        assert_eq!(body.entrypoint.unwrap(), ["/bin/sh", "-c"]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.memory, Some(536_870_912));
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.extra_hosts.unwrap(), ["db:10.0.0.5"]);
+        assert_eq!(host.cap_add.unwrap(), ["NET_ADMIN"]);
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.unwrap()["max-size"], "10m");
     }
 
     #[test]

@@ -42,5 +42,5 @@ mod runtime;
 mod ssh;
 
 pub use connect::DEFAULT_DOCKER_URL;
-pub use probe::DockerHealthProbe;
+pub use probe::{DockerExecProbe, DockerHealthProbe};
 pub use runtime::DockerRuntime;

@@ -1,10 +1,13 @@
-//! [`DockerHealthProbe`]: health as the image's own `HEALTHCHECK` reports it.
+//! [`DockerHealthProbe`]: health as the image's own `HEALTHCHECK` reports it;
+//! [`DockerExecProbe`]: a command run inside the new container.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::{ContainerInspectResponse, HealthConfig, HealthStatusEnum};
-use rollback_core::{ContainerId, Error, HealthProbe, ImageRef, ProbeResult, Result};
+use rollback_core::{
+    ContainerId, Error, ExecOutput, HealthProbe, ImageRef, ProbeResult, Result, Runtime,
+};
 
 use crate::convert::container_state;
 use crate::error::classify;
@@ -125,6 +128,61 @@ impl HealthProbe for DockerHealthProbe {
     }
 }
 
+/// Runs a command inside the container (`docker exec`); exit code 0 is
+/// healthy. The end of the command's output is the detail.
+#[derive(Debug, Clone)]
+pub struct DockerExecProbe {
+    runtime: DockerRuntime,
+    cmd: Vec<String>,
+}
+
+impl DockerExecProbe {
+    /// A probe running `cmd` (program and arguments, no shell) through `runtime`.
+    ///
+    /// An empty command is refused.
+    pub fn new(runtime: DockerRuntime, cmd: Vec<String>) -> Result<Self> {
+        if cmd.first().is_none_or(|program| program.is_empty()) {
+            return Err(Error::invalid_input(
+                "health.exec: give the program to run and its arguments",
+            ));
+        }
+        Ok(DockerExecProbe { runtime, cmd })
+    }
+}
+
+/// The verdict for one exec.
+pub(crate) fn exec_verdict(result: Result<ExecOutput>) -> ProbeResult {
+    match result {
+        Ok(out) => {
+            let output = out.output.trim();
+            let skip = output.chars().count().saturating_sub(300);
+            let tail: String = output.chars().skip(skip).collect();
+            let detail = if tail.is_empty() {
+                format!("exited with code {}", out.exit_code)
+            } else {
+                format!("exited with code {}: {tail}", out.exit_code)
+            };
+            if out.exit_code == 0 {
+                ProbeResult::Healthy(detail)
+            } else {
+                ProbeResult::Unhealthy(detail)
+            }
+        }
+        Err(e) => ProbeResult::Unhealthy(e.message().to_owned()),
+    }
+}
+
+#[async_trait]
+impl HealthProbe for DockerExecProbe {
+    async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult {
+        exec_verdict(self.runtime.exec(container, &self.cmd, timeout).await)
+    }
+
+    fn describe(&self) -> String {
+        format!("exec {:?} via {}", self.cmd.join(" "), self.runtime.url())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +220,28 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn exec_verdicts_follow_the_exit_code() {
+        let out = |exit_code, output: &str| Ok(ExecOutput::new(exit_code, output));
+        assert_eq!(
+            exec_verdict(out(0, "ok\n")),
+            ProbeResult::Healthy("exited with code 0: ok".into())
+        );
+        assert_eq!(
+            exec_verdict(out(3, "")),
+            ProbeResult::Unhealthy("exited with code 3".into())
+        );
+        let long = "x".repeat(1000) + "why";
+        let ProbeResult::Unhealthy(detail) = exec_verdict(out(1, &long)) else {
+            panic!("exit 1 is unhealthy")
+        };
+        assert!(detail.ends_with("xwhy") && detail.len() < 330, "{detail}");
+        assert_eq!(
+            exec_verdict(Err(Error::timeout("exec \"x\": no exit within 1s"))),
+            ProbeResult::Unhealthy("exec \"x\": no exit within 1s".into())
+        );
     }
 
     #[test]

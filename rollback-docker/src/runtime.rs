@@ -10,18 +10,22 @@ use bollard::errors::Error as EngineError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    ListImagesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    RenameContainerOptions, StopContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeployLock,
-    Error, ExecOutput, ImageRef, LockAttempt, LockInfo, ProgressSink, Result, Runtime,
+    Error, ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink, Repository,
+    Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
-use crate::convert::{ceil_secs, container_info, create_body, release_from_repo_digests};
+use crate::convert::{
+    ceil_secs, container_info, create_body, image_info, release_from_repo_digests,
+};
 use crate::error::{classify, classify_pull, redact};
 use crate::lock;
 use crate::pull::{self, PullTracker};
@@ -412,7 +416,19 @@ impl Runtime for DockerRuntime {
             .create_container(Some(options), create_body(spec))
             .await
         {
-            Ok(created) => Ok(ContainerId(created.id)),
+            Ok(created) => {
+                let id = ContainerId(created.id);
+                // The create request joins one network on every API version;
+                // the others are joined before the first start.
+                for network in &spec.options.networks {
+                    if let Err(e) = self.connect_network(&id, network).await {
+                        // Nothing ran yet: leave no half-made container behind.
+                        let _ = self.remove(&id).await;
+                        return Err(e);
+                    }
+                }
+                Ok(id)
+            }
             Err(e) => {
                 let err = self.err(&format!("create container {}", spec.name), e);
                 // Engine messages may quote the request; never let a secret through.
@@ -624,6 +640,38 @@ impl Runtime for DockerRuntime {
                     humantime::format_duration(timeout)
                 )))
             })
+    }
+
+    async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
+        let options = ListImagesOptions {
+            digests: true,
+            shared_size: true,
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.err(&format!("list the images of {repository}"), e))?;
+        Ok(summaries
+            .iter()
+            .filter_map(|summary| image_info(summary, repository))
+            .collect())
+    }
+
+    async fn remove_image(&self, id: &str) -> Result<()> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        let short = id.strip_prefix("sha256:").unwrap_or(id);
+        let what = format!("remove image {}", &short[..short.len().min(12)]);
+        self.docker
+            .remove_image(id, Some(options), None)
+            .await
+            .map(drop)
+            .map_err(|e| self.err(&what, e))
     }
 
     async fn create_network(&self, name: &str) -> Result<bool> {

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use rollback_core::{
     retained_name, ContainerExit, DeployLock, DeploymentId, EnvValue, ErrorKind, HealthProbe,
-    LockAttempt, LockInfo, ProbeResult, PullProgress, RestartPolicy, Runtime, Secret,
+    LockAttempt, LockInfo, ProbeResult, PullProgress, Repository, RestartPolicy, Runtime, Secret,
 };
-use rollback_docker::{DockerHealthProbe, DockerRuntime};
+use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -611,6 +611,155 @@ async fn healthcheck_probe_reads_the_engine_health_state() {
         probe.check(&plain, Duration::from_secs(2)).await,
         ProbeResult::Unhealthy("image has no HEALTHCHECK".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_probe_runs_the_command_in_the_container() {
+    let cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let app = unique("exec");
+    let id = rt
+        .create(&spec(
+            &cleanup,
+            &app,
+            &unique("exec"),
+            "rollback-fixture:healthy",
+            None,
+        ))
+        .await
+        .unwrap();
+    let argv = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    assert!(DockerExecProbe::new(rt.clone(), vec![]).is_err());
+
+    // Not running yet: the engine refuses the exec, which is unhealthy.
+    let probe = DockerExecProbe::new(rt.clone(), argv(&["true"])).unwrap();
+    let result = probe.check(&id, Duration::from_secs(5)).await;
+    assert!(!result.is_healthy(), "{result:?}");
+    rt.start(&id).await.unwrap();
+
+    // The file the fixture writes at start proves the command ran inside.
+    let probe = DockerExecProbe::new(rt.clone(), argv(&["cat", "/www/version"])).unwrap();
+    assert!(probe.describe().contains("cat /www/version"));
+    let start = Instant::now();
+    let result = loop {
+        let result = probe.check(&id, Duration::from_secs(5)).await;
+        if result.is_healthy() || start.elapsed() > WAIT {
+            break result;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        result,
+        ProbeResult::Healthy("exited with code 0: v1".into())
+    );
+
+    let probe = DockerExecProbe::new(
+        rt.clone(),
+        argv(&["sh", "-c", "echo not ready >&2; exit 3"]),
+    )
+    .unwrap();
+    assert_eq!(
+        probe.check(&id, Duration::from_secs(5)).await,
+        ProbeResult::Unhealthy("exited with code 3: not ready".into())
+    );
+
+    let probe = DockerExecProbe::new(rt.clone(), argv(&["sleep", "30"])).unwrap();
+    let start = Instant::now();
+    let result = probe.check(&id, Duration::from_millis(500)).await;
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let ProbeResult::Unhealthy(reason) = result else {
+        panic!("a hanging command is unhealthy, got {result:?}");
+    };
+    assert!(reason.contains("not done within 500ms"), "{reason}");
+
+    let probe = DockerExecProbe::new(rt.clone(), argv(&["/no/such/program"])).unwrap();
+    let result = probe.check(&id, Duration::from_secs(5)).await;
+    assert!(!result.is_healthy(), "{result:?}");
+}
+
+/// Build a fixture image of its own id (a unique version) as `reference`.
+fn build_image(reference: &str, version: &str) {
+    let context = test_env("ROLLBACK_TEST_FIXTURE_CONTEXT");
+    let out = std::process::Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "--build-arg"])
+        .arg(format!("VERSION={version}"))
+        .args(["-t", reference, &context])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_of_a_repository_are_listed_and_removed_never_forced() {
+    let mut cleanup = Cleanup::new();
+    let rt = runtime().await;
+    let repo: Repository = format!("127.0.0.1:5000/e2e/{}", unique("img"))
+        .parse()
+        .unwrap();
+    let (v1, v2, shared) = (
+        format!("{repo}:v1"),
+        format!("{repo}:v2"),
+        format!("{repo}:shared"),
+    );
+    for reference in [&v1, &v2, &shared] {
+        cleanup.image(reference);
+    }
+    build_image(&v1, &unique("v1"));
+    build_image(&v2, &unique("v2"));
+    // Also named by the fixture's own tag: removing it by id needs force.
+    docker_ok(&["tag", "rollback-fixture:healthy", &shared]);
+
+    let mut images = rt.list_images(&repo).await.unwrap();
+    images.sort_by(|a, b| a.tags.cmp(&b.tags));
+    let tags: Vec<&[String]> = images.iter().map(|i| i.tags.as_slice()).collect();
+    assert_eq!(tags, [["shared"], ["v1"], ["v2"]]);
+    let id_of = |r: &str| {
+        docker_ok(&["image", "inspect", "-f", "{{.Id}}", r])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(images[1].id, id_of(&v1));
+    assert!(images[1].created > 0);
+    // Less the layers shared with other images where the engine says so
+    // (API 1.42 and later), else the whole size.
+    let total: u64 = docker_ok(&["image", "inspect", "-f", "{{.Size}}", &v1])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(images[1].size > 0 && images[1].size <= total, "{images:?}");
+
+    // A container of v2 keeps its image.
+    let user = rt
+        .create(&spec(&cleanup, &unique("app"), &unique("img"), &v2, None))
+        .await
+        .unwrap();
+    let e = rt.remove_image(&images[2].id).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let e = rt.remove_image(&images[0].id).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(docker(&["image", "inspect", "rollback-fixture:healthy"])
+        .status
+        .success());
+
+    rt.remove_image(&images[1].id).await.unwrap();
+    assert!(!docker(&["image", "inspect", &v1]).status.success());
+    let e = rt.remove_image(&images[1].id).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    rt.remove(&user).await.unwrap();
+    rt.remove_image(&images[2].id).await.unwrap();
+    let left: Vec<Vec<String>> = rt
+        .list_images(&repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.tags)
+        .collect();
+    assert_eq!(left, [["shared"]]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -124,6 +124,25 @@ fn tag_copies_on_the_local_registry_with_the_same_digest() {
 }
 
 #[test]
+fn a_bare_destination_tag_copies_within_the_source_repository() {
+    let repo = format!("{}/e2e/{}", registry(), unique("tag-bare"));
+    let digest = push_release(&repo, "v1", "v1", "healthy");
+    // No config file: the destination's repository can only come from the source.
+    let dir = tempfile::tempdir().unwrap();
+    let run = rollback(dir.path(), &["tag", &format!("{repo}:v1"), "stable"], &[]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert_eq!(
+        digest_of(&format!("{repo}:stable")).as_deref(),
+        Some(digest.as_str())
+    );
+    assert!(
+        run.stdout.contains(&format!("tagged {repo}:stable")),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
 fn tag_on_an_auth_registry_uses_the_credential_helper_named_in_docker_config() {
     let repo = format!("e2e/{}", unique("tag-helper"));
     let login = tempfile::tempdir().unwrap();

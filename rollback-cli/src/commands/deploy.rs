@@ -3,19 +3,23 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use rollback_core::{
-    App, CancellationToken, ContainerTemplate, DeployReport, Deployer, ExitCode, HostId,
-    HostTarget, LockInfo, Phase, Plan, Release, Scope, Target,
+    App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
+    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Target,
+    UndoTarget,
 };
 use serde::Serialize;
 
-use crate::cli::DeployArgs;
+use crate::cli::{DeployArgs, DeployCommand};
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
-use crate::output::Output;
+use crate::hooks::{HookRun, Hooks};
+use crate::notify::{self, Notified};
+use crate::output::{error_outcome, secrets_of, Output};
 
 /// How the app's container runs on `host`; the engine names it and pins the image.
 fn container(config: &Config, host: &HostConfig) -> ContainerTemplate {
@@ -42,7 +46,10 @@ fn container(config: &Config, host: &HostConfig) -> ContainerTemplate {
     if let Some(stop_timeout) = c.stop_timeout {
         t = t.stop_timeout(stop_timeout);
     }
-    t
+    for (key, value) in &c.labels {
+        t = t.label(key.clone(), value.clone());
+    }
+    t.options(c.options.clone())
 }
 
 /// Connect to every host and build the engine.
@@ -128,14 +135,31 @@ fn holder() -> String {
 
 /// Which engine command to run.
 enum Run {
-    Deploy(Target),
+    /// The release, and whether the tags move once every host is verified.
+    Deploy(Target, bool),
     Undo,
     Recover,
 }
 
-/// `deploy --tag | --digest`.
-pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
-    let target = match (&args.tag, &args.digest) {
+/// `deploy --tag | --digest [--no-promote]`.
+pub async fn deploy(ctx: &Context, args: &DeployCommand) -> Result<i32, CliError> {
+    let target = target(&args.target)?;
+    let promote = !args.no_promote;
+    if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_promote(promote);
+        return plan(ctx, &deployer, &target, "deploy", promote).await;
+    }
+    let (tag, digest) = match &target {
+        Target::Tag(tag) => (Some(tag.to_string()), None),
+        Target::Digest(digest) => (None, Some(digest.to_string())),
+    };
+    around(ctx, "deploy", tag, digest, Run::Deploy(target, promote)).await
+}
+
+/// The release `--tag` or `--digest` names.
+fn target(args: &DeployArgs) -> Result<Target, CliError> {
+    Ok(match (&args.tag, &args.digest) {
         (Some(tag), None) => {
             let tag = tag
                 .parse()
@@ -144,49 +168,207 @@ pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
         }
         (None, Some(digest)) => Target::Digest(digest.clone()),
         _ => return Err(CliError::usage("give exactly one of --tag or --digest")),
-    };
-    let (deployer, _) = deployer(ctx, false).await?;
-    if ctx.dry_run {
-        return plan(ctx, &deployer, &target, "deploy").await;
-    }
-    drive(ctx, &deployer, Run::Deploy(target)).await
+    })
 }
 
 /// `undo`.
 pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
-        let previous = Target::Tag(deployer.app().previous_tag.clone());
-        return plan(ctx, &deployer, &previous, "undo").await;
+        let (deployer, _) = deployer(ctx, false).await?;
+        let undo = deployer
+            .undo_target()
+            .await
+            .map_err(|e| CliError::core("plan undo", &e))?;
+        return match undo {
+            UndoTarget::Deploy {
+                digest, promote, ..
+            } => plan(ctx, &deployer, &Target::Digest(digest), "undo", promote).await,
+            UndoTarget::Refused(reason) => Err(CliError::failed(reason)),
+            _ => Err(CliError::failed("undo: nothing to deploy")),
+        };
     }
-    drive(ctx, &deployer, Run::Undo).await
+    let previous = ctx.config()?.app()?.previous_tag.clone();
+    around(ctx, "undo", Some(previous.to_string()), None, Run::Undo).await
+}
+
+/// `promote --tag | --digest`: the registry tags only, no host contacted.
+pub async fn promote(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
+    let target = target(args)?;
+    let config = ctx.config()?;
+    let deployer = Deployer::new(config.app()?.clone(), ctx.adapters.registry()?, Vec::new())
+        .with_observer(ctx.output.clone());
+    let app = deployer.app().clone();
+    let (release, moves) = if ctx.dry_run {
+        deployer.promote_plan(&target).await
+    } else {
+        deployer.promote(&target).await
+    }
+    .map_err(|e| CliError::core(format_args!("promote {target}"), &e))?;
+    let changed = moves.stable.is_some();
+    let out = &ctx.output;
+    if out.is_json() {
+        out.json(&serde_json::json!({
+            "outcome": match (ctx.dry_run, changed) {
+                (true, _) => "planned",
+                (false, true) => "promoted",
+                (false, false) => "unchanged",
+            },
+            "exit_code": exit::OK,
+            "command": "promote",
+            "dry_run": ctx.dry_run,
+            "target": &release,
+            "moves": {
+                app.previous_tag.as_str(): moves.previous.as_ref(),
+                app.stable_tag.as_str(): moves.stable.as_ref(),
+            },
+        }));
+        return Ok(exit::OK);
+    }
+    if !changed {
+        out.line(&format!(
+            "{} already points at {} ({}): nothing to move",
+            app.stable_tag,
+            release.display_name(),
+            release.digest
+        ));
+        return Ok(exit::OK);
+    }
+    let verb = if ctx.dry_run { "would move" } else { "moved" };
+    if let Some(previous) = &moves.previous {
+        out.line(&format!("{verb}: {} <- {previous}", app.previous_tag));
+    }
+    out.line(&format!(
+        "{verb}: {} <- {} ({})",
+        app.stable_tag,
+        release.digest,
+        release.display_name()
+    ));
+    if ctx.dry_run {
+        out.line("nothing changed (dry run)");
+    }
+    Ok(exit::OK)
 }
 
 /// `recover`.
 pub async fn recover(ctx: &Context) -> Result<i32, CliError> {
-    let (deployer, _) = deployer(ctx, false).await?;
     if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
         return recover_plan(ctx, &deployer).await;
     }
-    drive(ctx, &deployer, Run::Recover).await
+    around(ctx, "recover", None, None, Run::Recover).await
+}
+
+/// How the engine command ended.
+enum Driven {
+    /// With a report (printed already) and what retention did after it.
+    Report(Box<DeployReport>, Option<PruneReport>),
+    /// The user gave up waiting (second signal): exit with this code at once.
+    Abandoned(i32),
+}
+
+/// Run an engine command inside its hooks: `pre_deploy` before anything is
+/// contacted (a failure stops here, exit 1), then the command, retention
+/// after a deployed release, then `post_deploy` and the webhook, whose
+/// failures are reported and never change the exit code.
+async fn around(
+    ctx: &Context,
+    command: &'static str,
+    tag: Option<String>,
+    digest: Option<String>,
+    run: Run,
+) -> Result<i32, CliError> {
+    let config = ctx.config()?;
+    let app = config.app()?;
+    let deployment = DeploymentId::generate();
+    let mut hook_run = HookRun {
+        command,
+        app: app.name.to_string(),
+        tag,
+        digest,
+        hosts: config.hosts.iter().map(|h| h.name.to_string()).collect(),
+        deployment_id: deployment.to_string(),
+        started: Instant::now(),
+    };
+    let hooks = Hooks::new(config.hooks.clone(), secrets_of(config), ctx.output.clone());
+    if let Some(why) = hooks.pre_deploy(&hook_run).await.and_then(|r| r.failure()) {
+        return Err(CliError::failed(format!(
+            "hooks.pre_deploy {why}; nothing was changed"
+        )));
+    }
+    let result = async {
+        let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_deployment_id(deployment);
+        let deployer = match &run {
+            Run::Deploy(_, promote) => deployer.with_promote(*promote),
+            _ => deployer,
+        };
+        let prune = matches!(run, Run::Deploy(..));
+        let mut driven = drive(ctx, &deployer, run).await;
+        if let Driven::Report(report, pruned) = &mut driven {
+            if prune && report.outcome == Outcome::Deployed {
+                *pruned = super::prune::after_deploy(ctx, &deployer, config.retain).await;
+            }
+            ctx.output.report_pruned(report, pruned.as_ref());
+        }
+        Ok::<_, CliError>(driven)
+    }
+    .await;
+    let (outcome, code, body) = match &result {
+        Ok(Driven::Abandoned(code)) => return Ok(*code),
+        Ok(Driven::Report(report, pruned)) => {
+            if let Some(target) = &report.target {
+                hook_run.tag = target
+                    .tag
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(hook_run.tag);
+                hook_run.digest = Some(target.digest.to_string());
+            }
+            (
+                report.outcome.as_str(),
+                report_code(report),
+                ctx.output.outcome_text(report, pruned.as_ref()),
+            )
+        }
+        Err(e) => (error_outcome(e), e.exit_code(), ctx.output.error_text(e)),
+    };
+    if let Some(why) = hooks
+        .post_deploy(&hook_run, outcome, code)
+        .await
+        .and_then(|r| r.failure())
+    {
+        ctx.output.warn(&format!(
+            "hooks.post_deploy {why}; the exit code stays {code}"
+        ));
+    }
+    if let Some(target) = &config.notify {
+        match notify::post(target, body).await {
+            Notified::Posted(status) => ctx.output.aside(&format!(
+                "notify: posted the outcome to {} ({status})",
+                target.webhook_origin
+            )),
+            Notified::Failed(why) => ctx.output.warn(&format!(
+                "notify: webhook {}: {why}; the exit code stays {code}",
+                target.webhook_origin
+            )),
+        }
+    }
+    result.map(|_| code)
 }
 
 /// Run the engine until it reports, turning signals into cancellation.
-async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Result<i32, CliError> {
+async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Driven {
     let cancel = CancellationToken::new();
     let work = async {
         match run {
-            Run::Deploy(target) => deployer.deploy(target, cancel.clone()).await,
+            Run::Deploy(target, _) => deployer.deploy(target, cancel.clone()).await,
             Run::Undo => deployer.undo(cancel.clone()).await,
             Run::Recover => deployer.recover(cancel.clone()).await,
         }
     };
     match until_second_signal(work, &cancel, &ctx.output).await {
-        Ok(report) => {
-            ctx.output.report(&report);
-            Ok(report_code(&report))
-        }
-        Err(code) => Ok(code),
+        Ok(report) => Driven::Report(Box::new(report), None),
+        Err(code) => Driven::Abandoned(code),
     }
 }
 
@@ -320,6 +502,7 @@ struct PlanJson<'a> {
     exit_code: i32,
     command: &'a str,
     dry_run: bool,
+    promote: bool,
     target: &'a Release,
     stable_before: Option<&'a rollback_core::Digest>,
     hosts: Vec<HostPlanJson<'a>>,
@@ -339,23 +522,25 @@ async fn plan(
     deployer: &Deployer,
     target: &Target,
     command: &str,
+    promote: bool,
 ) -> Result<i32, CliError> {
     let plan: Plan = deployer
         .plan(target)
         .await
         .map_err(|e| CliError::core(format_args!("plan {command} of {target}"), &e))?;
-    print_plan(&ctx.output, &plan, command, deployer.app());
+    print_plan(&ctx.output, &plan, command, deployer.app(), promote);
     Ok(exit::OK)
 }
 
 /// Print a plan: what `command` would do, changing nothing.
-pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
+pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App, promote: bool) {
     if out.is_json() {
         out.json(&PlanJson {
             outcome: "planned",
             exit_code: exit::OK,
             command,
             dry_run: true,
+            promote,
             target: &plan.target,
             stable_before: plan.stable_before.as_ref(),
             hosts: plan
@@ -397,6 +582,17 @@ pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
         for (i, step) in h.steps.iter().enumerate() {
             out.line(&format!("  {}. {step}", i + 1));
         }
+    }
+    if !promote {
+        out.line(&format!(
+            "then, when every host is verified: no tag moves ({} stays at {})",
+            app.stable_tag,
+            plan.stable_before
+                .as_ref()
+                .map_or_else(|| "nothing".to_owned(), |d| d.to_string())
+        ));
+        out.line("nothing changed (dry run)");
+        return;
     }
     out.line(&format!(
         "then, when every host is verified: {} <- {}, {} <- {}",

@@ -1,6 +1,6 @@
 //! `rollback tag SRC DST`: a registry-side copy of a manifest.
 
-use rollback_core::{Digest, ImageRef};
+use rollback_core::{Digest, ImageRef, Repository};
 use serde::Serialize;
 
 use crate::cli::TagArgs;
@@ -29,9 +29,33 @@ impl Role {
 /// repository; anything else must be a full reference. A destination must
 /// name a tag.
 fn reference(arg: &str, app: Option<&App>, role: Role) -> Result<ImageRef, CliError> {
+    reference_in(arg, app.map(|a| &a.repository), role)
+}
+
+/// The destination: a bare tag stays in the source's repository when the
+/// source was given in full, as `crane tag IMAGE TAG` does; otherwise it
+/// resolves like [`reference`].
+fn destination(
+    arg: &str,
+    source_arg: &str,
+    source: &ImageRef,
+    app: Option<&App>,
+) -> Result<ImageRef, CliError> {
+    let source_is_full = !source_arg.starts_with("sha256:") && source_arg.parse::<Tag>().is_err();
+    if source_is_full && arg.parse::<Tag>().is_ok() {
+        return reference_in(arg, Some(&source.repo()), Role::Destination);
+    }
+    reference(arg, app, Role::Destination)
+}
+
+fn reference_in(
+    arg: &str,
+    repository: Option<&Repository>,
+    role: Role,
+) -> Result<ImageRef, CliError> {
     let what = role.name();
     let need_app = |kind: &str| {
-        app.ok_or_else(|| {
+        repository.ok_or_else(|| {
             CliError::usage(format!(
                 "{what} {arg:?} is a {kind}: give a full reference (registry/repository:tag), or a config file with [app] repository"
             ))
@@ -44,10 +68,10 @@ fn reference(arg: &str, app: Option<&App>, role: Role) -> Result<ImageRef, CliEr
             )));
         }
         let digest: Digest = arg.parse().map_err(|e| CliError::bad_argument(what, &e))?;
-        return Ok(need_app("digest")?.repository.with_digest(&digest));
+        return Ok(need_app("digest")?.with_digest(&digest));
     }
     if let Ok(tag) = arg.parse::<Tag>() {
-        return Ok(need_app("tag")?.repository.with_tag(&tag));
+        return Ok(need_app("tag")?.with_tag(&tag));
     }
     let reference: ImageRef = arg.parse().map_err(|e| CliError::bad_argument(what, &e))?;
     if role == Role::Destination {
@@ -76,7 +100,7 @@ struct TagJson<'a> {
 pub async fn run(ctx: &Context, args: &TagArgs) -> Result<i32, CliError> {
     let app = ctx.config.as_ref().and_then(|c| c.app.as_ref());
     let source = reference(&args.source, app, Role::Source)?;
-    let destination = reference(&args.destination, app, Role::Destination)?;
+    let destination = destination(&args.destination, &args.source, &source, app)?;
     if source.resolve_registry() != destination.resolve_registry() {
         return Err(CliError::usage(format!(
             "SRC and DST are in different registries ({} and {}): a registry-side copy stays within one registry",
@@ -164,6 +188,25 @@ mod tests {
         let r = reference("127.0.0.1:5000/other/app:v1", None, Role::Destination).unwrap();
         assert_eq!(r.repository(), "other/app");
         assert_eq!(r.tag(), Some("v1"));
+    }
+
+    #[test]
+    fn a_bare_destination_tag_stays_in_a_full_sources_repository() {
+        let app = app();
+        let source_arg = "127.0.0.1:5000/other/img:v1";
+        let source = reference(source_arg, Some(&app), Role::Source).unwrap();
+        for app in [None, Some(&app)] {
+            let d = destination("stable", source_arg, &source, app).unwrap();
+            assert_eq!(d.to_string(), "127.0.0.1:5000/other/img:stable");
+        }
+        let digest_source = format!("127.0.0.1:5000/other/img@sha256:{}", "a".repeat(64));
+        let source = reference(&digest_source, None, Role::Source).unwrap();
+        let d = destination("v1", &digest_source, &source, None).unwrap();
+        assert_eq!(d.to_string(), "127.0.0.1:5000/other/img:v1");
+        // A bare source still means the app's repository, for both sides.
+        let source = reference("v2", Some(&app), Role::Source).unwrap();
+        let d = destination("stable", "v2", &source, Some(&app)).unwrap();
+        assert_eq!(d.to_string(), "127.0.0.1:5000/team/app:stable");
     }
 
     #[test]
