@@ -6,10 +6,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, TcpProbe};
 use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
+use rollback_proxy::{Caddy, DirectProbe, ProxyContainer};
 use rollback_registry::OciRegistry;
 
 use crate::commands::{Adapters, Connected};
-use crate::config::{HealthCheck, HostConfig};
+use crate::config::{HealthCheck, HostConfig, ProxyConfig};
 use crate::exit::CliError;
 
 /// Time to reach an engine, and the limit of each engine request's answer.
@@ -44,6 +45,28 @@ impl Adapters for RealAdapters {
         let docker = self.docker(host).await?;
         let probe: Arc<dyn HealthProbe> = match &host.health {
             Some(HealthCheck::Docker) => Arc::new(DockerHealthProbe::new(docker.clone())),
+            Some(HealthCheck::Direct {
+                path,
+                port,
+                expect_status,
+                expect_json,
+            }) => {
+                let config = host.proxy.as_ref().ok_or_else(|| {
+                    CliError::usage(format!("host {}: health.path needs [proxy]", host.name))
+                })?;
+                let proxy = proxy_container(Arc::new(docker.clone()), config)?;
+                let bad = |e: rollback_core::Error| {
+                    CliError::bad_argument(format_args!("health check GET {path}"), &e)
+                };
+                let mut probe = DirectProbe::new(proxy, *port, path).map_err(bad)?;
+                if let Some(status) = expect_status {
+                    probe = probe.expect_status(*status).map_err(bad)?;
+                }
+                if let Some((pointer, expected)) = expect_json {
+                    probe = probe.expect_json(pointer, expected).map_err(bad)?;
+                }
+                Arc::new(probe)
+            }
             Some(HealthCheck::Exec { command }) => Arc::new(
                 DockerExecProbe::new(docker.clone(), command.clone())
                     .map_err(|e| CliError::bad_argument("health.exec", &e))?,
@@ -86,10 +109,25 @@ pub fn probe(check: &HealthCheck) -> Result<Arc<dyn HealthProbe>, CliError> {
             Ok(Arc::new(probe))
         }
         HealthCheck::Tcp { address } => Ok(Arc::new(TcpProbe::new(address).map_err(bad)?)),
-        HealthCheck::Docker | HealthCheck::Exec { .. } => Err(CliError::usage(format!(
-            "the {check} health check is built with the host's engine"
-        ))),
+        HealthCheck::Docker | HealthCheck::Exec { .. } | HealthCheck::Direct { .. } => {
+            Err(CliError::usage(format!(
+                "the {check} health check is built with the host's engine"
+            )))
+        }
     }
+}
+
+/// The proxy container `[proxy]` describes, on the host of `runtime`.
+pub fn proxy_container(
+    runtime: Arc<dyn rollback_core::Runtime>,
+    config: &ProxyConfig,
+) -> Result<ProxyContainer, CliError> {
+    let image = config
+        .image
+        .parse()
+        .map_err(|e| CliError::bad_argument(format_args!("proxy.image {:?}", config.image), &e))?;
+    Caddy::container(runtime, Some(image), &config.listen)
+        .map_err(|e| CliError::bad_argument(format_args!("proxy.listen {:?}", config.listen), &e))
 }
 
 #[cfg(test)]

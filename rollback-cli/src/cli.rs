@@ -63,22 +63,28 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy a release to every host, verify it, promote it or roll back
-    Deploy(DeployArgs),
-    /// Deploy the previous release again, with the same checks
-    Undo,
+    Deploy(DeployCommand),
+    /// Deploy the previous release again, with the same checks (after
+    /// `deploy --no-promote`: the release that deploy replaced)
+    Undo(HostSelection),
+    /// Move the registry tags to a release, touching no host
+    Promote(DeployArgs),
     /// Per host: running release, state, health, lock
-    Status,
+    Status(HostSelection),
     /// Releases known from the registry tags and the hosts
     History,
     /// Registry-side copy of a manifest to a tag, moving no layers
     Tag(TagArgs),
     /// Finish or revert a deploy that was interrupted
-    Recover,
+    Recover(HostSelection),
     /// Remove the app's images beyond the newest [app] retain releases on every host
     Prune,
     /// Inspect or break a deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Boot, inspect or remove the [proxy] container on each host
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -97,6 +103,28 @@ pub struct DeployArgs {
     /// A manifest digest of the app's repository (sha256:...)
     #[arg(long, value_name = "DIGEST", value_parser = parse_digest)]
     pub digest: Option<Digest>,
+}
+
+/// `deploy`: the release, the hosts, and whether to promote it.
+#[derive(Debug, Args)]
+pub struct DeployCommand {
+    /// The release.
+    #[command(flatten)]
+    pub target: DeployArgs,
+    /// Verify and keep the release on the hosts, move no tag (`promote` does later)
+    #[arg(long)]
+    pub no_promote: bool,
+    /// The hosts.
+    #[command(flatten)]
+    pub hosts: HostSelection,
+}
+
+/// `--host NAME`, repeatable: only these hosts of the config are contacted.
+#[derive(Debug, Args, Default, Clone)]
+pub struct HostSelection {
+    /// Only this host of the config (repeatable) [default: every host]
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
 }
 
 /// `tag SRC DST`.
@@ -119,6 +147,17 @@ pub enum LockCommand {
     Release(LockArgs),
 }
 
+/// `proxy boot` / `proxy status` / `proxy remove`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Start the proxy on every host where it does not run
+    Boot,
+    /// The proxy container and where it sends the app's requests, per host
+    Status,
+    /// Stop and remove the proxy container (the app stops being served)
+    Remove,
+}
+
 /// Options of the lock commands.
 #[derive(Debug, Args)]
 pub struct LockArgs {
@@ -137,10 +176,12 @@ impl Command {
         matches!(
             self,
             Command::Deploy(_)
-                | Command::Undo
+                | Command::Undo(_)
+                | Command::Promote(_)
                 | Command::Tag(_)
-                | Command::Recover
+                | Command::Recover(_)
                 | Command::Lock(LockCommand::Release(_))
+                | Command::Proxy(ProxyCommand::Boot | ProxyCommand::Remove)
         )
     }
 }
@@ -165,9 +206,15 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
         assert_eq!(cli.output, OutputFormat::Json);
         match cli.command {
-            Command::Deploy(DeployArgs { tag, digest }) => {
+            Command::Deploy(DeployCommand {
+                target: DeployArgs { tag, digest },
+                no_promote,
+                hosts,
+            }) => {
                 assert_eq!(tag.as_deref(), Some("v2"));
                 assert!(digest.is_none());
+                assert!(!no_promote);
+                assert!(hosts.hosts.is_empty());
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -175,7 +222,49 @@ mod tests {
         let cli = parse(&["--dry-run", "deploy", "--digest", &d]).unwrap();
         assert!(cli.dry_run);
         match cli.command {
-            Command::Deploy(args) => assert_eq!(args.digest.unwrap().as_str(), d),
+            Command::Deploy(args) => assert_eq!(args.target.digest.unwrap().as_str(), d),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosts_are_chosen_by_repeating_host() {
+        let cli = parse(&[
+            "deploy",
+            "--tag",
+            "v2",
+            "--host",
+            "a",
+            "--host",
+            "b",
+            "--no-promote",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Deploy(args) => {
+                assert_eq!(args.hosts.hosts, ["a", "b"]);
+                assert!(args.no_promote);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        for (args, want) in [
+            (vec!["undo", "--host", "a"], vec!["a"]),
+            (vec!["status", "--host", "b"], vec!["b"]),
+            (
+                vec!["recover", "--host", "a", "--host", "b"],
+                vec!["a", "b"],
+            ),
+        ] {
+            let hosts = match parse(&args).unwrap().command {
+                Command::Undo(h) | Command::Status(h) | Command::Recover(h) => h.hosts,
+                other => panic!("parsed as {other:?}"),
+            };
+            assert_eq!(hosts, want, "{args:?}");
+        }
+        let cli = parse(&["--dry-run", "promote", "--tag", "v3"]).unwrap();
+        assert!(cli.command.is_changing());
+        match cli.command {
+            Command::Promote(args) => assert_eq!(args.tag.as_deref(), Some("v3")),
             other => panic!("parsed as {other:?}"),
         }
     }
@@ -191,6 +280,9 @@ mod tests {
             vec!["--output", "xml", "status"],
             vec!["frobnicate"],
             vec!["lock"],
+            vec!["promote"],
+            vec!["promote", "--tag", "v1", "--digest", d.as_str()],
+            vec!["deploy", "--tag", "v1", "--host"],
             vec!["completions", "tcsh"],
         ] {
             let err = parse(&args).unwrap_err();

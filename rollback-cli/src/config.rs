@@ -60,6 +60,8 @@ pub struct Config {
     pub rollout: RolloutPolicy,
     /// The hosts, in file order; one host named `local` when the file lists none.
     pub hosts: Vec<HostConfig>,
+    /// The `[proxy]` table: start-first deploys behind a proxy on each host.
+    pub proxy: Option<ProxyConfig>,
     /// Images of this many releases stay on each host (`[app] retain`).
     pub retain: Retain,
     /// The `[hooks]` table.
@@ -100,6 +102,27 @@ impl fmt::Debug for NotifyConfig {
             .finish()
     }
 }
+
+/// The `[proxy]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// The public address on each host, the host side of `docker -p`
+    /// (`"80"`, `"0.0.0.0:80"`, `"127.0.0.1:18080"`).
+    pub listen: String,
+    /// The container port the proxy sends traffic to.
+    pub app_port: u16,
+    /// The proxy image.
+    pub image: String,
+    /// How long requests in flight get on the old release.
+    pub drain: Duration,
+    /// Route only requests for this `Host` to the app.
+    pub host: Option<String>,
+}
+
+/// The proxy image when `[proxy] image` is not set.
+pub const DEFAULT_PROXY_IMAGE: &str = "caddy:2";
+/// `[proxy] drain` when not set.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
 /// The `[container]` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +168,18 @@ pub enum HealthCheck {
     },
     /// The image's Docker `HEALTHCHECK`.
     Docker,
+    /// With `[proxy]`: an HTTP GET of `path` on the new container itself,
+    /// from inside the proxy container (never through the proxy).
+    Direct {
+        /// The path, starting with `/`.
+        path: String,
+        /// The container port.
+        port: u16,
+        /// The status to expect; any 2xx when `None`.
+        expect_status: Option<u16>,
+        /// A JSON pointer into the body and the string it must equal.
+        expect_json: Option<(String, String)>,
+    },
     /// A command run inside the container; exit 0 is healthy.
     Exec {
         /// Program and arguments.
@@ -158,6 +193,9 @@ impl fmt::Display for HealthCheck {
             HealthCheck::Http { url, .. } => write!(f, "GET {url}"),
             HealthCheck::Tcp { address } => write!(f, "tcp {address}"),
             HealthCheck::Docker => f.write_str("docker HEALTHCHECK"),
+            HealthCheck::Direct { path, port, .. } => {
+                write!(f, "GET {path} on port {port} of the new container")
+            }
             HealthCheck::Exec { command } => write!(f, "exec {:?}", command.join(" ")),
         }
     }
@@ -177,6 +215,8 @@ pub struct HostConfig {
     pub ports: Vec<PortMapping>,
     /// `[container]` env with the host's env merged over it.
     pub env: BTreeMap<String, EnvValue>,
+    /// `[proxy]`, the same on every host.
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl Config {
@@ -235,6 +275,7 @@ struct RawConfig {
     rollout: RawRollout,
     #[serde(default)]
     hosts: Vec<Spanned<RawHost>>,
+    proxy: Option<Spanned<RawProxy>>,
     #[serde(default)]
     hooks: RawHooks,
     #[serde(default)]
@@ -269,6 +310,16 @@ enum RawNumber {
 enum RawArgs {
     One(String),
     Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Spanned<String>,
+    app_port: Spanned<i64>,
+    image: Option<Spanned<String>>,
+    drain: Option<HumanDuration>,
+    host: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +378,7 @@ enum RawEnvValue {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     http: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
     tcp: Option<Spanned<String>>,
     docker: Option<Spanned<bool>>,
     exec: Option<Spanned<toml::Value>>,
@@ -541,7 +593,17 @@ impl Ctx<'_> {
         let container = self.container(&raw.container, &dir, lookup)?;
         let hooks = self.hooks(&raw.hooks, &dir)?;
         let notify = self.notify(&raw.notify, lookup)?;
-        let (check, expect, health) = self.health(raw.health.as_ref())?;
+        let proxy = raw.proxy.as_ref().map(|p| self.proxy(p)).transpose()?;
+        let (check, expect, health) =
+            self.health(raw.health.as_ref(), proxy.as_ref().map(|p| p.app_port))?;
+        if let Some(p) = &proxy {
+            self.proxy_ports(
+                p,
+                raw.proxy.as_ref(),
+                &raw.container.ports,
+                "container.ports",
+            )?;
+        }
         let rollout = self.rollout(&raw.rollout)?;
 
         let mut hosts = Vec::new();
@@ -581,6 +643,17 @@ impl Ctx<'_> {
                 }
                 None => None,
             };
+            if proxy.is_some() {
+                if let Some(v) = h.health_url.as_ref().or(h.tcp.as_ref()) {
+                    return Err(self.at(
+                        v,
+                        format!("{key}: with [proxy] the new release is probed directly at [health] path: remove health_url and tcp"),
+                    ));
+                }
+                if let (Some(p), Some(ports)) = (&proxy, &h.ports) {
+                    self.proxy_ports(p, Some(host), ports, &format!("{key}.ports"))?;
+                }
+            }
             let health = match (&h.health_url, &h.tcp) {
                 (Some(u), Some(_)) => {
                     return Err(self.at(u, format!("{key}: set either health_url or tcp, not both")))
@@ -613,6 +686,7 @@ impl Ctx<'_> {
                 health,
                 ports,
                 env,
+                proxy: proxy.clone(),
             });
         }
         if hosts.is_empty() {
@@ -628,6 +702,7 @@ impl Ctx<'_> {
                 health: check,
                 ports: container.ports.clone(),
                 env: container.env.clone(),
+                proxy: proxy.clone(),
             });
         }
         Ok(Config {
@@ -637,6 +712,7 @@ impl Ctx<'_> {
             health,
             rollout,
             hosts,
+            proxy,
             retain,
             hooks,
             notify,
@@ -739,6 +815,108 @@ impl Ctx<'_> {
             webhook_origin,
             timeout,
         }))
+    }
+
+    fn proxy(&self, raw: &Spanned<RawProxy>) -> Result<ProxyConfig, ConfigError> {
+        let p = raw.get_ref();
+        let listen = p.listen.get_ref().trim();
+        // The host side of a `docker -p` mapping: an optional address and a port.
+        let parsed = format!("{listen}:1").parse::<PortMapping>();
+        if listen.is_empty()
+            || listen.contains('/')
+            || !parsed.as_ref().is_ok_and(|m| m.host_port.is_some())
+        {
+            return Err(self.at(
+                &p.listen,
+                format!("proxy.listen: {listen:?} is not a public address (\"80\", \"0.0.0.0:80\", \"127.0.0.1:18080\")"),
+            ));
+        }
+        let app_port = u16::try_from(*p.app_port.get_ref())
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| {
+                self.at(
+                    &p.app_port,
+                    format!(
+                        "proxy.app_port: {} is not a port (1-65535)",
+                        p.app_port.get_ref()
+                    ),
+                )
+            })?;
+        let image = match &p.image {
+            Some(i) => {
+                let v = i.get_ref().trim();
+                if v.parse::<rollback_core::ImageRef>().is_err() {
+                    return Err(self.at(i, format!("proxy.image: {v:?} is not an image reference")));
+                }
+                v.to_owned()
+            }
+            None => DEFAULT_PROXY_IMAGE.to_owned(),
+        };
+        let host = match &p.host {
+            Some(h) => {
+                let v = h.get_ref().trim().to_ascii_lowercase();
+                let ok = !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '*');
+                if !ok {
+                    return Err(self.at(h, format!("proxy.host: {v:?} is not a host name")));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(ProxyConfig {
+            listen: listen.to_owned(),
+            app_port,
+            image,
+            drain: p.drain.map(|d| d.0).unwrap_or(DEFAULT_DRAIN),
+            host,
+        })
+    }
+
+    /// The proxy owns the public address and the app's port: no port
+    /// mapping of the app's container may publish either.
+    fn proxy_ports<T>(
+        &self,
+        proxy: &ProxyConfig,
+        at: Option<&Spanned<T>>,
+        ports: &[PortMapping],
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        let public = format!("{}:1", proxy.listen)
+            .parse::<PortMapping>()
+            .ok()
+            .and_then(|m| m.host_port);
+        for (i, m) in ports.iter().enumerate() {
+            let why = if m.container_port == proxy.app_port {
+                format!("publishes proxy.app_port {}", proxy.app_port)
+            } else if m.host_port.is_some() && m.host_port == public {
+                format!("publishes proxy.listen {:?}", proxy.listen)
+            } else {
+                continue;
+            };
+            // The entry's own line when it can be found, else the table's.
+            let line = self
+                .find_line(&format!("\"{m}"), at.map(|a| a.span()))
+                .or_else(|| self.find_line("ports", None));
+            return Err(ConfigError {
+                file: self.file.clone(),
+                line,
+                message: format!(
+                    "{key}[{i}]: {why}: with [proxy] the proxy publishes the app, remove the entry"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The line of the first occurrence of `needle` in the file, else of `fallback`.
+    fn find_line(&self, needle: &str, fallback: Option<Range<usize>>) -> Option<usize> {
+        self.text
+            .find(needle)
+            .map(|o| self.line_of(o))
+            .or_else(|| fallback.map(|s| self.line_of(s.start)))
     }
 
     fn app(&self, raw: &Spanned<RawApp>) -> Result<App, ConfigError> {
@@ -1000,6 +1178,7 @@ impl Ctx<'_> {
     fn health(
         &self,
         raw: Option<&Spanned<RawHealth>>,
+        proxy_port: Option<u16>,
     ) -> Result<(Option<HealthCheck>, HttpExpect, HealthPolicy), ConfigError> {
         let default = RawHealth::default();
         let h = raw.map(|r| r.get_ref()).unwrap_or(&default);
@@ -1026,6 +1205,32 @@ impl Ctx<'_> {
         let mut chosen = Vec::new();
         if h.http.is_some() {
             chosen.push("http");
+        }
+        if let Some(p) = &h.path {
+            if proxy_port.is_none() {
+                return Err(self.at(
+                    p,
+                    "health.path: applies with [proxy] (the new container is probed directly); without [proxy] set health.http",
+                ));
+            }
+            if !p.get_ref().starts_with('/') {
+                return Err(self.at(
+                    p,
+                    format!(
+                        "health.path: {:?} must start with / (e.g. \"/health\")",
+                        p.get_ref()
+                    ),
+                ));
+            }
+            chosen.push("path");
+        }
+        if proxy_port.is_some() {
+            if let Some(v) = h.http.as_ref().or(h.tcp.as_ref()) {
+                return Err(self.at(
+                    v,
+                    "health: with [proxy] the new release is probed directly: set health.path (or docker = true) instead of http or tcp",
+                ));
+            }
         }
         if h.tcp.is_some() {
             chosen.push("tcp");
@@ -1100,7 +1305,14 @@ impl Ctx<'_> {
                 format!("health: expect_status, json_pointer and expect apply to http checks, not {what}"),
             )
         };
-        let check = if let Some(url) = &h.http {
+        let check = if let (Some(path), Some(port)) = (&h.path, proxy_port) {
+            Some(HealthCheck::Direct {
+                path: path.get_ref().clone(),
+                port,
+                expect_status,
+                expect_json: expect_json.clone(),
+            })
+        } else if let Some(url) = &h.http {
             Some(HealthCheck::Http {
                 url: self.url("health.http", url)?,
                 expect_status,
@@ -1967,6 +2179,112 @@ tcp = "10.0.0.2:80"
             e.starts_with("rollback.toml:4: app.previous_tag: must differ from app.stable_tag"),
             "{e}"
         );
+    }
+
+    const PROXY: &str = "[app]\nname = \"ody\"\nrepository = \"127.0.0.1:5000/team/ody\"\n[proxy]\nlisten = \"127.0.0.1:18080\"\napp_port = 8080\n[health]\npath = \"/health\"\njson_pointer = \"/status\"\nexpect = \"UP\"\n";
+
+    #[test]
+    fn proxy_defaults_and_the_direct_check() {
+        let c = parse(PROXY).unwrap();
+        let p = c.proxy.clone().unwrap();
+        assert_eq!(
+            p,
+            ProxyConfig {
+                listen: "127.0.0.1:18080".into(),
+                app_port: 8080,
+                image: "caddy:2".into(),
+                drain: Duration::from_secs(30),
+                host: None,
+            }
+        );
+        assert_eq!(c.hosts[0].proxy.as_ref(), Some(&p));
+        assert_eq!(
+            c.hosts[0].health,
+            Some(HealthCheck::Direct {
+                path: "/health".into(),
+                port: 8080,
+                expect_status: None,
+                expect_json: Some(("/status".into(), "UP".into())),
+            })
+        );
+        let text = PROXY.replace(
+            "app_port = 8080\n",
+            "app_port = 8080\nimage = \"127.0.0.1:5000/caddy:2\"\ndrain = \"5s\"\nhost = \"Shop.Example.com\"\n",
+        );
+        let p = parse(&text).unwrap().proxy.unwrap();
+        assert_eq!(p.image, "127.0.0.1:5000/caddy:2");
+        assert_eq!(p.drain, Duration::from_secs(5));
+        assert_eq!(p.host.as_deref(), Some("shop.example.com"));
+        assert!(parse(&PROXY.replace("127.0.0.1:18080", "80")).is_ok());
+    }
+
+    #[test]
+    fn proxy_errors_name_file_line_and_key() {
+        // A [container] port publishing app_port or listen.
+        let e = error(&PROXY.replace(
+            "[proxy]",
+            "[container]\nports = [\"127.0.0.1:18081:8080\"]\n[proxy]",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:5: container.ports[0]: publishes proxy.app_port 8080"),
+            "{e}"
+        );
+        let e = error(&PROXY.replace(
+            "[proxy]",
+            "[container]\nports = [\"127.0.0.1:18080:9000\"]\n[proxy]",
+        ));
+        assert!(
+            e.starts_with("rollback.toml:5: container.ports[0]: publishes proxy.listen"),
+            "{e}"
+        );
+        // A host's own ports too.
+        let e = error(&format!(
+            "{PROXY}[[hosts]]\nname = \"a\"\nports = [\"18080:8080\"]\n"
+        ));
+        assert!(
+            e.contains("hosts[0].ports[0]: publishes proxy.app_port"),
+            "{e}"
+        );
+        // Another port of the app stays allowed.
+        assert!(parse(&PROXY.replace(
+            "[proxy]",
+            "[container]\nports = [\"127.0.0.1:19090:9090\"]\n[proxy]"
+        ))
+        .is_ok());
+        // A path without '/'.
+        let e = error(&PROXY.replace("path = \"/health\"", "path = \"health\""));
+        assert!(
+            e.starts_with("rollback.toml:8: health.path: \"health\" must start with /"),
+            "{e}"
+        );
+        // An unknown key.
+        let e = error(&PROXY.replace("app_port = 8080", "app_port = 8080\nport = 80"));
+        assert!(e.starts_with("rollback.toml:7: "), "{e}");
+        assert!(e.contains("proxy") && e.contains("port"), "{e}");
+        // Missing, bad or conflicting values.
+        let e = error(&PROXY.replace("app_port = 8080\n", ""));
+        assert!(e.contains("app_port"), "{e}");
+        let e = error(&PROXY.replace("app_port = 8080", "app_port = 70000"));
+        assert!(
+            e.starts_with("rollback.toml:6: proxy.app_port: 70000 is not a port"),
+            "{e}"
+        );
+        let e = error(&PROXY.replace("127.0.0.1:18080", "127.0.0.1:x"));
+        assert!(e.starts_with("rollback.toml:5: proxy.listen:"), "{e}");
+        let e = error(&PROXY.replace(
+            "path = \"/health\"",
+            "http = \"http://127.0.0.1:18080/health\"",
+        ));
+        assert!(
+            e.contains("health: with [proxy] the new release is probed directly"),
+            "{e}"
+        );
+        let e = error(&with_app("path = \"/health\"\n"));
+        assert!(e.contains("health.path: applies with [proxy]"), "{e}");
+        let e = error(&format!(
+            "{PROXY}[[hosts]]\nname = \"a\"\nhealth_url = \"http://a:8080/health\"\n"
+        ));
+        assert!(e.contains("hosts[0]: with [proxy]"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind};
 use crate::machine::HostState;
 use crate::outcome::Outcome;
 use crate::policy::OnFailure;
+use crate::types::{Digest, Tag};
 
 /// How the registry promotion went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,6 +44,9 @@ pub struct FleetView<'a> {
     pub cancelled: bool,
     /// How promotion went.
     pub promotion: Promotion,
+    /// Whether verified hosts are promoted (`deploy --no-promote`: they keep
+    /// the release and no tag moves).
+    pub promote: bool,
     /// A host that does not run the new release and that this run will not
     /// deploy to (`recover`: the interrupted deploy never reached it).
     pub behind: Option<usize>,
@@ -57,8 +61,15 @@ impl<'a> FleetView<'a> {
             batch: batch.max(1),
             cancelled: false,
             promotion: Promotion::Pending,
+            promote: true,
             behind: None,
         }
+    }
+
+    /// Whether verified hosts are promoted.
+    pub fn promote(mut self, promote: bool) -> Self {
+        self.promote = promote;
+        self
     }
 
     /// Whether the deploy was cancelled.
@@ -271,9 +282,109 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
         return FleetAction::Deploy(waiting.into_iter().take(view.batch).collect());
     }
     match view.promotion {
-        Promotion::Pending if !verified.is_empty() => FleetAction::Promote,
+        Promotion::Pending if !verified.is_empty() && view.promote => FleetAction::Promote,
+        // Not promoted: the hosts keep the release like a promoted deploy
+        // does; the new container's labels name the release it replaced.
+        Promotion::Pending if !verified.is_empty() => FleetAction::Retire(verified),
         Promotion::Done if !verified.is_empty() => FleetAction::Retire(verified),
         _ => finish(),
+    }
+}
+
+/// What a host runs, as `undo` reads it from the app container's labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// The digest it runs.
+    pub digest: Digest,
+    /// The release the deploy that started it replaced, when known.
+    pub replaced: Option<(Digest, Option<Tag>)>,
+}
+
+/// What `undo` deploys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UndoPlan {
+    /// The hosts run the stable release: deploy the previous tag's release
+    /// and promote it (the tags swap).
+    Previous,
+    /// The hosts run a release that was never promoted (`deploy
+    /// --no-promote`): put back the release it replaced and move no tag.
+    Replaced {
+        /// The replaced release.
+        digest: Digest,
+        /// Its tag, when the labels name it.
+        tag: Option<Tag>,
+    },
+    /// Some hosts run the stable release and others an unpromoted one, or
+    /// the unpromoted ones replaced different releases: undo them apart.
+    Mixed {
+        /// The hosts that run an unpromoted release.
+        unpromoted: Vec<usize>,
+    },
+    /// This host runs an unpromoted release whose labels do not say what
+    /// it replaced (it was the host's first deploy).
+    Unknown(usize),
+}
+
+/// What `undo` deploys, from the stable tag's digest and what each
+/// contacted host runs (`None`: nothing). A host that runs anything but
+/// the stable release got it from a deploy that was not promoted.
+pub fn undo_plan(stable: Option<&Digest>, hosts: &[Option<Running>]) -> UndoPlan {
+    let unpromoted = which_running(hosts, |r| Some(&r.digest) != stable);
+    let promoted = which_running(hosts, |r| Some(&r.digest) == stable);
+    let Some(&first) = unpromoted.first() else {
+        return UndoPlan::Previous;
+    };
+    let replaced = |i: usize| hosts[i].as_ref().and_then(|r| r.replaced.clone());
+    if !promoted.is_empty() {
+        return UndoPlan::Mixed { unpromoted };
+    }
+    let Some((digest, tag)) = replaced(first) else {
+        return UndoPlan::Unknown(first);
+    };
+    if let Some(&other) = unpromoted
+        .iter()
+        .find(|&&i| replaced(i).map(|(d, _)| d) != Some(digest.clone()))
+    {
+        return match replaced(other) {
+            None => UndoPlan::Unknown(other),
+            Some(_) => UndoPlan::Mixed { unpromoted },
+        };
+    }
+    UndoPlan::Replaced { digest, tag }
+}
+
+fn which_running(hosts: &[Option<Running>], wanted: impl Fn(&Running) -> bool) -> Vec<usize> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().is_some_and(&wanted))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// What `promote` moves: `previous` ← what `stable` names, `stable` ← the
+/// release; nothing when `stable` already names it, so `previous` never
+/// becomes the release itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMoves {
+    /// The digest `previous` gets, when it moves.
+    pub previous: Option<Digest>,
+    /// The digest `stable` gets, when it moves.
+    pub stable: Option<Digest>,
+}
+
+/// The tag moves that promote `release` when `stable` names `stable_now`.
+pub fn tag_moves(release: &Digest, stable_now: Option<&Digest>) -> TagMoves {
+    if stable_now == Some(release) {
+        return TagMoves {
+            previous: None,
+            stable: None,
+        };
+    }
+    TagMoves {
+        previous: stable_now.cloned(),
+        stable: Some(release.clone()),
     }
 }
 
@@ -616,5 +727,135 @@ mod tests {
             }
         }
         assert_eq!(steps.len(), 3, "{steps:?}");
+    }
+
+    /// `deploy --no-promote`: `(hosts, promotion) -> action`, rollback-all, batch 2.
+    #[test]
+    fn an_unpromoted_deploy_keeps_the_release_and_moves_no_tag() {
+        use Promotion::Pending as N;
+        for (hosts, promotion, expected) in [
+            ("lll", N, Deploy(vec![0, 1])),
+            ("vvl", N, Deploy(vec![2])),
+            // Verified everywhere: the old containers go, no tag moves.
+            ("vvv", N, Retire(vec![0, 1, 2])),
+            ("ddd", N, finish(Deployed, None)),
+            ("vpv", N, Retire(vec![0, 2])),
+            // A failure is handled as in a promoted deploy.
+            (
+                "vrl",
+                N,
+                Revert {
+                    hosts: vec![0],
+                    cause: Cause::Host(1),
+                },
+            ),
+            ("bbl", N, finish(RolledBack, Some(Cause::Host(0)))),
+            ("ek", N, finish(Locked, Some(Cause::Host(0)))),
+        ] {
+            let states: Vec<HostState> = hosts.chars().map(host).collect();
+            let view = FleetView::new(&states, All, 2)
+                .promotion(promotion)
+                .promote(false);
+            assert_eq!(next(&view), expected, "{hosts} {promotion:?}");
+        }
+    }
+
+    fn d(n: u8) -> Digest {
+        format!(
+            "sha256:{}",
+            format!("{n:x}")
+                .repeat(64)
+                .chars()
+                .take(64)
+                .collect::<String>()
+        )
+        .parse()
+        .unwrap()
+    }
+
+    fn runs(digest: u8, replaced: Option<u8>) -> Option<Running> {
+        Some(Running {
+            digest: d(digest),
+            replaced: replaced.map(|r| (d(r), Some(format!("v{r}").parse().unwrap()))),
+        })
+    }
+
+    /// `(stable, hosts) -> plan`: what undo deploys.
+    #[test]
+    fn undo_puts_back_what_an_unpromoted_deploy_replaced() {
+        let replaced = |n: u8| UndoPlan::Replaced {
+            digest: d(n),
+            tag: Some(format!("v{n}").parse().unwrap()),
+        };
+        for (stable, hosts, expected) in [
+            // Every host runs the stable release: the previous one comes back.
+            (
+                Some(1),
+                vec![runs(1, Some(0)), runs(1, None)],
+                UndoPlan::Previous,
+            ),
+            (Some(1), vec![None, runs(1, None)], UndoPlan::Previous),
+            (None, vec![None], UndoPlan::Previous),
+            // v2 deployed unpromoted over v1: v1 comes back.
+            (Some(1), vec![runs(2, Some(1))], replaced(1)),
+            (
+                Some(1),
+                vec![runs(2, Some(1)), runs(2, Some(1))],
+                replaced(1),
+            ),
+            (None, vec![runs(2, Some(1)), None], replaced(1)),
+            // Part of the fleet promoted, or different releases replaced.
+            (
+                Some(1),
+                vec![runs(2, Some(1)), runs(1, Some(0))],
+                UndoPlan::Mixed {
+                    unpromoted: vec![0],
+                },
+            ),
+            (
+                Some(1),
+                vec![runs(2, Some(1)), runs(3, Some(0))],
+                UndoPlan::Mixed {
+                    unpromoted: vec![0, 1],
+                },
+            ),
+            // A first deploy replaced nothing.
+            (Some(1), vec![runs(2, None)], UndoPlan::Unknown(0)),
+            (
+                Some(1),
+                vec![runs(2, Some(1)), runs(2, None)],
+                UndoPlan::Unknown(1),
+            ),
+        ] {
+            let stable = stable.map(d);
+            assert_eq!(
+                undo_plan(stable.as_ref(), &hosts),
+                expected,
+                "{stable:?} {hosts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn promoting_the_stable_release_again_moves_nothing() {
+        let none = TagMoves {
+            previous: None,
+            stable: None,
+        };
+        assert_eq!(tag_moves(&d(2), Some(&d(2))), none);
+        assert_eq!(
+            tag_moves(&d(2), Some(&d(1))),
+            TagMoves {
+                previous: Some(d(1)),
+                stable: Some(d(2)),
+            }
+        );
+        assert_eq!(
+            tag_moves(&d(1), None),
+            TagMoves {
+                previous: None,
+                stable: Some(d(1)),
+            }
+        );
     }
 }

@@ -106,12 +106,12 @@ pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
     App, CancellationToken, Deployer, FailedRemoval, History, HostPlan, HostPrune, HostStatus,
-    HostTarget, Plan, PruneReport, Strategy, Target,
+    HostTarget, Plan, PruneReport, Strategy, Target, UndoTarget,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
 pub use exit::ExitCode;
-pub use fleet::{FleetAction, FleetView};
+pub use fleet::{FleetAction, FleetView, TagMoves};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{

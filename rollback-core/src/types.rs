@@ -856,6 +856,8 @@ pub struct ContainerTemplate {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+    /// Namespaced kernel parameters (`docker run --sysctl`).
+    pub sysctls: BTreeMap<String, String>,
     /// The other `docker run` options.
     pub options: RunOptions,
 }
@@ -920,6 +922,12 @@ impl ContainerTemplate {
         self
     }
 
+    /// Set the namespaced kernel parameter `key` to `value` in the container.
+    pub fn sysctl(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.sysctls.insert(key.into(), value.into());
+        self
+    }
+
     /// The other `docker run` options (limits, user, entrypoint, logging, ...).
     pub fn options(mut self, options: RunOptions) -> Self {
         self.options = options;
@@ -954,6 +962,8 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     /// Time between SIGTERM and SIGKILL when stopping.
     pub stop_timeout: Option<Duration>,
+    /// Namespaced kernel parameters (`docker run --sysctl`).
+    pub sysctls: BTreeMap<String, String>,
     /// The other `docker run` options.
     pub options: RunOptions,
 }
@@ -997,6 +1007,7 @@ impl ContainerSpec {
             command,
             labels,
             stop_timeout,
+            sysctls,
             options,
         } = template;
         Self {
@@ -1011,6 +1022,7 @@ impl ContainerSpec {
             command,
             labels,
             stop_timeout,
+            sysctls,
             options,
         }
     }

@@ -57,6 +57,12 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             }),
             maximum_retry_count: None,
         }),
+        sysctls: (!spec.sysctls.is_empty()).then(|| {
+            spec.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
         memory: o.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
         nano_cpus: o.nano_cpus.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         extra_hosts: (!o.add_hosts.is_empty()).then(|| o.add_hosts.clone()),
@@ -355,6 +361,20 @@ mod tests {
             Some("app")
         );
         assert!(!labels.values().any(|v| v.contains("s3cr3t")));
+        assert_eq!(body.host_config.as_ref().unwrap().sysctls, None);
+        let mut with_sysctl = spec();
+        with_sysctl
+            .sysctls
+            .insert("net.ipv4.tcp_migrate_req".into(), "1".into());
+        let sysctls = create_body(&with_sysctl)
+            .host_config
+            .unwrap()
+            .sysctls
+            .unwrap();
+        assert_eq!(
+            sysctls.get("net.ipv4.tcp_migrate_req").map(String::as_str),
+            Some("1")
+        );
         let mut exposed = body.exposed_ports.unwrap();
         exposed.sort();
         assert_eq!(exposed, vec!["8080/tcp".to_owned(), "9000/udp".to_owned()]);

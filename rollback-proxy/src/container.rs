@@ -13,6 +13,9 @@ use rollback_core::{
 pub const DEFAULT_NAME: &str = "rollback-proxy";
 /// The default network the proxy shares with the apps' containers.
 pub const DEFAULT_NETWORK: &str = "rollback";
+/// The kernel parameter that moves connections queued on a closing
+/// `SO_REUSEPORT` listener to another listener of the same port.
+const MIGRATE_REQ: &str = "net.ipv4.tcp_migrate_req";
 /// Label naming the adapter that owns a proxy container (`caddy`).
 pub const PROXY_LABEL: &str = "io.rollback.proxy";
 
@@ -170,13 +173,23 @@ impl ProxyContainer {
                 }
                 None => {
                     self.runtime.pull(&self.image, None, None).await?;
-                    let id = match self.runtime.create(&self.spec()).await {
+                    let id = match self.runtime.create(&self.spec(true)).await {
                         Ok(id) => id,
                         // Created by a concurrent boot: use that one.
                         Err(e) if e.kind() == ErrorKind::Conflict => continue,
                         Err(e) => return Err(e),
                     };
-                    if let Err(e) = self.runtime.start(&id).await {
+                    let mut started = self.runtime.start(&id).await;
+                    let mut id = id;
+                    if matches!(&started, Err(e) if e.message().contains(MIGRATE_REQ)) {
+                        // A kernel older than 5.14 has no such parameter:
+                        // the proxy runs without it (and may lose a
+                        // connection queued at a config reload).
+                        let _ = self.runtime.remove(&id).await;
+                        id = self.runtime.create(&self.spec(false)).await?;
+                        started = self.runtime.start(&id).await;
+                    }
+                    if let Err(e) = started {
                         // A proxy that cannot start (its port is taken) is not left behind.
                         let _ = self.runtime.remove(&id).await;
                         return Err(e.context(format!(
@@ -221,8 +234,16 @@ impl ProxyContainer {
         )))
     }
 
-    fn spec(&self) -> ContainerSpec {
-        let template = ContainerTemplate::new()
+    fn spec(&self, migrate: bool) -> ContainerSpec {
+        let mut template = ContainerTemplate::new();
+        if migrate {
+            // Caddy binds its listener with SO_REUSEPORT and every config
+            // change binds a new socket and closes the old one: without
+            // this, connections still queued on the old socket are lost at
+            // each change; with it the kernel hands them to the new one.
+            template = template.sysctl(MIGRATE_REQ, "1");
+        }
+        let template = template
             .port(self.listen.clone())
             .network(self.network.clone())
             .restart(RestartPolicy::UnlessStopped)

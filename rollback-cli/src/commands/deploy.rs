@@ -9,10 +9,11 @@ use futures_util::future::join_all;
 use rollback_core::{
     App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
     HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Target,
+    UndoTarget,
 };
 use serde::Serialize;
 
-use crate::cli::DeployArgs;
+use crate::cli::{DeployArgs, DeployCommand};
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
@@ -61,6 +62,15 @@ pub(crate) async fn deployer(
 ) -> Result<(Deployer, Vec<(HostId, CliError)>), CliError> {
     let config = ctx.config()?;
     let app = config.app()?;
+    if config.proxy.is_some() {
+        // The start-first strategy behind the proxy is not in this version:
+        // deploying stop-first instead would publish nothing (the proxy owns
+        // the public address), so refuse before touching any host.
+        return Err(CliError::usage(format!(
+            "{}: [proxy]: start-first deploys behind a proxy are not available in this version;              `rollback proxy boot|status|remove` manage the proxy; remove [proxy] (and health.path) to deploy stop-first",
+            config.path.display()
+        )));
+    }
     let registry = ctx.adapters.registry()?;
     let mut hosts = Vec::new();
     let mut unreachable = Vec::new();
@@ -125,14 +135,31 @@ fn holder() -> String {
 
 /// Which engine command to run.
 enum Run {
-    Deploy(Target),
+    /// The release, and whether the tags move once every host is verified.
+    Deploy(Target, bool),
     Undo,
     Recover,
 }
 
-/// `deploy --tag | --digest`.
-pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
-    let target = match (&args.tag, &args.digest) {
+/// `deploy --tag | --digest [--no-promote]`.
+pub async fn deploy(ctx: &Context, args: &DeployCommand) -> Result<i32, CliError> {
+    let target = target(&args.target)?;
+    let promote = !args.no_promote;
+    if ctx.dry_run {
+        let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_promote(promote);
+        return plan(ctx, &deployer, &target, "deploy", promote).await;
+    }
+    let (tag, digest) = match &target {
+        Target::Tag(tag) => (Some(tag.to_string()), None),
+        Target::Digest(digest) => (None, Some(digest.to_string())),
+    };
+    around(ctx, "deploy", tag, digest, Run::Deploy(target, promote)).await
+}
+
+/// The release `--tag` or `--digest` names.
+fn target(args: &DeployArgs) -> Result<Target, CliError> {
+    Ok(match (&args.tag, &args.digest) {
         (Some(tag), None) => {
             let tag = tag
                 .parse()
@@ -141,27 +168,85 @@ pub async fn deploy(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
         }
         (None, Some(digest)) => Target::Digest(digest.clone()),
         _ => return Err(CliError::usage("give exactly one of --tag or --digest")),
-    };
-    if ctx.dry_run {
-        let (deployer, _) = deployer(ctx, false).await?;
-        return plan(ctx, &deployer, &target, "deploy").await;
-    }
-    let (tag, digest) = match &target {
-        Target::Tag(tag) => (Some(tag.to_string()), None),
-        Target::Digest(digest) => (None, Some(digest.to_string())),
-    };
-    around(ctx, "deploy", tag, digest, Run::Deploy(target)).await
+    })
 }
 
 /// `undo`.
 pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
     if ctx.dry_run {
         let (deployer, _) = deployer(ctx, false).await?;
-        let previous = Target::Tag(deployer.app().previous_tag.clone());
-        return plan(ctx, &deployer, &previous, "undo").await;
+        let undo = deployer
+            .undo_target()
+            .await
+            .map_err(|e| CliError::core("plan undo", &e))?;
+        return match undo {
+            UndoTarget::Deploy {
+                digest, promote, ..
+            } => plan(ctx, &deployer, &Target::Digest(digest), "undo", promote).await,
+            UndoTarget::Refused(reason) => Err(CliError::failed(reason)),
+            _ => Err(CliError::failed("undo: nothing to deploy")),
+        };
     }
     let previous = ctx.config()?.app()?.previous_tag.clone();
     around(ctx, "undo", Some(previous.to_string()), None, Run::Undo).await
+}
+
+/// `promote --tag | --digest`: the registry tags only, no host contacted.
+pub async fn promote(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> {
+    let target = target(args)?;
+    let config = ctx.config()?;
+    let deployer = Deployer::new(config.app()?.clone(), ctx.adapters.registry()?, Vec::new())
+        .with_observer(ctx.output.clone());
+    let app = deployer.app().clone();
+    let (release, moves) = if ctx.dry_run {
+        deployer.promote_plan(&target).await
+    } else {
+        deployer.promote(&target).await
+    }
+    .map_err(|e| CliError::core(format_args!("promote {target}"), &e))?;
+    let changed = moves.stable.is_some();
+    let out = &ctx.output;
+    if out.is_json() {
+        out.json(&serde_json::json!({
+            "outcome": match (ctx.dry_run, changed) {
+                (true, _) => "planned",
+                (false, true) => "promoted",
+                (false, false) => "unchanged",
+            },
+            "exit_code": exit::OK,
+            "command": "promote",
+            "dry_run": ctx.dry_run,
+            "target": &release,
+            "moves": {
+                app.previous_tag.as_str(): moves.previous.as_ref(),
+                app.stable_tag.as_str(): moves.stable.as_ref(),
+            },
+        }));
+        return Ok(exit::OK);
+    }
+    if !changed {
+        out.line(&format!(
+            "{} already points at {} ({}): nothing to move",
+            app.stable_tag,
+            release.display_name(),
+            release.digest
+        ));
+        return Ok(exit::OK);
+    }
+    let verb = if ctx.dry_run { "would move" } else { "moved" };
+    if let Some(previous) = &moves.previous {
+        out.line(&format!("{verb}: {} <- {previous}", app.previous_tag));
+    }
+    out.line(&format!(
+        "{verb}: {} <- {} ({})",
+        app.stable_tag,
+        release.digest,
+        release.display_name()
+    ));
+    if ctx.dry_run {
+        out.line("nothing changed (dry run)");
+    }
+    Ok(exit::OK)
 }
 
 /// `recover`.
@@ -213,7 +298,11 @@ async fn around(
     let result = async {
         let (deployer, _) = deployer(ctx, false).await?;
         let deployer = deployer.with_deployment_id(deployment);
-        let prune = matches!(run, Run::Deploy(_));
+        let deployer = match &run {
+            Run::Deploy(_, promote) => deployer.with_promote(*promote),
+            _ => deployer,
+        };
+        let prune = matches!(run, Run::Deploy(..));
         let mut driven = drive(ctx, &deployer, run).await;
         if let Driven::Report(report, pruned) = &mut driven {
             if prune && report.outcome == Outcome::Deployed {
@@ -272,7 +361,7 @@ async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Driven {
     let cancel = CancellationToken::new();
     let work = async {
         match run {
-            Run::Deploy(target) => deployer.deploy(target, cancel.clone()).await,
+            Run::Deploy(target, _) => deployer.deploy(target, cancel.clone()).await,
             Run::Undo => deployer.undo(cancel.clone()).await,
             Run::Recover => deployer.recover(cancel.clone()).await,
         }
@@ -413,6 +502,7 @@ struct PlanJson<'a> {
     exit_code: i32,
     command: &'a str,
     dry_run: bool,
+    promote: bool,
     target: &'a Release,
     stable_before: Option<&'a rollback_core::Digest>,
     hosts: Vec<HostPlanJson<'a>>,
@@ -432,23 +522,25 @@ async fn plan(
     deployer: &Deployer,
     target: &Target,
     command: &str,
+    promote: bool,
 ) -> Result<i32, CliError> {
     let plan: Plan = deployer
         .plan(target)
         .await
         .map_err(|e| CliError::core(format_args!("plan {command} of {target}"), &e))?;
-    print_plan(&ctx.output, &plan, command, deployer.app());
+    print_plan(&ctx.output, &plan, command, deployer.app(), promote);
     Ok(exit::OK)
 }
 
 /// Print a plan: what `command` would do, changing nothing.
-pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
+pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App, promote: bool) {
     if out.is_json() {
         out.json(&PlanJson {
             outcome: "planned",
             exit_code: exit::OK,
             command,
             dry_run: true,
+            promote,
             target: &plan.target,
             stable_before: plan.stable_before.as_ref(),
             hosts: plan
@@ -490,6 +582,17 @@ pub fn print_plan(out: &Output, plan: &Plan, command: &str, app: &App) {
         for (i, step) in h.steps.iter().enumerate() {
             out.line(&format!("  {}. {step}", i + 1));
         }
+    }
+    if !promote {
+        out.line(&format!(
+            "then, when every host is verified: no tag moves ({} stays at {})",
+            app.stable_tag,
+            plan.stable_before
+                .as_ref()
+                .map_or_else(|| "nothing".to_owned(), |d| d.to_string())
+        ));
+        out.line("nothing changed (dry run)");
+        return;
     }
     out.line(&format!(
         "then, when every host is verified: {} <- {}, {} <- {}",

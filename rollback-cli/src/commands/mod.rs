@@ -13,6 +13,7 @@ use crate::output::{Output, Redactor};
 
 pub mod deploy;
 pub mod lock;
+pub mod proxy;
 pub mod prune;
 pub mod status;
 pub mod tag;
@@ -118,6 +119,16 @@ pub async fn run_with(
     output: Arc<Output>,
     adapters: Arc<dyn Adapters>,
 ) -> i32 {
+    let config = match (config, selection(&cli.command)) {
+        (Some(config), Some(names)) if !names.is_empty() => match select_hosts(config, names) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                output.error(&e);
+                return e.exit_code();
+            }
+        },
+        (config, _) => config,
+    };
     let ctx = Context {
         config,
         output: output.clone(),
@@ -131,11 +142,13 @@ pub async fn run_with(
         }
         Command::Tag(args) => tag::run(&ctx, args).await,
         Command::Lock(command) => lock::run(&ctx, command).await,
+        Command::Proxy(command) => proxy::run(&ctx, command).await,
         Command::Deploy(args) => deploy::deploy(&ctx, args).await,
-        Command::Undo => deploy::undo(&ctx).await,
-        Command::Recover => deploy::recover(&ctx).await,
+        Command::Undo(_) => deploy::undo(&ctx).await,
+        Command::Promote(args) => deploy::promote(&ctx, args).await,
+        Command::Recover(_) => deploy::recover(&ctx).await,
         Command::Prune => prune::run(&ctx).await,
-        Command::Status => status::status(&ctx).await,
+        Command::Status(_) => status::status(&ctx).await,
         Command::History => status::history(&ctx).await,
     };
     match result {
@@ -145,6 +158,39 @@ pub async fn run_with(
             e.exit_code()
         }
     }
+}
+
+/// The `--host` names of a command that takes them.
+fn selection(command: &Command) -> Option<&[String]> {
+    match command {
+        Command::Deploy(args) => Some(&args.hosts.hosts),
+        Command::Undo(h) | Command::Status(h) | Command::Recover(h) => Some(&h.hosts),
+        _ => None,
+    }
+}
+
+/// The config with only the hosts `names`, in config order, so no other
+/// host is ever contacted; an unknown name is a usage error naming the
+/// known ones.
+pub fn select_hosts(mut config: Config, names: &[String]) -> Result<Config, CliError> {
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !config.hosts.iter().any(|h| h.name.as_str() == n.as_str()))
+    {
+        let known: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+        return Err(CliError::usage(format!(
+            "--host {unknown:?}: no such host in the config (hosts: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    config
+        .hosts
+        .retain(|h| names.iter().any(|n| n.as_str() == h.name.as_str()));
+    Ok(config)
 }
 
 fn completions(shell: clap_complete::Shell) {

@@ -270,3 +270,57 @@ async fn an_unreachable_host_fails_before_anything_changes() {
         "error: [local] cannot reach the engine of local; nothing was changed\n"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unpromoted_deploy_is_undone_from_the_labels_and_promoted_once() {
+    let w = world();
+    let running = |w: &World| w.runtime.named("app").unwrap().release.unwrap().digest;
+    let args = ["deploy", "--tag", "v2", "--no-promote", "--host", "local"];
+    let (code, out, _) = run(&w, OutputFormat::Human, &args).await;
+    assert_eq!(code, exit::OK, "{}", out.text());
+    assert_eq!(running(&w), digest('b'));
+    assert_eq!(w.registry.tag(&repo(), "latest"), Some(digest('a')));
+    assert!(out.text().contains("not promoted"), "{}", out.text());
+
+    // undo puts v1 back without touching a tag (there is no `previous`).
+    let (code, out, _) = run(&w, OutputFormat::Human, &["undo", "--host", "local"]).await;
+    assert_eq!(code, exit::OK, "{}", out.text());
+    assert_eq!(running(&w), digest('a'));
+    assert_eq!(w.registry.tag(&repo(), "latest"), Some(digest('a')));
+    assert_eq!(w.registry.tag(&repo(), "previous"), None);
+
+    // promote: registry only, once.
+    let (code, out, _) = run(&w, OutputFormat::Json, &["promote", "--tag", "v2"]).await;
+    assert_eq!(code, exit::OK);
+    let last = json_lines(&out).pop().unwrap();
+    assert_eq!(last["outcome"], "promoted");
+    assert_eq!(w.registry.tag(&repo(), "latest"), Some(digest('b')));
+    assert_eq!(w.registry.tag(&repo(), "previous"), Some(digest('a')));
+    let copies = w.registry.copies().len();
+    let (code, out, _) = run(&w, OutputFormat::Json, &["promote", "--tag", "v2"]).await;
+    assert_eq!(code, exit::OK);
+    assert_eq!(json_lines(&out).pop().unwrap()["outcome"], "unchanged");
+    assert_eq!(w.registry.copies().len(), copies, "nothing copied again");
+    assert_eq!(w.registry.tag(&repo(), "previous"), Some(digest('a')));
+    assert_eq!(running(&w), digest('a'), "promote touches no host");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_host_is_exit_2_naming_the_known_ones() {
+    let w = world();
+    for args in [
+        &["deploy", "--tag", "v2", "--host", "prod-z"][..],
+        &["undo", "--host", "prod-z"],
+        &["status", "--host", "local", "--host", "prod-z"],
+        &["recover", "--host", "prod-z"],
+    ] {
+        let (code, _, err) = run(&w, OutputFormat::Human, args).await;
+        assert_eq!(code, exit::USAGE, "{args:?}");
+        assert!(
+            err.text().contains("\"prod-z\"") && err.text().contains("hosts: local"),
+            "{}",
+            err.text()
+        );
+        assert!(w.runtime.calls().is_empty(), "{args:?} contacted a host");
+    }
+}

@@ -8,7 +8,7 @@ use super::{timed, CancellationToken, Deployer, Target};
 use crate::checkpoint::Stage;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
-use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
+use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion, TagMoves, UndoPlan};
 use crate::machine::{HostState, Input};
 use crate::outcome::{DeployReport, HostReport, Outcome};
 use crate::policy::OnFailure;
@@ -33,7 +33,7 @@ impl Deployer {
     pub async fn deploy(&self, target: Target, cancel: CancellationToken) -> DeployReport {
         let pump = Pump::start(self.observer.clone());
         let report = self
-            .deploy_with(pump.emitter(), target, None, &cancel)
+            .deploy_with(pump.emitter(), target, None, self.promote, &cancel)
             .await;
         pump.finish().await;
         report
@@ -48,24 +48,114 @@ impl Deployer {
     pub async fn undo(&self, cancel: CancellationToken) -> DeployReport {
         let pump = Pump::start(self.observer.clone());
         let ev = pump.emitter();
-        let report = match self.tag_digest(&self.app.previous_tag).await {
-            Ok(Some(digest)) => {
-                let tag = self.replaced_tag(&digest).await;
-                self.deploy_with(ev, Target::Digest(digest), tag, &cancel)
+        let report = match self.undo_target().await {
+            Ok(UndoTarget::Deploy {
+                digest,
+                tag,
+                promote,
+            }) => {
+                let tag = match tag {
+                    Some(tag) => Some(tag),
+                    None => self.replaced_tag(&digest).await,
+                };
+                self.deploy_with(ev, Target::Digest(digest), tag, promote, &cancel)
                     .await
             }
-            Ok(None) => self.failed_before_start(
-                ev,
-                None,
-                format!(
-                    "no previous release: tag {} not found in {}",
-                    self.app.previous_tag, self.app.repository
-                ),
-            ),
+            Ok(UndoTarget::Refused(reason)) => self.failed_before_start(ev, None, reason),
             Err(e) => self.failed_before_start(ev, None, e.report()),
         };
         pump.finish().await;
         report
+    }
+
+    /// What `undo` deploys: the previous tag's release, or, when the hosts
+    /// run a release that was never promoted, the release it replaced (read
+    /// from the app containers' labels), with no tag moved.
+    pub async fn undo_target(&self) -> Result<UndoTarget, Error> {
+        let stable = self.tag_digest(&self.app.stable_tag).await?;
+        let reads = self.hosts.iter().map(|h| {
+            timed(
+                self.timeouts.engine,
+                format!("read the app container on {}", h.id),
+                h.runtime.current(&self.app.name),
+            )
+        });
+        let mut running = Vec::new();
+        for read in join_all(reads).await {
+            running.push(read?.and_then(|c| {
+                let digest = c.release.as_ref()?.digest.clone();
+                let replaced = c
+                    .labels
+                    .get(labels::REPLACED_DIGEST)
+                    .and_then(|d| d.parse::<Digest>().ok())
+                    .map(|d| {
+                        let tag = c
+                            .labels
+                            .get(labels::REPLACED_TAG)
+                            .and_then(|t| t.parse::<Tag>().ok());
+                        (d, tag)
+                    });
+                Some(fleet::Running { digest, replaced })
+            }));
+        }
+        let names = |which: &[usize]| {
+            which
+                .iter()
+                .map(|&i| self.hosts[i].id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Ok(match fleet::undo_plan(stable.as_ref(), &running) {
+            UndoPlan::Replaced { digest, tag } => UndoTarget::Deploy {
+                digest,
+                tag,
+                promote: false,
+            },
+            UndoPlan::Mixed { unpromoted } => UndoTarget::Refused(format!(
+                "{} run a release that {} does not name and that the other hosts do not share; undo them apart with --host",
+                names(&unpromoted),
+                self.app.stable_tag
+            )),
+            UndoPlan::Unknown(i) => UndoTarget::Refused(format!(
+                "host {} runs a release that {} does not name, and its labels do not say which release it replaced",
+                self.hosts[i].id, self.app.stable_tag
+            )),
+            _ => match self.tag_digest(&self.app.previous_tag).await? {
+                Some(digest) => UndoTarget::Deploy {
+                    digest,
+                    tag: None,
+                    promote: self.promote,
+                },
+                None => UndoTarget::Refused(format!(
+                    "no previous release: tag {} not found in {}",
+                    self.app.previous_tag, self.app.repository
+                )),
+            },
+        })
+    }
+
+    /// What `promote` would move: `previous` ← what the stable tag names,
+    /// the stable tag ← `target`; nothing when it already names it.
+    pub async fn promote_plan(&self, target: &Target) -> Result<(Release, TagMoves), Error> {
+        let release = self.resolve_target(target).await?;
+        let stable = self.tag_digest(&self.app.stable_tag).await?;
+        let moves = fleet::tag_moves(&release.digest, stable.as_ref());
+        Ok((release, moves))
+    }
+
+    /// Move the registry tags to `target` without touching any host (the
+    /// hosts were deployed with [`Deployer::with_promote`] `false`).
+    pub async fn promote(&self, target: &Target) -> Result<(Release, TagMoves), Error> {
+        let (release, moves) = self.promote_plan(target).await?;
+        if moves.stable.is_some() {
+            let pump = Pump::start(self.observer.clone());
+            let moved = self
+                .move_tags(pump.emitter(), &release.digest, moves.previous.as_ref())
+                .await;
+            pump.finish().await;
+            moved?;
+        }
+        Ok((release, moves))
     }
 
     pub(crate) fn failed_before_start(
@@ -118,6 +208,7 @@ impl Deployer {
         ev: &Emitter,
         target: Target,
         tag: Option<Tag>,
+        promote: bool,
         cancel: &CancellationToken,
     ) -> DeployReport {
         if self.hosts.is_empty() {
@@ -164,8 +255,28 @@ impl Deployer {
             }
         }
         let ending = self
-            .rollout(ev, &mut runs, &release, stable_before.as_ref(), cancel)
+            .rollout(
+                ev,
+                &mut runs,
+                &release,
+                stable_before.as_ref(),
+                promote,
+                cancel,
+            )
             .await;
+        if !promote && ending.outcome == Outcome::Deployed {
+            ev.note(
+                &Scope::Fleet,
+                Phase::Done,
+                format!(
+                    "not promoted: {} still points at {}",
+                    self.app.stable_tag,
+                    stable_before
+                        .as_ref()
+                        .map_or_else(|| "nothing".to_owned(), |d| d.short().to_string())
+                ),
+            );
+        }
         // Locks are always released, whatever happened.
         let unlocks = runs
             .iter()
@@ -197,6 +308,7 @@ impl Deployer {
         runs: &mut [HostRun],
         release: &Release,
         stable_before: Option<&Digest>,
+        promote: bool,
         cancel: &CancellationToken,
     ) -> Ending {
         let mut promotion = Promotion::Pending;
@@ -206,7 +318,8 @@ impl Deployer {
             let states: Vec<HostState> = runs.iter().map(|r| r.state.clone()).collect();
             let view = FleetView::new(&states, self.rollout.on_failure(), self.rollout.batch())
                 .cancelled(cancel.is_cancelled())
-                .promotion(promotion);
+                .promotion(promotion)
+                .promote(promote);
             let refused = states
                 .iter()
                 .any(|s| matches!(s, HostState::Refused { .. }));
@@ -411,6 +524,23 @@ pub(crate) fn announce_outcome(ev: &Emitter, outcome: Outcome, reason: Option<&s
         None => outcome.to_string(),
     };
     ev.transition(&Scope::Fleet, phase, detail);
+}
+
+/// What `undo` deploys, or why it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UndoTarget {
+    /// Deploy this release; `promote`: whether its tags move afterwards.
+    Deploy {
+        /// The release.
+        digest: Digest,
+        /// Its tag, when known.
+        tag: Option<Tag>,
+        /// Whether the tags move when it is verified.
+        promote: bool,
+    },
+    /// Nothing to deploy, and why.
+    Refused(String),
 }
 
 /// How a rollout ended, as the fleet policy said.

@@ -21,6 +21,7 @@ use crate::types::{
 };
 
 mod deploy;
+pub use deploy::UndoTarget;
 mod emit;
 mod host;
 mod prune;
@@ -315,6 +316,7 @@ pub struct Deployer {
     checkpoint: Arc<dyn Checkpoint>,
     holder: String,
     deployment: DeploymentId,
+    promote: bool,
 }
 
 impl fmt::Debug for Deployer {
@@ -351,7 +353,16 @@ impl Deployer {
             checkpoint: Arc::new(NoCheckpoint),
             holder: default_holder(),
             deployment: DeploymentId::generate(),
+            promote: true,
         }
+    }
+
+    /// Whether a verified deploy moves the registry tags (the default); with
+    /// `false` the hosts keep the release and no tag moves, and `undo` puts
+    /// back the release it replaced.
+    pub fn with_promote(mut self, promote: bool) -> Self {
+        self.promote = promote;
+        self
     }
 
     /// How releases are proven healthy.

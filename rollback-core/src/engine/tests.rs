@@ -1347,3 +1347,52 @@ async fn recover_verifies_the_hosts_at_once() {
     // One host needs stable_for (3 s); three in turn would need 9 s.
     assert!(took >= 3 * S && took < 5 * S, "recover took {took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unpromoted_deploy_keeps_the_release_and_undo_puts_back_what_it_replaced() {
+    let fleet = Fleet::new(2);
+    fleet.registry.set_tag(&repo(), "previous", &digest('0'));
+    let report = deploy(&fleet, fleet.deployer().with_promote(false)).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert!(!report.promoted);
+    assert_nothing_promoted(&fleet);
+    for i in 0..2 {
+        assert_eq!(fleet.running(i), Some(("v2".into(), true)));
+        assert_eq!(
+            fleet.hosts[i].containers().len(),
+            1,
+            "the replaced container is removed"
+        );
+    }
+
+    // Not the `previous` tag's release: the one the deploy replaced, no tag moved.
+    let report = fleet.deployer().undo(CancellationToken::new()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    let target = report.target.unwrap();
+    assert_eq!(
+        (target.tag.as_deref(), &target.digest),
+        (Some("v1"), &digest('1'))
+    );
+    assert!(!report.promoted);
+    assert_nothing_promoted(&fleet);
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert_eq!(fleet.running(1), Some(("v1".into(), true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn promote_moves_the_tags_once_and_touches_no_host() {
+    let fleet = Fleet::new(1);
+    let calls = fleet.hosts[0].calls().len();
+    let d = fleet.deployer();
+    let (release, moves) = d.promote(&Target::Tag(tag("v2"))).await.unwrap();
+    assert_eq!(release.digest, digest('2'));
+    assert_eq!(moves.previous, Some(digest('1')));
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('2')));
+    assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('1')));
+    let copies = fleet.registry.copies().len();
+    let (_, moves) = d.promote(&Target::Tag(tag("v2"))).await.unwrap();
+    assert_eq!((moves.previous, moves.stable), (None, None));
+    assert_eq!(fleet.registry.copies().len(), copies);
+    assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('1')));
+    assert_eq!(fleet.hosts[0].calls().len(), calls, "no host was contacted");
+}

@@ -1,0 +1,153 @@
+//! `rollback proxy boot|status|remove`: the `[proxy]` container on each host.
+
+use rollback_core::TrafficSwitch;
+use rollback_proxy::container::DEFAULT_NAME;
+use rollback_proxy::{Booted, Caddy};
+use serde::Serialize;
+
+use crate::adapters::proxy_container;
+use crate::cli::ProxyCommand;
+use crate::commands::{json_done, Context};
+use crate::config::ProxyConfig;
+use crate::exit::{self, CliError};
+
+#[derive(Serialize, Default)]
+struct ProxyLine<'a> {
+    host: &'a str,
+    container: Option<String>,
+    state: Option<String>,
+    image: Option<String>,
+    listen: Option<&'a str>,
+    /// Where the app's requests go now.
+    primary: Option<String>,
+    /// Tried when `primary` refuses a connection.
+    fallback: Option<String>,
+    action: Option<&'static str>,
+    error: Option<String>,
+}
+
+/// The `[proxy]` table, or an error naming the file.
+fn proxy_config(ctx: &Context) -> Result<&ProxyConfig, CliError> {
+    let config = ctx.config()?;
+    config.hosts[0].proxy.as_ref().ok_or_else(|| {
+        CliError::usage(format!(
+            "{}: no [proxy] table (listen and app_port are required)",
+            config.path.display()
+        ))
+    })
+}
+
+/// Run `proxy boot`, `proxy status` or `proxy remove` on every host.
+pub async fn run(ctx: &Context, command: &ProxyCommand) -> Result<i32, CliError> {
+    let config = ctx.config()?;
+    let app = config.app()?.name.to_string();
+    let proxy = proxy_config(ctx)?;
+    let out = &ctx.output;
+    let mut failed = false;
+    for host in &config.hosts {
+        let name = host.name.as_str();
+        let mut line = ProxyLine {
+            host: name,
+            listen: Some(&proxy.listen),
+            ..ProxyLine::default()
+        };
+        let result = async {
+            let runtime = ctx.adapters.host(host).await?.runtime;
+            let container = proxy_container(runtime, proxy)?;
+            let mut caddy = Caddy::new(container.clone(), &app);
+            if let Some(h) = &proxy.host {
+                caddy = caddy.with_host(h);
+            }
+            let engine =
+                |what: &'static str| move |e: rollback_core::Error| CliError::core(what, &e);
+            match command {
+                ProxyCommand::Boot if ctx.dry_run => {
+                    line.action = Some("would boot (dry run)");
+                }
+                ProxyCommand::Boot => {
+                    let booted = container.ensure().await.map_err(engine("boot the proxy"))?;
+                    // Waits for the admin API and loads the base config.
+                    caddy.ensure().await.map_err(engine("boot the proxy"))?;
+                    line.action = Some(match booted {
+                        Booted::Created(_) => "created",
+                        Booted::Restarted(_) => "started again",
+                        Booted::Running(_) => "already running",
+                    });
+                }
+                ProxyCommand::Remove if ctx.dry_run => {
+                    line.action = Some("would remove (dry run)");
+                }
+                ProxyCommand::Remove => {
+                    let removed = container
+                        .remove()
+                        .await
+                        .map_err(engine("remove the proxy"))?;
+                    line.action = Some(if removed { "removed" } else { "not there" });
+                    return Ok(());
+                }
+                ProxyCommand::Status => {}
+            }
+            let info = container
+                .inspect()
+                .await
+                .map_err(engine("inspect the proxy"))?;
+            if let Some(info) = &info {
+                line.container = Some(info.id.to_string());
+                line.state = Some(info.state.to_string());
+                line.image = Some(container.image().to_string());
+                if info.state.is_running() {
+                    let route = caddy
+                        .route()
+                        .await
+                        .map_err(engine("read the proxy's route"))?;
+                    if let Some(route) = route {
+                        line.fallback = (route.fallback != route.primary).then_some(route.fallback);
+                        line.primary = Some(route.primary);
+                    }
+                }
+            }
+            Ok::<_, CliError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            failed = true;
+            line.error = Some(e.message().to_owned());
+        }
+        if out.is_json() {
+            out.json(&line);
+        } else {
+            out.line(&human(&line, &app, DEFAULT_NAME));
+        }
+    }
+    let code = if failed { exit::FAILED } else { exit::OK };
+    json_done(out, if failed { "failed" } else { "ok" }, code);
+    Ok(code)
+}
+
+fn human(line: &ProxyLine<'_>, app: &str, name: &str) -> String {
+    let host = line.host;
+    if let Some(e) = &line.error {
+        return format!("[{host}] error: {e}");
+    }
+    let mut text = format!("[{host}] proxy {name}");
+    if let Some(action) = line.action {
+        text.push_str(&format!(": {action}"));
+    }
+    match (&line.state, &line.container) {
+        (Some(state), Some(id)) => text.push_str(&format!(
+            "; container {} {state}, {} on {}",
+            &id[..id.len().min(12)],
+            line.image.as_deref().unwrap_or("?"),
+            line.listen.unwrap_or("?")
+        )),
+        _ if line.action == Some("removed") || line.action == Some("not there") => {}
+        _ => text.push_str("; no proxy container"),
+    }
+    match (&line.primary, &line.fallback) {
+        (Some(p), Some(f)) => text.push_str(&format!("; {app} -> {p} (fallback {f})")),
+        (Some(p), None) => text.push_str(&format!("; {app} -> {p}")),
+        _ if line.state.is_some() => text.push_str(&format!("; no route for {app}")),
+        _ => {}
+    }
+    text
+}
