@@ -944,28 +944,24 @@ pub struct ContainerSpec {
     pub name: String,
     /// The image, pinned by digest (`repo@sha256:...`).
     pub image: ImageRef,
-    /// Published ports.
-    pub ports: Vec<PortMapping>,
-    /// Environment, in order; secret values are marked.
-    pub env: Vec<(String, EnvValue)>,
-    /// Bind mounts and volumes in `docker run -v` syntax.
-    pub volumes: Vec<String>,
-    /// Platform such as `linux/arm64`.
-    pub platform: Option<String>,
-    /// Network mode or network name.
-    pub network: Option<String>,
-    /// Restart policy.
-    pub restart: Option<RestartPolicy>,
-    /// Arguments given to the image's entrypoint, replacing its `CMD`.
-    pub command: Vec<String>,
-    /// Labels; the release labels of [`labels`] are added by the engine.
-    pub labels: BTreeMap<String, String>,
-    /// Time between SIGTERM and SIGKILL when stopping.
-    pub stop_timeout: Option<Duration>,
-    /// Namespaced kernel parameters (`docker run --sysctl`).
-    pub sysctls: BTreeMap<String, String>,
-    /// The other `docker run` options.
-    pub options: RunOptions,
+    /// Everything else, as the host's template says; its fields read
+    /// through the spec (`spec.ports`).
+    #[serde(flatten)]
+    pub template: ContainerTemplate,
+}
+
+impl std::ops::Deref for ContainerSpec {
+    type Target = ContainerTemplate;
+
+    fn deref(&self) -> &ContainerTemplate {
+        &self.template
+    }
+}
+
+impl std::ops::DerefMut for ContainerSpec {
+    fn deref_mut(&mut self) -> &mut ContainerTemplate {
+        &mut self.template
+    }
 }
 
 /// The `docker run` options beyond ports, env, volumes and the restart
@@ -997,33 +993,10 @@ pub struct RunOptions {
 impl ContainerSpec {
     /// The container `name` running `image` as `template` says.
     pub fn new(name: impl Into<String>, image: ImageRef, template: ContainerTemplate) -> Self {
-        let ContainerTemplate {
-            ports,
-            env,
-            volumes,
-            platform,
-            network,
-            restart,
-            command,
-            labels,
-            stop_timeout,
-            sysctls,
-            options,
-        } = template;
         Self {
             name: name.into(),
             image,
-            ports,
-            env,
-            volumes,
-            platform,
-            network,
-            restart,
-            command,
-            labels,
-            stop_timeout,
-            sysctls,
-            options,
+            template,
         }
     }
 }
