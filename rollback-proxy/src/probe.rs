@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rollback_core::probe::judge_json;
 use rollback_core::{ContainerId, Error, HealthProbe, ProbeResult, Result};
-use serde_json::Value;
 
 use crate::container::ProxyContainer;
 
@@ -135,23 +135,12 @@ impl DirectProbe {
         let Some((pointer, expected)) = &self.json else {
             return ProbeResult::Healthy(answer.status_line.clone());
         };
-        let value: Value = match serde_json::from_str(&answer.body) {
-            Ok(v) => v,
-            Err(e) => return ProbeResult::Unhealthy(format!("body is not JSON: {e}")),
-        };
-        let Some(found) = value.pointer(pointer) else {
-            return ProbeResult::Unhealthy(format!("no {pointer} in the body"));
-        };
-        let text = match found {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let name = pointer.trim_start_matches('/');
-        if &text == expected {
-            ProbeResult::Healthy(format!("{}, {name} is {found}", answer.status_line))
-        } else {
-            ProbeResult::Unhealthy(format!("{name} is {found}"))
-        }
+        judge_json(
+            &answer.status_line,
+            answer.body.as_bytes(),
+            pointer,
+            expected,
+        )
     }
 }
 

@@ -136,23 +136,7 @@ impl HttpProbe {
         let Some(json) = &self.json else {
             return ProbeResult::Healthy(status.to_string());
         };
-        let value: serde_json::Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return ProbeResult::Unhealthy(format!("body is not JSON: {e}")),
-        };
-        let Some(found) = value.pointer(&json.pointer) else {
-            return ProbeResult::Unhealthy(format!("no {} in the body", json.pointer));
-        };
-        let text = match found {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let name = json.pointer.trim_start_matches('/');
-        if text == json.expected {
-            ProbeResult::Healthy(format!("{status}, {name} is {found}"))
-        } else {
-            ProbeResult::Unhealthy(format!("{name} is {found}"))
-        }
+        super::judge_json(&status.to_string(), &body, &json.pointer, &json.expected)
     }
 }
 
