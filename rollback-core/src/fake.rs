@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::ImageInfo;
+use crate::traffic::{TrafficSwitch, Upstream};
 use crate::traits::{
     CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime,
 };
@@ -729,5 +730,80 @@ impl Registry for FakeRegistry {
             written: previous.as_ref() != Some(&digest),
             digest,
         })
+    }
+}
+
+/// A proxy in front of the app on a [`FakeRuntime`]'s host, for start-first
+/// deploys. Its calls go into the runtime's record, in order with the
+/// engine's (`proxy_ensure`, `proxy_current`, `proxy_switch c2`,
+/// `proxy_drain c1`), and fail like the engine's ([`FakeRuntime::fail`]
+/// with `"proxy_switch"`, ...). Booting it creates its network.
+pub struct FakeSwitch {
+    runtime: Arc<FakeRuntime>,
+    network: String,
+    current: Mutex<Option<Upstream>>,
+}
+
+impl FakeSwitch {
+    /// A proxy on `network` that sends the traffic nowhere yet.
+    pub fn new(runtime: Arc<FakeRuntime>, network: &str) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            network: network.to_owned(),
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The container the proxy sends the traffic to now.
+    pub fn target(&self) -> Option<ContainerId> {
+        self.upstream().map(|u| u.container)
+    }
+
+    /// Send the traffic to `container` (as a deploy before the test left it).
+    pub fn set_target(&self, container: &ContainerId, port: u16) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Upstream::of(container, port));
+    }
+
+    fn upstream(&self) -> Option<Upstream> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl TrafficSwitch for FakeSwitch {
+    async fn ensure(&self) -> Result<()> {
+        self.runtime
+            .enter("proxy_ensure", "proxy_ensure".into())
+            .await?;
+        self.runtime.create_network(&self.network).await.map(drop)
+    }
+
+    async fn current(&self) -> Result<Option<Upstream>> {
+        self.runtime
+            .enter("proxy_current", "proxy_current".into())
+            .await?;
+        Ok(self.upstream())
+    }
+
+    async fn switch(&self, to: &Upstream) -> Result<()> {
+        self.runtime
+            .enter("proxy_switch", format!("proxy_switch {}", to.container))
+            .await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(to.clone());
+        Ok(())
+    }
+
+    async fn drain(&self, from: &Upstream, _drain: Duration) -> Result<()> {
+        self.runtime
+            .enter("proxy_drain", format!("proxy_drain {}", from.container))
+            .await
+    }
+
+    fn describe(&self) -> String {
+        "the fake proxy".into()
     }
 }

@@ -371,17 +371,19 @@ impl Deployer {
             host.runtime.current(&self.app.name),
         )
         .await?;
-        let next = next_name(&self.app.name);
-        let beside = timed(
-            limit,
-            "look for a container started beside the app",
-            host.runtime.current(&next),
-        )
-        .await?;
-        if beside.is_some() {
-            return Err(Error::conflict(format!(
-                "container {next} from an interrupted deploy exists: run `rollback recover` first"
-            )));
+        if matches!(host.strategy, Strategy::StartFirst(_)) {
+            let next = next_name(&self.app.name);
+            let beside = timed(
+                limit,
+                "look for a container started beside the app",
+                host.runtime.current(&next),
+            )
+            .await?;
+            if beside.is_some() {
+                return Err(Error::conflict(format!(
+                    "container {next} from an interrupted deploy exists: run `rollback recover` first"
+                )));
+            }
         }
         let retained = retained_name(&self.app.name);
         let leftover = timed(
