@@ -742,6 +742,7 @@ pub struct FakeSwitch {
     runtime: Arc<FakeRuntime>,
     network: String,
     current: Mutex<Option<Upstream>>,
+    stops_after: Mutex<Option<Duration>>,
 }
 
 impl FakeSwitch {
@@ -751,7 +752,31 @@ impl FakeSwitch {
             runtime,
             network: network.to_owned(),
             current: Mutex::new(None),
+            stops_after: Mutex::new(None),
         })
+    }
+
+    /// The proxy stops this long after it is first watched; until it is
+    /// booted again, every call to it fails as unavailable.
+    pub fn stop_after(&self, after: Duration) {
+        *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(after);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stops_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|d| d.is_zero())
+    }
+
+    async fn call(&self, op: &'static str, call: String) -> Result<()> {
+        self.runtime.enter(op, call.clone()).await?;
+        if self.stopped() {
+            return Err(Error::unavailable(format!(
+                "{call}: the fake proxy is not running"
+            )));
+        }
+        Ok(())
     }
 
     /// The container the proxy sends the traffic to now.
@@ -779,28 +804,39 @@ impl TrafficSwitch for FakeSwitch {
         self.runtime
             .enter("proxy_ensure", "proxy_ensure".into())
             .await?;
+        if self.stopped() {
+            *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         self.runtime.create_network(&self.network).await.map(drop)
     }
 
     async fn current(&self) -> Result<Option<Upstream>> {
-        self.runtime
-            .enter("proxy_current", "proxy_current".into())
-            .await?;
+        self.call("proxy_current", "proxy_current".into()).await?;
         Ok(self.upstream())
     }
 
     async fn switch(&self, to: &Upstream) -> Result<()> {
-        self.runtime
-            .enter("proxy_switch", format!("proxy_switch {}", to.container))
+        self.call("proxy_switch", format!("proxy_switch {}", to.container))
             .await?;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(to.clone());
         Ok(())
     }
 
     async fn drain(&self, from: &Upstream, _drain: Duration) -> Result<()> {
-        self.runtime
-            .enter("proxy_drain", format!("proxy_drain {}", from.container))
+        self.call("proxy_drain", format!("proxy_drain {}", from.container))
             .await
+    }
+
+    async fn wait_stopped(&self) -> Result<Error> {
+        let after = *self.stops_after.lock().unwrap_or_else(|e| e.into_inner());
+        match after {
+            Some(after) if !after.is_zero() => {
+                tokio::time::sleep(after).await;
+                *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(Duration::ZERO);
+                Ok(Error::unavailable("the fake proxy stopped"))
+            }
+            _ => pending().await,
+        }
     }
 
     fn describe(&self) -> String {

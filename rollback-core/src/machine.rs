@@ -409,6 +409,8 @@ pub enum Input {
     TrafficSwitched,
     /// Start-first: the proxy did not take the switch to the new release.
     TrafficSwitchFailed(Error),
+    /// Start-first: the proxy stopped serving while the new release was verified.
+    ProxyLost(Error),
     /// A step of the switch failed.
     SwitchFailed {
         /// The new container, if it was created.
@@ -645,6 +647,7 @@ impl Input {
             Input::StartedBeside { .. } => "started_beside",
             Input::TrafficSwitched => "traffic_switched",
             Input::TrafficSwitchFailed(_) => "traffic_switch_failed",
+            Input::ProxyLost(_) => "proxy_lost",
             Input::Adopted {
                 adoption: Adoption::Running { .. },
                 ..
@@ -863,6 +866,34 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 ..
             },
             I::TrafficSwitchFailed(reason),
+        ) => S::RollingBack {
+            failed_container: Some(new_container),
+            retained,
+            reason,
+        },
+        // Without the proxy the release cannot be verified where users
+        // reach it: the old one goes back once the proxy is up again.
+        (
+            S::Started {
+                new_container,
+                retained,
+            }
+            | S::Warming {
+                new_container,
+                retained,
+                ..
+            }
+            | S::Ready {
+                new_container,
+                retained,
+                ..
+            }
+            | S::Serving {
+                new_container,
+                retained,
+                ..
+            },
+            I::ProxyLost(reason),
         ) => S::RollingBack {
             failed_container: Some(new_container),
             retained,
@@ -1345,6 +1376,7 @@ mod tests {
             },
             Input::TrafficSwitched,
             Input::TrafficSwitchFailed(Error::conflict("the proxy refused the config")),
+            Input::ProxyLost(Error::unavailable("the proxy container stopped")),
             Input::Adopted {
                 adoption: Adoption::Running {
                     container: c("new"),
@@ -1432,6 +1464,11 @@ mod tests {
         ("warming", "revert", "rolling_back"),
         ("warming", "cancelled", "rolling_back"),
         ("ready", "traffic_switched", "serving"),
+        ("started", "proxy_lost", "rolling_back"),
+        ("warming", "proxy_lost", "rolling_back"),
+        ("ready", "proxy_lost", "rolling_back"),
+        ("serving", "proxy_lost", "rolling_back"),
+        ("serving_ok", "proxy_lost", "rolling_back"),
         ("ready", "traffic_switch_failed", "rolling_back"),
         ("ready", "revert", "rolling_back"),
         ("ready", "cancelled", "rolling_back"),

@@ -489,6 +489,20 @@ impl Deployer {
         let deadline_at = started + limits.deadline;
         let mut exit = host.runtime.wait_exit(container);
         let mut watching = true;
+        // Start-first, the new release is verified behind the proxy: a
+        // proxy that stops ends that verification.
+        let proxy = match (&host.strategy, tidy.is_none()) {
+            (Strategy::StartFirst(sf), true) => Some(sf.switch.clone()),
+            _ => None,
+        };
+        let mut proxy_watched = proxy.is_some();
+        let proxy_stopped = async move {
+            match proxy {
+                Some(proxy) => proxy.wait_stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(proxy_stopped);
         let mut tidying = tidy.is_some();
         let tidy = async move {
             match tidy {
@@ -570,6 +584,16 @@ impl Deployer {
                         }
                     }
                 },
+                stopped = &mut proxy_stopped, if proxy_watched => {
+                    proxy_watched = false;
+                    match stopped {
+                        Ok(why) => Input::ProxyLost(why),
+                        Err(e) => {
+                            ev.note(&scope, phase, format!("cannot watch the proxy: {}", e.report()));
+                            continue;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline_at), if probing.is_some() => Input::DeadlinePassed,
                 (began, result) = probe, if probing.is_some() => {
                     attempt += 1;

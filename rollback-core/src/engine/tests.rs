@@ -1722,6 +1722,8 @@ async fn start_first_order_with_a_mocked_proxy() {
     let mut mock = MockTrafficSwitch::new();
     let up = |c: &str| Upstream::of(&ContainerId(c.into()), 8080);
     mock.expect_describe().returning(|| "mock proxy".into());
+    mock.expect_wait_stopped()
+        .returning(|| Err(Error::other("this proxy cannot be watched")));
     mock.expect_ensure()
         .times(1)
         .in_sequence(&mut seq)
@@ -1761,4 +1763,27 @@ async fn start_first_order_with_a_mocked_proxy() {
         .deploy(Target::Tag(tag("v2")), CancellationToken::new())
         .await;
     assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_a_proxy_that_stops_ends_the_verification_and_comes_back_for_the_restore() {
+    let fleet = Fleet::new(1);
+    // v2 would be healthy only after 5 s; the proxy stops after 1 s.
+    fleet.behave(0, &v2(), Behavior::HealthyAfter(5 * S));
+    let proxies = fleet.proxies();
+    proxies[0].stop_after(S);
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    let error = report.hosts[0].error.as_deref().unwrap();
+    assert!(error.contains("the fake proxy stopped"), "{error}");
+    // Booted again for the restore; the old release kept the traffic.
+    let calls = start_first_calls(&fleet.hosts[0]);
+    assert_eq!(
+        calls.iter().filter(|c| *c == "proxy_ensure").count(),
+        2,
+        "{calls:?}"
+    );
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert!(fleet.hosts[0].named("app--rollback-next").is_none());
 }
