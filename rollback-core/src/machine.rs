@@ -558,11 +558,6 @@ impl HostState {
         )
     }
 
-    /// Whether the proxy may send requests to the new release (start-first
-    /// from the switch on): going back must move the traffic back first.
-    pub fn takes_traffic(&self) -> bool {
-        matches!(self, HostState::Serving { .. })
-    }
 
     /// Whether this deploy holds the host's lock (it took it, and it is
     /// released at the end).
