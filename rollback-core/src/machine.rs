@@ -558,7 +558,6 @@ impl HostState {
         )
     }
 
-
     /// Whether this deploy holds the host's lock (it took it, and it is
     /// released at the end).
     pub fn holds_lock(&self) -> bool {
