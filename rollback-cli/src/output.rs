@@ -683,7 +683,10 @@ mod tests {
                 "switch_back_ms"
             ]
         );
-        assert!(host["switch_back_ms"].is_null(), "stop-first switches no traffic back");
+        assert!(
+            host["switch_back_ms"].is_null(),
+            "stop-first switches no traffic back"
+        );
         assert_eq!(host["host"], "prod-a");
         assert_eq!(host["phase"], "rolled_back");
         assert_eq!(host["after"]["digest"], digest('a').as_str());

@@ -547,16 +547,7 @@ impl Deployer {
             let probe = async {
                 tokio::time::sleep_until(next_probe).await;
                 let began = Instant::now();
-                let t = policy.timeout();
-                let result = tokio::time::timeout(t, host.probe.check(container, t))
-                    .await
-                    .unwrap_or_else(|_| {
-                        ProbeResult::Unhealthy(format!(
-                            "no answer within {}",
-                            humantime::format_duration(t)
-                        ))
-                    });
-                (began, result)
+                (began, self.probe_once(host, container).await)
             };
             let input = tokio::select! {
                 biased;
