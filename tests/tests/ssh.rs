@@ -265,7 +265,7 @@ fn start_first_behind_the_proxy_over_ssh() {
     assert_eq!(fleet.running_digest(0), v3);
     assert_eq!(
         fleet.running(0),
-        [fleet.app.clone()],
+        std::slice::from_ref(&fleet.app),
         "one app container, renamed"
     );
     assert_no_key_material(&run);
