@@ -388,7 +388,12 @@ impl TrafficSwitch for Caddy {
     }
 
     async fn wait_stopped(&self) -> Result<Error> {
-        let id = self.proxy.running().await?;
+        let id = match self.proxy.running().await {
+            Ok(id) => id,
+            // Stopped already: that is the answer.
+            Err(e) if e.kind() == ErrorKind::Unavailable => return Ok(e),
+            Err(e) => return Err(e),
+        };
         let name = self.proxy.name().to_owned();
         match self.proxy.runtime().wait_exit(&id).await {
             Ok(exit) => Ok(Error::unavailable(format!(
