@@ -1,0 +1,686 @@
+//! Start-first deploys behind `[proxy]` end to end, against the real engines
+//! and the `caddy:2` stand-in: the new release starts beside the old one, is
+//! probed directly, takes the traffic only once healthy and gives it back at
+//! once when it fails inside `stable_for`, all of it under a load loop on
+//! the proxy's public address. Then a kill at each start-first checkpoint
+//! followed by `rollback recover`, a proxy that dies or refuses a change
+//! mid-deploy, and a fleet of two engines.
+//!
+//! Every test here drives the one `rollback-proxy` container of an engine,
+//! so they take turns (see [`exclusive`]).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use rollback_e2e::*;
+
+/// The proxy container `[proxy]` manages on each engine.
+const PROXY: &str = "rollback-proxy";
+const WAIT: Duration = Duration::from_secs(60);
+/// Three threads, one request each per 20 ms: about 150 requests a second.
+const THREADS: usize = 3;
+const EVERY: Duration = Duration::from_millis(20);
+
+static TURN: Mutex<()> = Mutex::new(());
+
+/// A test's turn at the proxies: no proxy container is left from before it,
+/// and none after it.
+struct Exclusive {
+    _turn: MutexGuard<'static, ()>,
+}
+
+fn exclusive() -> Exclusive {
+    // A test that failed holding the turn still hands it on.
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    remove_proxies();
+    Exclusive { _turn: turn }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        remove_proxies();
+    }
+}
+
+fn remove_proxies() {
+    let _ = docker_output(None, &["rm", "-f", PROXY]);
+    let _ = docker_output(Some(&engine_b()), &["rm", "-f", PROXY]);
+}
+
+/// `rollback.toml` behind a proxy on `listen` for the fleet's hosts: short
+/// health timings, `stable_for` as given, `env` the body of the
+/// `[container]` env table.
+fn write_config(fleet: &Fleet, listen: u16, stable_for: &str, env: &str) {
+    let mut text = format!(
+        r#"[app]
+name = "{app}"
+repository = "{repo}"
+
+[container]
+stop_timeout = "1s"
+env = {{ {env} }}
+
+[proxy]
+listen = "127.0.0.1:{listen}"
+app_port = 8080
+drain = "1s"
+
+[health]
+path = "/health"
+json_pointer = "/status"
+expect = "UP"
+interval = "200ms"
+timeout = "1s"
+deadline = "10s"
+stable_for = "{stable_for}"
+"#,
+        app = fleet.app,
+        repo = fleet.repo,
+    );
+    for host in &fleet.hosts {
+        text.push_str(&format!("\n[[hosts]]\nname = \"{}\"\n", host.name));
+        if let Some(docker) = &host.docker {
+            text.push_str(&format!("docker = \"{docker}\"\n"));
+        }
+    }
+    std::fs::write(fleet.dir().join("rollback.toml"), text).expect("write rollback.toml");
+}
+
+/// One host, `prod-a` on the default engine, behind a proxy on a free port.
+fn one_host(prefix: &str) -> (Fleet, u16) {
+    (Fleet::new(prefix, &[("prod-a", None)]), free_port())
+}
+
+/// The trimmed body of a 200 answer to `GET path` on `port`.
+fn via_proxy(port: u16, path: &str) -> Option<String> {
+    match http_status(port, path) {
+        Ok((200, body)) => Some(body.trim().to_owned()),
+        _ => None,
+    }
+}
+
+/// Whether a container of that name (or id) exists on the engine.
+fn exists(engine: Option<&str>, name: &str) -> bool {
+    docker_output(engine, &["inspect", name]).status.success()
+}
+
+fn next_name(fleet: &Fleet) -> String {
+    format!("{}--rollback-next", fleet.app)
+}
+
+/// Check what a user checks after a deploy on host `i`: exactly one
+/// container of the app exists and runs, named like the app, running
+/// `digest`; the proxy on `port` answers `version` (and its health UP) from
+/// it and routes to it; no `--rollback-next` container and no lock are
+/// left. Returns the container's id.
+fn assert_serves(fleet: &Fleet, i: usize, port: u16, version: &str, digest: &str) -> String {
+    let name = &fleet.hosts[i].name;
+    let engine = fleet.engine(i);
+    let id = fleet.running_id(i);
+    assert_eq!(
+        fleet.guard.all(engine),
+        [id[..12].to_owned()],
+        "[{name}] the app's only container is {} ({id})",
+        fleet.app
+    );
+    assert_eq!(
+        fleet.running_digest(i),
+        digest,
+        "[{name}] {} runs {version}'s digest",
+        fleet.app
+    );
+    assert!(
+        !exists(engine, &next_name(fleet)),
+        "[{name}] {} is left",
+        next_name(fleet)
+    );
+    assert!(!fleet.lock_exists(i), "[{name}] a deploy lock is left");
+    for _ in 0..10 {
+        assert_eq!(
+            via_proxy(port, "/version").as_deref(),
+            Some(version),
+            "[{name}] the proxy on {port} answers from {version}"
+        );
+    }
+    let health: serde_json::Value =
+        serde_json::from_str(&via_proxy(port, "/health").expect("the proxy answers /health"))
+            .expect("/health is JSON");
+    assert_eq!(health["status"], "UP", "[{name}] {health}");
+    assert_eq!(health["version"], version, "[{name}] {health}");
+    let status = rollback(fleet.dir(), &["proxy", "status", "--output", "json"], &[]);
+    assert_eq!(status.code, 0, "{}", status.explain());
+    let line = status
+        .json_lines()
+        .into_iter()
+        .find(|l| l["host"] == name.as_str())
+        .unwrap_or_else(|| panic!("no proxy status of {name}: {}", status.explain()));
+    assert!(
+        line["primary"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&id[..12])),
+        "[{name}] the proxy routes to {id}: {line}"
+    );
+    id
+}
+
+/// The deploy's events of `phase`.
+fn events_in(run: &Run, phase: &str) -> Vec<serde_json::Value> {
+    run.json_lines()
+        .into_iter()
+        .filter(|e| e["phase"] == phase && e.get("seq").is_some())
+        .collect()
+}
+
+/// The reason of the outcome and every host's error, in one text.
+fn reasons(run: &Run) -> String {
+    let outcome = run.outcome();
+    let mut text = outcome["reason"].as_str().unwrap_or_default().to_owned();
+    for host in outcome["hosts"].as_array().into_iter().flatten() {
+        if let Some(e) = host["error"].as_str() {
+            text.push('\n');
+            text.push_str(e);
+        }
+    }
+    text
+}
+
+/// A load loop running while `during` does, with half a second on either
+/// side so the loop is seen serving before and after.
+fn under_load<T>(port: u16, during: impl FnOnce() -> T) -> (T, Load) {
+    let load = load_loop(port, "/version", THREADS, EVERY);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = during();
+    std::thread::sleep(Duration::from_millis(500));
+    (out, load.stop())
+}
+
+#[test]
+fn a_release_slow_to_start_takes_over_under_load_without_a_failed_request() {
+    let _turn = exclusive();
+    let (fleet, port) = one_host("sf-slow");
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    let v2 = push_release(&fleet.repo, "v2", "v2", "slow");
+    write_config(&fleet, port, "2s", "");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let started = Instant::now();
+    let (run, seen) = under_load(port, || fleet.run(&["deploy", "--tag", "v2"]));
+    println!(
+        "slow release: deploy {} ms; {}",
+        started.elapsed().as_millis(),
+        seen.summary()
+    );
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert_eq!(run.outcome()["outcome"], "deployed");
+    assert!(
+        seen.failed().is_empty(),
+        "requests failed during the deploy:\n{}",
+        seen.failures()
+    );
+    assert!(seen.ok() > 100, "the load loop ran: {}", seen.summary());
+    assert_eq!(seen.versions(), ["v1", "v2"], "{}", seen.summary());
+
+    let new = assert_serves(&fleet, 0, port, "v2", &v2);
+    assert_ne!(new, old);
+    assert!(!exists(None, &old), "the old container {old} is removed");
+    assert_eq!(fleet.tag_digest("latest"), Some(v2));
+    assert_eq!(fleet.tag_digest("previous"), Some(v1));
+    // The proxy publishes the app: the release itself publishes nothing.
+    let ports = docker(
+        None,
+        &["inspect", "-f", "{{json .HostConfig.PortBindings}}", &new],
+    );
+    assert!(ports == "{}" || ports == "null", "{ports}");
+    let networks = docker(
+        None,
+        &["inspect", "-f", "{{json .NetworkSettings.Networks}}", &new],
+    );
+    assert!(networks.contains("\"rollback\""), "{networks}");
+}
+
+/// v1 serves under load; deploying a v2 in `mode` is rolled back before
+/// v2 ever gets a request.
+fn a_bad_release_never_takes_a_request(prefix: &str, mode: &str) -> Run {
+    let _turn = exclusive();
+    let (fleet, port) = one_host(prefix);
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", mode);
+    write_config(&fleet, port, "2s", "");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let (run, seen) = under_load(port, || fleet.run(&["deploy", "--tag", "v2"]));
+    println!("{mode} release: {}", seen.summary());
+    assert_eq!(run.code, 3, "{}", run.explain());
+    assert_eq!(run.outcome()["outcome"], "rolled_back");
+    assert!(
+        seen.failed().is_empty(),
+        "requests failed during the deploy:\n{}",
+        seen.failures()
+    );
+    assert!(seen.ok() > 100, "the load loop ran: {}", seen.summary());
+    assert_eq!(
+        seen.versions(),
+        ["v1"],
+        "only v1 answered: {}",
+        seen.summary()
+    );
+    assert!(
+        events_in(&run, "switched").is_empty(),
+        "the proxy never switched to v2: {}",
+        run.explain()
+    );
+    assert_eq!(
+        assert_serves(&fleet, 0, port, "v1", &v1),
+        old,
+        "v1's container kept running"
+    );
+    assert_eq!(fleet.tag_digest("latest"), Some(v1));
+    run
+}
+
+#[test]
+fn a_crashing_release_is_rolled_back_without_taking_a_request() {
+    let run = a_bad_release_never_takes_a_request("sf-crash", "crash");
+    let host = &run.outcome()["hosts"][0];
+    assert!(
+        host["logs"].as_array().is_some_and(|l| l.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("fatal: cannot start")))),
+        "the report carries the crashed release's last log lines: {host}"
+    );
+}
+
+#[test]
+fn a_release_answering_down_is_rolled_back_without_taking_a_request() {
+    let run = a_bad_release_never_takes_a_request("sf-down", "down");
+    assert!(
+        reasons(&run).contains("DOWN"),
+        "the reason quotes the DOWN answer: {}",
+        run.explain()
+    );
+}
+
+#[test]
+fn a_release_dying_inside_stable_for_gives_the_traffic_back_at_once() {
+    let _turn = exclusive();
+    let (fleet, port) = one_host("sf-dies");
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "flaky");
+    // v2 is UP as soon as it listens and exits 4 s later, inside stable_for.
+    write_config(&fleet, port, "8s", "FLAKY_SECS = \"4\"");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let (run, seen) = under_load(port, || fleet.run(&["deploy", "--tag", "v2"]));
+    assert_eq!(run.code, 3, "{}", run.explain());
+    let outcome = run.outcome();
+    assert_eq!(outcome["outcome"], "rolled_back", "{outcome}");
+    let host = &outcome["hosts"][0];
+    let switch_back_ms = host["switch_back_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the host report has switch_back_ms: {host}"));
+    // The switch back is done `switch_back_ms` after the failure was seen,
+    // which is when the rollback began.
+    let failure_seen = events_in(&run, "rolling_back")
+        .first()
+        .and_then(event_time)
+        .unwrap_or_else(|| panic!("a rolling_back event with a time: {}", run.explain()));
+    let switched_back = failure_seen + Duration::from_millis(switch_back_ms);
+    let during = seen.sent_before(switched_back);
+    let after = seen.sent_from(switched_back);
+    println!(
+        "release dying after 4 s: switch_back_ms {switch_back_ms}; all: {}; \
+         before the switch back: {}; after: {}",
+        seen.summary(),
+        during.summary(),
+        after.summary()
+    );
+    assert!(
+        seen.versions().contains(&"v2".to_owned()),
+        "v2 took traffic before it died: {}",
+        seen.summary()
+    );
+    assert!(
+        during.failed().len() <= 2,
+        "at most the odd request is lost while v2 dies:\n{}",
+        during.failures()
+    );
+    assert!(
+        after.failed().is_empty(),
+        "requests failed after the switch back at {}:\n{}",
+        clock_millis(switched_back),
+        after.failures()
+    );
+    assert!(after.ok() > 50, "the loop ran after the switch back");
+    assert_eq!(after.versions(), ["v1"], "{}", after.summary());
+    assert!(
+        run.all_output()
+            .contains("traffic switched back to container"),
+        "the note on the switch back: {}",
+        run.explain()
+    );
+    assert_eq!(assert_serves(&fleet, 0, port, "v1", &v1), old);
+    assert_eq!(fleet.tag_digest("latest"), Some(v1));
+}
+
+/// Deploy v1 then v2, SIGKILL the deploy paused at `stage`, then `recover`
+/// under load: one healthy release serves afterwards, v2 when `forward`.
+fn killed_at_then_recover(stage: &str, recover_code: i32, forward: bool) {
+    let _turn = exclusive();
+    let (fleet, port) = one_host(&format!("sf-kill-{}", stage.replace('_', "-")));
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
+    write_config(&fleet, port, "2s", "");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let mut deploy = fleet.spawn(
+        &["deploy", "--tag", "v2"],
+        &[("ROLLBACK_TEST_PAUSE_AT", stage)],
+    );
+    deploy.wait_for(&format!("paused at {stage} on prod-a"), WAIT);
+    let killed = deploy.kill();
+    assert_eq!(
+        killed.code,
+        -1,
+        "killed by the signal: {}",
+        killed.explain()
+    );
+    assert!(fleet.lock_exists(0), "the killed deploy left its lock");
+    // Before the switch the old release still takes the requests, after it
+    // the new one.
+    let serving = if stage == "started" { "v1" } else { "v2" };
+    assert_eq!(
+        via_proxy(port, "/version").as_deref(),
+        Some(serving),
+        "killed at {stage}"
+    );
+    assert!(
+        exists(None, &next_name(&fleet)) || stage == "draining",
+        "killed at {stage}, the new release runs beside the old one"
+    );
+
+    let (run, seen) = under_load(port, || fleet.run(&["recover"]));
+    println!("recover after a kill at {stage}: {}", seen.summary());
+    assert_eq!(
+        run.code,
+        recover_code,
+        "recover after a kill at {stage}: {}\nthe killed deploy: {}",
+        run.explain(),
+        killed.explain()
+    );
+    assert!(
+        seen.failed().is_empty(),
+        "requests failed during recover:\n{}",
+        seen.failures()
+    );
+    if forward {
+        let new = assert_serves(&fleet, 0, port, "v2", &v2);
+        assert_ne!(new, old);
+        assert!(!exists(None, &old), "the old container {old} is removed");
+        assert_eq!(fleet.tag_digest("latest"), Some(v2));
+        assert_eq!(fleet.tag_digest("previous"), Some(v1));
+    } else {
+        assert_eq!(assert_serves(&fleet, 0, port, "v1", &v1), old);
+        assert_eq!(fleet.tag_digest("latest"), Some(v1));
+        assert_eq!(fleet.tag_digest("previous"), None);
+    }
+}
+
+#[test]
+fn killed_with_the_new_release_started_recover_removes_it() {
+    killed_at_then_recover("started", 3, false);
+}
+
+#[test]
+fn killed_just_after_the_switch_recover_finishes_forward() {
+    killed_at_then_recover("switched", 0, true);
+}
+
+#[test]
+fn killed_inside_stable_for_recover_finishes_forward() {
+    killed_at_then_recover("stable_window", 0, true);
+}
+
+#[test]
+fn killed_while_draining_recover_finishes_forward() {
+    killed_at_then_recover("draining", 0, true);
+}
+
+/// `/version` answered inside the app's container, not through the proxy.
+fn version_inside(id: &str) -> String {
+    docker(
+        None,
+        &[
+            "exec",
+            id,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:8080/version",
+        ],
+    )
+}
+
+#[test]
+fn a_proxy_that_dies_mid_deploy_fails_it_by_name_and_the_old_release_runs_on() {
+    let _turn = exclusive();
+    let (fleet, port) = one_host("sf-deadproxy");
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "healthy");
+    write_config(&fleet, port, "2s", "");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let mut deploy = fleet.spawn(
+        &["deploy", "--tag", "v2"],
+        &[
+            ("ROLLBACK_TEST_PAUSE_AT", "started"),
+            ("ROLLBACK_TEST_PAUSE_FOR", "3s"),
+        ],
+    );
+    deploy.wait_for("paused at started on prod-a", WAIT);
+    docker(None, &["kill", PROXY]);
+    let run = deploy.finish();
+    assert!(
+        [1, 3].contains(&run.code),
+        "failed or rolled back: {}",
+        run.explain()
+    );
+    assert!(
+        reasons(&run).contains(PROXY),
+        "the reason names the proxy: {}",
+        run.explain()
+    );
+    assert_eq!(fleet.running_id(0), old, "v1's container runs on");
+    assert_eq!(version_inside(&old), "v1");
+    assert!(!exists(None, &next_name(&fleet)), "{}", run.explain());
+    assert!(!fleet.lock_exists(0));
+    assert_eq!(fleet.tag_digest("latest"), Some(v1.clone()));
+
+    // Booted again, the proxy comes back with its route to v1.
+    let boot = rollback(fleet.dir(), &["proxy", "boot"], &[]);
+    assert_eq!(boot.code, 0, "{}", boot.explain());
+    let end = Instant::now() + Duration::from_secs(10);
+    while via_proxy(port, "/version").is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(assert_serves(&fleet, 0, port, "v1", &v1), old);
+}
+
+#[test]
+fn a_proxy_refusing_the_switch_fails_the_deploy_by_name_and_v1_serves_throughout() {
+    let _turn = exclusive();
+    let (fleet, port) = one_host("sf-refused");
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "healthy");
+    write_config(&fleet, port, "2s", "");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let (run, seen) = under_load(port, || {
+        let mut deploy = fleet.spawn(
+            &["deploy", "--tag", "v2"],
+            &[
+                ("ROLLBACK_TEST_PAUSE_AT", "started"),
+                ("ROLLBACK_TEST_PAUSE_FOR", "3s"),
+            ],
+        );
+        deploy.wait_for("paused at started on prod-a", WAIT);
+        // Caddy's admin API moves away: every config change is refused,
+        // the routes it serves stay as they are.
+        docker(
+            None,
+            &[
+                "exec",
+                PROXY,
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "--header",
+                "Content-Type: application/json",
+                "--post-data",
+                r#"{"listen":"127.0.0.1:2999"}"#,
+                "http://127.0.0.1:2019/config/admin",
+            ],
+        );
+        deploy.finish()
+    });
+    println!("refused switch: {}", seen.summary());
+    assert!(
+        [1, 3].contains(&run.code),
+        "failed or rolled back: {}",
+        run.explain()
+    );
+    assert!(
+        reasons(&run).contains(PROXY),
+        "the reason names the proxy: {}",
+        run.explain()
+    );
+    assert!(
+        seen.failed().is_empty(),
+        "requests failed during the deploy:\n{}",
+        seen.failures()
+    );
+    assert_eq!(seen.versions(), ["v1"], "{}", seen.summary());
+    assert_eq!(fleet.running_id(0), old, "v1's container runs on");
+    assert_eq!(fleet.guard.all(None), [old[..12].to_owned()]);
+    assert!(!exists(None, &next_name(&fleet)), "{}", run.explain());
+    assert!(!fleet.lock_exists(0));
+    assert_eq!(fleet.tag_digest("latest"), Some(v1));
+    for _ in 0..10 {
+        assert_eq!(via_proxy(port, "/version").as_deref(), Some("v1"));
+    }
+}
+
+/// A one-host config for prod-b alone, so its proxy can be booted on a
+/// port of its own.
+fn boot_alone(dir: &Path, fleet: &Fleet, listen: u16) {
+    let text = format!(
+        "[app]\nname = \"{}\"\nrepository = \"{}\"\n\n\
+         [proxy]\nlisten = \"127.0.0.1:{listen}\"\napp_port = 8080\n\n\
+         [health]\npath = \"/health\"\n\n\
+         [[hosts]]\nname = \"prod-b\"\ndocker = \"{}\"\n",
+        fleet.app,
+        fleet.repo,
+        engine_b()
+    );
+    std::fs::write(dir.join("rollback.toml"), text).unwrap();
+    let run = rollback(dir, &["proxy", "boot"], &[]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+}
+
+#[test]
+fn a_fleet_of_two_engines_deploys_start_first_behind_each_hosts_proxy() {
+    let _turn = exclusive();
+    let fleet = Fleet::two_hosts("sf-fleet");
+    let (port_a, port_b) = (free_port(), free_port());
+    // Both engines publish on this machine's loopback, where one port
+    // cannot serve two proxies: prod-b's is booted first on a port of its
+    // own, and a deploy keeps a proxy that runs.
+    let alone = tempfile::tempdir().unwrap();
+    boot_alone(alone.path(), &fleet, port_b);
+    write_config(&fleet, port_a, "2s", "");
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
+    fleet.deploy_ok("v1");
+    let old = [
+        assert_serves(&fleet, 0, port_a, "v1", &v1),
+        assert_serves(&fleet, 1, port_b, "v1", &v1),
+    ];
+
+    let load_b = load_loop(port_b, "/version", THREADS, EVERY);
+    let (run, seen_a) = under_load(port_a, || fleet.run(&["deploy", "--tag", "v2"]));
+    let seen_b = load_b.stop();
+    println!(
+        "fleet: prod-a {}; prod-b {}",
+        seen_a.summary(),
+        seen_b.summary()
+    );
+    assert_eq!(run.code, 0, "{}", run.explain());
+    let outcome = run.outcome();
+    for (i, host) in outcome["hosts"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(host["host"], fleet.hosts[i].name.as_str(), "{outcome}");
+        assert_eq!(host["after"]["digest"], v2.as_str(), "{outcome}");
+    }
+    for (name, seen) in [("prod-a", &seen_a), ("prod-b", &seen_b)] {
+        assert!(
+            seen.failed().is_empty(),
+            "[{name}] requests failed during the deploy:\n{}",
+            seen.failures()
+        );
+        assert_eq!(seen.versions(), ["v1", "v2"], "[{name}] {}", seen.summary());
+    }
+    let new = [
+        assert_serves(&fleet, 0, port_a, "v2", &v2),
+        assert_serves(&fleet, 1, port_b, "v2", &v2),
+    ];
+    assert!(new[0] != old[0] && new[1] != old[1]);
+    assert_eq!(fleet.tag_digest("latest"), Some(v2));
+    assert_eq!(fleet.tag_digest("previous"), Some(v1));
+}
+
+/// The load loop itself: what it counts as answered and as failed.
+#[test]
+fn the_load_loop_counts_what_it_sends() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for (n, stream) in listener.incoming().take(20).enumerate() {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 512];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer = if n % 5 == 4 {
+                "HTTP/1.0 502 Bad Gateway\r\n\r\nno\n"
+            } else {
+                "HTTP/1.0 200 OK\r\n\r\nv9\n"
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let load = load_loop(port, "/version", 1, Duration::from_millis(5));
+    server.join().unwrap();
+    let seen = load.stop();
+    let sent = seen.samples().count();
+    assert!(sent >= 20, "{}", seen.summary());
+    assert_eq!(seen.ok(), 16, "{}", seen.summary());
+    // Beyond the 20 the server answered, every request was refused.
+    assert_eq!(seen.failed().len(), 4 + (sent - 20), "{}", seen.failures());
+    assert_eq!(seen.versions(), ["v9"]);
+    assert!(seen.failures().contains("502 no"), "{}", seen.failures());
+    assert_eq!(seen.sent_from(before).samples().count(), sent);
+    assert_eq!(seen.sent_before(before).samples().count(), 0);
+}
