@@ -688,9 +688,9 @@ stable_for = "1s"
     }
 }
 
-/// Status and body of `GET path` on `127.0.0.1:port`, on a fresh
-/// connection with short timeouts; `Err` says what went wrong.
-pub fn http_status(port: u16, path: &str) -> Result<(u16, String), String> {
+/// Status and body of `GET path` on `127.0.0.1:port` with this `Host`, on
+/// a fresh connection with short timeouts; `Err` says what went wrong.
+pub fn http_status(port: u16, host: &str, path: &str) -> Result<(u16, String), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
@@ -700,7 +700,7 @@ pub fn http_status(port: u16, path: &str) -> Result<(u16, String), String> {
         .map_err(|e| e.to_string())?;
     // One write: a request in pieces may meet a server that answered and
     // closed after the first one.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;
@@ -852,11 +852,12 @@ pub struct LoadLoop {
     workers: Vec<std::thread::JoinHandle<Vec<Sample>>>,
 }
 
-/// GET `path` on `127.0.0.1:port` from `threads` threads, each on a fresh
-/// connection at most once per `every`, until stopped: a bounded load, so a
-/// 2-core machine still runs the deploy beside it. A 200 is a success,
-/// anything else (status, refused, timeout, cut answer) a failure.
-pub fn load_loop(port: u16, path: &str, threads: usize, every: Duration) -> LoadLoop {
+/// GET `path` on `127.0.0.1:port` with this `Host` from `threads` threads,
+/// each on a fresh connection at most once per `every`, until stopped: a
+/// bounded load, so a 2-core machine still runs the deploy beside it. A 200
+/// is a success, anything else (status, refused, timeout, cut answer) a
+/// failure.
+pub fn load_loop(port: u16, host: &str, path: &str, threads: usize, every: Duration) -> LoadLoop {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::{Instant, SystemTime};
@@ -864,13 +865,13 @@ pub fn load_loop(port: u16, path: &str, threads: usize, every: Duration) -> Load
     let workers = (0..threads)
         .map(|_| {
             let stop = stop.clone();
-            let path = path.to_owned();
+            let (host, path) = (host.to_owned(), path.to_owned());
             std::thread::spawn(move || {
                 let mut samples = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let began = Instant::now();
                     let sent = SystemTime::now();
-                    let answer = match http_status(port, &path) {
+                    let answer = match http_status(port, &host, &path) {
                         Ok((200, body)) => Ok(body.trim().to_owned()),
                         Ok((status, body)) => Err(format!("{status} {}", body.trim())),
                         Err(e) => Err(e),
