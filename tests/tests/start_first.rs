@@ -69,6 +69,7 @@ fn others_behind_proxy(engine: Option<&str>) -> Vec<String> {
         .filter(|app| !app.contains(&ours))
         .map(str::to_owned)
         .collect();
+    apps.sort();
     apps.dedup();
     apps
 }
