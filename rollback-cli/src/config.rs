@@ -603,6 +603,15 @@ impl Ctx<'_> {
                 &raw.container.ports,
                 "container.ports",
             )?;
+            let mode = raw.container.network.as_ref().map(|n| n.0.as_str());
+            if let (Some(mode), Some(table)) = (mode, raw.proxy.as_ref()) {
+                if mode == "host" || mode == "none" || mode.starts_with("container:") {
+                    return Err(self.at(
+                        table,
+                        format!("proxy: the proxy reaches the app on its network, which a container with container.network = {mode:?} cannot join: remove container.network"),
+                    ));
+                }
+            }
         }
         let rollout = self.rollout(&raw.rollout)?;
 
@@ -2216,6 +2225,25 @@ tcp = "10.0.0.2:80"
         assert_eq!(p.drain, Duration::from_secs(5));
         assert_eq!(p.host.as_deref(), Some("shop.example.com"));
         assert!(parse(&PROXY.replace("127.0.0.1:18080", "80")).is_ok());
+    }
+
+    #[test]
+    fn proxy_refuses_a_network_mode_it_cannot_reach() {
+        for mode in ["host", "none", "container:db"] {
+            let text = PROXY.replace(
+                "[proxy]",
+                &format!("[container]\nnetwork = \"{mode}\"\n[proxy]"),
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.starts_with("rollback.toml:6: proxy: the proxy reaches the app on its network"),
+                "{e}"
+            );
+            assert!(e.contains(mode), "{e}");
+        }
+        // A network of the user's own is joined beside the proxy's.
+        let text = PROXY.replace("[proxy]", "[container]\nnetwork = \"backend\"\n[proxy]");
+        assert!(parse(&text).is_ok());
     }
 
     #[test]

@@ -679,8 +679,13 @@ mod tests {
                 "host",
                 "last_probe",
                 "logs",
-                "phase"
+                "phase",
+                "switch_back_ms"
             ]
+        );
+        assert!(
+            host["switch_back_ms"].is_null(),
+            "stop-first switches no traffic back"
         );
         assert_eq!(host["host"], "prod-a");
         assert_eq!(host["phase"], "rolled_back");

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::ImageInfo;
+use crate::traffic::{TrafficSwitch, Upstream};
 use crate::traits::{
     CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime,
 };
@@ -729,5 +730,116 @@ impl Registry for FakeRegistry {
             written: previous.as_ref() != Some(&digest),
             digest,
         })
+    }
+}
+
+/// A proxy in front of the app on a [`FakeRuntime`]'s host, for start-first
+/// deploys. Its calls go into the runtime's record, in order with the
+/// engine's (`proxy_ensure`, `proxy_current`, `proxy_switch c2`,
+/// `proxy_drain c1`), and fail like the engine's ([`FakeRuntime::fail`]
+/// with `"proxy_switch"`, ...). Booting it creates its network.
+pub struct FakeSwitch {
+    runtime: Arc<FakeRuntime>,
+    network: String,
+    current: Mutex<Option<Upstream>>,
+    stops_after: Mutex<Option<Duration>>,
+}
+
+impl FakeSwitch {
+    /// A proxy on `network` that sends the traffic nowhere yet.
+    pub fn new(runtime: Arc<FakeRuntime>, network: &str) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            network: network.to_owned(),
+            current: Mutex::new(None),
+            stops_after: Mutex::new(None),
+        })
+    }
+
+    /// The proxy stops this long after it is first watched; until it is
+    /// booted again, every call to it fails as unavailable.
+    pub fn stop_after(&self, after: Duration) {
+        *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(after);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stops_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|d| d.is_zero())
+    }
+
+    async fn call(&self, op: &'static str, call: String) -> Result<()> {
+        self.runtime.enter(op, call.clone()).await?;
+        if self.stopped() {
+            return Err(Error::unavailable(format!(
+                "{call}: the fake proxy is not running"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The container the proxy sends the traffic to now.
+    pub fn target(&self) -> Option<ContainerId> {
+        self.upstream().map(|u| u.container)
+    }
+
+    /// Send the traffic to `container` (as a deploy before the test left it).
+    pub fn set_target(&self, container: &ContainerId, port: u16) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Upstream::of(container, port));
+    }
+
+    fn upstream(&self) -> Option<Upstream> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl TrafficSwitch for FakeSwitch {
+    async fn ensure(&self) -> Result<()> {
+        self.runtime
+            .enter("proxy_ensure", "proxy_ensure".into())
+            .await?;
+        if self.stopped() {
+            *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        self.runtime.create_network(&self.network).await.map(drop)
+    }
+
+    async fn current(&self) -> Result<Option<Upstream>> {
+        self.call("proxy_current", "proxy_current".into()).await?;
+        Ok(self.upstream())
+    }
+
+    async fn switch(&self, to: &Upstream) -> Result<()> {
+        self.call("proxy_switch", format!("proxy_switch {}", to.container))
+            .await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(to.clone());
+        Ok(())
+    }
+
+    async fn drain(&self, from: &Upstream, _drain: Duration) -> Result<()> {
+        self.call("proxy_drain", format!("proxy_drain {}", from.container))
+            .await
+    }
+
+    async fn wait_stopped(&self) -> Result<Error> {
+        let after = *self.stops_after.lock().unwrap_or_else(|e| e.into_inner());
+        match after {
+            Some(after) if !after.is_zero() => {
+                tokio::time::sleep(after).await;
+                *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(Duration::ZERO);
+                Ok(Error::unavailable("the fake proxy stopped"))
+            }
+            _ => pending().await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        "the fake proxy".into()
     }
 }

@@ -409,6 +409,8 @@ pub enum Input {
     TrafficSwitched,
     /// Start-first: the proxy did not take the switch to the new release.
     TrafficSwitchFailed(Error),
+    /// Start-first: the proxy stopped serving while the new release was verified.
+    ProxyLost(Error),
     /// A step of the switch failed.
     SwitchFailed {
         /// The new container, if it was created.
@@ -556,12 +558,6 @@ impl HostState {
         )
     }
 
-    /// Whether the proxy may send requests to the new release (start-first
-    /// from the switch on): going back must move the traffic back first.
-    pub fn takes_traffic(&self) -> bool {
-        matches!(self, HostState::Serving { .. })
-    }
-
     /// Whether this deploy holds the host's lock (it took it, and it is
     /// released at the end).
     pub fn holds_lock(&self) -> bool {
@@ -645,6 +641,7 @@ impl Input {
             Input::StartedBeside { .. } => "started_beside",
             Input::TrafficSwitched => "traffic_switched",
             Input::TrafficSwitchFailed(_) => "traffic_switch_failed",
+            Input::ProxyLost(_) => "proxy_lost",
             Input::Adopted {
                 adoption: Adoption::Running { .. },
                 ..
@@ -863,6 +860,34 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 ..
             },
             I::TrafficSwitchFailed(reason),
+        ) => S::RollingBack {
+            failed_container: Some(new_container),
+            retained,
+            reason,
+        },
+        // Without the proxy the release cannot be verified where users
+        // reach it: the old one goes back once the proxy is up again.
+        (
+            S::Started {
+                new_container,
+                retained,
+            }
+            | S::Warming {
+                new_container,
+                retained,
+                ..
+            }
+            | S::Ready {
+                new_container,
+                retained,
+                ..
+            }
+            | S::Serving {
+                new_container,
+                retained,
+                ..
+            },
+            I::ProxyLost(reason),
         ) => S::RollingBack {
             failed_container: Some(new_container),
             retained,
@@ -1129,6 +1154,14 @@ mod tests {
         }
     }
 
+    fn serving(first_ok: Option<Duration>) -> HostState {
+        HostState::Serving {
+            new_container: c("new"),
+            retained: previous(),
+            probing: probing(first_ok, Duration::ZERO),
+        }
+    }
+
     fn restoring(check: RestoreCheck, tidy: Tidy) -> HostState {
         HostState::Restoring {
             restored: previous().unwrap(),
@@ -1173,6 +1206,31 @@ mod tests {
                     retained: previous(),
                 },
             ),
+            (
+                "started",
+                HostState::Started {
+                    new_container: c("new"),
+                    retained: previous(),
+                },
+            ),
+            (
+                "warming",
+                HostState::Warming {
+                    new_container: c("new"),
+                    retained: previous(),
+                    probing: probing(None, Duration::ZERO),
+                },
+            ),
+            (
+                "ready",
+                HostState::Ready {
+                    new_container: c("new"),
+                    retained: previous(),
+                    probing: probing(ok_at_2s, Duration::ZERO),
+                },
+            ),
+            ("serving", serving(None)),
+            ("serving_ok", serving(ok_at_2s)),
             ("verifying", verifying(None)),
             // Healthy since 2 s: the answer at 5 s is 3 s of health, stable.
             ("verifying_ok", verifying(ok_at_2s)),
@@ -1307,6 +1365,12 @@ mod tests {
                 new_container: None,
                 reason: Error::invalid_input("create failed"),
             },
+            Input::StartedBeside {
+                new_container: c("new"),
+            },
+            Input::TrafficSwitched,
+            Input::TrafficSwitchFailed(Error::conflict("the proxy refused the config")),
+            Input::ProxyLost(Error::unavailable("the proxy container stopped")),
             Input::Adopted {
                 adoption: Adoption::Running {
                     container: c("new"),
@@ -1379,6 +1443,33 @@ mod tests {
         ("pulled", "switched", "switched"),
         ("pulled", "switch_failed", "rolling_back"),
         ("pulled", "cancelled", "failed"),
+        ("pulled", "started_beside", "started"),
+        // Start-first: nothing reaches the new release before it is healthy.
+        ("started", "verify_started", "warming"),
+        ("started", "container_exited", "rolling_back"),
+        ("started", "revert", "rolling_back"),
+        ("started", "cancelled", "rolling_back"),
+        ("warming", "probe_healthy", "ready"),
+        ("warming", "probe_unhealthy", "warming"),
+        ("warming", "probe_starting", "warming"),
+        ("warming", "container_exited", "rolling_back"),
+        ("warming", "watch_lost", "warming"),
+        ("warming", "deadline_passed", "rolling_back"),
+        ("warming", "revert", "rolling_back"),
+        ("warming", "cancelled", "rolling_back"),
+        ("ready", "traffic_switched", "serving"),
+        ("started", "proxy_lost", "rolling_back"),
+        ("warming", "proxy_lost", "rolling_back"),
+        ("ready", "proxy_lost", "rolling_back"),
+        ("serving", "proxy_lost", "rolling_back"),
+        ("serving_ok", "proxy_lost", "rolling_back"),
+        ("ready", "traffic_switch_failed", "rolling_back"),
+        ("ready", "revert", "rolling_back"),
+        ("ready", "cancelled", "rolling_back"),
+        ("serving", "revert", "rolling_back"),
+        ("serving", "cancelled", "rolling_back"),
+        ("serving_ok", "revert", "rolling_back"),
+        ("serving_ok", "cancelled", "rolling_back"),
         ("switched", "verify_started", "verifying"),
         ("switched", "container_exited", "rolling_back"),
         ("switched", "revert", "rolling_back"),
@@ -1485,6 +1576,12 @@ mod tests {
                 _ => "rolling_back",
             };
             rows.push((format!("verifying{suffix}"), input, verifying));
+            // The stable window with the traffic on the new release decides alike.
+            let serving = match *outcome {
+                "continue" => "serving",
+                _ => verifying,
+            };
+            rows.push((format!("serving{suffix}"), input, serving));
             // The restore waits for its tidying too.
             rows.push((format!("restoring{suffix}"), input, "restoring"));
         }
@@ -1613,6 +1710,68 @@ mod tests {
             step(s, Input::ProbeHealthy { at: at(0) }).unwrap().name(),
             "verified"
         );
+    }
+
+    #[test]
+    fn start_first_switches_on_the_first_healthy_answer_and_counts_the_window_from_it() {
+        let at = Duration::from_secs;
+        let s = step(
+            HostState::Pulled {
+                previous: previous(),
+            },
+            Input::StartedBeside {
+                new_container: c("new"),
+            },
+        )
+        .unwrap();
+        assert!(
+            s.is_switched(),
+            "a host started beside is reverted with the fleet"
+        );
+        let s = step(s, Input::VerifyStarted(limits(Duration::ZERO))).unwrap();
+        let s = step(s, Input::ProbeStarting { at: at(1) }).unwrap();
+        assert_eq!(s.name(), "warming");
+        let s = step(s, Input::ProbeHealthy { at: at(2) }).unwrap();
+        assert_eq!(s.name(), "ready");
+        let s = step(s, Input::TrafficSwitched).unwrap();
+        assert_eq!(s.phase(), Phase::Switched);
+        let s = step(s, Input::ProbeHealthy { at: at(4) }).unwrap();
+        assert_eq!(s.name(), "serving", "2 s of the 3 s window");
+        let s = step(s, Input::ProbeHealthy { at: at(5) }).unwrap();
+        assert_eq!(
+            s,
+            HostState::Verified {
+                new_container: c("new"),
+                retained: previous(),
+            }
+        );
+
+        // A failure inside the window keeps the old container to go back to.
+        let s = step(
+            serving(Some(at(2))),
+            Input::ContainerExited(ContainerExit::Exited { code: 2 }),
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            HostState::RollingBack {
+                failed_container: Some(c("new")),
+                retained: previous(),
+                reason: Error::unhealthy("container exited with code 2"),
+            }
+        );
+        // A proxy that refuses the switch: the traffic never left the old one.
+        let ready = HostState::Ready {
+            new_container: c("new"),
+            retained: previous(),
+            probing: probing(Some(at(2)), Duration::ZERO),
+        };
+        let s = step(
+            ready,
+            Input::TrafficSwitchFailed(Error::conflict("refused")),
+        )
+        .unwrap();
+        assert_eq!(s.failure(), Some(&Error::conflict("refused")));
     }
 
     #[test]
@@ -1772,6 +1931,10 @@ mod tests {
             ("captured", Phase::Captured),
             ("pulled", Phase::Pulled),
             ("switched", Phase::Switched),
+            ("started", Phase::Started),
+            ("warming", Phase::Verifying),
+            ("ready", Phase::Verifying),
+            ("serving", Phase::Switched),
             ("verifying", Phase::Verifying),
             ("verified", Phase::Verified),
             ("done", Phase::Done),

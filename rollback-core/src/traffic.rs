@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::types::ContainerId;
 
 /// Where a proxy sends a host's traffic: an app container reachable from the proxy.
@@ -69,6 +69,12 @@ pub trait TrafficSwitch: Send + Sync {
     async fn switch(&self, to: &Upstream) -> Result<()>;
     /// Wait until `from` has no request in flight, or `drain` has passed.
     async fn drain(&self, from: &Upstream, drain: Duration) -> Result<()>;
+    /// Wait until the proxy stops serving (its container exits or goes
+    /// away) and say why; pending while it serves. An `Err` means it cannot
+    /// be watched: nothing is concluded from it. The default never resolves.
+    async fn wait_stopped(&self) -> Result<Error> {
+        std::future::pending().await
+    }
     /// What the switch drives, for output (`caddy:2 in rollback-proxy on 127.0.0.1:18080`).
     fn describe(&self) -> String;
 }
@@ -88,6 +94,9 @@ macro_rules! forward_switch {
             }
             async fn drain(&self, from: &Upstream, drain: Duration) -> Result<()> {
                 (**self).drain(from, drain).await
+            }
+            async fn wait_stopped(&self) -> Result<Error> {
+                (**self).wait_stopped().await
             }
             fn describe(&self) -> String {
                 (**self).describe()

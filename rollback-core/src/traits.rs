@@ -226,7 +226,9 @@ impl ProbeResult {
 #[async_trait]
 pub trait HealthProbe: Send + Sync {
     /// One attempt against `container`. Probes that check an address (HTTP,
-    /// TCP) ignore the id. Must return within `timeout`.
+    /// TCP) ignore the id. The app's answer gets at most `timeout`; a probe
+    /// that reaches the app through the engine (exec, a proxy container)
+    /// may take an engine round trip more, which the engine allows for.
     async fn check(&self, container: &ContainerId, timeout: Duration) -> ProbeResult;
 
     /// Whether this probe can judge a release of `image`, asked once the

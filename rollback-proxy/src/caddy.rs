@@ -387,6 +387,20 @@ impl TrafficSwitch for Caddy {
         Ok(())
     }
 
+    async fn wait_stopped(&self) -> Result<Error> {
+        let id = self.proxy.running().await?;
+        let name = self.proxy.name().to_owned();
+        match self.proxy.runtime().wait_exit(&id).await {
+            Ok(exit) => Ok(Error::unavailable(format!(
+                "the proxy container {name} stopped: {exit}"
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Error::unavailable(format!(
+                "the proxy container {name} was removed"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} in container {} on {}",

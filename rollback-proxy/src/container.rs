@@ -18,6 +18,8 @@ pub const DEFAULT_NETWORK: &str = "rollback";
 const MIGRATE_REQ: &str = "net.ipv4.tcp_migrate_req";
 /// Label naming the adapter that owns a proxy container (`caddy`).
 pub const PROXY_LABEL: &str = "io.rollback.proxy";
+/// Label recording the public address a proxy container publishes.
+pub const LISTEN_LABEL: &str = "io.rollback.proxy.listen";
 
 /// How a call to [`ProxyContainer::ensure`] found the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +214,7 @@ impl ProxyContainer {
         let Some(info) = self.inspect().await? else {
             return Ok(false);
         };
-        self.check_ours(&info)?;
+        self.check_kind(&info)?;
         self.runtime.remove(&info.id).await?;
         Ok(true)
     }
@@ -223,7 +225,7 @@ impl ProxyContainer {
         self.runtime.exec(&id, cmd, timeout).await
     }
 
-    fn check_ours(&self, info: &ContainerInfo) -> Result<()> {
+    fn check_kind(&self, info: &ContainerInfo) -> Result<()> {
         if info.labels.get(PROXY_LABEL).map(String::as_str) == Some(self.kind.as_str()) {
             return Ok(());
         }
@@ -232,6 +234,19 @@ impl ProxyContainer {
              remove or rename it",
             self.name, self.kind
         )))
+    }
+
+    fn check_ours(&self, info: &ContainerInfo) -> Result<()> {
+        self.check_kind(info)?;
+        // One proxy per host: every app behind it must agree on its address.
+        match info.labels.get(LISTEN_LABEL) {
+            Some(listen) if *listen != self.listen_text => Err(Error::conflict(format!(
+                "the proxy container {} publishes {listen}, not {}: every app on a host shares one proxy and its listen address; \
+                 use listen = {listen:?}, or `rollback proxy remove` first",
+                self.name, self.listen_text
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn spec(&self, migrate: bool) -> ContainerSpec {
@@ -249,7 +264,8 @@ impl ProxyContainer {
             .restart(RestartPolicy::UnlessStopped)
             .command(self.command.clone())
             .label(labels::MANAGED, "true")
-            .label(PROXY_LABEL, self.kind.clone());
+            .label(PROXY_LABEL, self.kind.clone())
+            .label(LISTEN_LABEL, self.listen_text.clone());
         ContainerSpec::new(self.name.clone(), self.image.clone(), template)
     }
 }

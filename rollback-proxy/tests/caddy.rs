@@ -524,3 +524,30 @@ async fn a_host_reached_only_through_its_engine() {
     }
     assert_eq!(seen.unwrap().1.trim(), "v1");
 }
+
+#[tokio::test]
+async fn one_proxy_per_host_refuses_another_listen_address_but_can_be_removed() {
+    let s = setup("listen").await;
+    let caddy = Caddy::new(s.proxy.clone(), "shop");
+    caddy.ensure().await.unwrap();
+    let other_port = free_port();
+    let other = Caddy::container(s.rt.clone(), None, &format!("127.0.0.1:{other_port}"))
+        .unwrap()
+        .with_name(s.proxy.name())
+        .with_network(s.proxy.network());
+    let e = Caddy::new(other.clone(), "blog")
+        .ensure()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let message = e.message();
+    assert!(
+        message.contains(&format!("publishes 127.0.0.1:{}", s.port))
+            && message.contains(&format!("not 127.0.0.1:{other_port}")),
+        "{message}"
+    );
+    // The proxy that runs is untouched, and `proxy remove` still works.
+    assert!(s.proxy.running().await.is_ok());
+    assert!(other.remove().await.unwrap());
+    assert!(s.proxy.inspect().await.unwrap().is_none());
+}

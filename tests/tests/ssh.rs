@@ -215,3 +215,58 @@ fn an_unknown_host_key_is_exit_1_naming_the_host() {
         "host key verification failed: the host's key is not in known_hosts",
     );
 }
+
+/// Removes the local engine's proxy container on drop.
+struct ProxyGuard;
+
+impl Drop for ProxyGuard {
+    fn drop(&mut self) {
+        let _ = docker_output(None, &["rm", "-f", "rollback-proxy"]);
+    }
+}
+
+/// Start-first behind the proxy, with the engine reached only over
+/// ssh://: the proxy is booted, switched and the new container probed
+/// through the engine, never through a port of the host but the public one.
+#[test]
+fn start_first_behind_the_proxy_over_ssh() {
+    let url = test_env("ROLLBACK_TEST_SSH");
+    let fleet = Fleet::new("ssh-proxy", &[("prod-a", None)]);
+    let _ = docker_output(None, &["rm", "-f", "rollback-proxy"]);
+    let _proxy = ProxyGuard;
+    let port = free_port();
+    let config = format!(
+        "[app]\nname = \"{app}\"\nrepository = \"{repo}\"\n\n\
+         [container]\nstop_timeout = \"1s\"\n\n\
+         [proxy]\nlisten = \"127.0.0.1:{port}\"\napp_port = 8080\ndrain = \"1s\"\n\n\
+         [health]\npath = \"/health\"\njson_pointer = \"/status\"\nexpect = \"UP\"\n\
+         interval = \"200ms\"\ntimeout = \"1s\"\ndeadline = \"10s\"\nstable_for = \"1s\"\n\n\
+         [[hosts]]\nname = \"prod-a\"\ndocker = \"{url}\"\n",
+        app = fleet.app,
+        repo = fleet.repo,
+    );
+    std::fs::write(fleet.dir().join("rollback.toml"), config).unwrap();
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "crash");
+    let v3 = push_release(&fleet.repo, "v3", "v3", "healthy");
+    let version = || http_get(port, "/version").map(|v| v.trim().to_owned());
+
+    let run = run_ssh(&fleet, &["deploy", "--tag", "v1"], &agent());
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert_eq!(version().as_deref(), Some("v1"), "{}", run.explain());
+
+    let run = run_ssh(&fleet, &["deploy", "--tag", "v2"], &agent());
+    assert_eq!(run.code, 3, "{}", run.explain());
+    assert_eq!(version().as_deref(), Some("v1"));
+
+    let run = run_ssh(&fleet, &["deploy", "--tag", "v3"], &agent());
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert_eq!(version().as_deref(), Some("v3"));
+    assert_eq!(fleet.running_digest(0), v3);
+    assert_eq!(
+        fleet.running(0),
+        std::slice::from_ref(&fleet.app),
+        "one app container, renamed"
+    );
+    assert_no_key_material(&run);
+}

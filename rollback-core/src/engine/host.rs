@@ -371,17 +371,19 @@ impl Deployer {
             host.runtime.current(&self.app.name),
         )
         .await?;
-        let next = next_name(&self.app.name);
-        let beside = timed(
-            limit,
-            "look for a container started beside the app",
-            host.runtime.current(&next),
-        )
-        .await?;
-        if beside.is_some() {
-            return Err(Error::conflict(format!(
-                "container {next} from an interrupted deploy exists: run `rollback recover` first"
-            )));
+        if matches!(host.strategy, Strategy::StartFirst(_)) {
+            let next = next_name(&self.app.name);
+            let beside = timed(
+                limit,
+                "look for a container started beside the app",
+                host.runtime.current(&next),
+            )
+            .await?;
+            if beside.is_some() {
+                return Err(Error::conflict(format!(
+                    "container {next} from an interrupted deploy exists: run `rollback recover` first"
+                )));
+            }
         }
         let retained = retained_name(&self.app.name);
         let leftover = timed(
@@ -487,6 +489,20 @@ impl Deployer {
         let deadline_at = started + limits.deadline;
         let mut exit = host.runtime.wait_exit(container);
         let mut watching = true;
+        // Start-first, the new release is verified behind the proxy: a
+        // proxy that stops ends that verification.
+        let proxy = match (&host.strategy, tidy.is_none()) {
+            (Strategy::StartFirst(sf), true) => Some(sf.switch.clone()),
+            _ => None,
+        };
+        let mut proxy_watched = proxy.is_some();
+        let proxy_stopped = async move {
+            match proxy {
+                Some(proxy) => proxy.wait_stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(proxy_stopped);
         let mut tidying = tidy.is_some();
         let tidy = async move {
             match tidy {
@@ -531,16 +547,7 @@ impl Deployer {
             let probe = async {
                 tokio::time::sleep_until(next_probe).await;
                 let began = Instant::now();
-                let t = policy.timeout();
-                let result = tokio::time::timeout(t, host.probe.check(container, t))
-                    .await
-                    .unwrap_or_else(|_| {
-                        ProbeResult::Unhealthy(format!(
-                            "no answer within {}",
-                            humantime::format_duration(t)
-                        ))
-                    });
-                (began, result)
+                (began, self.probe_once(host, container).await)
             };
             let input = tokio::select! {
                 biased;
@@ -568,6 +575,16 @@ impl Deployer {
                         }
                     }
                 },
+                stopped = &mut proxy_stopped, if proxy_watched => {
+                    proxy_watched = false;
+                    match stopped {
+                        Ok(why) => Input::ProxyLost(why),
+                        Err(e) => {
+                            ev.note(&scope, phase, format!("cannot watch the proxy: {}", e.report()));
+                            continue;
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline_at), if probing.is_some() => Input::DeadlinePassed,
                 (began, result) = probe, if probing.is_some() => {
                     attempt += 1;

@@ -537,19 +537,7 @@ impl Deployer {
             }
         };
         let probe = match &container {
-            Some(c) if c.state.is_running() => {
-                let t = self.health.timeout();
-                Some(
-                    tokio::time::timeout(t, host.probe.check(&c.id, t))
-                        .await
-                        .unwrap_or_else(|_| {
-                            ProbeResult::Unhealthy(format!(
-                                "no answer within {}",
-                                humantime::format_duration(t)
-                            ))
-                        }),
-                )
-            }
+            Some(c) if c.state.is_running() => Some(self.probe_once(host, &c.id).await),
             _ => None,
         };
         HostStatus::new(host.id.clone())
@@ -557,6 +545,27 @@ impl Deployer {
             .with_probe(probe)
             .with_lock(lock)
             .with_error((!errors.is_empty()).then(|| errors.join("; ")))
+    }
+
+    /// One probe answer of `container`. Probes bound the app's answer by
+    /// the policy's timeout themselves; the limit on top only stops a probe
+    /// whose own way to the app (an engine round trip, over SSH say) hangs,
+    /// so a slow engine does not count against the app.
+    pub(crate) async fn probe_once(
+        &self,
+        host: &HostTarget,
+        container: &ContainerId,
+    ) -> ProbeResult {
+        let t = self.health.timeout();
+        let limit = t + self.timeouts.engine;
+        tokio::time::timeout(limit, host.probe.check(container, t))
+            .await
+            .unwrap_or_else(|_| {
+                ProbeResult::Unhealthy(format!(
+                    "no answer within {}",
+                    humantime::format_duration(limit)
+                ))
+            })
     }
 
     /// The digests of the stable and previous tags, and the app's containers

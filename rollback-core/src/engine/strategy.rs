@@ -507,13 +507,26 @@ impl Deployer {
                 if !info.state.is_running() {
                     timed(limit, format!("start container {id}"), rt.start(id)).await?;
                 }
-                timed(
-                    limit,
-                    format!("switch the proxy back to container {id}"),
-                    sf.switch.switch(&sf.upstream(id)),
-                )
-                .await
-                .map_err(|e| e.context(format!("the proxy {}", sf.switch.describe())))
+                // Idempotent: also right when the traffic never moved, or
+                // when a refused switch moved it half way.
+                let upstream = sf.upstream(id);
+                let back = || {
+                    timed(
+                        limit,
+                        format!("switch the proxy back to container {id}"),
+                        sf.switch.switch(&upstream),
+                    )
+                };
+                if back().await.is_ok() {
+                    return Ok(());
+                }
+                // A proxy that died (or was stopped) comes back with its
+                // last config; then the switch again.
+                let proxy = |e: Error| e.context(format!("the proxy {}", sf.switch.describe()));
+                timed(self.timeouts.pull, "boot the proxy", sf.switch.ensure())
+                    .await
+                    .map_err(proxy)?;
+                back().await.map_err(proxy)
             }
         }
     }

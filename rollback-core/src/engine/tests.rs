@@ -7,9 +7,10 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::event::{Event, EventKind, Phase, Scope};
-use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
+use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime, FakeSwitch};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::{OnFailure, RolloutPolicy};
+use crate::traffic::Upstream;
 use crate::types::{labels, ContainerSpec, ContainerState, ImageRef, LockInfo};
 
 const S: Duration = Duration::from_secs(1);
@@ -1395,4 +1396,394 @@ async fn promote_moves_the_tags_once_and_touches_no_host() {
     assert_eq!(fleet.registry.copies().len(), copies);
     assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('1')));
     assert_eq!(fleet.hosts[0].calls().len(), calls, "no host was contacted");
+}
+
+// --- Start-first behind a proxy -------------------------------------------
+
+/// The engine's and the proxy's calls that change something, in order.
+fn start_first_calls(rt: &FakeRuntime) -> Vec<String> {
+    rt.calls_of(&[
+        "acquire_lock",
+        "pull",
+        "proxy_ensure",
+        "proxy_switch",
+        "proxy_drain",
+        "connect_network",
+        "stop",
+        "rename",
+        "create",
+        "start",
+        "remove",
+        "release_lock",
+    ])
+}
+
+impl Fleet {
+    /// One proxy per host, sending the traffic to `c1` (v1) as an earlier
+    /// start-first deploy left it.
+    fn proxies(&self) -> Vec<Arc<FakeSwitch>> {
+        self.hosts
+            .iter()
+            .map(|rt| {
+                let switch = FakeSwitch::new(rt.clone(), "rollback");
+                switch.set_target(&ContainerId("c1".into()), 8080);
+                switch
+            })
+            .collect()
+    }
+
+    fn start_first(&self, proxies: &[Arc<FakeSwitch>]) -> Deployer {
+        let app = App::new("app".parse().unwrap(), repo());
+        let targets = self
+            .hosts
+            .iter()
+            .zip(proxies)
+            .enumerate()
+            .map(|(i, (rt, switch))| {
+                let strategy = StartFirst::new(switch.clone(), "rollback", 8080)
+                    .with_drain(Duration::from_secs(5));
+                HostTarget::new(
+                    format!("h{}", i + 1),
+                    rt.clone(),
+                    rt.clone(),
+                    FakeProbe::new(rt.clone()),
+                    template(),
+                )
+                .with_strategy(Strategy::StartFirst(strategy))
+            })
+            .collect();
+        let events = self.events.clone();
+        Deployer::new(app, self.registry.clone(), targets)
+            .with_health(health())
+            .with_holder("tester@ci pid 1".into())
+            .with_deployment_id(DeploymentId("d-test".into()))
+            .with_observer(Arc::new(move |e: &Event| {
+                events.lock().unwrap().push(e.clone())
+            }))
+    }
+
+    /// The host phases in the order their events came.
+    fn phases(&self, host: &str) -> Vec<&'static str> {
+        let mut phases: Vec<&'static str> = Vec::new();
+        for e in self.events() {
+            if e.scope == Scope::Host(host.into()) && phases.last() != Some(&e.phase.as_str()) {
+                phases.push(e.phase.as_str());
+            }
+        }
+        phases
+    }
+}
+
+/// The calls of v2 (`c2`) starting beside v1 (`c1`) on one host, then `after`.
+fn beside_then(after: &[&str]) -> Vec<String> {
+    let mut calls = vec![
+        "acquire_lock app".to_owned(),
+        format!("pull {}", v2().image()),
+        "proxy_ensure".into(),
+        "connect_network c1 rollback".into(),
+        "create app--rollback-next sha256:222222222222".into(),
+        "start c2".into(),
+    ];
+    calls.extend(after.iter().map(|c| c.to_string()));
+    calls
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_moves_the_traffic_once_healthy_and_retires_the_old_release_after_the_window() {
+    let fleet = Fleet::new(1);
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert!(report.promoted);
+    // The old container never stops before the new one serves and is stable.
+    assert_eq!(
+        start_first_calls(&fleet.hosts[0]),
+        beside_then(&[
+            "proxy_switch c2",
+            "proxy_drain c1",
+            "stop c1",
+            "remove c1",
+            "rename c2 app",
+            "release_lock app",
+        ])
+    );
+    assert_eq!(proxies[0].target(), Some(ContainerId("c2".into())));
+    assert_eq!(fleet.running(0), Some(("v2".into(), true)));
+    assert_eq!(
+        fleet.phases("h1"),
+        [
+            "locked",
+            "captured",
+            "pulled",
+            "started",
+            "verifying",
+            "switched",
+            "verified",
+            "done"
+        ]
+    );
+    let host = &report.hosts[0];
+    assert_eq!(host.switch_back_ms, None);
+    assert_eq!(host.container, Some(ContainerId("c2".into())));
+    // The new container publishes nothing and joins the proxy's network.
+    let created = fleet.hosts[0]
+        .containers()
+        .into_iter()
+        .find(|c| c.id.as_str() == "c2")
+        .unwrap();
+    assert_eq!(created.name, "app");
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_never_sends_a_request_to_a_release_that_crashes_or_stays_down() {
+    // A crash at start, and a release answering DOWN until the deadline.
+    for behavior in [Behavior::CrashAfter(Duration::ZERO), Behavior::Unhealthy] {
+        let fleet = Fleet::new(1);
+        fleet.behave(0, &v2(), behavior);
+        let proxies = fleet.proxies();
+        let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::RolledBack,
+            "{behavior:?}: {report:?}"
+        );
+        assert_eq!(report.exit_code(), 3);
+        // No switch of the traffic at all, no stop or start of the old one.
+        assert_eq!(
+            start_first_calls(&fleet.hosts[0]),
+            beside_then(&[
+                "proxy_switch c1",
+                "proxy_drain c2",
+                "remove c2",
+                "release_lock app"
+            ]),
+            "{behavior:?}"
+        );
+        assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+        assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+        assert!(fleet.hosts[0].named("app--rollback-next").is_none());
+        assert_eq!(
+            report.hosts[0].switch_back_ms, None,
+            "nothing to switch back"
+        );
+        assert!(!fleet.phases("h1").contains(&"switched"), "{behavior:?}");
+        assert_nothing_promoted(&fleet);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_switches_back_at_once_when_the_release_fails_inside_the_window() {
+    let fleet = Fleet::new(1);
+    // Healthy at once, unhealthy 2 s later: inside the 3 s window.
+    fleet.behave(0, &v2(), Behavior::HealthyFor(2 * S));
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert_eq!(
+        start_first_calls(&fleet.hosts[0]),
+        beside_then(&[
+            "proxy_switch c2",
+            "proxy_switch c1",
+            "proxy_drain c2",
+            "remove c2",
+            "release_lock app"
+        ])
+    );
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    // The paused clock does not move while the engine works: the switch
+    // back took no time after the failing answer.
+    assert_eq!(report.hosts[0].switch_back_ms, Some(0));
+    let note = fleet
+        .events()
+        .into_iter()
+        .find(|e| e.detail.starts_with("traffic switched back"))
+        .expect("the switch back is reported");
+    assert!(note.detail.contains("0 ms after the failure"), "{note:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_proxy_failures_leave_the_old_release_serving() {
+    // The proxy cannot boot: nothing changes on the host.
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].fail("proxy_ensure", 1, ErrorKind::Unavailable);
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.exit_code(), 1);
+    assert!(
+        report.hosts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("the fake proxy"),
+        "{report:?}"
+    );
+    assert!(fleet.hosts[0].calls_of(&["create", "stop"]).is_empty());
+
+    // The proxy refuses the switch to the healthy new release: it goes.
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].fail("proxy_switch", 1, ErrorKind::Conflict);
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    let error = report.hosts[0].error.as_deref().unwrap();
+    assert!(error.contains("switch the proxy the fake proxy"), "{error}");
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert!(fleet.hosts[0].calls_of(&["stop"]).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_fleet_reverts_a_serving_host_by_moving_its_traffic_back() {
+    let fleet = Fleet::new(2);
+    fleet.behave(1, &v2(), Behavior::Unhealthy);
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    for (i, proxy) in proxies.iter().enumerate() {
+        assert_eq!(proxy.target(), Some(ContainerId("c1".into())), "h{}", i + 1);
+        assert_eq!(fleet.running(i), Some(("v1".into(), true)));
+        assert!(fleet.hosts[i].calls_of(&["stop"]).is_empty());
+    }
+    // h1 served v2, verified, and went back with one proxy change.
+    assert!(start_first_calls(&fleet.hosts[0]).contains(&"proxy_switch c2".to_owned()));
+    assert!(report.hosts[0].switch_back_ms.is_some(), "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_recover_finishes_a_serving_release_and_removes_one_that_never_served() {
+    // Interrupted after the switch: the proxy sends the traffic to c2.
+    let fleet = Fleet::new(1);
+    let proxies = fleet.proxies();
+    let mut v2_labels = v2();
+    v2_labels.tag = Some(tag("v2"));
+    let next = fleet.hosts[0].add_running("app--rollback-next", "app", &v2_labels);
+    proxies[0].set_target(&next, 8080);
+    fleet.hosts[0].hold_lock(LockInfo {
+        app: "app".into(),
+        deployment: DeploymentId("d-old".into()),
+        holder: "someone".into(),
+        target: "v2".into(),
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+    });
+    let report = fleet
+        .start_first(&proxies)
+        .recover(CancellationToken::new())
+        .await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+    assert_eq!(proxies[0].target(), Some(next.clone()));
+    assert_eq!(fleet.running(0), Some(("v2".into(), true)));
+    assert!(fleet.hosts[0].named("app--rollback-next").is_none());
+    assert!(fleet.hosts[0].lock_info().is_none());
+    assert_eq!(fleet.hosts[0].containers().len(), 1, "c1 is removed");
+
+    // Interrupted before it: c2 goes, c1 keeps the traffic.
+    let fleet = Fleet::new(1);
+    let proxies = fleet.proxies();
+    let next = fleet.hosts[0].add_running("app--rollback-next", "app", &v2());
+    let report = fleet
+        .start_first(&proxies)
+        .recover(CancellationToken::new())
+        .await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert!(
+        fleet.hosts[0].named("app--rollback-next").is_none(),
+        "{next} stays"
+    );
+    assert!(fleet.hosts[0].calls_of(&["stop"]).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_refuses_to_deploy_over_an_interrupted_deploy() {
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].add_running("app--rollback-next", "app", &v2());
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(
+        report.hosts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("run `rollback recover` first"),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_order_with_a_mocked_proxy() {
+    use crate::traffic::MockTrafficSwitch;
+    use mockall::Sequence;
+    let fleet = Fleet::new(1);
+    let mut seq = Sequence::new();
+    let mut mock = MockTrafficSwitch::new();
+    let up = |c: &str| Upstream::of(&ContainerId(c.into()), 8080);
+    mock.expect_describe().returning(|| "mock proxy".into());
+    mock.expect_wait_stopped()
+        .returning(|| Err(Error::other("this proxy cannot be watched")));
+    mock.expect_ensure()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|| Ok(()));
+    let c1 = up("c1");
+    mock.expect_current()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move || Ok(Some(c1.clone())));
+    let c2 = up("c2");
+    mock.expect_switch()
+        .withf(move |to| *to == c2)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let c1 = up("c1");
+    mock.expect_drain()
+        .withf(move |from, drain| *from == c1 && *drain == Duration::from_secs(5))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    let app = App::new("app".parse().unwrap(), repo());
+    let rt = fleet.hosts[0].clone();
+    let target = HostTarget::new(
+        "h1",
+        rt.clone(),
+        rt.clone(),
+        FakeProbe::new(rt.clone()),
+        template(),
+    )
+    .with_strategy(Strategy::StartFirst(
+        StartFirst::new(Arc::new(mock), "rollback", 8080).with_drain(Duration::from_secs(5)),
+    ));
+    rt.create_network("rollback").await.unwrap();
+    let report = Deployer::new(app, fleet.registry.clone(), vec![target])
+        .with_health(health())
+        .deploy(Target::Tag(tag("v2")), CancellationToken::new())
+        .await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{report:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_a_proxy_that_stops_ends_the_verification_and_comes_back_for_the_restore() {
+    let fleet = Fleet::new(1);
+    // v2 would be healthy only after 5 s; the proxy stops after 1 s.
+    fleet.behave(0, &v2(), Behavior::HealthyAfter(5 * S));
+    let proxies = fleet.proxies();
+    proxies[0].stop_after(S);
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    let error = report.hosts[0].error.as_deref().unwrap();
+    assert!(error.contains("the fake proxy stopped"), "{error}");
+    // Booted again for the restore; the old release kept the traffic.
+    let calls = start_first_calls(&fleet.hosts[0]);
+    assert_eq!(
+        calls.iter().filter(|c| *c == "proxy_ensure").count(),
+        2,
+        "{calls:?}"
+    );
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+    assert!(fleet.hosts[0].named("app--rollback-next").is_none());
 }
