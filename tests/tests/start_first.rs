@@ -4,14 +4,13 @@
 //! once when it fails inside `stable_for`, all of it under a load loop on
 //! the proxy's public address. Then a kill at each start-first checkpoint
 //! followed by `rollback recover`, a proxy that dies or refuses a change
-//! mid-deploy, and a fleet of two engines.
+//! mid-deploy, and a fleet whose second proxy cannot boot.
 //!
 //! Each app is routed by a `Host` of its own, so the proxy of an engine
 //! may serve other apps meanwhile; the tests that kill the proxy or break
 //! its admin API wait until it serves none. Tests of this file take turns
 //! (see [`turn`]).
 
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -110,15 +109,37 @@ fn proxy_port(engine: Option<&str>) -> u16 {
         .unwrap_or_else(free_port)
 }
 
+/// The public address to configure for `port`: the one the engine's proxy
+/// records when it publishes that port (every app behind a proxy must name
+/// it alike), else `127.0.0.1:port`.
+fn listen_for(engine: Option<&str>, port: u16) -> String {
+    let out = docker_output(
+        engine,
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"io.rollback.proxy.listen\"}}",
+            PROXY,
+        ],
+    );
+    let recorded = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && recorded.ends_with(&format!(":{port}")) {
+        recorded
+    } else {
+        format!("127.0.0.1:{port}")
+    }
+}
+
 /// The `Host` the app is routed by.
 fn vhost(fleet: &Fleet) -> String {
     format!("{}.test", fleet.app)
 }
 
-/// `rollback.toml` behind a proxy on `listen` for the fleet's hosts: short
-/// health timings, `stable_for` as given, `env` the body of the
+/// `rollback.toml` behind a proxy publishing `port` for the fleet's hosts:
+/// short health timings, `stable_for` as given, `env` the body of the
 /// `[container]` env table.
-fn write_config(fleet: &Fleet, listen: u16, stable_for: &str, env: &str) {
+fn write_config(fleet: &Fleet, port: u16, stable_for: &str, env: &str) {
+    let listen = listen_for(fleet.engine(0), port);
     let mut text = format!(
         r#"[app]
 name = "{app}"
@@ -129,7 +150,7 @@ stop_timeout = "1s"
 env = {{ {env} }}
 
 [proxy]
-listen = "127.0.0.1:{listen}"
+listen = "{listen}"
 app_port = 8080
 drain = "1s"
 host = "{vhost}"
@@ -693,71 +714,73 @@ fn a_proxy_refusing_the_switch_fails_the_deploy_by_name_and_v1_serves_throughout
     assert_eq!(fleet.tag_digest("latest"), Some(v1));
 }
 
-/// Boot prod-b's proxy on its own, publishing `listen`.
-fn boot_alone(dir: &Path, fleet: &Fleet, listen: u16) {
-    let text = format!(
-        "[app]\nname = \"{}\"\nrepository = \"{}\"\n\n\
-         [proxy]\nlisten = \"127.0.0.1:{listen}\"\napp_port = 8080\n\n\
-         [health]\npath = \"/health\"\n\n\
-         [[hosts]]\nname = \"prod-b\"\ndocker = \"{}\"\n",
-        fleet.app,
-        fleet.repo,
-        engine_b()
-    );
-    std::fs::write(dir.join("rollback.toml"), text).unwrap();
-    let run = rollback(dir, &["proxy", "boot"], &[]);
-    assert_eq!(run.code, 0, "{}", run.explain());
-}
-
 #[test]
-fn a_fleet_of_two_engines_deploys_start_first_behind_each_hosts_proxy() {
+fn a_fleet_whose_second_proxy_cannot_boot_fails_naming_it_and_v1_serves_on() {
     let _turn = turn();
+    // Both engines publish on this machine's loopback, so prod-b's proxy
+    // cannot take the address prod-a's holds: as on a host where another
+    // server holds the port.
+    let engine = engine_b();
+    alone_behind_proxy(Some(&engine));
+    let _ = docker_output(Some(&engine), &["rm", "-f", PROXY]);
     let fleet = Fleet::two_hosts("sf-fleet");
-    let (port_a, port_b) = (proxy_port(None), proxy_port(Some(&engine_b())));
-    // Both engines publish on this machine's loopback, where one port
-    // cannot serve two proxies: prod-b's is booted first on a port of its
-    // own, and a deploy keeps a proxy that runs.
-    let alone = tempfile::tempdir().unwrap();
-    boot_alone(alone.path(), &fleet, port_b);
-    assert_ne!(port_a, port_b);
-    write_config(&fleet, port_a, "2s", "");
+    let port = proxy_port(None);
+    write_config(&fleet, port, "2s", "");
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
-    let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
-    fleet.deploy_ok("v1");
-    let old = [
-        assert_serves(&fleet, 0, port_a, "v1", &v1),
-        assert_serves(&fleet, 1, port_b, "v1", &v1),
-    ];
-
-    let load_b = load_loop(port_b, &vhost(&fleet), "/version", THREADS, EVERY);
-    let (run, seen_a) = under_load(&fleet, port_a, || fleet.run(&["deploy", "--tag", "v2"]));
-    let seen_b = load_b.stop();
-    println!(
-        "fleet: prod-a {}; prod-b {}",
-        seen_a.summary(),
-        seen_b.summary()
-    );
+    push_release(&fleet.repo, "v2", "v2", "healthy");
+    let run = fleet.run(&["deploy", "--tag", "v1", "--host", "prod-a"]);
     assert_eq!(run.code, 0, "{}", run.explain());
-    let outcome = run.outcome();
-    for (i, host) in outcome["hosts"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(host["host"], fleet.hosts[i].name.as_str(), "{outcome}");
-        assert_eq!(host["after"]["digest"], v2.as_str(), "{outcome}");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+    let latest = fleet.tag_digest("latest");
+
+    let ((run, ended), seen) = under_load(&fleet, port, || {
+        let run = fleet.run(&["deploy", "--tag", "v2"]);
+        (run, SystemTime::now())
+    });
+    println!(
+        "fleet with prod-b's proxy unable to boot: {}",
+        seen.summary()
+    );
+    let why = reasons(&run);
+    assert!(
+        why.contains("prod-b") && why.contains(&format!("127.0.0.1:{port}")),
+        "the reason names prod-b and the address: {}",
+        run.explain()
+    );
+    assert!(
+        seen.failed().is_empty(),
+        "requests failed during the deploy:\n{}",
+        seen.failures()
+    );
+    // prod-b's proxy is booted at prod-b's turn: prod-a, first, may have
+    // gone ahead and is then switched back (exit 3); booted before any host
+    // changes, nothing moves (exit 1).
+    match run.code {
+        1 => assert_eq!(seen.versions(), ["v1"], "{}", seen.summary()),
+        3 => {
+            let a = &run.outcome()["hosts"][0];
+            assert_eq!(a["phase"], "rolled_back", "{a}");
+            assert!(a["switch_back_ms"].is_u64(), "{a}");
+            let after = seen.sent_from(ended);
+            assert!(
+                after.ok() > 0 && after.versions() == ["v1"],
+                "{}",
+                after.summary()
+            );
+        }
+        _ => panic!("failed before a change, or rolled back: {}", run.explain()),
     }
-    for (name, seen) in [("prod-a", &seen_a), ("prod-b", &seen_b)] {
-        assert!(
-            seen.failed().is_empty(),
-            "[{name}] requests failed during the deploy:\n{}",
-            seen.failures()
-        );
-        assert_eq!(seen.versions(), ["v1", "v2"], "[{name}] {}", seen.summary());
-    }
-    let new = [
-        assert_serves(&fleet, 0, port_a, "v2", &v2),
-        assert_serves(&fleet, 1, port_b, "v2", &v2),
-    ];
-    assert!(new[0] != old[0] && new[1] != old[1]);
-    assert_eq!(fleet.tag_digest("latest"), Some(v2));
-    assert_eq!(fleet.tag_digest("previous"), Some(v1));
+    assert_eq!(assert_serves(&fleet, 0, port, "v1", &v1), old);
+    assert!(
+        fleet.guard.all(Some(&engine)).is_empty(),
+        "no container of the app on prod-b"
+    );
+    assert!(!fleet.lock_exists(1), "no lock left on prod-b");
+    assert!(
+        !exists(Some(&engine), PROXY),
+        "the proxy that could not start is not left on prod-b"
+    );
+    assert_eq!(fleet.tag_digest("latest"), latest, "the tags did not move");
 }
 
 /// The load loop itself: what it counts as answered and as failed, and the
