@@ -587,17 +587,20 @@ fn recover_if_asked(fleet: &Fleet, run: &Run) {
     );
 }
 
-#[test]
-fn a_proxy_that_dies_mid_deploy_fails_it_by_name_and_the_old_release_runs_on() {
+/// Deploy v1 on prod-b (the proxy is killed: on the engine where no other
+/// app is behind it), then v2 in `v2_mode`, `kill` the proxy when `at` says,
+/// and check what a user is promised: the verification ends naming the
+/// proxy, the proxy is started again and v1, which never stopped, serves
+/// through it (exit 3).
+fn proxy_killed(prefix: &str, v2_mode: &str, env: &str, at: impl FnOnce(&mut Spawned)) {
     let _turn = turn();
-    // The proxy is killed: on an engine where no other app is behind it.
     let engine = engine_b();
     alone_behind_proxy(Some(&engine));
-    let (fleet, port) = one_host("sf-deadproxy", Some(engine.clone()));
+    let (fleet, port) = one_host(prefix, Some(engine.clone()));
     let engine = Some(engine.as_str());
     let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
-    push_release(&fleet.repo, "v2", "v2", "healthy");
-    write_config(&fleet, port, "2s", "");
+    push_release(&fleet.repo, "v2", "v2", v2_mode);
+    write_config(&fleet, port, "2s", env);
     fleet.deploy_ok("v1");
     let old = assert_serves(&fleet, 0, port, "v1", &v1);
 
@@ -605,39 +608,59 @@ fn a_proxy_that_dies_mid_deploy_fails_it_by_name_and_the_old_release_runs_on() {
         &["deploy", "--tag", "v2"],
         &[
             ("ROLLBACK_TEST_PAUSE_AT", "started"),
-            ("ROLLBACK_TEST_PAUSE_FOR", "3s"),
+            ("ROLLBACK_TEST_PAUSE_FOR", "2s"),
         ],
     );
-    deploy.wait_for("paused at started on prod-a", WAIT);
+    at(&mut deploy);
+    let killed = SystemTime::now();
     docker(engine, &["kill", PROXY]);
     let run = deploy.finish();
+    let ended = events_in(&run, "rolling_back")
+        .first()
+        .and_then(event_time)
+        .and_then(|t| t.duration_since(killed).ok());
+    println!(
+        "{prefix}: exit {}, verification ended {:?} after the kill; reason: {}",
+        run.code,
+        ended,
+        reasons(&run)
+    );
+    assert!(
+        events_in(&run, "switched").is_empty(),
+        "v2 never took traffic"
+    );
+    assert_eq!(run.code, 3, "rolled back: {}", run.explain());
+    assert!(
+        reasons(&run).contains(&format!("the proxy container {PROXY} stopped")),
+        "the reason names the proxy: {}",
+        run.explain()
+    );
+    assert!(
+        ended.is_some_and(|e| e < Duration::from_secs(3)),
+        "the verification ended at once, not at its 10 s deadline: {}",
+        run.explain()
+    );
     let state = docker(engine, &["inspect", "-f", "{{.State.Status}}", PROXY]);
-    assert_eq!(state, "exited", "the proxy stayed down through the deploy");
-    assert!(
-        [1, 3, 4].contains(&run.code),
-        "the deploy failed: {}",
-        run.explain()
-    );
-    assert_ne!(run.outcome()["outcome"], "deployed");
-    assert!(
-        reasons(&run).contains(&format!("the proxy container {PROXY} is not running")),
-        "the deploy says the proxy is down: {}",
-        run.explain()
-    );
-    assert_eq!(fleet.running_id(0), old, "v1's container runs on");
+    assert_eq!(state, "running", "the restore started the proxy again");
     assert_eq!(version_inside(engine, &old), "v1");
-    assert_eq!(fleet.tag_digest("latest"), Some(v1.clone()));
-
-    // Booted again, the proxy comes back with its route to v1.
-    let boot = rollback(fleet.dir(), &["proxy", "boot"], &[]);
-    assert_eq!(boot.code, 0, "{}", boot.explain());
-    recover_if_asked(&fleet, &run);
-    let end = Instant::now() + Duration::from_secs(10);
-    while via_proxy(&fleet, port, "/version").is_none() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert_eq!(assert_serves(&fleet, 0, port, "v1", &v1), old);
     assert_eq!(fleet.tag_digest("latest"), Some(v1));
+}
+
+#[test]
+fn a_proxy_killed_while_the_new_release_is_verified_ends_it_naming_the_proxy() {
+    // v2 listens only after 6 s: the proxy dies while it is probed.
+    proxy_killed("sf-proxy-lost", "slow", "SLOW_SECS = \"6\"", |deploy| {
+        deploy.wait_event("prod-a", "verifying", WAIT);
+        std::thread::sleep(Duration::from_millis(300));
+    });
+}
+
+#[test]
+fn a_proxy_dead_before_the_verification_ends_it_naming_the_proxy() {
+    proxy_killed("sf-proxy-dead", "healthy", "", |deploy| {
+        deploy.wait_for("paused at started on prod-a", WAIT);
+    });
 }
 
 /// Caddy's admin API moved to `to` inside the proxy container; while it is
