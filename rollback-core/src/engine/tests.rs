@@ -102,6 +102,11 @@ impl Fleet {
     }
 
     fn deployer(&self) -> Deployer {
+        self.deployer_with(|_| Strategy::StopFirst)
+    }
+
+    /// The fleet's deployer, host `i` deployed with `strategy(i)`.
+    fn deployer_with(&self, strategy: impl Fn(usize) -> Strategy) -> Deployer {
         let app = App::new("app".parse().unwrap(), repo());
         let targets = self
             .hosts
@@ -115,6 +120,7 @@ impl Fleet {
                     FakeProbe::new(rt.clone()),
                     template(),
                 )
+                .with_strategy(strategy(i))
             })
             .collect();
         let events = self.events.clone();
@@ -1433,33 +1439,12 @@ impl Fleet {
     }
 
     fn start_first(&self, proxies: &[Arc<FakeSwitch>]) -> Deployer {
-        let app = App::new("app".parse().unwrap(), repo());
-        let targets = self
-            .hosts
-            .iter()
-            .zip(proxies)
-            .enumerate()
-            .map(|(i, (rt, switch))| {
-                let strategy = StartFirst::new(switch.clone(), "rollback", 8080)
-                    .with_drain(Duration::from_secs(5));
-                HostTarget::new(
-                    format!("h{}", i + 1),
-                    rt.clone(),
-                    rt.clone(),
-                    FakeProbe::new(rt.clone()),
-                    template(),
-                )
-                .with_strategy(Strategy::StartFirst(strategy))
-            })
-            .collect();
-        let events = self.events.clone();
-        Deployer::new(app, self.registry.clone(), targets)
-            .with_health(health())
-            .with_holder("tester@ci pid 1".into())
-            .with_deployment_id(DeploymentId("d-test".into()))
-            .with_observer(Arc::new(move |e: &Event| {
-                events.lock().unwrap().push(e.clone())
-            }))
+        self.deployer_with(|i| {
+            Strategy::StartFirst(
+                StartFirst::new(proxies[i].clone(), "rollback", 8080)
+                    .with_drain(Duration::from_secs(5)),
+            )
+        })
     }
 
     /// The host phases in the order their events came.
