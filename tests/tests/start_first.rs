@@ -709,7 +709,12 @@ fn a_proxy_refusing_the_switch_fails_the_deploy_by_name_and_v1_serves_throughout
         move_admin(engine, "127.0.0.1:2019", "127.0.0.1:2999");
         deploy.finish()
     });
-    println!("refused switch: {}", seen.summary());
+    println!(
+        "refused switch: {}; exit {}: {}",
+        seen.summary(),
+        run.code,
+        reasons(&run)
+    );
     assert!(
         [1, 3, 4].contains(&run.code),
         "the deploy failed: {}",
