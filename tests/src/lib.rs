@@ -687,3 +687,296 @@ stable_for = "1s"
         answers
     }
 }
+
+/// Status and body of `GET path` on `127.0.0.1:port` with this `Host`, on
+/// a fresh connection with short timeouts; `Err` says what went wrong.
+pub fn http_status(port: u16, host: &str, path: &str) -> Result<(u16, String), String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(2))))
+        .map_err(|e| e.to_string())?;
+    // One write: a request in pieces may meet a server that answered and
+    // closed after the first one.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("{e} after {} bytes", response.len()))?;
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return Err(format!(
+            "the connection closed after {} bytes of response: {response:?}",
+            response.len()
+        ));
+    };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status line: {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// One request of a [`LoadLoop`].
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When it was sent.
+    pub sent: std::time::SystemTime,
+    /// When its answer (or failure) was complete.
+    pub done: std::time::SystemTime,
+    /// The trimmed body of a 200 answer, or what went wrong.
+    pub answer: Result<String, String>,
+}
+
+/// What a [`LoadLoop`] saw: each thread's requests in order.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// The requests of each thread.
+    pub threads: Vec<Vec<Sample>>,
+}
+
+impl Load {
+    /// Every request, thread by thread.
+    pub fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.threads.iter().flatten()
+    }
+
+    /// How many requests got a 200.
+    pub fn ok(&self) -> usize {
+        self.samples().filter(|s| s.answer.is_ok()).count()
+    }
+
+    /// The requests that did not get a 200.
+    pub fn failed(&self) -> Vec<&Sample> {
+        self.samples().filter(|s| s.answer.is_err()).collect()
+    }
+
+    /// The bodies answered, each once, in the order first sent.
+    pub fn versions(&self) -> Vec<String> {
+        let mut ok: Vec<&Sample> = self.samples().filter(|s| s.answer.is_ok()).collect();
+        ok.sort_by_key(|s| s.sent);
+        let mut versions: Vec<String> = Vec::new();
+        for sample in ok {
+            let v = sample.answer.as_ref().unwrap();
+            if !versions.contains(v) {
+                versions.push(v.clone());
+            }
+        }
+        versions
+    }
+
+    /// The longest time a thread went without a 200 answer.
+    pub fn longest_gap(&self) -> Duration {
+        let mut longest = Duration::ZERO;
+        for thread in &self.threads {
+            let Some(first) = thread.first() else {
+                continue;
+            };
+            let mut last_ok = first.sent;
+            for sample in thread {
+                if sample.answer.is_ok() {
+                    let gap = sample.done.duration_since(last_ok).unwrap_or_default();
+                    longest = longest.max(gap);
+                    last_ok = sample.done;
+                }
+            }
+            if let Some(end) = thread.last() {
+                longest = longest.max(end.done.duration_since(last_ok).unwrap_or_default());
+            }
+        }
+        longest
+    }
+
+    /// The requests sent at or after `from`, as a load of their own.
+    pub fn sent_from(&self, from: std::time::SystemTime) -> Load {
+        Load {
+            threads: self
+                .threads
+                .iter()
+                .map(|t| t.iter().filter(|s| s.sent >= from).cloned().collect())
+                .collect(),
+        }
+    }
+
+    /// The requests sent before `until`, as a load of their own.
+    pub fn sent_before(&self, until: std::time::SystemTime) -> Load {
+        Load {
+            threads: self
+                .threads
+                .iter()
+                .map(|t| t.iter().filter(|s| s.sent < until).cloned().collect())
+                .collect(),
+        }
+    }
+
+    /// Counts, versions and the longest gap in one line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} requests, {} failed, versions {:?}, longest gap {} ms",
+            self.samples().count(),
+            self.failed().len(),
+            self.versions(),
+            self.longest_gap().as_millis()
+        )
+    }
+
+    /// What the failed requests got, for assertion messages (the first 10).
+    pub fn failures(&self) -> String {
+        let failed = self.failed();
+        let mut lines: Vec<String> = failed
+            .iter()
+            .take(10)
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    clock_millis(s.sent),
+                    s.answer.as_ref().unwrap_err()
+                )
+            })
+            .collect();
+        if failed.len() > 10 {
+            lines.push(format!("... and {} more", failed.len() - 10));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Requests running in the background until [`LoadLoop::stop`].
+pub struct LoadLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+/// GET `path` on `127.0.0.1:port` with this `Host` from `threads` threads,
+/// each on a fresh connection at most once per `every`, until stopped: a
+/// bounded load, so a 2-core machine still runs the deploy beside it. A 200
+/// is a success, anything else (status, refused, timeout, cut answer) a
+/// failure.
+pub fn load_loop(port: u16, host: &str, path: &str, threads: usize, every: Duration) -> LoadLoop {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Instant, SystemTime};
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            let (host, path) = (host.to_owned(), path.to_owned());
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let began = Instant::now();
+                    let sent = SystemTime::now();
+                    let answer = match http_status(port, &host, &path) {
+                        Ok((200, body)) => Ok(body.trim().to_owned()),
+                        Ok((status, body)) => Err(format!("{status} {}", body.trim())),
+                        Err(e) => Err(e),
+                    };
+                    samples.push(Sample {
+                        sent,
+                        done: SystemTime::now(),
+                        answer,
+                    });
+                    if let Some(rest) = every.checked_sub(began.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    LoadLoop { stop, workers }
+}
+
+impl LoadLoop {
+    /// Stop the threads and collect what they saw.
+    pub fn stop(self) -> Load {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Load {
+            threads: self
+                .workers
+                .into_iter()
+                .map(|w| w.join().expect("a load thread panicked"))
+                .collect(),
+        }
+    }
+}
+
+/// The `time` of a JSON event (`2026-01-02T03:04:05.678Z`, UTC).
+pub fn event_time(event: &serde_json::Value) -> Option<std::time::SystemTime> {
+    parse_rfc3339(event["time"].as_str()?)
+}
+
+/// A UTC RFC 3339 time with optional fractional seconds.
+pub fn parse_rfc3339(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        digits.parse::<u32>().ok()?
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days * 86_400 + h * 3600 + min * 60 + s;
+    Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// A time as `HH:MM:SS.mmm` UTC, for messages.
+pub fn clock_millis(time: std::time::SystemTime) -> String {
+    let d = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_read_as_the_clock_they_were_written_by() {
+        let at = |s: &str| {
+            parse_rfc3339(s)
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        assert_eq!(at("1970-01-01T00:00:00Z"), Duration::ZERO);
+        assert_eq!(
+            at("2026-12-02T01:25:57.123Z"),
+            Duration::from_millis(1_796_174_757_123)
+        );
+        assert_eq!(
+            at("2024-02-29T23:59:59.5Z"),
+            Duration::from_millis(1_709_251_199_500)
+        );
+        assert!(parse_rfc3339("2026-12-02 01:25:57").is_none());
+        assert_eq!(
+            clock_millis(std::time::UNIX_EPOCH + Duration::from_millis(3_723_004)),
+            "01:02:03.004"
+        );
+    }
+}
