@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Helpers of scripts/bench: registry access-log accounting, a 2-platform OCI
 index pushed through the registry API, manifest digests, deploy event timings,
-and the markdown report. Standard library only.
+a load generator and its figures, and the markdown report. Standard library only.
 
     benchlib.py logcount LOG START END REPO REGISTRY_ROOT UA
     benchlib.py push-index REGISTRY REPO TAG
@@ -9,10 +9,13 @@ and the markdown report. Standard library only.
     benchlib.py delete-repo REGISTRY REPO
     benchlib.py crash-timings DEPLOY_JSON ENGINE_EVENTS
     benchlib.py segments DEPLOY_JSON T_START T_END
+    benchlib.py load URL HOST OUT STOP_FILE READY_FILE
+    benchlib.py load-figures LOAD DEPLOY_JSON OLD_VERSION
     benchlib.py report RESULTS META OUT
 """
 
 import gzip
+import http.client
 import hashlib
 import io
 import json
@@ -21,7 +24,10 @@ import re
 import statistics
 import sys
 import tarfile
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime
 
@@ -399,6 +405,143 @@ def segments(deploy_path, t0, t1):
     }
     out["own_s"] = round(out["seg_start"] + out["seg_end"], 6)
     print(json.dumps({k: v for k, v in out.items() if v is not None}))
+
+
+# --- load ---------------------------------------------------------------------
+
+LOAD_THREADS = 4
+LOAD_RATE = 200  # requests per second, all threads together
+LOAD_TIMEOUT = 1.0  # seconds; a slower answer is a failed request
+
+
+def load(url, host, out, stop_file, ready_file):
+    """GET URL from LOAD_THREADS threads at LOAD_RATE requests/s in all until
+    STOP_FILE exists. Each request opens its own connection, as independent
+    clients do, so a refused connection shows at once. READY_FILE is written
+    at the first 200; every request (start, end, status, body or error) goes
+    to OUT as JSON lines when the loop ends."""
+    u = urllib.parse.urlsplit(url)
+    path = u.path or "/"
+    headers = {"Connection": "close"}
+    if host:
+        headers["Host"] = host
+    period = LOAD_THREADS / LOAD_RATE
+    records, lock = [], threading.Lock()
+    stop, ready = threading.Event(), threading.Event()
+
+    def worker(k):
+        # Threads start staggered so the requests are spread over the period.
+        due = time.monotonic() + k * period / LOAD_THREADS
+        while not stop.is_set():
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            t0 = time.time()
+            status, body, error = None, "", None
+            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=LOAD_TIMEOUT)
+            try:
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                body = r.read(256).decode("utf-8", "replace").strip()
+                status = r.status
+            except Exception as e:  # every failure is a result here
+                error = f"{type(e).__name__}: {e}"[:120]
+            finally:
+                conn.close()
+            t1 = time.time()
+            with lock:
+                records.append({"t0": t0, "t1": t1, "status": status, "body": body[:64], "error": error})
+            if status == 200 and not ready.is_set():
+                ready.set()
+                with open(ready_file, "w") as f:
+                    f.write(f"{t1}\n")
+            # Bounded rate: after a slow request the thread goes on from now,
+            # it does not catch up with a burst.
+            due = max(due + period, time.monotonic())
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(LOAD_THREADS)]
+    for t in threads:
+        t.start()
+    while not os.path.exists(stop_file):
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join(LOAD_TIMEOUT + 1)
+    with lock:
+        done = sorted(records, key=lambda r: r["t0"])
+    with open(out, "w") as f:
+        for r in done:
+            f.write(json.dumps(r) + "\n")
+
+
+def deploy_result(path):
+    """Events per host and the outcome of one `deploy --output json` run; a
+    run that ended before any event (a refused config) has no events."""
+    evs, outcome = [], None
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if "seq" in obj:
+            evs.append(obj)
+        elif "outcome" in obj:
+            outcome = obj
+    phases = {}
+    for e in evs:
+        if e.get("kind") == "transition" and e.get("host"):
+            phases.setdefault(e["phase"], parse_time(e["time"]))
+    return phases, outcome
+
+
+def load_figures(load_path, deploy_path, old):
+    """What the clients of the public address saw during one deploy."""
+    recs = []
+    with open(load_path) as f:
+        for line in f:
+            if line.strip():
+                recs.append(json.loads(line))
+    good = sorted((r for r in recs if r["status"] == 200), key=lambda r: r["t1"])
+    failed = [r for r in recs if r["status"] != 200]
+    out = {"requests": len(recs), "failed": len(failed)}
+    if len(good) >= 2:
+        gap = max(b["t1"] - a["t1"] for a, b in zip(good, good[1:]))
+        # Failures after the last good answer are a gap that never closed.
+        end = max(r["t1"] for r in recs)
+        if failed and max(r["t1"] for r in failed) > good[-1]["t1"]:
+            gap = max(gap, end - good[-1]["t1"])
+        out["gap_ms"] = round(gap * 1000, 1)
+    served = []
+    for r in good:
+        if not served or served[-1] != r["body"]:
+            served.append(r["body"])
+    out["served"] = " → ".join(served)
+    out["errors"] = sorted({(r["error"] or f"HTTP {r['status']}").split(":")[0] for r in failed})
+    phases, outcome = deploy_result(deploy_path)
+    if outcome is not None:
+        out["outcome"] = outcome.get("outcome")
+        hosts = outcome.get("hosts") or []
+        sb = hosts[0].get("switch_back_ms") if hosts else None
+        if sb is not None:
+            out["switch_back_ms"] = sb
+    # From the failure seen (the deploy's rolling_back event) to the first
+    # answer of the old release at the public address; only when the public
+    # address stopped serving the old release at all.
+    rb = phases.get("rolling_back")
+    left = bool(failed) or any(r["body"] != old for r in good)
+    if rb is not None and left:
+        back = [r["t1"] for r in good if r["body"] == old and r["t1"] >= rb]
+        if back:
+            out["restore_ms"] = round((back[0] - rb) * 1000, 1)
+    return out
 
 
 # --- report -------------------------------------------------------------------
@@ -858,6 +1001,10 @@ def main(argv):
         crash_timings(*args)
     elif cmd == "segments":
         segments(*args)
+    elif cmd == "load":
+        load(*args)
+    elif cmd == "load-figures":
+        print(json.dumps(load_figures(*args), ensure_ascii=False))
     elif cmd == "report":
         report(*args)
     else:
