@@ -647,8 +647,10 @@ def report(results, meta_path, out_path):
     for k in ("date", "cpu", "cores", "memory", "load", "kernel", "engine", "registry", "skopeo", "rollback", "commit"):
         w(f"| {k} | {meta.get(k, 'n/a')} |")
     w("")
-    w(f"Reproduce: `{meta['command']}` (from the repository root; it starts the test environment "
-      "with `scripts/test-env`, builds `target/release/rollback`, and cleans up what it creates).")
+    env = ("it uses the test environment as it runs" if "ROLLBACK_BENCH_NO_TEST_ENV" in meta["command"]
+           else "it starts the test environment with `scripts/test-env`")
+    w(f"Reproduce: `{meta['command']}` (from the repository root; {env}, "
+      "builds `target/release/rollback`, and cleans up what it creates).")
     w("")
     w("Health timings of every `rollback` config in this run (small, so the bench takes "
       f"minutes): interval {meta['interval']}, timeout {meta['timeout']}, stable_for "
@@ -692,6 +694,8 @@ def report(results, meta_path, out_path):
         part5(w, m, n, meta)
     if not skipped(6, "6. An engine reached over SSH"):
         part6(w, m, n, meta)
+    if not skipped(7, "7. Stop-first against `[proxy]` under load"):
+        part7(w, m, n, rows, meta, targets)
     finish(w, L, rows, targets, out_path)
 
 
@@ -966,6 +970,94 @@ def part6(w, m, n, meta):
           "that watches the container, requests in parallel) opens a new channel. The health "
           "checks do not go through SSH.")
         w("")
+
+
+P7_RELEASES = {
+    "slow": "healthy, listens 2 s after its start (`slow`, `SLOW_SECS=2`)",
+    "crash": "exits 1 at start (`crash`)",
+    "down": "answers `{\"status\":\"DOWN\"}` (`down`)",
+    "flaky": "dies 4 s after its start, inside `stable_for` (`flaky`, `FLAKY_SECS=4`)",
+}
+
+
+def part7(w, m, n, rows, meta, targets):
+    p7 = meta.get("p7") or {}
+    w("## 7. Stop-first against `[proxy]` under load")
+    w("")
+    w("Four releases, each deployed over a healthy `v1` on the local engine twice: **stop-first** "
+      "(the app publishes its port itself, `[container] ports = [\"127.0.0.1:PORT:8080\"]`, "
+      "`[health] http`) and **`[proxy]`** (start-first behind the proxy container: `listen` on a "
+      "loopback port, `app_port = 8080`, `drain = "
+      f"\"{p7.get('drain', 'n/a')}\"`, `[health] path = \"/health\"`, `json_pointer = \"/status\"`, "
+      "`expect = \"UP\"`). Both with `stable_for` "
+      f"{p7.get('stable_for', 'n/a')}, `deadline` {p7.get('deadline', 'n/a')}, interval "
+      f"{meta['interval']}, `stop_timeout` {meta['stop_timeout']}. Before each deploy `v1` serves "
+      "the public address (deployed again when the case before left another release there).")
+    w("")
+    w("During each deploy a load loop (`benchlib.py load`: 4 threads, 200 requests/s in all, a "
+      "new connection per request, `GET /version`, 1 s timeout) runs on the public address (the "
+      "app's port for stop-first, the proxy's `listen` for `[proxy]`) from before the deploy "
+      "until 1 s after it ends, and records every request. **Failed requests**: answers other "
+      "than 200, refused or reset connections and timeouts. **Longest gap**: the longest time "
+      "between two good answers (their completion times). **Switch-back**: for `[proxy]`, the "
+      "deploy's own `switch_back_ms` (failure seen → the proxy answering from the old release; "
+      "in brackets the load loop's view: the `rolling_back` event → the first `v1` answer); "
+      "stop-first reports none, so its figure is the load loop's (marked *load*); — when "
+      "traffic never left `v1` or nothing was switched back. **Wall time**: the `rollback "
+      "deploy` process. Measured with `" + meta["command"] + "` (this part alone: "
+      "`scripts/bench --parts 7`).")
+    w("")
+    if p7.get("proxy"):
+        w(f"The proxy container `rollback-proxy`: {p7['proxy']}; its network `rollback`: "
+          f"{p7.get('network', 'n/a')}. Other apps may share the proxy, so the bench's app is "
+          "routed by `Host` (`[proxy] host`, sent by the load loop).")
+        w("")
+    w("| release | deploy | exit | failed requests | longest gap | switch-back | wall time | served at the public address | runs: range |")
+    w("|---|---|---|---|---|---|---|---|---|")
+
+    def ms(v):
+        return "—" if v is None else f"{v:.0f} ms"
+
+    lost, sent = 0, 0
+    for rel in p7.get("releases") or list(P7_RELEASES):
+        for tool, name in (("stop-first", "stop-first"), ("proxy", "`[proxy]`")):
+            vals = [r["value"] for r in rows if r["part"] == 7 and r["case"] == rel
+                    and r["tool"] == tool and r["metric"] == "failed"]
+            if not vals:
+                w(f"| {rel} | {name} | n/a | n/a | n/a | n/a | n/a | not measured | 0 |")
+                continue
+            exits = sorted({int(x) for x in texts(rows, 7, rel, tool, "exit_code")})
+            failed = m(7, rel, tool, "failed")
+            reqs = m(7, rel, tool, "requests")
+            shown = f"{failed:g} of {reqs:g}"
+            if len(vals) > 1:
+                shown += f" (max {max(vals):g})"
+            if tool == "proxy":
+                sb = m(7, rel, tool, "switch_back_ms")
+                back = ms(sb)
+                rm = m(7, rel, tool, "restore_ms")
+                if rm is not None:
+                    back += f" ({ms(rm)})"
+                if rel in ("slow", "crash", "down"):
+                    lost += sum(vals)
+                    sent += sum(texts(rows, 7, rel, tool, "requests"))
+            else:
+                rm = m(7, rel, tool, "restore_ms")
+                back = "—" if rm is None else f"{ms(rm)} *load*"
+            served = texts(rows, 7, rel, tool, "served")
+            w(f"| {rel} | {name} | {', '.join(map(str, exits))} | {shown} | "
+              f"{ms(m(7, rel, tool, 'gap_ms'))} | {back} | {fmt_s(m(7, rel, tool, 'wall_s'))} | "
+              f"{served[0] if served else 'n/a'} | {n(7, rel, tool, 'wall_s')} |")
+    w("")
+    w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P7_RELEASES.items()) + ". "
+      "Expected exits: 0 for slow, 3 (rolled back) for the others. Figures are medians of the "
+      "runs; *served* lists the releases that answered, in order, in the first run.")
+    w("")
+    measured = [r for r in rows if r["part"] == 7 and r["tool"] == "proxy" and r["metric"] == "failed"
+                and r["case"] in ("slow", "crash", "down")]
+    targets.append(("[proxy]: no request lost while a slow, crashing or DOWN release is deployed",
+                    f"{lost:g} of {sent:g}" if measured else "n/a",
+                    verdict(lost == 0 if measured else None)))
 
 
 def finish(w, L, rows, targets, out_path):
