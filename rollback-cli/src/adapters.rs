@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, TcpProbe};
+use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, StartFirst, TcpProbe};
 use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 use rollback_proxy::{Caddy, DirectProbe, ProxyContainer};
 use rollback_registry::OciRegistry;
@@ -128,6 +128,22 @@ pub fn proxy_container(
         .map_err(|e| CliError::bad_argument(format_args!("proxy.image {:?}", config.image), &e))?;
     Caddy::container(runtime, Some(image), &config.listen)
         .map_err(|e| CliError::bad_argument(format_args!("proxy.listen {:?}", config.listen), &e))
+}
+
+/// The start-first strategy `[proxy]` describes for `app` on the host of
+/// `runtime`: Caddy in the proxy container, on the proxy's network.
+pub fn start_first(
+    runtime: Arc<dyn rollback_core::Runtime>,
+    config: &ProxyConfig,
+    app: &str,
+) -> Result<StartFirst, CliError> {
+    let container = proxy_container(runtime, config)?;
+    let network = container.network().to_owned();
+    let mut caddy = Caddy::new(container, app);
+    if let Some(host) = &config.host {
+        caddy = caddy.with_host(host);
+    }
+    Ok(StartFirst::new(Arc::new(caddy), network, config.app_port).with_drain(config.drain))
 }
 
 #[cfg(test)]

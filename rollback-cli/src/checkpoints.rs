@@ -5,7 +5,7 @@
 //!
 //! `ROLLBACK_TEST_PAUSE_AT=<stage>` or `<stage>@<host>` (stages: `locked`,
 //! `captured`, `pulled`, `switched`, `verifying`, `rolling_back`,
-//! `promoting`) makes the first host reaching that stage (or the named
+//! `promoting`, and start-first's `started`, `stable_window`, `draining`) makes the first host reaching that stage (or the named
 //! host) print `paused at <stage> on <host>` to stderr and wait there, for
 //! `ROLLBACK_TEST_PAUSE_FOR` (a humantime duration, default one hour).
 //! Other hosts go on. `promoting` is the fleet's, named `fleet` here.

@@ -23,14 +23,22 @@ pub enum Stage {
     Captured,
     /// The new image is on the host.
     Pulled,
-    /// The new release runs in place of the old one.
+    /// Start-first: the new release runs beside the old one, not probed yet.
+    Started,
+    /// The new release takes the traffic: stop-first, it runs in place of
+    /// the old one; start-first, the proxy was just switched to it.
     Switched,
+    /// Start-first: the first healthy answer with the traffic on the new
+    /// release, inside the stable window.
+    StableWindow,
     /// The new release is being verified (before the first probe).
     Verifying,
     /// A failed release is stopped and the previous one about to start again.
     RollingBack,
     /// Every host is verified and the tags are about to move (fleet).
     Promoting,
+    /// Start-first: the old release is being drained, before it stops.
+    Draining,
 }
 
 impl Stage {
@@ -40,22 +48,28 @@ impl Stage {
             Stage::Locked => "locked",
             Stage::Captured => "captured",
             Stage::Pulled => "pulled",
+            Stage::Started => "started",
             Stage::Switched => "switched",
+            Stage::StableWindow => "stable_window",
             Stage::Verifying => "verifying",
             Stage::RollingBack => "rolling_back",
             Stage::Promoting => "promoting",
+            Stage::Draining => "draining",
         }
     }
 
     /// Every stage, in deploy order.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 10] = [
         Stage::Locked,
         Stage::Captured,
         Stage::Pulled,
+        Stage::Started,
         Stage::Switched,
         Stage::Verifying,
+        Stage::StableWindow,
         Stage::RollingBack,
         Stage::Promoting,
+        Stage::Draining,
     ];
 }
 

@@ -21,7 +21,12 @@ pub enum Phase {
     Captured,
     /// The new image is on the host.
     Pulled,
-    /// The old container is stopped and kept; the new one started.
+    /// Start-first: the new release runs beside the old one, which still
+    /// takes every request.
+    Started,
+    /// The new release takes the traffic: stop-first, the old container
+    /// is stopped and kept and the new one started; start-first, the proxy
+    /// sends the requests to the new release and the old one still runs.
     Switched,
     /// Probing the new release.
     Verifying,
@@ -49,6 +54,7 @@ impl Phase {
             Phase::Locked => "locked",
             Phase::Captured => "captured",
             Phase::Pulled => "pulled",
+            Phase::Started => "started",
             Phase::Switched => "switched",
             Phase::Verifying => "verifying",
             Phase::Verified => "verified",

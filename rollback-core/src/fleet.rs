@@ -235,6 +235,9 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
             HostState::Captured { .. }
                 | HostState::Pulled { .. }
                 | HostState::Verifying { .. }
+                | HostState::Warming { .. }
+                | HostState::Ready { .. }
+                | HostState::Serving { .. }
                 | HostState::Restoring { .. }
         )),
         "the fleet decides between steps, not while a host is mid-way: {hosts:?}"

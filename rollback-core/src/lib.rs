@@ -106,7 +106,7 @@ pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
     App, CancellationToken, Deployer, FailedRemoval, History, HostPlan, HostPrune, HostStatus,
-    HostTarget, Plan, PruneReport, Strategy, Target, UndoTarget,
+    HostTarget, Plan, PruneReport, StartFirst, Strategy, Target, UndoTarget,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
@@ -123,10 +123,10 @@ pub use retention::{ImageInfo, KeepReason, KeptImage, Protected, Retain, Retenti
 pub use traffic::{TrafficSwitch, Upstream};
 pub use traits::{CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
 pub use types::{
-    labels, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName, ContainerSpec,
-    ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus, HostId,
-    ImageRef, LockAttempt, LockInfo, PortMapping, ProgressSink, PullProgress, Release, Repository,
-    RestartPolicy, RunOptions, Secret, Tag,
+    labels, next_name, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName,
+    ContainerSpec, ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus,
+    HostId, ImageRef, LockAttempt, LockInfo, PortMapping, ProgressSink, PullProgress, Release,
+    Repository, RestartPolicy, RunOptions, Secret, Tag,
 };
 
 #[cfg(any(test, feature = "mock"))]

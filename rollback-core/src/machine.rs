@@ -22,10 +22,19 @@
 //! - `recover` enters a host it adopts with [`Input::Adopted`]: a running
 //!   app container is verified like a fresh switch, any other is rolled back.
 //!
-//! The deploy strategy of today (stop the old container, keep it, start the
-//! new one in its place) is the path `Pulled → Switched → Verifying →
-//! Verified`; see `docs/architecture.md` for how other strategies add their
-//! states and rows.
+//! Each deploy strategy is a path through the table:
+//! - stop-first (stop the old container, keep it, start the new one in its
+//!   place): `Pulled → Switched → Verifying → Verified`;
+//! - start-first behind a proxy: `Pulled → Started` (the new release runs
+//!   beside the old one, which takes every request) `→ Warming` (probed
+//!   directly) `→ Ready` (its first healthy answer) `→ Serving` (the proxy
+//!   sends it the traffic; the old one still runs through `stable_for`)
+//!   `→ Verified`. A failure before `Serving` never reached a user; one in
+//!   `Serving` or `Verified` switches the traffic back to the old release,
+//!   which never stopped.
+//!
+//! Both share the rows of verification, restore and retirement; see
+//! `docs/architecture.md`.
 
 use std::fmt;
 use std::time::Duration;
@@ -230,6 +239,43 @@ pub enum HostState {
         /// The old container, kept stopped under the retained name.
         retained: Option<CapturedRelease>,
     },
+    /// Start-first: the new release runs beside the old one, which still
+    /// takes every request; nothing is probed yet.
+    Started {
+        /// The new container.
+        new_container: ContainerId,
+        /// The old container, running.
+        retained: Option<CapturedRelease>,
+    },
+    /// Start-first: probing the new release directly; no request reaches it.
+    Warming {
+        /// The new container.
+        new_container: ContainerId,
+        /// The old container, running and taking every request.
+        retained: Option<CapturedRelease>,
+        /// How far the verification has come.
+        probing: Probing,
+    },
+    /// Start-first: the new release answered healthy; the proxy is to send
+    /// it the traffic next.
+    Ready {
+        /// The new container.
+        new_container: ContainerId,
+        /// The old container, running and taking every request.
+        retained: Option<CapturedRelease>,
+        /// How far the verification has come.
+        probing: Probing,
+    },
+    /// Start-first: the proxy sends the traffic to the new release, still
+    /// probed through the stable window; the old one keeps running.
+    Serving {
+        /// The new container.
+        new_container: ContainerId,
+        /// The old container, running, the proxy's fallback.
+        retained: Option<CapturedRelease>,
+        /// How far the verification has come.
+        probing: Probing,
+    },
     /// Probing the new release.
     Verifying {
         /// The new container.
@@ -354,6 +400,15 @@ pub enum Input {
         /// The new container.
         new_container: ContainerId,
     },
+    /// Start-first: the new release runs beside the old one.
+    StartedBeside {
+        /// The new container.
+        new_container: ContainerId,
+    },
+    /// Start-first: the proxy sends the traffic to the new release now.
+    TrafficSwitched,
+    /// Start-first: the proxy did not take the switch to the new release.
+    TrafficSwitchFailed(Error),
     /// A step of the switch failed.
     SwitchFailed {
         /// The new container, if it was created.
@@ -436,6 +491,10 @@ impl HostState {
             HostState::Captured { .. } => "captured",
             HostState::Pulled { .. } => "pulled",
             HostState::Switched { .. } => "switched",
+            HostState::Started { .. } => "started",
+            HostState::Warming { .. } => "warming",
+            HostState::Ready { .. } => "ready",
+            HostState::Serving { .. } => "serving",
             HostState::Verifying { .. } => "verifying",
             HostState::Verified { .. } => "verified",
             HostState::Done { .. } => "done",
@@ -455,8 +514,11 @@ impl HostState {
             HostState::Locked => Phase::Locked,
             HostState::Captured { .. } => Phase::Captured,
             HostState::Pulled { .. } => Phase::Pulled,
-            HostState::Switched { .. } => Phase::Switched,
-            HostState::Verifying { .. } => Phase::Verifying,
+            HostState::Switched { .. } | HostState::Serving { .. } => Phase::Switched,
+            HostState::Started { .. } => Phase::Started,
+            HostState::Verifying { .. } | HostState::Warming { .. } | HostState::Ready { .. } => {
+                Phase::Verifying
+            }
             HostState::Verified { .. } => Phase::Verified,
             HostState::Done { .. } => Phase::Done,
             HostState::RollingBack { .. } | HostState::Restoring { .. } => Phase::RollingBack,
@@ -479,13 +541,25 @@ impl HostState {
         )
     }
 
-    /// Whether the new release runs in place of the old one, which is
-    /// kept: the host must be reverted if the fleet fails.
+    /// Whether the new release runs in place of (or beside) the old one,
+    /// which is kept: the host must be reverted if the fleet fails.
     pub fn is_switched(&self) -> bool {
         matches!(
             self,
-            HostState::Switched { .. } | HostState::Verifying { .. } | HostState::Verified { .. }
+            HostState::Switched { .. }
+                | HostState::Verifying { .. }
+                | HostState::Verified { .. }
+                | HostState::Started { .. }
+                | HostState::Warming { .. }
+                | HostState::Ready { .. }
+                | HostState::Serving { .. }
         )
+    }
+
+    /// Whether the proxy may send requests to the new release (start-first
+    /// from the switch on): going back must move the traffic back first.
+    pub fn takes_traffic(&self) -> bool {
+        matches!(self, HostState::Serving { .. })
     }
 
     /// Whether this deploy holds the host's lock (it took it, and it is
@@ -498,6 +572,9 @@ impl HostState {
     pub fn probing(&self) -> Option<&Probing> {
         match self {
             HostState::Verifying { probing, .. }
+            | HostState::Warming { probing, .. }
+            | HostState::Ready { probing, .. }
+            | HostState::Serving { probing, .. }
             | HostState::Restoring {
                 check: RestoreCheck::Probing(probing),
                 ..
@@ -528,6 +605,10 @@ impl HostState {
             | HostState::Pulled { previous }
             | HostState::Failed { previous, .. } => previous.as_ref()?.release.as_ref(),
             HostState::Switched { retained, .. }
+            | HostState::Started { retained, .. }
+            | HostState::Warming { retained, .. }
+            | HostState::Ready { retained, .. }
+            | HostState::Serving { retained, .. }
             | HostState::Verifying { retained, .. }
             | HostState::Verified { retained, .. }
             | HostState::RollingBack { retained, .. }
@@ -561,6 +642,9 @@ impl Input {
             Input::PullFailed(_) => "pull_failed",
             Input::Switched { .. } => "switched",
             Input::SwitchFailed { .. } => "switch_failed",
+            Input::StartedBeside { .. } => "started_beside",
+            Input::TrafficSwitched => "traffic_switched",
+            Input::TrafficSwitchFailed(_) => "traffic_switch_failed",
             Input::Adopted {
                 adoption: Adoption::Running { .. },
                 ..
@@ -708,6 +792,106 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             reason,
         },
 
+        (S::Pulled { previous }, I::StartedBeside { new_container }) => S::Started {
+            new_container,
+            retained: previous,
+        },
+        (
+            S::Started {
+                new_container,
+                retained,
+            },
+            I::VerifyStarted(limits),
+        ) => S::Warming {
+            new_container,
+            retained,
+            probing: Probing::new(limits),
+        },
+        (
+            S::Warming {
+                new_container,
+                retained,
+                mut probing,
+            },
+            I::ProbeHealthy { at },
+        ) => {
+            // Health is continuous from here: the stable window counts from
+            // this answer, with the traffic on the new release.
+            probing.healthy_since.get_or_insert(at);
+            S::Ready {
+                new_container,
+                retained,
+                probing,
+            }
+        }
+        (
+            S::Warming {
+                new_container,
+                retained,
+                probing,
+            },
+            input,
+        ) if input.is_probe() => match probing.answer(&input) {
+            Verdict::Continue(probing) => S::Warming {
+                new_container,
+                retained,
+                probing,
+            },
+            Verdict::Failed(reason) => S::RollingBack {
+                failed_container: Some(new_container),
+                retained,
+                reason,
+            },
+            Verdict::Stable => unreachable!("only a healthy answer is stable"),
+        },
+        (
+            S::Ready {
+                new_container,
+                retained,
+                probing,
+            },
+            I::TrafficSwitched,
+        ) => S::Serving {
+            new_container,
+            retained,
+            probing,
+        },
+        (
+            S::Ready {
+                new_container,
+                retained,
+                ..
+            },
+            I::TrafficSwitchFailed(reason),
+        ) => S::RollingBack {
+            failed_container: Some(new_container),
+            retained,
+            reason,
+        },
+        (
+            S::Serving {
+                new_container,
+                retained,
+                probing,
+            },
+            input,
+        ) if input.is_probe() => match probing.answer(&input) {
+            Verdict::Continue(probing) => S::Serving {
+                new_container,
+                retained,
+                probing,
+            },
+            Verdict::Stable => S::Verified {
+                new_container,
+                retained,
+            },
+            Verdict::Failed(reason) => S::RollingBack {
+                failed_container: Some(new_container),
+                retained,
+                reason,
+            },
+        },
+
         (
             S::Switched {
                 new_container,
@@ -721,6 +905,10 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
         },
         (
             S::Switched {
+                new_container,
+                retained,
+            }
+            | S::Started {
                 new_container,
                 retained,
             },
@@ -768,6 +956,25 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             | S::Verified {
                 new_container,
                 retained,
+            }
+            | S::Started {
+                new_container,
+                retained,
+            }
+            | S::Warming {
+                new_container,
+                retained,
+                ..
+            }
+            | S::Ready {
+                new_container,
+                retained,
+                ..
+            }
+            | S::Serving {
+                new_container,
+                retained,
+                ..
             },
             input @ (I::Revert(_) | I::Cancelled),
         ) => S::RollingBack {

@@ -80,6 +80,9 @@ pub struct HostReport {
     pub logs: Vec<String>,
     /// The last probe answer seen on this host.
     pub last_probe: Option<String>,
+    /// Start-first: milliseconds from the new release's failure to the
+    /// proxy sending the traffic back to the old one, when it had to.
+    pub switch_back_ms: Option<u64>,
 }
 
 impl HostReport {
@@ -99,6 +102,7 @@ impl HostReport {
             error: None,
             logs: Vec::new(),
             last_probe: None,
+            switch_back_ms: None,
         }
     }
 
@@ -125,6 +129,12 @@ impl HostReport {
     pub fn with_trail(mut self, logs: Vec<String>, last_probe: Option<String>) -> Self {
         self.logs = logs;
         self.last_probe = last_probe;
+        self
+    }
+
+    /// The time from the failure to the traffic's switch back, start-first.
+    pub fn with_switch_back(mut self, switch_back: Option<std::time::Duration>) -> Self {
+        self.switch_back_ms = switch_back.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self
     }
 }

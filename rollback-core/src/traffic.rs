@@ -38,6 +38,16 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// `container` dialled by its short id on `port`: the engine's DNS
+    /// resolves it on a shared user-defined network and, unlike an IP
+    /// address, it survives a restart of the container.
+    pub fn of(container: &ContainerId, port: u16) -> Self {
+        let short: String = container.as_str().chars().take(12).collect();
+        Self::new(container.clone(), format!("{short}:{port}"))
+    }
+}
+
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.address, self.container)

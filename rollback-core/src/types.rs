@@ -1223,6 +1223,12 @@ pub fn retained_name(app: &str) -> String {
     format!("{app}--rollback-previous")
 }
 
+/// The name of a start-first deploy's new container while it runs beside
+/// the old one; it takes the app name once the old one is gone.
+pub fn next_name(app: &str) -> String {
+    format!("{app}--rollback-next")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,8 +129,7 @@ impl Caddy {
     /// container's short id, which the engine's DNS resolves on the shared
     /// network and which, unlike an IP address, survives a restart.
     pub fn upstream(container: &ContainerId, port: u16) -> Upstream {
-        let short: String = container.as_str().chars().take(12).collect();
-        Upstream::new(container.clone(), format!("{short}:{port}"))
+        Upstream::of(container, port)
     }
 
     fn route_id(&self) -> String {

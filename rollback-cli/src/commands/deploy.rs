@@ -8,11 +8,12 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use rollback_core::{
     App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
-    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Target,
-    UndoTarget,
+    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Strategy,
+    Target, UndoTarget,
 };
 use serde::Serialize;
 
+use crate::adapters::start_first;
 use crate::cli::{DeployArgs, DeployCommand};
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
@@ -62,15 +63,6 @@ pub(crate) async fn deployer(
 ) -> Result<(Deployer, Vec<(HostId, CliError)>), CliError> {
     let config = ctx.config()?;
     let app = config.app()?;
-    if config.proxy.is_some() {
-        // The start-first strategy behind the proxy is not in this version:
-        // deploying stop-first instead would publish nothing (the proxy owns
-        // the public address), so refuse before touching any host.
-        return Err(CliError::usage(format!(
-            "{}: [proxy]: start-first deploys behind a proxy are not available in this version;              `rollback proxy boot|status|remove` manage the proxy; remove [proxy] (and health.path) to deploy stop-first",
-            config.path.display()
-        )));
-    }
     let registry = ctx.adapters.registry()?;
     let mut hosts = Vec::new();
     let mut unreachable = Vec::new();
@@ -89,13 +81,26 @@ pub(crate) async fn deployer(
             ));
         }
         match connected {
-            Ok(connected) => hosts.push(HostTarget::new(
-                host.name.clone(),
-                connected.runtime,
-                connected.lock,
-                connected.probe,
-                container(config, host),
-            )),
+            Ok(connected) => {
+                let strategy = match &host.proxy {
+                    Some(proxy) => Strategy::StartFirst(start_first(
+                        connected.runtime.clone(),
+                        proxy,
+                        &app.name,
+                    )?),
+                    None => Strategy::StopFirst,
+                };
+                hosts.push(
+                    HostTarget::new(
+                        host.name.clone(),
+                        connected.runtime,
+                        connected.lock,
+                        connected.probe,
+                        container(config, host),
+                    )
+                    .with_strategy(strategy),
+                )
+            }
             Err(e) if lenient => unreachable.push((host.name.clone(), e)),
             Err(e) => {
                 return Err(CliError::failed(format!(

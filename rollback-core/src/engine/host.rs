@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::emit::Emitter;
-use super::{timed, Deployer, HostTarget};
+use super::{timed, Deployer, HostTarget, Strategy};
 use crate::checkpoint::Stage;
 use crate::engine::CancellationToken;
 use crate::error::{Error, ErrorKind};
@@ -15,7 +15,7 @@ use crate::machine::{step, CapturedRelease, HostState, Input, RestoreCheck, Veri
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
 use crate::types::{
-    retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release,
+    next_name, retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release,
 };
 
 /// What the tidying beside a restore gives back: the failed container's
@@ -34,6 +34,12 @@ pub(crate) struct HostRun {
     pub(crate) logs: Vec<String>,
     /// The last probe answer.
     pub(crate) last_probe: Option<String>,
+    /// When the host entered `RollingBack`.
+    pub(crate) failed_at: Option<Instant>,
+    /// Start-first: the proxy was switched to the new release.
+    pub(crate) served: bool,
+    /// Start-first: the time from the failure to the traffic's switch back.
+    pub(crate) switch_back: Option<std::time::Duration>,
 }
 
 impl HostRun {
@@ -43,6 +49,9 @@ impl HostRun {
             state: HostState::Planned,
             logs: Vec::new(),
             last_probe: None,
+            failed_at: None,
+            served: false,
+            switch_back: None,
         }
     }
 
@@ -50,7 +59,8 @@ impl HostRun {
     /// the state (and of the logs and probe answer seen).
     pub(crate) fn report(&self, host: &HostTarget, target: Option<&Release>) -> HostReport {
         let report = HostReport::new(host.id.clone(), self.state.phase())
-            .with_trail(self.logs.clone(), self.last_probe.clone());
+            .with_trail(self.logs.clone(), self.last_probe.clone())
+            .with_switch_back(self.switch_back);
         let before = self.state.previous_release().cloned();
         let error = self.state.failure().map(Error::report);
         match &self.state {
@@ -125,6 +135,30 @@ fn describe(state: &HostState, app: &str) -> String {
         HostState::Verifying { new_container, .. } => {
             format!("verifying container {new_container}")
         }
+        HostState::Started {
+            new_container,
+            retained,
+        } => match retained {
+            Some(r) => format!(
+                "started container {new_container} beside {}, which takes every request",
+                r.container
+            ),
+            None => format!("started container {new_container}; no request reaches it yet"),
+        },
+        HostState::Warming { new_container, .. } | HostState::Ready { new_container, .. } => {
+            format!("probing container {new_container} directly; no request reaches it yet")
+        }
+        HostState::Serving {
+            new_container,
+            retained,
+            ..
+        } => match retained {
+            Some(r) => format!(
+                "the proxy sends requests to container {new_container}; container {} keeps running until it is stable",
+                r.container
+            ),
+            None => format!("the proxy sends requests to container {new_container}"),
+        },
         HostState::Verified { .. } => "new release verified healthy".into(),
         HostState::Done { leftover: None, .. } => "previous container removed".into(),
         HostState::Done {
@@ -161,9 +195,13 @@ impl Deployer {
     /// Feed `input` to the host's machine and emit the transition.
     pub(crate) fn advance(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun, input: Input) {
         let before = run.state.phase();
+        let was_rolling_back = matches!(run.state, HostState::RollingBack { .. });
         match step(run.state.clone(), input) {
             Ok(next) => {
                 run.state = next;
+                if !was_rolling_back && matches!(run.state, HostState::RollingBack { .. }) {
+                    run.failed_at = Some(Instant::now());
+                }
                 if run.state.phase() != before {
                     ev.transition(
                         &Scope::Host(host.id.clone()),
@@ -284,8 +322,13 @@ impl Deployer {
                 _ => e.context(format!("image {image}")),
             })
         };
+        let previous = match &run.state {
+            HostState::Captured { previous } => previous.clone(),
+            _ => None,
+        };
+        let prepare = self.prepare(host, previous.as_ref());
         let input = tokio::select! {
-            result = async { pull.await?; admit.await } => match result {
+            result = async { pull.await?; admit.await?; prepare.await } => match result {
                 Ok(()) => Input::Pulled,
                 Err(e) => Input::PullFailed(e),
             },
@@ -305,11 +348,12 @@ impl Deployer {
             .switch(host, previous.as_ref(), target, stable_before, cancel)
             .await;
         self.advance(ev, host, run, input);
-        let HostState::Switched { new_container, .. } = &run.state else {
-            return;
+        let (new_container, stage) = match &run.state {
+            HostState::Switched { new_container, .. } => (new_container.clone(), Stage::Switched),
+            HostState::Started { new_container, .. } => (new_container.clone(), Stage::Started),
+            _ => return,
         };
-        self.checkpoint(Stage::Switched, host).await;
-        let new_container = new_container.clone();
+        self.checkpoint(stage, host).await;
         self.verify_new(ev, host, run, &new_container, cancel).await;
     }
 
@@ -327,6 +371,18 @@ impl Deployer {
             host.runtime.current(&self.app.name),
         )
         .await?;
+        let next = next_name(&self.app.name);
+        let beside = timed(
+            limit,
+            "look for a container started beside the app",
+            host.runtime.current(&next),
+        )
+        .await?;
+        if beside.is_some() {
+            return Err(Error::conflict(format!(
+                "container {next} from an interrupted deploy exists: run `rollback recover` first"
+            )));
+        }
         let retained = retained_name(&self.app.name);
         let leftover = timed(
             limit,
@@ -366,8 +422,8 @@ impl Deployer {
         }))
     }
 
-    /// Verify the new release of a `Switched` host; ends in `Verified` or
-    /// `RollingBack`.
+    /// Verify the new release of a `Switched` (or start-first `Started`)
+    /// host; ends in `Verified` or `RollingBack`.
     pub(crate) async fn verify_new(
         &self,
         ev: &Emitter,
@@ -383,7 +439,10 @@ impl Deployer {
             run,
             Input::VerifyStarted(VerifyLimits::from(&policy)),
         );
-        if !matches!(run.state, HostState::Verifying { .. }) {
+        if !matches!(
+            run.state,
+            HostState::Verifying { .. } | HostState::Warming { .. }
+        ) {
             return;
         }
         self.checkpoint(Stage::Verifying, host).await;
@@ -447,10 +506,26 @@ impl Deployer {
         let mut ramp = Some(FIRST_RETRY);
         let first_regular = started + policy.interval();
         let mut attempt: u32 = 0;
+        let mut in_window = false;
         while matches!(
             run.state,
-            HostState::Verifying { .. } | HostState::Restoring { .. }
+            HostState::Verifying { .. }
+                | HostState::Warming { .. }
+                | HostState::Ready { .. }
+                | HostState::Serving { .. }
+                | HostState::Restoring { .. }
         ) {
+            if let HostState::Ready { new_container, .. } = &run.state {
+                // Healthy: the traffic moves now, before the next answer.
+                let new_container = new_container.clone();
+                let input = self.traffic_switch(host, &new_container).await;
+                self.advance(ev, host, run, input);
+                if matches!(run.state, HostState::Serving { .. }) {
+                    run.served = true;
+                    self.checkpoint(Stage::Switched, host).await;
+                }
+                continue;
+            }
             let probing = run.state.probing().cloned();
             let phase = run.state.phase();
             let probe = async {
@@ -519,7 +594,12 @@ impl Deployer {
                     }
                 }
             };
+            let healthy = matches!(input, Input::ProbeHealthy { .. });
             self.advance(ev, host, run, input);
+            if healthy && !in_window && matches!(run.state, HostState::Serving { .. }) {
+                in_window = true;
+                self.checkpoint(Stage::StableWindow, host).await;
+            }
         }
     }
 
@@ -567,14 +647,26 @@ impl Deployer {
             }
             return self.advance(ev, host, run, Input::RestoreFailed(e));
         }
-        ev.note(
-            &Scope::Host(host.id.clone()),
-            Phase::RollingBack,
-            format!(
+        let note = match &host.strategy {
+            Strategy::StartFirst(_) if run.served => {
+                let took = run.failed_at.map(|t| t.elapsed()).unwrap_or_default();
+                run.switch_back = Some(took);
+                format!(
+                    "traffic switched back to container {} {} ms after the failure; verifying it",
+                    retained.container,
+                    took.as_millis()
+                )
+            }
+            Strategy::StartFirst(_) => format!(
+                "container {} kept every request; verifying it",
+                retained.container
+            ),
+            _ => format!(
                 "previous container {} started again; verifying it",
                 retained.container
             ),
-        );
+        };
+        ev.note(&Scope::Host(host.id.clone()), Phase::RollingBack, note);
         self.advance(
             ev,
             host,
@@ -654,11 +746,15 @@ impl Deployer {
     /// failure is noted; the next deploy removes the leftover.
     pub(crate) async fn retire_host(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun) {
         if let HostState::Verified {
-            retained: Some(r), ..
+            retained,
+            new_container,
         } = &run.state
         {
-            let id = r.container.clone();
-            if let Err(e) = self.retire(host, &id).await {
+            let (old, new) = (
+                retained.as_ref().map(|r| r.container.clone()),
+                new_container.clone(),
+            );
+            if let Err(e) = self.retire(ev, host, old.as_ref(), &new).await {
                 ev.note(&Scope::Host(host.id.clone()), Phase::Verified, e.report());
                 return self.advance(ev, host, run, Input::RetireFailed(e));
             }

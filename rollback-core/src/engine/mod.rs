@@ -31,7 +31,7 @@ mod strategy;
 mod tests;
 
 pub use prune::{FailedRemoval, HostPrune, PruneReport};
-pub use strategy::Strategy;
+pub use strategy::{StartFirst, Strategy};
 pub use tokio_util::sync::CancellationToken;
 
 /// The application being deployed.

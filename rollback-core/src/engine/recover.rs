@@ -5,14 +5,14 @@ use futures_util::future::join_all;
 use super::deploy::announce_outcome;
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer, HostTarget};
+use super::{timed, CancellationToken, Deployer, HostTarget, StartFirst, Strategy};
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
 use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
 use crate::machine::{Adoption, CapturedRelease, HostState, Input};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::OnFailure;
-use crate::types::{labels, retained_name, ContainerInfo, Digest, Release};
+use crate::types::{labels, next_name, retained_name, ContainerInfo, Digest, Release};
 
 /// What recover found on one host.
 #[derive(Default)]
@@ -99,6 +99,12 @@ impl Deployer {
     ) -> (Outcome, Option<String>, bool, Option<Release>) {
         for (run, found) in runs.iter_mut().zip(found) {
             if let Some((adoption, retained)) = found.adoption.clone() {
+                // A start-first host whose proxy sends the new release the
+                // traffic goes back by moving the traffic back.
+                run.served = matches!(
+                    (&self.hosts[run.index].strategy, &adoption),
+                    (Strategy::StartFirst(_), Adoption::Running { .. })
+                );
                 let input = Input::Adopted { adoption, retained };
                 self.advance(ev, &self.hosts[run.index], run, input);
             }
@@ -237,6 +243,14 @@ impl Deployer {
             }
         };
         let app = containers.iter().find(|c| c.name == self.app.name).cloned();
+        let beside = containers
+            .iter()
+            .find(|c| c.name == next_name(&self.app.name));
+        if let (Strategy::StartFirst(sf), Some(beside)) = (&host.strategy, beside) {
+            self.read_beside(ev, host, sf, app, beside.clone(), &mut found)
+                .await;
+            return found;
+        }
         let retained = containers.iter().find(|c| c.name == retained_name);
         // A first deploy keeps no retained container: its app container
         // carries the deployment of the lock left behind.
@@ -266,6 +280,78 @@ impl Deployer {
         };
         found.adoption = Some((adoption, retained));
         found
+    }
+
+    /// A start-first deploy was interrupted with the new release's
+    /// container `beside` the app's: it is verified and kept when the proxy
+    /// sends it the traffic, removed (the old one verified) when not.
+    async fn read_beside(
+        &self,
+        ev: &Emitter,
+        host: &HostTarget,
+        sf: &StartFirst,
+        app: Option<ContainerInfo>,
+        beside: ContainerInfo,
+        found: &mut Found,
+    ) {
+        let limit = self.timeouts.engine;
+        let scope = Scope::Host(host.id.clone());
+        // A proxy that died with the deploy comes back with its last config.
+        let current = async {
+            timed(self.timeouts.pull, "boot the proxy", sf.switch.ensure()).await?;
+            timed(limit, "read the proxy's route", sf.switch.current()).await
+        };
+        let current = match current.await {
+            Ok(current) => current,
+            Err(e) => {
+                found.errors.push(format!(
+                    "host {}: the proxy {}: {}",
+                    host.id,
+                    sf.switch.describe(),
+                    e.report()
+                ));
+                return;
+            }
+        };
+        let serving = current.as_ref().map(|u| &u.container) == Some(&beside.id);
+        ev.note(
+            &scope,
+            Phase::Planned,
+            format!(
+                "container {} of an interrupted deploy runs beside {}; the proxy sends requests to {}",
+                beside.id,
+                app.as_ref()
+                    .map_or_else(|| "no app container".to_owned(), |a| a.id.to_string()),
+                match (&current, serving) {
+                    (_, true) => "it".to_owned(),
+                    (Some(u), false) => u.to_string(),
+                    (None, false) => "nothing".to_owned(),
+                }
+            ),
+        );
+        let retained = app.map(|a| CapturedRelease {
+            container: a.id,
+            release: a.release,
+        });
+        let adoption = if serving && beside.state.is_running() {
+            Adoption::Running {
+                container: beside.id.clone(),
+            }
+        } else {
+            Adoption::Broken {
+                container: Some(beside.id.clone()),
+                reason: if serving {
+                    Error::unhealthy(format!("{} is {}", beside.name, beside.state))
+                } else {
+                    Error::new(
+                        ErrorKind::Cancelled,
+                        "interrupted before the proxy sent it any request",
+                    )
+                },
+            }
+        };
+        found.app = Some(beside);
+        found.adoption = Some((adoption, retained));
     }
 
     /// Every interrupted host is healthy: promote from the labels of their
