@@ -519,8 +519,10 @@ def load_figures(load_path, deploy_path, old):
         if failed and max(r["t1"] for r in failed) > good[-1]["t1"]:
             gap = max(gap, end - good[-1]["t1"])
         out["gap_ms"] = round(gap * 1000, 1)
+    # In the order the requests were sent: answers in flight at a switch
+    # complete out of order.
     served = []
-    for r in good:
+    for r in sorted(good, key=lambda r: r["t0"]):
         if not served or served[-1] != r["body"]:
             served.append(r["body"])
     out["served"] = " → ".join(served)
