@@ -986,15 +986,19 @@ def part7(w, m, n, rows, meta, targets):
     p7 = meta.get("p7") or {}
     w("## 7. Stop-first against `[proxy]` under load")
     w("")
-    w("Four releases, each deployed over a healthy `v1` on the local engine twice: **stop-first** "
+    w("Four releases, each deployed over a healthy `v1` twice: **stop-first** "
       "(the app publishes its port itself, `[container] ports = [\"127.0.0.1:PORT:8080\"]`, "
       "`[health] http`) and **`[proxy]`** (start-first behind the proxy container: `listen` on a "
       "loopback port, `app_port = 8080`, `drain = "
       f"\"{p7.get('drain', 'n/a')}\"`, `[health] path = \"/health\"`, `json_pointer = \"/status\"`, "
       "`expect = \"UP\"`). Both with `stable_for` "
       f"{p7.get('stable_for', 'n/a')}, `deadline` {p7.get('deadline', 'n/a')}, interval "
-      f"{meta['interval']}, `stop_timeout` {meta['stop_timeout']}. Before each deploy `v1` serves "
-      "the public address (deployed again when the case before left another release there).")
+      f"{meta['interval']}, probe timeout {p7.get('timeout', 'n/a')} (the proxy's direct probe is a "
+      f"`docker exec` of `wget` in the proxy container), `stop_timeout` {meta['stop_timeout']}. "
+      "Before each deploy `v1` serves the public address (deployed again when the case before "
+      "left another release there). Every deploy goes to an engine the bench starts for itself, "
+      "so the proxy container `rollback-proxy` and its network `rollback` are the bench's own "
+      f"(booted by the first `[proxy]` deploy, publishing `{p7.get('listen', 'n/a')}`).")
     w("")
     w("During each deploy a load loop (`benchlib.py load`: 4 threads, 200 requests/s in all, a "
       "new connection per request, `GET /version`, 1 s timeout) runs on the public address (the "
@@ -1009,11 +1013,6 @@ def part7(w, m, n, rows, meta, targets):
       "deploy` process. Measured with `" + meta["command"] + "` (this part alone: "
       "`scripts/bench --parts 7`).")
     w("")
-    if p7.get("proxy"):
-        w(f"The proxy container `rollback-proxy`: {p7['proxy']}; its network `rollback`: "
-          f"{p7.get('network', 'n/a')}. Other apps may share the proxy, so the bench's app is "
-          "routed by `Host` (`[proxy] host`, sent by the load loop).")
-        w("")
     w("| release | deploy | exit | failed requests | longest gap | switch-back | wall time | served at the public address | runs: range |")
     w("|---|---|---|---|---|---|---|---|---|")
 
