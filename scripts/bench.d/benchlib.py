@@ -442,7 +442,9 @@ def load(url, host, out, stop_file, ready_file):
             try:
                 conn.request("GET", path, headers=headers)
                 r = conn.getresponse()
-                body = r.read(256).decode("utf-8", "replace").strip()
+                # The whole body: a release dying mid-answer sends a 200
+                # whose body never completes, which read() raises on.
+                body = r.read().decode("utf-8", "replace").strip()
                 status = r.status
             except Exception as e:  # every failure is a result here
                 error = f"{type(e).__name__}: {e}"[:120]
