@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Helpers of scripts/bench: registry access-log accounting, a 2-platform OCI
 index pushed through the registry API, manifest digests, deploy event timings,
-and the markdown report. Standard library only.
+a load generator and its figures, and the markdown report. Standard library only.
 
     benchlib.py logcount LOG START END REPO REGISTRY_ROOT UA
     benchlib.py push-index REGISTRY REPO TAG
@@ -9,10 +9,13 @@ and the markdown report. Standard library only.
     benchlib.py delete-repo REGISTRY REPO
     benchlib.py crash-timings DEPLOY_JSON ENGINE_EVENTS
     benchlib.py segments DEPLOY_JSON T_START T_END
+    benchlib.py load URL HOST OUT STOP_FILE READY_FILE
+    benchlib.py load-figures LOAD DEPLOY_JSON OLD_VERSION
     benchlib.py report RESULTS META OUT
 """
 
 import gzip
+import http.client
 import hashlib
 import io
 import json
@@ -21,7 +24,10 @@ import re
 import statistics
 import sys
 import tarfile
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime
 
@@ -401,6 +407,147 @@ def segments(deploy_path, t0, t1):
     print(json.dumps({k: v for k, v in out.items() if v is not None}))
 
 
+# --- load ---------------------------------------------------------------------
+
+LOAD_THREADS = 4
+LOAD_RATE = 200  # requests per second, all threads together
+LOAD_TIMEOUT = 1.0  # seconds; a slower answer is a failed request
+
+
+def load(url, host, out, stop_file, ready_file):
+    """GET URL from LOAD_THREADS threads at LOAD_RATE requests/s in all until
+    STOP_FILE exists. Each request opens its own connection, as independent
+    clients do, so a refused connection shows at once. READY_FILE is written
+    at the first 200; every request (start, end, status, body or error) goes
+    to OUT as JSON lines when the loop ends."""
+    u = urllib.parse.urlsplit(url)
+    path = u.path or "/"
+    headers = {"Connection": "close"}
+    if host:
+        headers["Host"] = host
+    period = LOAD_THREADS / LOAD_RATE
+    records, lock = [], threading.Lock()
+    stop, ready = threading.Event(), threading.Event()
+
+    def worker(k):
+        # Threads start staggered so the requests are spread over the period.
+        due = time.monotonic() + k * period / LOAD_THREADS
+        while not stop.is_set():
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            t0 = time.time()
+            status, body, error = None, "", None
+            conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=LOAD_TIMEOUT)
+            try:
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                # The whole body: a release dying mid-answer sends a 200
+                # whose body never completes, which read() raises on.
+                body = r.read().decode("utf-8", "replace").strip()
+                status = r.status
+            except Exception as e:  # every failure is a result here
+                error = f"{type(e).__name__}: {e}"[:120]
+            finally:
+                conn.close()
+            t1 = time.time()
+            with lock:
+                records.append({"t0": t0, "t1": t1, "status": status, "body": body[:64], "error": error})
+            if status == 200 and not ready.is_set():
+                ready.set()
+                with open(ready_file, "w") as f:
+                    f.write(f"{t1}\n")
+            # Bounded rate: after a slow request the thread goes on from now,
+            # it does not catch up with a burst.
+            due = max(due + period, time.monotonic())
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(LOAD_THREADS)]
+    for t in threads:
+        t.start()
+    while not os.path.exists(stop_file):
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join(LOAD_TIMEOUT + 1)
+    with lock:
+        done = sorted(records, key=lambda r: r["t0"])
+    with open(out, "w") as f:
+        for r in done:
+            f.write(json.dumps(r) + "\n")
+
+
+def deploy_result(path):
+    """Events per host and the outcome of one `deploy --output json` run; a
+    run that ended before any event (a refused config) has no events."""
+    evs, outcome = [], None
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if "seq" in obj:
+            evs.append(obj)
+        elif "outcome" in obj:
+            outcome = obj
+    phases = {}
+    for e in evs:
+        if e.get("kind") == "transition" and e.get("host"):
+            phases.setdefault(e["phase"], parse_time(e["time"]))
+    return phases, outcome
+
+
+def load_figures(load_path, deploy_path, old):
+    """What the clients of the public address saw during one deploy."""
+    recs = []
+    with open(load_path) as f:
+        for line in f:
+            if line.strip():
+                recs.append(json.loads(line))
+    good = sorted((r for r in recs if r["status"] == 200), key=lambda r: r["t1"])
+    failed = [r for r in recs if r["status"] != 200]
+    out = {"requests": len(recs), "failed": len(failed)}
+    if len(good) >= 2:
+        gap = max(b["t1"] - a["t1"] for a, b in zip(good, good[1:]))
+        # Failures after the last good answer are a gap that never closed.
+        end = max(r["t1"] for r in recs)
+        if failed and max(r["t1"] for r in failed) > good[-1]["t1"]:
+            gap = max(gap, end - good[-1]["t1"])
+        out["gap_ms"] = round(gap * 1000, 1)
+    # In the order the requests were sent: answers in flight at a switch
+    # complete out of order.
+    served = []
+    for r in sorted(good, key=lambda r: r["t0"]):
+        if not served or served[-1] != r["body"]:
+            served.append(r["body"])
+    out["served"] = " → ".join(served)
+    out["errors"] = sorted({(r["error"] or f"HTTP {r['status']}").split(":")[0] for r in failed})
+    phases, outcome = deploy_result(deploy_path)
+    if outcome is not None:
+        out["outcome"] = outcome.get("outcome")
+        hosts = outcome.get("hosts") or []
+        sb = hosts[0].get("switch_back_ms") if hosts else None
+        if sb is not None:
+            out["switch_back_ms"] = sb
+    # From the failure seen (the deploy's rolling_back event) to the first
+    # answer of the old release at the public address; only when the public
+    # address stopped serving the old release at all.
+    rb = phases.get("rolling_back")
+    left = bool(failed) or any(r["body"] != old for r in good)
+    if rb is not None and left:
+        back = [r["t1"] for r in good if r["body"] == old and r["t1"] >= rb]
+        if back:
+            out["restore_ms"] = round((back[0] - rb) * 1000, 1)
+    return out
+
+
 # --- report -------------------------------------------------------------------
 
 
@@ -504,8 +651,10 @@ def report(results, meta_path, out_path):
     for k in ("date", "cpu", "cores", "memory", "load", "kernel", "engine", "registry", "skopeo", "rollback", "commit"):
         w(f"| {k} | {meta.get(k, 'n/a')} |")
     w("")
-    w(f"Reproduce: `{meta['command']}` (from the repository root; it starts the test environment "
-      "with `scripts/test-env`, builds `target/release/rollback`, and cleans up what it creates).")
+    env = ("it uses the test environment as it runs" if "ROLLBACK_BENCH_NO_TEST_ENV" in meta["command"]
+           else "it starts the test environment with `scripts/test-env`")
+    w(f"Reproduce: `{meta['command']}` (from the repository root; {env}, "
+      "builds `target/release/rollback`, and cleans up what it creates).")
     w("")
     w("Health timings of every `rollback` config in this run (small, so the bench takes "
       f"minutes): interval {meta['interval']}, timeout {meta['timeout']}, stable_for "
@@ -549,6 +698,8 @@ def report(results, meta_path, out_path):
         part5(w, m, n, meta)
     if not skipped(6, "6. An engine reached over SSH"):
         part6(w, m, n, meta)
+    if not skipped(7, "7. Stop-first against `[proxy]` under load"):
+        part7(w, m, n, rows, meta, targets)
     finish(w, L, rows, targets, out_path)
 
 
@@ -825,6 +976,93 @@ def part6(w, m, n, meta):
         w("")
 
 
+P7_RELEASES = {
+    "slow": "healthy, listens 2 s after its start (`slow`, `SLOW_SECS=2`)",
+    "crash": "exits 1 at start (`crash`)",
+    "down": "answers `{\"status\":\"DOWN\"}` (`down`)",
+    "flaky": "dies 4 s after its start, inside `stable_for` (`flaky`, `FLAKY_SECS=4`)",
+}
+
+
+def part7(w, m, n, rows, meta, targets):
+    p7 = meta.get("p7") or {}
+    w("## 7. Stop-first against `[proxy]` under load")
+    w("")
+    w("Four releases, each deployed over a healthy `v1` twice: **stop-first** "
+      "(the app publishes its port itself, `[container] ports = [\"127.0.0.1:PORT:8080\"]`, "
+      "`[health] http`) and **`[proxy]`** (start-first behind the proxy container: `listen` on a "
+      "loopback port, `app_port = 8080`, `drain = "
+      f"\"{p7.get('drain', 'n/a')}\"`, `[health] path = \"/health\"`, `json_pointer = \"/status\"`, "
+      "`expect = \"UP\"`). Both with `stable_for` "
+      f"{p7.get('stable_for', 'n/a')}, `deadline` {p7.get('deadline', 'n/a')}, interval "
+      f"{meta['interval']}, probe timeout {p7.get('timeout', 'n/a')} (the proxy's direct probe is a "
+      f"`docker exec` of `wget` in the proxy container), `stop_timeout` {meta['stop_timeout']}. "
+      "Before each deploy `v1` serves the public address (deployed again when the case before "
+      "left another release there). Every deploy goes to an engine the bench starts for itself, "
+      "so the proxy container `rollback-proxy` and its network `rollback` are the bench's own "
+      f"(booted by the first `[proxy]` deploy, publishing `{p7.get('listen', 'n/a')}`).")
+    w("")
+    w("During each deploy a load loop (`benchlib.py load`: 4 threads, 200 requests/s in all, a "
+      "new connection per request, `GET /version`, 1 s timeout) runs on the public address (the "
+      "app's port for stop-first, the proxy's `listen` for `[proxy]`) from before the deploy "
+      "until 1 s after it ends, and records every request. **Failed requests**: answers other "
+      "than 200, refused or reset connections and timeouts. **Longest gap**: the longest time "
+      "between two good answers (their completion times). **Switch-back**: for `[proxy]`, the "
+      "deploy's own `switch_back_ms` (failure seen → the proxy answering from the old release; "
+      "in brackets the load loop's view: the `rolling_back` event → the first `v1` answer); "
+      "stop-first reports none, so its figure is the load loop's (marked *load*); — when "
+      "traffic never left `v1` or nothing was switched back. **Wall time**: the `rollback "
+      "deploy` process. Measured with `" + meta["command"] + "` (this part alone: "
+      "`scripts/bench --parts 7`).")
+    w("")
+    w("| release | deploy | exit | failed requests | longest gap | switch-back | wall time | served at the public address | runs: range |")
+    w("|---|---|---|---|---|---|---|---|---|")
+
+    def ms(v):
+        return "—" if v is None else f"{v:.0f} ms"
+
+    lost, sent = 0, 0
+    for rel in p7.get("releases") or list(P7_RELEASES):
+        for tool, name in (("stop-first", "stop-first"), ("proxy", "`[proxy]`")):
+            vals = [r["value"] for r in rows if r["part"] == 7 and r["case"] == rel
+                    and r["tool"] == tool and r["metric"] == "failed"]
+            if not vals:
+                w(f"| {rel} | {name} | n/a | n/a | n/a | n/a | n/a | not measured | 0 |")
+                continue
+            exits = sorted({int(x) for x in texts(rows, 7, rel, tool, "exit_code")})
+            failed = m(7, rel, tool, "failed")
+            reqs = m(7, rel, tool, "requests")
+            shown = f"{failed:g} of {reqs:g}"
+            if len(vals) > 1:
+                shown += f" (max {max(vals):g})"
+            if tool == "proxy":
+                sb = m(7, rel, tool, "switch_back_ms")
+                back = ms(sb)
+                rm = m(7, rel, tool, "restore_ms")
+                if rm is not None:
+                    back += f" ({ms(rm)})"
+                if rel in ("slow", "crash", "down"):
+                    lost += sum(vals)
+                    sent += sum(texts(rows, 7, rel, tool, "requests"))
+            else:
+                rm = m(7, rel, tool, "restore_ms")
+                back = "—" if rm is None else f"{ms(rm)} *load*"
+            served = texts(rows, 7, rel, tool, "served")
+            w(f"| {rel} | {name} | {', '.join(map(str, exits))} | {shown} | "
+              f"{ms(m(7, rel, tool, 'gap_ms'))} | {back} | {fmt_s(m(7, rel, tool, 'wall_s'))} | "
+              f"{served[0] if served else 'n/a'} | {n(7, rel, tool, 'wall_s')} |")
+    w("")
+    w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P7_RELEASES.items()) + ". "
+      "Expected exits: 0 for slow, 3 (rolled back) for the others. Figures are medians of the "
+      "runs; *served* lists the releases that answered, in order, in the first run.")
+    w("")
+    measured = [r for r in rows if r["part"] == 7 and r["tool"] == "proxy" and r["metric"] == "failed"
+                and r["case"] in ("slow", "crash", "down")]
+    targets.append(("[proxy]: no request lost while a slow, crashing or DOWN release is deployed",
+                    f"{lost:g} of {sent:g}" if measured else "n/a",
+                    verdict(lost == 0 if measured else None)))
+
+
 def finish(w, L, rows, targets, out_path):
     w("## Targets")
     w("")
@@ -858,6 +1096,10 @@ def main(argv):
         crash_timings(*args)
     elif cmd == "segments":
         segments(*args)
+    elif cmd == "load":
+        load(*args)
+    elif cmd == "load-figures":
+        print(json.dumps(load_figures(*args), ensure_ascii=False))
     elif cmd == "report":
         report(*args)
     else:
