@@ -294,6 +294,15 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
     }
 }
 
+/// Whether a host that failed while its batch still deploys goes back at
+/// once, before the batch ends: when the proxy had sent the failing
+/// release the traffic (start-first, `served`) and the policy restores
+/// failed hosts (not `halt`). Every other failed host waits for the fleet's
+/// [`next`] step.
+pub fn restore_at_once(on_failure: OnFailure, state: &HostState, served: bool) -> bool {
+    served && on_failure != OnFailure::Halt && matches!(state, HostState::RollingBack { .. })
+}
+
 /// What a host runs, as `undo` reads it from the app container's labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Running {
@@ -860,5 +869,28 @@ mod tests {
                 stable: Some(d(1)),
             }
         );
+    }
+
+    #[test]
+    fn only_a_host_whose_traffic_moved_goes_back_before_its_batch_ends() {
+        let failed = HostState::RollingBack {
+            failed_container: None,
+            retained: None,
+            reason: Error::unhealthy("boom"),
+        };
+        let verified = HostState::Locked;
+        for (policy, state, served, at_once) in [
+            (OnFailure::RollbackAll, &failed, true, true),
+            (OnFailure::RollbackHost, &failed, true, true),
+            (OnFailure::Halt, &failed, true, false),
+            (OnFailure::RollbackAll, &failed, false, false),
+            (OnFailure::RollbackAll, &verified, true, false),
+        ] {
+            assert_eq!(
+                restore_at_once(policy, state, served),
+                at_once,
+                "{policy} {state} served={served}"
+            );
+        }
     }
 }

@@ -338,13 +338,17 @@ impl Deployer {
             }
             match fleet::next(&view) {
                 FleetAction::Deploy(batch) => {
-                    let work = runs
-                        .iter_mut()
-                        .filter(|r| batch.contains(&r.index))
-                        .map(|run| {
+                    let work = runs.iter_mut().filter(|r| batch.contains(&r.index)).map(
+                        |run| async move {
                             let host = &self.hosts[run.index];
                             self.deploy_host(ev, host, run, release, stable_before, cancel)
-                        });
+                                .await;
+                            let policy = self.rollout.on_failure();
+                            if fleet::restore_at_once(policy, &run.state, run.served) {
+                                self.restore_host(ev, host, run).await;
+                            }
+                        },
+                    );
                     join_all(work).await;
                 }
                 FleetAction::Promote => {

@@ -1772,3 +1772,23 @@ async fn start_first_a_proxy_that_stops_ends_the_verification_and_comes_back_for
     assert_eq!(fleet.running(0), Some(("v1".into(), true)));
     assert!(fleet.hosts[0].named("app--rollback-next").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn start_first_a_serving_host_goes_back_without_waiting_for_its_batch() {
+    let fleet = Fleet::new(2);
+    // h1 fails 2 s after its first healthy answer; h2 verifies much later.
+    fleet.behave(0, &v2(), Behavior::HealthyFor(2 * S));
+    fleet.behave(1, &v2(), Behavior::HealthyAfter(6 * S));
+    let proxies = fleet.proxies();
+    let deployer = fleet
+        .start_first(&proxies)
+        .with_rollout(RolloutPolicy::new(2, OnFailure::RollbackAll).unwrap());
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    // Switched back the moment it failed, not 7 s later when h2 was done.
+    assert_eq!(report.hosts[0].switch_back_ms, Some(0), "{report:?}");
+    for (i, proxy) in proxies.iter().enumerate() {
+        assert_eq!(proxy.target(), Some(ContainerId("c1".into())), "h{}", i + 1);
+        assert_eq!(fleet.running(i), Some(("v1".into(), true)));
+    }
+}
