@@ -263,10 +263,13 @@ fn start_first_behind_the_proxy_over_ssh() {
     assert_eq!(run.code, 0, "{}", run.explain());
     assert_eq!(version().as_deref(), Some("v3"));
     assert_eq!(fleet.running_digest(0), v3);
+    let running = fleet.running(0);
+    assert_eq!(running.len(), 1, "one app container: {running:?}");
+    let name = docker(None, &["inspect", "-f", "{{.Name}}", &running[0]]);
     assert_eq!(
-        fleet.running(0),
-        std::slice::from_ref(&fleet.app),
-        "one app container, renamed"
+        name.trim(),
+        format!("/{}", fleet.app),
+        "renamed to the app name"
     );
     assert_no_key_material(&run);
 }
