@@ -298,18 +298,17 @@ impl Deployer {
         let scope = Scope::Host(host.id.clone());
         // A proxy that died with the deploy comes back with its last config.
         let current = async {
-            timed(self.timeouts.pull, "boot the proxy", sf.switch.ensure()).await?;
-            timed(limit, "read the proxy's route", sf.switch.current()).await
+            self.boot_proxy(sf).await?;
+            timed(limit, "read the proxy's route", sf.switch.current())
+                .await
+                .map_err(|e| sf.blame(e))
         };
         let current = match current.await {
             Ok(current) => current,
             Err(e) => {
-                found.errors.push(format!(
-                    "host {}: the proxy {}: {}",
-                    host.id,
-                    sf.switch.describe(),
-                    e.report()
-                ));
+                found
+                    .errors
+                    .push(format!("host {}: {}", host.id, e.report()));
                 return;
             }
         };

@@ -96,6 +96,11 @@ impl StartFirst {
     pub fn upstream(&self, container: &ContainerId) -> Upstream {
         Upstream::of(container, self.app_port)
     }
+
+    /// `e`, named as the proxy's.
+    pub(crate) fn blame(&self, e: Error) -> Error {
+        e.context(format!("the proxy {}", self.switch.describe()))
+    }
 }
 
 impl fmt::Debug for StartFirst {
@@ -210,10 +215,7 @@ impl Deployer {
             return Ok(());
         };
         let limit = self.timeouts.engine;
-        // Booting may pull the proxy's image.
-        timed(self.timeouts.pull, "boot the proxy", sf.switch.ensure())
-            .await
-            .map_err(|e| e.context(format!("the proxy {}", sf.switch.describe())))?;
+        self.boot_proxy(sf).await?;
         let Some(previous) = previous else {
             return Ok(());
         };
@@ -413,6 +415,14 @@ impl Deployer {
         self.create_and_start(host, &spec, None, cancel).await
     }
 
+    /// Start-first: boot the proxy when it does not run (a stopped one comes
+    /// back with its last config). Booting may pull the proxy's image.
+    pub(crate) async fn boot_proxy(&self, sf: &StartFirst) -> Result<(), Error> {
+        timed(self.timeouts.pull, "boot the proxy", sf.switch.ensure())
+            .await
+            .map_err(|e| sf.blame(e))
+    }
+
     /// Start-first: send the traffic to the new release, healthy and
     /// running beside the old one.
     pub(crate) async fn traffic_switch(&self, host: &HostTarget, new: &ContainerId) -> Input {
@@ -522,11 +532,8 @@ impl Deployer {
                 }
                 // A proxy that died (or was stopped) comes back with its
                 // last config; then the switch again.
-                let proxy = |e: Error| e.context(format!("the proxy {}", sf.switch.describe()));
-                timed(self.timeouts.pull, "boot the proxy", sf.switch.ensure())
-                    .await
-                    .map_err(proxy)?;
-                back().await.map_err(proxy)
+                self.boot_proxy(sf).await?;
+                back().await.map_err(|e| sf.blame(e))
             }
         }
     }
