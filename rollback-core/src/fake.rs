@@ -742,7 +742,20 @@ pub struct FakeSwitch {
     runtime: Arc<FakeRuntime>,
     network: String,
     current: Mutex<Option<Upstream>>,
-    stops_after: Mutex<Option<Duration>>,
+    life: Mutex<Life>,
+}
+
+/// Whether a [`FakeSwitch`]'s proxy serves.
+#[derive(Debug, Clone, Copy)]
+enum Life {
+    Serving,
+    /// Stops this long after it is first watched.
+    StopsAfter(Duration),
+    Stopped,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl FakeSwitch {
@@ -752,21 +765,18 @@ impl FakeSwitch {
             runtime,
             network: network.to_owned(),
             current: Mutex::new(None),
-            stops_after: Mutex::new(None),
+            life: Mutex::new(Life::Serving),
         })
     }
 
     /// The proxy stops this long after it is first watched; until it is
     /// booted again, every call to it fails as unavailable.
     pub fn stop_after(&self, after: Duration) {
-        *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(after);
+        *locked(&self.life) = Life::StopsAfter(after);
     }
 
     fn stopped(&self) -> bool {
-        self.stops_after
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|d| d.is_zero())
+        matches!(*locked(&self.life), Life::Stopped)
     }
 
     async fn call(&self, op: &'static str, call: String) -> Result<()> {
@@ -786,15 +796,11 @@ impl FakeSwitch {
 
     /// Send the traffic to `container` (as a deploy before the test left it).
     pub fn set_target(&self, container: &ContainerId, port: u16) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Upstream::of(container, port));
+        *locked(&self.current) = Some(Upstream::of(container, port));
     }
 
     fn upstream(&self) -> Option<Upstream> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        locked(&self.current).clone()
     }
 }
 
@@ -805,7 +811,7 @@ impl TrafficSwitch for FakeSwitch {
             .enter("proxy_ensure", "proxy_ensure".into())
             .await?;
         if self.stopped() {
-            *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *locked(&self.life) = Life::Serving;
         }
         self.runtime.create_network(&self.network).await.map(drop)
     }
@@ -818,7 +824,7 @@ impl TrafficSwitch for FakeSwitch {
     async fn switch(&self, to: &Upstream) -> Result<()> {
         self.call("proxy_switch", format!("proxy_switch {}", to.container))
             .await?;
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(to.clone());
+        *locked(&self.current) = Some(to.clone());
         Ok(())
     }
 
@@ -828,14 +834,15 @@ impl TrafficSwitch for FakeSwitch {
     }
 
     async fn wait_stopped(&self) -> Result<Error> {
-        let after = *self.stops_after.lock().unwrap_or_else(|e| e.into_inner());
-        match after {
-            Some(after) if !after.is_zero() => {
+        let life = *locked(&self.life);
+        match life {
+            Life::StopsAfter(after) => {
                 tokio::time::sleep(after).await;
-                *self.stops_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(Duration::ZERO);
+                *locked(&self.life) = Life::Stopped;
                 Ok(Error::unavailable("the fake proxy stopped"))
             }
-            _ => pending().await,
+            Life::Stopped => Ok(Error::unavailable("the fake proxy is not running")),
+            Life::Serving => pending().await,
         }
     }
 
