@@ -200,8 +200,8 @@ fn switch_then(after: &[&str]) -> Vec<String> {
     let mut calls = vec![
         "acquire_lock app".to_owned(),
         format!("pull {}", v2().image()),
-        "stop c1".into(),
         "rename c1 app--rollback-previous".into(),
+        "stop c1".into(),
         "create app sha256:222222222222".into(),
         "start c2".into(),
     ];
@@ -375,8 +375,8 @@ async fn create_failure_restores_the_old_container() {
         [
             "acquire_lock app",
             &format!("pull {}", v2().image()),
-            "stop c1",
             "rename c1 app--rollback-previous",
+            "stop c1",
             "create app sha256:222222222222",
             "start c1",
             "rename c1 app",
@@ -1011,6 +1011,29 @@ async fn recover_finishes_a_healthy_interrupted_deploy() {
         assert_eq!(fleet.running(i), Some(("v2".into(), true)));
         assert!(rt.named("app--rollback-previous").is_none());
         assert!(rt.lock_info().is_none());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_dropped_while_it_puts_the_old_container_aside_is_recovered() {
+    // Dropped in the rename, then in the stop: either way the old release
+    // runs again under the app name once `recover` has run.
+    for slow in ["rename", "stop"] {
+        let fleet = Fleet::new(1);
+        fleet.hosts[0].delay(slow, 60 * S);
+        let deployer = fleet.deployer();
+        let deploy = deployer.deploy(Target::Tag(tag("v2")), CancellationToken::new());
+        assert!(tokio::time::timeout(10 * S, deploy).await.is_err());
+        fleet.hosts[0].delay(slow, Duration::ZERO);
+        let report = fleet.deployer().recover(CancellationToken::new()).await;
+        assert_ne!(
+            report.outcome,
+            Outcome::RollbackFailed,
+            "{slow}: {report:?}"
+        );
+        assert_eq!(fleet.running(0), Some(("v1".into(), true)), "{slow}");
+        assert_eq!(fleet.hosts[0].containers().len(), 1, "{slow}");
+        assert!(fleet.hosts[0].lock_info().is_none(), "{slow}");
     }
 }
 
