@@ -428,7 +428,14 @@ impl Deployer {
 
     /// Start-first: send the traffic to the new release, healthy and
     /// running beside the old one.
-    pub(crate) async fn traffic_switch(&self, host: &HostTarget, new: &ContainerId) -> Input {
+    /// `verifying_since` is when the verification began, which the
+    /// switch's time is counted from.
+    pub(crate) async fn traffic_switch(
+        &self,
+        host: &HostTarget,
+        new: &ContainerId,
+        verifying_since: tokio::time::Instant,
+    ) -> Input {
         let Strategy::StartFirst(sf) = &host.strategy else {
             return Input::TrafficSwitchFailed(Error::other(
                 "a stop-first host has no traffic switch",
@@ -441,7 +448,9 @@ impl Deployer {
         )
         .await
         {
-            Ok(()) => Input::TrafficSwitched,
+            Ok(()) => Input::TrafficSwitched {
+                at: verifying_since.elapsed(),
+            },
             Err(e) => Input::TrafficSwitchFailed(
                 e.context(format!("switch the proxy {}", sf.switch.describe())),
             ),

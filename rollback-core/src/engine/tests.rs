@@ -1815,3 +1815,63 @@ async fn start_first_a_serving_host_goes_back_without_waiting_for_its_batch() {
         assert_eq!(fleet.running(i), Some(("v1".into(), true)));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn start_first_counts_the_stable_window_from_the_traffic_switch() {
+    // Healthy at once, DOWN from 4.5 s; the switch takes 2 s. Counted from
+    // the healthy answer, 3 s of health would pass at 3 s with users on it
+    // for 1 s; counted from the switch, the answer at 5 s is DOWN.
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyFor(4 * S + S / 2));
+    fleet.hosts[0].delay("proxy_switch", 2 * S);
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_an_unhealthy_answer_while_serving_switches_back_inside_the_start_period() {
+    // A 10 s start period, DOWN 1.5 s after its first healthy answer: the
+    // traffic goes back at the first DOWN, not at the deadline.
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyFor(S + S / 2));
+    let proxies = fleet.proxies();
+    let deployer = fleet
+        .start_first(&proxies)
+        .with_health(policy(S, S, 10 * S, 20 * S, 3 * S));
+    let began = Instant::now();
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    let error = report.hosts[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("unhealthy after its first healthy answer"),
+        "{error}"
+    );
+    assert!(
+        !fleet
+            .events()
+            .iter()
+            .any(|e| e.phase == Phase::Switched && e.detail.contains("(start period)")),
+        "a DOWN answer while serving is not forgiven"
+    );
+    // The first DOWN answer is at 2 s; the restore takes its own 3 s window.
+    assert!(began.elapsed() < 8 * S, "{:?}", began.elapsed());
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_a_proxy_that_stops_during_the_restore_is_reported() {
+    // v2 crashes at 0.5 s; the proxy stops 1 s into the restore's watch,
+    // before the restored release has been stable for 3 s.
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::CrashAfter(S / 2));
+    let proxies = fleet.proxies();
+    proxies[0].stop_after(S);
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RollbackFailed, "{report:?}");
+    let error = format!("{report:?}");
+    assert!(error.contains("the proxy stopped"), "{error}");
+    assert!(error.contains("the fake proxy stopped"), "{error}");
+}
