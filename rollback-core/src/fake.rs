@@ -355,6 +355,7 @@ impl Runtime for FakeRuntime {
                 tags: Vec::new(),
                 created,
                 size: 1024,
+                shared: false,
             });
         }
         if let Some(sink) = progress {
@@ -534,10 +535,15 @@ impl Runtime for FakeRuntime {
             .await?;
         // The fake's images all belong to the repository asked about, while
         // they have a name in it.
-        Ok(self
-            .images()
-            .into_iter()
+        let st = self.lock();
+        Ok(st
+            .images
+            .values()
             .filter(|i| !i.tags.is_empty() || !i.digests.is_empty())
+            .map(|i| ImageInfo {
+                shared: st.foreign_names.get(&i.id).is_some_and(|n| !n.is_empty()),
+                ..i.clone()
+            })
             .collect())
     }
 

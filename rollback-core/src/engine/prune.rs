@@ -124,7 +124,24 @@ impl Deployer {
             return report;
         }
         for image in plan.remove {
-            match self.remove_references(host, &image).await {
+            let removal = if image.shared {
+                self.remove_references(host, &image).await
+            } else {
+                // All or nothing: refused whole when a container uses it.
+                let what = format!("remove image {}", image.short_id());
+                match timed(
+                    self.timeouts.engine,
+                    &what,
+                    host.runtime.remove_image(&image.id),
+                )
+                .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(e),
+                }
+            };
+            match removal {
                 Ok(true) => report.removed.push(image),
                 // Removed meanwhile: its bytes were not freed by us.
                 Ok(false) => {}
@@ -137,11 +154,11 @@ impl Deployer {
         report
     }
 
-    /// Remove the names `image` has in the app's repository (`repo:tag`,
-    /// then `repo@sha256:...`), never forced. The engine deletes the image
-    /// with its last name; a removal by id would be refused whenever
-    /// another repository names the same image, and must never take that
-    /// repository's names with it. Returns whether any name was removed.
+    /// Remove the names a [shared](ImageInfo::shared) `image` has in the
+    /// app's repository (`repo:tag`, then `repo@sha256:...`), never forced:
+    /// a removal by id is refused while another repository names it, and
+    /// must never take that repository's names with it. The engine frees
+    /// the layers once no name is left. Returns whether any name was removed.
     async fn remove_references(&self, host: &HostTarget, image: &ImageInfo) -> Result<bool> {
         let repository = &self.app.repository;
         let references = image
@@ -244,6 +261,7 @@ mod tests {
             tags: vec![],
             created,
             size: 1000 + u64::from(n),
+            shared: false,
         }
     }
 
@@ -308,8 +326,8 @@ mod tests {
         assert_eq!(
             runtime.calls_of(&["remove_image"]),
             [
-                format!("remove_image {repo}:v2"),
-                format!("remove_image {repo}@{}", digest(2)),
+                // v2 only this repository names: by id, all or nothing.
+                format!("remove_image {}", image(2, 0).id),
                 format!("remove_image {repo}:v1"),
                 format!("remove_image {repo}@{}", digest(1)),
             ]
