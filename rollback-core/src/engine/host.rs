@@ -11,7 +11,7 @@ use crate::checkpoint::Stage;
 use crate::engine::CancellationToken;
 use crate::error::{Error, ErrorKind};
 use crate::event::{EventKind, Phase, Scope};
-use crate::machine::{step, CapturedRelease, HostState, Input, RestoreCheck, VerifyLimits};
+use crate::machine::{self, step, CapturedRelease, HostState, Input, RestoreCheck, VerifyLimits};
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
 use crate::types::{
@@ -196,22 +196,25 @@ impl Deployer {
     pub(crate) fn advance(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun, input: Input) {
         let before = run.state.phase();
         let was_rolling_back = matches!(run.state, HostState::RollingBack { .. });
-        match step(run.state.clone(), input) {
-            Ok(next) => {
-                run.state = next;
-                if !was_rolling_back && matches!(run.state, HostState::RollingBack { .. }) {
-                    run.failed_at = Some(Instant::now());
-                }
-                if run.state.phase() != before {
-                    ev.transition(
-                        &Scope::Host(host.id.clone()),
-                        run.state.phase(),
-                        describe(&run.state, &self.app.name),
-                    );
-                }
+        let scope = Scope::Host(host.id.clone());
+        run.state = match step(run.state.clone(), input) {
+            Ok(next) => next,
+            // A bug in the driver: said aloud, and the host stops where the
+            // usual restore or failure rules take over.
+            Err(invalid) => {
+                ev.error(&scope, before, format!("internal error: {invalid}"));
+                machine::fault(run.state.clone(), &invalid)
             }
-            // The driver feeds only inputs valid in the current state.
-            Err(err) => debug_assert!(false, "host {}: {err}", host.id),
+        };
+        if !was_rolling_back && matches!(run.state, HostState::RollingBack { .. }) {
+            run.failed_at = Some(Instant::now());
+        }
+        if run.state.phase() != before {
+            ev.transition(
+                &scope,
+                run.state.phase(),
+                describe(&run.state, &self.app.name),
+            );
         }
     }
 

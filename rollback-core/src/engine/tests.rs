@@ -1792,3 +1792,54 @@ async fn start_first_a_serving_host_goes_back_without_waiting_for_its_batch() {
         assert_eq!(fleet.running(i), Some(("v1".into(), true)));
     }
 }
+
+#[tokio::test]
+async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
+    use crate::machine::{CapturedRelease, HostState, Input};
+    let fleet = Fleet::new(1);
+    let deployer = fleet.deployer();
+    let pump = super::emit::Pump::start(deployer.observer.clone());
+    let mut run = super::host::HostRun::new(0);
+    run.state = HostState::Verified {
+        new_container: ContainerId("c2".into()),
+        retained: Some(CapturedRelease {
+            container: ContainerId("c1".into()),
+            release: Some(v1()),
+        }),
+    };
+    // A lock taken twice is a bug of the driver's, in every build.
+    deployer.advance(
+        pump.emitter(),
+        &deployer.hosts[0],
+        &mut run,
+        Input::LockAcquired,
+    );
+    pump.finish().await;
+    let HostState::RollingBack {
+        failed_container,
+        retained,
+        reason,
+    } = &run.state
+    else {
+        panic!("expected rolling back, got {:?}", run.state);
+    };
+    assert_eq!(failed_container, &Some(ContainerId("c2".into())));
+    assert_eq!(
+        retained.as_ref().map(|r| &r.container),
+        Some(&ContainerId("c1".into()))
+    );
+    assert_eq!(reason.kind(), crate::error::ErrorKind::Internal);
+    let events = fleet.events();
+    let error = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Error))
+        .expect("an error event");
+    assert!(
+        error.detail.contains("lock_acquired in state verified"),
+        "{error:?}"
+    );
+    assert!(run.failed_at.is_some(), "the restore's clock starts");
+    assert!(events
+        .iter()
+        .any(|e| e.phase == Phase::RollingBack && matches!(e.kind, EventKind::Transition)));
+}
