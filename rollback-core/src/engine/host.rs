@@ -264,12 +264,13 @@ impl Deployer {
         }
     }
 
-    /// Release the app's lock on `host`, whoever holds it; a failure is noted.
+    /// Release this deployment's lock of the app on `host`; a lock someone
+    /// else holds stays, and a failure is noted.
     pub(crate) async fn release_lock(&self, ev: &Emitter, host: &HostTarget, phase: Phase) {
         let result = timed(
             self.timeouts.engine,
             "release the deploy lock",
-            host.lock.release(&self.app.name),
+            host.lock.release(&self.app.name, &self.deployment),
         )
         .await;
         if let Err(e) = result {
