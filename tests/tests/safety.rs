@@ -353,3 +353,48 @@ fn recover_takes_over_the_lock_of_a_killed_deploy() {
     );
     assert_eq!(fleet.assert_invariant(&["v2"]), ["v2"]);
 }
+
+/// An internal error (an input the host's state does not take, fed at the
+/// start of the verification through the test checkpoint) is an `error`
+/// event and a safe stop: the host is treated as failed and the previous
+/// release comes back, verified (exit 3), in the build users run as well.
+#[test]
+fn an_internal_error_is_an_error_event_and_a_safe_stop() {
+    let fleet = with_ports(Fleet::new("safe-fault", &[("prod-a", None)]), 19124);
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
+    fleet.write_config("");
+    fleet.deploy_ok("v1");
+    let run = fleet.run_env(
+        &["deploy", "--tag", "v2"],
+        &[("ROLLBACK_TEST_FAULT_AT", "verifying@prod-a")],
+    );
+    assert_eq!(run.code, 3, "{}", run.explain());
+    let lines = run.json_lines();
+    let error = lines
+        .iter()
+        .find(|l| l["kind"] == "error")
+        .unwrap_or_else(|| panic!("an error event: {}", run.explain()));
+    assert_eq!(error["host"], "prod-a");
+    assert!(
+        error["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("internal error: invalid transition")),
+        "{error}"
+    );
+    let outcome = run.outcome();
+    assert_eq!(outcome["outcome"], "rolled_back", "{outcome}");
+    assert!(
+        outcome["hosts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stopped safely after an internal error")),
+        "{outcome}"
+    );
+    assert_eq!(fleet.assert_invariant(&["v1"]), ["v1"]);
+    assert_ne!(fleet.tag_digest("latest"), Some(v2));
+    assert_eq!(
+        fleet.guard.all(None).len(),
+        1,
+        "the failed container is gone"
+    );
+}

@@ -118,8 +118,8 @@ pub(crate) async fn deployer(
         .with_rollout(config.rollout)
         .with_observer(ctx.output.clone());
     #[cfg(feature = "test-checkpoints")]
-    let deployer = match crate::checkpoints::EnvPause::from_env() {
-        Some(pause) => deployer.with_checkpoint(Arc::new(pause)),
+    let deployer = match crate::checkpoints::EnvCheckpoints::from_env() {
+        Some(checkpoints) => deployer.with_checkpoint(Arc::new(checkpoints)),
         None => deployer,
     };
     Ok((deployer, unreachable))

@@ -452,6 +452,14 @@ impl Deployer {
             return;
         }
         self.checkpoint(Stage::Verifying, host).await;
+        if self
+            .checkpoint
+            .fault(Stage::Verifying, &Scope::Host(host.id.clone()))
+        {
+            // The lock is taken once, before any switch: here it is a bug.
+            self.advance(ev, host, run, Input::LockAcquired);
+            return;
+        }
         ev.note(
             &Scope::Host(host.id.clone()),
             Phase::Verifying,
