@@ -376,9 +376,11 @@ impl Deployer {
         self
     }
 
-    /// Whether a verified deploy moves the registry tags (the default); with
-    /// `false` the hosts keep the release and no tag moves, and `undo` puts
-    /// back the release it replaced.
+    /// Whether a verified deploy (or undo, or a deploy `recover` finishes)
+    /// moves the registry tags (the default); with `false` the hosts keep
+    /// the release and no tag moves, and `undo` puts back the release it
+    /// replaced. An embedder deploying to some hosts of an app passes
+    /// `false` unless asked, since the others may run another release.
     pub fn with_promote(mut self, promote: bool) -> Self {
         self.promote = promote;
         self
