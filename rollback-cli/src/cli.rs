@@ -290,6 +290,23 @@ mod tests {
             };
             assert_eq!(hosts, want, "{args:?}");
         }
+        match parse(&["recover", "--host", "a", "--promote", "--force"])
+            .unwrap()
+            .command
+        {
+            Command::Recover(args) => {
+                assert!(args.force && args.subset.promote);
+                assert_eq!(args.subset.hosts.hosts, ["a"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["undo", "--host", "a", "--promote"])
+            .unwrap()
+            .command
+        {
+            Command::Undo(args) => assert!(args.promote),
+            other => panic!("parsed as {other:?}"),
+        }
         let cli = parse(&["--dry-run", "promote", "--tag", "v3"]).unwrap();
         assert!(cli.command.is_changing());
         match cli.command {
