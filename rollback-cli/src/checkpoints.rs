@@ -9,12 +9,60 @@
 //! host) print `paused at <stage> on <host>` to stderr and wait there, for
 //! `ROLLBACK_TEST_PAUSE_FOR` (a humantime duration, default one hour).
 //! Other hosts go on. `promoting` is the fleet's, named `fleet` here.
+//!
+//! `ROLLBACK_TEST_FAULT_AT=verifying` or `verifying@<host>` makes the
+//! engine feed that host an input its state does not take when its
+//! verification begins, as a bug in the driver would (the safe stop of an
+//! internal error).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rollback_core::{Checkpoint, Scope, Stage};
+
+/// The checkpoints the environment asks for, if any.
+#[derive(Debug)]
+pub struct EnvCheckpoints {
+    pause: Option<EnvPause>,
+    fault: Option<(Stage, Option<String>)>,
+}
+
+impl EnvCheckpoints {
+    /// The pause and the fault the environment names, if any.
+    pub fn from_env() -> Option<Self> {
+        let fault = std::env::var("ROLLBACK_TEST_FAULT_AT")
+            .ok()
+            .and_then(|spec| parse_at(&spec));
+        let pause = EnvPause::from_env();
+        (pause.is_some() || fault.is_some()).then_some(Self { pause, fault })
+    }
+}
+
+#[async_trait]
+impl Checkpoint for EnvCheckpoints {
+    async fn reached(&self, stage: Stage, scope: &Scope) {
+        if let Some(pause) = &self.pause {
+            pause.reached(stage, scope).await;
+        }
+    }
+
+    fn fault(&self, stage: Stage, scope: &Scope) -> bool {
+        let name = crate::output::scope_label(scope);
+        self.fault
+            .as_ref()
+            .is_some_and(|(at, host)| *at == stage && host.as_deref().is_none_or(|h| h == name))
+    }
+}
+
+/// `<stage>` or `<stage>@<host>`.
+fn parse_at(spec: &str) -> Option<(Stage, Option<String>)> {
+    let (stage, host) = match spec.split_once('@') {
+        Some((stage, host)) => (stage, Some(host.to_owned())),
+        None => (spec, None),
+    };
+    Some((stage.parse().ok()?, host))
+}
 
 /// Pause once at a stage named by the environment.
 #[derive(Debug)]
@@ -37,12 +85,9 @@ impl EnvPause {
     }
 
     fn parse(spec: &str, duration: Duration) -> Option<Self> {
-        let (stage, host) = match spec.split_once('@') {
-            Some((stage, host)) => (stage, Some(host.to_owned())),
-            None => (spec, None),
-        };
+        let (stage, host) = parse_at(spec)?;
         Some(Self {
-            stage: stage.parse().ok()?,
+            stage,
             host,
             duration,
             fired: AtomicBool::new(false),
@@ -90,5 +135,20 @@ mod tests {
             .await;
         assert_eq!(began.elapsed(), Duration::from_secs(5), "once");
         assert!(EnvPause::parse("nowhere", Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn a_fault_is_asked_for_at_its_stage_and_host_only() {
+        let at = |spec: &str| EnvCheckpoints {
+            pause: None,
+            fault: parse_at(spec),
+        };
+        let a = Scope::Host("a".into());
+        let b = Scope::Host("b".into());
+        assert!(at("verifying@b").fault(Stage::Verifying, &b));
+        assert!(!at("verifying@b").fault(Stage::Verifying, &a));
+        assert!(!at("verifying@b").fault(Stage::Switched, &b));
+        assert!(at("verifying").fault(Stage::Verifying, &a));
+        assert!(parse_at("nowhere").is_none());
     }
 }

@@ -66,7 +66,7 @@ pub enum Command {
     Deploy(DeployCommand),
     /// Deploy the previous release again, with the same checks (after
     /// `deploy --no-promote`: the release that deploy replaced)
-    Undo(HostSelection),
+    Undo(SubsetArgs),
     /// Move the registry tags to a release, touching no host
     Promote(DeployArgs),
     /// Per host: running release, state, health, lock
@@ -76,7 +76,7 @@ pub enum Command {
     /// Registry-side copy of a manifest to a tag, moving no layers
     Tag(TagArgs),
     /// Finish or revert a deploy that was interrupted
-    Recover(HostSelection),
+    Recover(RecoverArgs),
     /// Remove the app's images beyond the newest [app] retain releases on every host
     Prune,
     /// Inspect or break a deploy lock
@@ -112,11 +112,36 @@ pub struct DeployCommand {
     #[command(flatten)]
     pub target: DeployArgs,
     /// Verify and keep the release on the hosts, move no tag (`promote` does later)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "promote")]
     pub no_promote: bool,
+    /// With --host: move the tags even though some hosts of the config are left out
+    #[arg(long)]
+    pub promote: bool,
     /// The hosts.
     #[command(flatten)]
     pub hosts: HostSelection,
+}
+
+/// `undo`: the hosts, and whether a subset of them moves the tags.
+#[derive(Debug, Args, Default, Clone)]
+pub struct SubsetArgs {
+    /// The hosts.
+    #[command(flatten)]
+    pub hosts: HostSelection,
+    /// With --host: move the tags even though some hosts of the config are left out
+    #[arg(long)]
+    pub promote: bool,
+}
+
+/// `recover`: as `undo`, and whether to take over a lock whose holder may live.
+#[derive(Debug, Args, Default, Clone)]
+pub struct RecoverArgs {
+    /// The hosts, and whether a subset moves the tags.
+    #[command(flatten)]
+    pub subset: SubsetArgs,
+    /// Take over a lock whose holder cannot be proven gone (it may still run)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `--host NAME`, repeatable: only these hosts of the config are contacted.
@@ -209,11 +234,13 @@ mod tests {
             Command::Deploy(DeployCommand {
                 target: DeployArgs { tag, digest },
                 no_promote,
+                promote,
                 hosts,
             }) => {
                 assert_eq!(tag.as_deref(), Some("v2"));
                 assert!(digest.is_none());
                 assert!(!no_promote);
+                assert!(!promote);
                 assert!(hosts.hosts.is_empty());
             }
             other => panic!("parsed as {other:?}"),
@@ -256,10 +283,29 @@ mod tests {
             ),
         ] {
             let hosts = match parse(&args).unwrap().command {
-                Command::Undo(h) | Command::Status(h) | Command::Recover(h) => h.hosts,
+                Command::Undo(a) => a.hosts.hosts,
+                Command::Recover(a) => a.subset.hosts.hosts,
+                Command::Status(h) => h.hosts,
                 other => panic!("parsed as {other:?}"),
             };
             assert_eq!(hosts, want, "{args:?}");
+        }
+        match parse(&["recover", "--host", "a", "--promote", "--force"])
+            .unwrap()
+            .command
+        {
+            Command::Recover(args) => {
+                assert!(args.force && args.subset.promote);
+                assert_eq!(args.subset.hosts.hosts, ["a"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        match parse(&["undo", "--host", "a", "--promote"])
+            .unwrap()
+            .command
+        {
+            Command::Undo(args) => assert!(args.promote),
+            other => panic!("parsed as {other:?}"),
         }
         let cli = parse(&["--dry-run", "promote", "--tag", "v3"]).unwrap();
         assert!(cli.command.is_changing());

@@ -111,6 +111,7 @@ mod tests {
         assert_eq!(for_outcome(Outcome::Deployed), OK);
         assert_eq!(for_outcome(Outcome::Failed), FAILED);
         assert_eq!(for_outcome(Outcome::PromotionFailed), FAILED);
+        assert_eq!(for_outcome(Outcome::StableMoved), FAILED);
         assert_eq!(for_outcome(Outcome::RolledBack), ROLLED_BACK);
         assert_eq!(for_outcome(Outcome::RollbackFailed), ROLLBACK_FAILED);
         assert_eq!(for_outcome(Outcome::Locked), LOCKED);

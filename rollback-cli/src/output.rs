@@ -427,6 +427,9 @@ pub fn human_report(
         rollback_core::Outcome::PromotionFailed => {
             format!("deployed{target} on every host, but the registry tags were not moved")
         }
+        rollback_core::Outcome::StableMoved => format!(
+            "deployed{target} on every host, but the registry tags were not moved: someone else moved them"
+        ),
         // A first deploy has no previous release: then nothing runs.
         rollback_core::Outcome::RolledBack if report.hosts.iter().all(|h| h.after.is_none()) => {
             format!("rolled back{target}: there was no previous release, nothing runs")

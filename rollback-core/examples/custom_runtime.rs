@@ -15,8 +15,9 @@ use std::time::Duration;
 use rollback_core::{
     async_trait, labels, App, CancellationToken, Checkpoint, ContainerExit, ContainerId,
     ContainerInfo, ContainerSpec, ContainerState, ContainerTemplate, CopyReport, DeployLock,
-    Deployer, Digest, Error, Event, HealthPolicy, HealthProbe, HostTarget, ImageRef, LockAttempt,
-    LockInfo, ProbeResult, ProgressSink, Registry, Release, Result, Runtime, Scope, Stage, Target,
+    Deployer, DeploymentId, Digest, Error, Event, HealthPolicy, HealthProbe, HostTarget, ImageRef,
+    LockAttempt, LockInfo, ProbeResult, ProgressSink, Registry, Release, Result, Runtime, Scope,
+    Stage, Target,
 };
 
 /// Containers in a map; nothing runs, states just change.
@@ -126,7 +127,16 @@ impl DeployLock for MemoryLock {
     async fn status(&self, _: &str) -> Result<Option<LockInfo>> {
         Ok(self.held.lock().unwrap().clone())
     }
-    async fn release(&self, _: &str) -> Result<bool> {
+    async fn release(&self, _: &str, deployment: &DeploymentId) -> Result<bool> {
+        let mut held = self.held.lock().unwrap();
+        // Only the holder frees its lock.
+        if held.as_ref().is_some_and(|l| &l.deployment == deployment) {
+            *held = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    async fn break_lock(&self, _: &str) -> Result<bool> {
         Ok(self.held.lock().unwrap().take().is_some())
     }
 }

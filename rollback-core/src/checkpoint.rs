@@ -101,6 +101,14 @@ impl std::str::FromStr for Stage {
 pub trait Checkpoint: Send + Sync {
     /// `scope` reached `stage`; the deploy goes on when this returns.
     async fn reached(&self, stage: Stage, scope: &Scope);
+
+    /// Whether the driver is to feed host `scope`, at `stage`, an input no
+    /// state there takes, as a bug in the driver would: a test's way to see
+    /// the safe stop of an internal error. Asked at
+    /// [`Stage::Verifying`] only; `false` by default.
+    fn fault(&self, _stage: Stage, _scope: &Scope) -> bool {
+        false
+    }
 }
 
 /// The checkpoint of a deploy that nothing holds.

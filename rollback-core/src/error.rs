@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Unhealthy,
     /// The deploy was cancelled, or a host was sent back because another failed.
     Cancelled,
+    /// The engine met a step it does not expect: a bug in rollback, stopped
+    /// safely (the host is treated as failed).
+    Internal,
     /// Anything else.
     Other,
 }
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Unhealthy => "unhealthy",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Internal => "internal",
             ErrorKind::Other => "other",
         }
     }

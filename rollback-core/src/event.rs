@@ -138,6 +138,9 @@ pub enum EventKind {
     Pull(PullProgress),
     /// Anything else worth a line (a retry, a skipped step).
     Note,
+    /// Something that must not happen did (a bug in rollback); the deploy
+    /// stopped safely, and the detail says where.
+    Error,
 }
 
 /// One numbered event.

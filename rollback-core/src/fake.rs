@@ -20,8 +20,8 @@ use crate::traits::{
     CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime,
 };
 use crate::types::{
-    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, Digest,
-    ImageRef, LockAttempt, LockInfo, ProgressSink, PullProgress, Release, Repository,
+    labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeploymentId,
+    Digest, ImageRef, LockAttempt, LockInfo, ProgressSink, PullProgress, Release, Repository,
 };
 
 /// How a container of a given image behaves once started.
@@ -665,8 +665,23 @@ impl DeployLock for FakeRuntime {
         Ok(self.lock().lock.clone())
     }
 
-    async fn release(&self, app: &str) -> Result<bool> {
+    async fn release(&self, app: &str, deployment: &DeploymentId) -> Result<bool> {
         self.enter("release_lock", format!("release_lock {app}"))
+            .await?;
+        let mut st = self.lock();
+        if st
+            .lock
+            .as_ref()
+            .is_some_and(|l| &l.deployment == deployment)
+        {
+            st.lock = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn break_lock(&self, app: &str) -> Result<bool> {
+        self.enter("break_lock", format!("break_lock {app}"))
             .await?;
         Ok(self.lock().lock.take().is_some())
     }

@@ -28,6 +28,9 @@ pub enum Promotion {
     Done,
     /// Moving the tags failed.
     Failed,
+    /// The stable tag was moved by someone else during the deploy: no tag
+    /// moved, and the hosts keep the verified release.
+    StableMoved,
 }
 
 /// What the fleet sees: its hosts' states and a few facts about the deploy.
@@ -222,6 +225,7 @@ pub fn outcome(view: &FleetView<'_>) -> Outcome {
     }
     match view.promotion {
         Promotion::Failed => Outcome::PromotionFailed,
+        Promotion::StableMoved => Outcome::StableMoved,
         _ => Outcome::Deployed,
     }
 }
@@ -301,7 +305,11 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
         // Not promoted: the hosts keep the release like a promoted deploy
         // does; the new container's labels name the release it replaced.
         Promotion::Pending if !verified.is_empty() => FleetAction::Retire(verified),
-        Promotion::Done if !verified.is_empty() => FleetAction::Retire(verified),
+        // Someone else's release is stable now: the hosts keep ours, as a
+        // deploy without promotion does.
+        Promotion::Done | Promotion::StableMoved if !verified.is_empty() => {
+            FleetAction::Retire(verified)
+        }
         _ => finish(),
     }
 }
@@ -409,6 +417,41 @@ pub fn tag_moves(release: &Digest, stable_now: Option<&Digest>) -> TagMoves {
     TagMoves {
         previous: stable_now.cloned(),
         stable: Some(release.clone()),
+    }
+}
+
+/// Whether the tags may move, decided right before promotion from what the
+/// stable tag named when the deploy began and what it names now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PromotionCheck {
+    /// Nobody else moved the stable tag: these moves promote the release.
+    Move(TagMoves),
+    /// Someone else moved the stable tag meanwhile: nothing is overwritten.
+    StableMoved {
+        /// What it named when the deploy began.
+        expected: Option<Digest>,
+        /// What it names now.
+        found: Option<Digest>,
+    },
+}
+
+/// The promotion of `release` when the stable tag named `before` at the
+/// start of the deploy and names `now` right before promotion.
+///
+/// A stable tag that already names the release (another actor promoted the
+/// same release) moves nothing and is no conflict.
+pub fn promotion_check(
+    release: &Digest,
+    before: Option<&Digest>,
+    now: Option<&Digest>,
+) -> PromotionCheck {
+    if now == before || now == Some(release) {
+        return PromotionCheck::Move(tag_moves(release, now));
+    }
+    PromotionCheck::StableMoved {
+        expected: before.cloned(),
+        found: now.cloned(),
     }
 }
 
@@ -870,6 +913,56 @@ mod tests {
                 "{stable:?} {hosts:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_tags_move_only_over_the_stable_tag_the_deploy_began_with() {
+        let moves = |previous: Option<u8>, stable: Option<u8>| {
+            PromotionCheck::Move(TagMoves {
+                previous: previous.map(d),
+                stable: stable.map(d),
+            })
+        };
+        let moved = |expected: Option<u8>, found: Option<u8>| PromotionCheck::StableMoved {
+            expected: expected.map(d),
+            found: found.map(d),
+        };
+        // (before, now) -> decision, for release 2.
+        let table = [
+            (Some(1), Some(1), moves(Some(1), Some(2))),
+            (None, None, moves(None, Some(2))),
+            (Some(2), Some(2), moves(None, None)),
+            // Someone else promoted this same release: nothing to do.
+            (Some(1), Some(2), moves(None, None)),
+            (None, Some(2), moves(None, None)),
+            // Someone else's release, or a deleted tag: overwrite nothing.
+            (Some(1), Some(3), moved(Some(1), Some(3))),
+            (None, Some(3), moved(None, Some(3))),
+            (Some(1), None, moved(Some(1), None)),
+            (Some(2), Some(3), moved(Some(2), Some(3))),
+        ];
+        for (before, now, expected) in table {
+            let got = promotion_check(&d(2), before.map(d).as_ref(), now.map(d).as_ref());
+            assert_eq!(got, expected, "before {before:?} now {now:?}");
+        }
+    }
+
+    #[test]
+    fn a_moved_stable_tag_retires_the_hosts_and_ends_so() {
+        let hosts = [host('v'), host('v')];
+        let view =
+            FleetView::new(&hosts, OnFailure::RollbackAll, 1).promotion(Promotion::StableMoved);
+        assert_eq!(next(&view), FleetAction::Retire(vec![0, 1]));
+        let done = [host('d'), host('d')];
+        let view =
+            FleetView::new(&done, OnFailure::RollbackAll, 1).promotion(Promotion::StableMoved);
+        assert_eq!(
+            next(&view),
+            FleetAction::Finish {
+                outcome: Outcome::StableMoved,
+                cause: None
+            }
+        );
     }
 
     #[test]

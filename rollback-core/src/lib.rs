@@ -91,6 +91,7 @@ pub mod exit;
 #[cfg(any(test, feature = "mock"))]
 pub mod fake;
 pub mod fleet;
+pub mod holder;
 pub mod machine;
 pub mod outcome;
 pub mod policy;
@@ -112,6 +113,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};
 pub use exit::ExitCode;
 pub use fleet::{FleetAction, FleetView, TagMoves};
+pub use holder::{HolderCheck, HolderFate, NoHolderCheck};
 pub use machine::{step, CapturedRelease, HostState, Input, InvalidTransition};
 pub use outcome::{DeployReport, HostReport, Outcome};
 pub use policy::{

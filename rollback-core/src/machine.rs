@@ -739,6 +739,87 @@ fn settle(restored: CapturedRelease, reason: Error, check: RestoreCheck, tidy: T
     }
 }
 
+/// Where a host goes when the driver fed an input its state does not take
+/// (a bug): a safe stop from which the usual rules run, never a silent
+/// carry-on.
+///
+/// Nothing changed yet: `Failed` (or `Refused` before the lock is ours);
+/// a new release switched in: `RollingBack`, so the previous release goes
+/// back and is verified; a restore under way: `RollbackFailed`, for a human.
+/// An end state stays as it is. The reason is of kind
+/// [`ErrorKind::Internal`] and names the transition.
+pub fn fault(state: HostState, invalid: &InvalidTransition) -> HostState {
+    use HostState as S;
+    let reason = Error::new(
+        ErrorKind::Internal,
+        format!("stopped safely after an internal error: {invalid}"),
+    )
+    .with_source(invalid.clone());
+    match state {
+        S::Planned => S::Refused {
+            reason,
+            holder: None,
+        },
+        S::Locked => S::Failed {
+            reason,
+            previous: None,
+        },
+        S::Captured { previous } | S::Pulled { previous } => S::Failed { reason, previous },
+        S::Switched {
+            new_container,
+            retained,
+        }
+        | S::Started {
+            new_container,
+            retained,
+        }
+        | S::Warming {
+            new_container,
+            retained,
+            ..
+        }
+        | S::Ready {
+            new_container,
+            retained,
+            ..
+        }
+        | S::Serving {
+            new_container,
+            retained,
+            ..
+        }
+        | S::Verifying {
+            new_container,
+            retained,
+            ..
+        }
+        | S::Verified {
+            new_container,
+            retained,
+        } => S::RollingBack {
+            failed_container: Some(new_container),
+            retained,
+            reason,
+        },
+        S::Restoring {
+            restored,
+            reason: why,
+            ..
+        } => S::RollbackFailed {
+            reason: why,
+            failure: reason,
+            previous: restored.release,
+        },
+        end @ (S::Refused { .. }
+        | S::Done { .. }
+        | S::RollingBack { .. }
+        | S::RolledBack { .. }
+        | S::RollbackFailed { .. }
+        | S::Halted { .. }
+        | S::Failed { .. }) => end,
+    }
+}
+
 /// The next state after `input` in `state`.
 pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransition> {
     use HostState as S;
@@ -1675,6 +1756,74 @@ mod tests {
             rows.push((format!("restoring{suffix}"), input, "restoring"));
         }
         rows
+    }
+
+    #[test]
+    fn a_fault_stops_every_state_safely() {
+        // State name -> where a fault leaves it.
+        let table = [
+            ("planned", "refused"),
+            ("refused", "refused"),
+            ("locked", "failed"),
+            ("captured", "failed"),
+            ("pulled", "failed"),
+            ("switched", "rolling_back"),
+            ("started", "rolling_back"),
+            ("warming", "rolling_back"),
+            ("ready", "rolling_back"),
+            ("serving", "rolling_back"),
+            ("verifying", "rolling_back"),
+            ("verified", "rolling_back"),
+            ("done", "done"),
+            ("rolling_back", "rolling_back"),
+            ("restoring", "rollback_failed"),
+            ("rolled_back", "rolled_back"),
+            ("rollback_failed", "rollback_failed"),
+            ("halted", "halted"),
+            ("failed", "failed"),
+        ];
+        let invalid = InvalidTransition {
+            state: "verified",
+            input: "lock_acquired",
+        };
+        for (label, state) in states() {
+            let name = state.name();
+            let expected = table
+                .iter()
+                .find(|(s, _)| *s == name)
+                .map(|(_, next)| *next)
+                .unwrap_or_else(|| panic!("no fault row for {label}"));
+            let next = fault(state.clone(), &invalid);
+            assert_eq!(next.name(), expected, "{label}");
+            // A state the fault moved carries the typed reason; the new
+            // container is the one given up, the kept one goes back.
+            if next.name() != name {
+                let reason = match &next {
+                    HostState::Refused { reason, .. }
+                    | HostState::Failed { reason, .. }
+                    | HostState::RollingBack { reason, .. } => reason,
+                    HostState::RollbackFailed { failure, .. } => failure,
+                    other => panic!("{label}: unexpected {other:?}"),
+                };
+                assert_eq!(reason.kind(), ErrorKind::Internal, "{label}");
+                assert!(reason.message().contains("lock_acquired"), "{label}");
+            }
+            if let (
+                HostState::Verified {
+                    new_container,
+                    retained,
+                },
+                HostState::RollingBack {
+                    failed_container,
+                    retained: kept,
+                    ..
+                },
+            ) = (&state, &next)
+            {
+                assert_eq!(failed_container.as_ref(), Some(new_container));
+                assert_eq!(kept, retained);
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum Outcome {
     Failed,
     /// Every host verified, but moving the registry tags failed. Exit 1.
     PromotionFailed,
+    /// Every host runs the new release, verified, but the stable tag was
+    /// moved by someone else during the deploy, so no tag moved. Exit 1.
+    StableMoved,
     /// The new release failed; the previous release was restored and is healthy. Exit 3.
     RolledBack,
     /// Restoring failed or was not attempted (`halt`): a host may be without
@@ -34,7 +37,7 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
             Outcome::Deployed => ExitCode::Ok,
-            Outcome::Failed | Outcome::PromotionFailed => ExitCode::Failed,
+            Outcome::Failed | Outcome::PromotionFailed | Outcome::StableMoved => ExitCode::Failed,
             Outcome::RolledBack => ExitCode::RolledBack,
             Outcome::RollbackFailed => ExitCode::RollbackFailed,
             Outcome::Locked => ExitCode::Locked,
@@ -47,6 +50,7 @@ impl Outcome {
             Outcome::Deployed => "deployed",
             Outcome::Failed => "failed",
             Outcome::PromotionFailed => "promotion_failed",
+            Outcome::StableMoved => "stable_moved",
             Outcome::RolledBack => "rolled_back",
             Outcome::RollbackFailed => "rollback_failed",
             Outcome::Locked => "locked",
@@ -216,6 +220,7 @@ mod tests {
         assert_eq!(Outcome::Deployed.exit_code(), 0);
         assert_eq!(Outcome::Failed.exit_code(), 1);
         assert_eq!(Outcome::PromotionFailed.exit_code(), 1);
+        assert_eq!(Outcome::StableMoved.exit_code(), 1);
         assert_eq!(Outcome::RolledBack.exit_code(), 3);
         assert_eq!(Outcome::RollbackFailed.exit_code(), 4);
         assert_eq!(Outcome::Locked.exit_code(), 5);

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::retention::ImageInfo;
 use crate::types::{
-    ContainerExit, ContainerId, ContainerInfo, ContainerSpec, Digest, ImageRef, LockAttempt,
-    LockInfo, ProgressSink, Repository,
+    ContainerExit, ContainerId, ContainerInfo, ContainerSpec, DeploymentId, Digest, ImageRef,
+    LockAttempt, LockInfo, ProgressSink, Repository,
 };
 
 /// What a registry-side copy did.
@@ -192,9 +192,15 @@ pub trait DeployLock: Send + Sync {
     /// Who holds the lock of `app`, if anyone.
     async fn status(&self, app: &str) -> Result<Option<LockInfo>>;
 
-    /// Release the lock of `app`, whoever holds it. Returns whether a lock
-    /// was removed.
-    async fn release(&self, app: &str) -> Result<bool>;
+    /// Release the lock of `app` when `deployment` holds it. A lock held by
+    /// another deployment is left as it is: a live deploy's lock is freed by
+    /// nobody else. Returns whether a lock was removed.
+    async fn release(&self, app: &str, deployment: &DeploymentId) -> Result<bool>;
+
+    /// Break the lock of `app`, whoever holds it: the human's way out
+    /// (`rollback lock release`) and `recover --force`'s takeover. Returns
+    /// whether a lock was removed.
+    async fn break_lock(&self, app: &str) -> Result<bool>;
 }
 
 /// The verdict of one health probe attempt.
@@ -343,8 +349,11 @@ macro_rules! forward_lock {
             async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
                 (**self).status(app).await
             }
-            async fn release(&self, app: &str) -> Result<bool> {
-                (**self).release(app).await
+            async fn release(&self, app: &str, deployment: &DeploymentId) -> Result<bool> {
+                (**self).release(app, deployment).await
+            }
+            async fn break_lock(&self, app: &str) -> Result<bool> {
+                (**self).break_lock(app).await
             }
         }
     )*};
@@ -404,12 +413,18 @@ mod tests {
     #[tokio::test]
     async fn a_lock_mock_works_through_arc_dyn() {
         let mut mock = MockDeployLock::new();
+        let ours = DeploymentId("d1".into());
         mock.expect_release()
-            .with(mockall::predicate::eq("app"))
+            .with(
+                mockall::predicate::eq("app"),
+                mockall::predicate::eq(ours.clone()),
+            )
             .times(1)
-            .returning(|_| Ok(true));
+            .returning(|_, _| Ok(true));
+        mock.expect_break_lock().times(1).returning(|_| Ok(false));
         let lock: Arc<dyn DeployLock> = Arc::new(mock);
-        assert!(lock.release("app").await.unwrap());
+        assert!(lock.release("app", &ours).await.unwrap());
+        assert!(!lock.break_lock("app").await.unwrap());
     }
 
     #[tokio::test]

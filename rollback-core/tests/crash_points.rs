@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rollback_core::fake::{Behavior, FakeRegistry, FakeRuntime, FakeSwitch};
+use rollback_core::holder::HolderFate;
 use rollback_core::{
     async_trait, labels, App, CancellationToken, ContainerExit, ContainerId, ContainerInfo,
     ContainerSpec, ContainerTemplate, CopyReport, DeployLock, Deployer, DeploymentId, Digest,
@@ -264,8 +265,11 @@ impl DeployLock for GatedRuntime {
     async fn status(&self, app: &str) -> Result<Option<LockInfo>> {
         gated!(self, "lock_status", DeployLock::status(&*self.inner, app))
     }
-    async fn release(&self, app: &str) -> Result<bool> {
-        gated!(self, "release_lock", self.inner.release(app))
+    async fn release(&self, app: &str, deployment: &DeploymentId) -> Result<bool> {
+        gated!(self, "release_lock", self.inner.release(app, deployment))
+    }
+    async fn break_lock(&self, app: &str) -> Result<bool> {
+        gated!(self, "break_lock", self.inner.break_lock(app))
     }
 }
 
@@ -592,7 +596,10 @@ async fn run_until(world: &World, at: CrashAt) -> usize {
 /// `recover` by a fresh deployer; the invariants then, as violations.
 async fn recover_and_check(world: &World) -> Vec<String> {
     let gate = Gate::new(CrashAt::Never);
-    let deployer = world.deployer(&gate, "d-recover", OnFailure::RollbackAll);
+    // The dropped deploy's holder is gone: recover may take its lock over.
+    let deployer = world
+        .deployer(&gate, "d-recover", OnFailure::RollbackAll)
+        .with_holder_check(Arc::new(|_: &LockInfo| HolderFate::Gone));
     let report = deployer.recover(CancellationToken::new()).await;
     let mut violations = Vec::new();
     let mut everywhere_new = true;

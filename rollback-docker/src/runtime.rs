@@ -18,8 +18,8 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeployLock,
-    Error, ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink, Repository,
-    Result, Runtime,
+    DeploymentId, Error, ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink,
+    Repository, Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -726,6 +726,22 @@ impl Runtime for DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    /// Remove the lock container `container` (a name or an id) of `app`;
+    /// `false` when it is gone already.
+    async fn remove_lock(&self, app: &str, container: &str) -> Result<bool> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
+        }
+    }
+}
+
 /// The lock kept in the engine itself; see [`crate::lock`].
 #[async_trait]
 impl DeployLock for DockerRuntime {
@@ -768,18 +784,27 @@ impl DeployLock for DockerRuntime {
         Ok(Some(lock::info_from_labels(app, &labels)))
     }
 
-    async fn release(&self, app: &str) -> Result<bool> {
+    async fn release(&self, app: &str, deployment: &DeploymentId) -> Result<bool> {
         lock::validate_app(app).map_err(|e| e.context(&self.url))?;
         let name = lock::container_name(app);
-        let options = RemoveContainerOptions {
-            force: true,
-            ..Default::default()
+        let Some(response) = self.inspect_or_none(&name).await? else {
+            return Ok(false);
         };
-        match self.docker.remove_container(&name, Some(options)).await {
-            Ok(()) => Ok(true),
-            Err(e) if status_of(&e) == Some(404) => Ok(false),
-            Err(e) => Err(self.err(&format!("release the deploy lock of {app}"), e)),
+        let labels = response.config.and_then(|c| c.labels).unwrap_or_default();
+        if &lock::info_from_labels(app, &labels).deployment != deployment {
+            return Ok(false);
         }
+        // By id: a lock taken again by someone else since it was read has
+        // another id and is left alone.
+        let Some(id) = response.id else {
+            return Ok(false);
+        };
+        self.remove_lock(app, &id).await
+    }
+
+    async fn break_lock(&self, app: &str) -> Result<bool> {
+        lock::validate_app(app).map_err(|e| e.context(&self.url))?;
+        self.remove_lock(app, &lock::container_name(app)).await
     }
 }
 

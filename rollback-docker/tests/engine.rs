@@ -433,8 +433,18 @@ async fn the_deploy_lock_is_exclusive_per_app() {
         "the lock is not a release"
     );
 
+    // Only the holder's deployment frees the lock.
+    assert!(!rt
+        .release(&app, &DeploymentId("another".into()))
+        .await
+        .unwrap());
+    assert_eq!(
+        DeployLock::status(&rt, &app).await.unwrap(),
+        Some(first.clone())
+    );
+    assert!(rt.release(&app, &first.deployment).await.unwrap());
+
     // Concurrent acquires: exactly one wins.
-    rt.release(&app).await.unwrap();
     let contenders: Vec<_> = (0..4)
         .map(|i| {
             let rt = rt.clone();
@@ -450,13 +460,18 @@ async fn the_deploy_lock_is_exclusive_per_app() {
     }
     assert_eq!(acquired, 1);
 
-    assert!(rt.release(&app).await.unwrap());
-    assert!(!rt.release(&app).await.unwrap());
+    // The break-glass frees whoever holds it.
+    assert!(rt.break_lock(&app).await.unwrap());
+    assert!(!rt.break_lock(&app).await.unwrap());
     assert_eq!(DeployLock::status(&rt, &app).await.unwrap(), None);
     let second = lock("bob@ci pid 2");
     assert_eq!(rt.acquire(&second).await.unwrap(), LockAttempt::Acquired);
-    assert_eq!(DeployLock::status(&rt, &app).await.unwrap(), Some(second));
-    assert!(rt.release(&app).await.unwrap());
+    assert_eq!(
+        DeployLock::status(&rt, &app).await.unwrap(),
+        Some(second.clone())
+    );
+    assert!(rt.release(&app, &second.deployment).await.unwrap());
+    assert!(!rt.release(&app, &second.deployment).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,13 +8,13 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use rollback_core::{
     App, CancellationToken, ContainerTemplate, DeployReport, Deployer, DeploymentId, ExitCode,
-    HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport, Release, Scope, Strategy,
-    Target, UndoTarget,
+    HolderCheck, HolderFate, HostId, HostTarget, LockInfo, Outcome, Phase, Plan, PruneReport,
+    Release, Scope, Strategy, Target, UndoTarget,
 };
 use serde::Serialize;
 
 use crate::adapters::start_first;
-use crate::cli::{DeployArgs, DeployCommand};
+use crate::cli::{DeployArgs, DeployCommand, RecoverArgs};
 use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::{self, CliError};
@@ -113,12 +113,13 @@ pub(crate) async fn deployer(
     }
     let deployer = Deployer::new(app.clone(), registry, hosts)
         .with_holder(holder())
+        .with_holder_check(Arc::new(LocalHolders { machine: machine() }))
         .with_health(config.health)
         .with_rollout(config.rollout)
         .with_observer(ctx.output.clone());
     #[cfg(feature = "test-checkpoints")]
-    let deployer = match crate::checkpoints::EnvPause::from_env() {
-        Some(pause) => deployer.with_checkpoint(Arc::new(pause)),
+    let deployer = match crate::checkpoints::EnvCheckpoints::from_env() {
+        Some(checkpoints) => deployer.with_checkpoint(Arc::new(checkpoints)),
         None => deployer,
     };
     Ok((deployer, unreachable))
@@ -129,27 +130,100 @@ fn holder() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let machine = std::env::var("HOSTNAME")
+    format!("{user}@{} pid {}", machine(), std::process::id())
+}
+
+/// This machine's name, as locks record it.
+fn machine() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    format!("{user}@{machine} pid {}", std::process::id())
+        .unwrap_or_else(|| "unknown".into())
 }
 
-/// Which engine command to run.
+/// Proves a lock's holder running or gone when it ran on this machine, by
+/// its process id; a holder elsewhere is unknown.
+struct LocalHolders {
+    machine: String,
+}
+
+impl HolderCheck for LocalHolders {
+    fn fate(&self, lock: &LockInfo) -> HolderFate {
+        holder_fate(&lock.holder, &self.machine, |pid| {
+            // Without /proc nothing about a process can be proven.
+            let proc = std::path::Path::new("/proc");
+            proc.join("self")
+                .exists()
+                .then(|| proc.join(pid.to_string()).exists())
+        })
+    }
+}
+
+/// The fate of `holder` (`user@machine pid N`) seen from `machine`, where
+/// `alive(pid)` says whether a process runs (`None`: cannot tell).
+fn holder_fate(holder: &str, machine: &str, alive: impl Fn(u32) -> Option<bool>) -> HolderFate {
+    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
+        return HolderFate::Unknown;
+    };
+    let here = who.split_once('@').is_some_and(|(_, m)| m == machine);
+    match (here, pid.trim().parse::<u32>().ok().map(&alive)) {
+        (true, Some(Some(true))) => HolderFate::Running,
+        (true, Some(Some(false))) => HolderFate::Gone,
+        _ => HolderFate::Unknown,
+    }
+}
+
+/// Which engine command to run, and whether the tags move once every host
+/// is verified.
+/// `Recover` also says whether to take over a lock whose holder may live.
 enum Run {
-    /// The release, and whether the tags move once every host is verified.
     Deploy(Target, bool),
-    Undo,
-    Recover,
+    Undo(bool),
+    Recover { promote: bool, force: bool },
+}
+
+impl Run {
+    fn promote(&self) -> bool {
+        match self {
+            Run::Deploy(_, promote) | Run::Undo(promote) | Run::Recover { promote, .. } => *promote,
+        }
+    }
+
+    fn force(&self) -> bool {
+        matches!(self, Run::Recover { force: true, .. })
+    }
+}
+
+/// Whether a run on the chosen hosts may move the tags: always with every
+/// host of the config, with some only when `--promote` says so, since the
+/// hosts left out may run another release.
+pub fn subset_promotes(left_out: &[String], promote_flag: bool) -> bool {
+    left_out.is_empty() || promote_flag
+}
+
+/// Whether the tags may move; when a subset holds them back, say why.
+fn promotion_allowed(ctx: &Context, promote_flag: bool) -> bool {
+    let allowed = subset_promotes(&ctx.left_out, promote_flag);
+    if !allowed {
+        let stable = ctx
+            .config()
+            .ok()
+            .and_then(|c| c.app().ok())
+            .map_or_else(|| "latest".to_owned(), |a| a.stable_tag.to_string());
+        ctx.output.aside(&format!(
+            "{stable} is not moved: --host leaves out {}, which may run another release; give --promote to move it",
+            ctx.left_out.join(", ")
+        ));
+    }
+    allowed
 }
 
 /// `deploy --tag | --digest [--no-promote]`.
 pub async fn deploy(ctx: &Context, args: &DeployCommand) -> Result<i32, CliError> {
     let target = target(&args.target)?;
-    let promote = !args.no_promote;
+    let promote = !args.no_promote && promotion_allowed(ctx, args.promote);
     if ctx.dry_run {
         let (deployer, _) = deployer(ctx, false).await?;
         let deployer = deployer.with_promote(promote);
@@ -176,10 +250,12 @@ fn target(args: &DeployArgs) -> Result<Target, CliError> {
     })
 }
 
-/// `undo`.
-pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
+/// `undo [--promote]`.
+pub async fn undo(ctx: &Context, promote_flag: bool) -> Result<i32, CliError> {
+    let promote = promotion_allowed(ctx, promote_flag);
     if ctx.dry_run {
         let (deployer, _) = deployer(ctx, false).await?;
+        let deployer = deployer.with_promote(promote);
         let undo = deployer
             .undo_target()
             .await
@@ -193,7 +269,14 @@ pub async fn undo(ctx: &Context) -> Result<i32, CliError> {
         };
     }
     let previous = ctx.config()?.app()?.previous_tag.clone();
-    around(ctx, "undo", Some(previous.to_string()), None, Run::Undo).await
+    around(
+        ctx,
+        "undo",
+        Some(previous.to_string()),
+        None,
+        Run::Undo(promote),
+    )
+    .await
 }
 
 /// `promote --tag | --digest`: the registry tags only, no host contacted.
@@ -254,13 +337,18 @@ pub async fn promote(ctx: &Context, args: &DeployArgs) -> Result<i32, CliError> 
     Ok(exit::OK)
 }
 
-/// `recover`.
-pub async fn recover(ctx: &Context) -> Result<i32, CliError> {
+/// `recover [--promote]`.
+pub async fn recover(ctx: &Context, args: &RecoverArgs) -> Result<i32, CliError> {
+    let promote = promotion_allowed(ctx, args.subset.promote);
     if ctx.dry_run {
         let (deployer, _) = deployer(ctx, false).await?;
         return recover_plan(ctx, &deployer).await;
     }
-    around(ctx, "recover", None, None, Run::Recover).await
+    let run = Run::Recover {
+        promote,
+        force: args.force,
+    };
+    around(ctx, "recover", None, None, run).await
 }
 
 /// How the engine command ended.
@@ -303,10 +391,9 @@ async fn around(
     let result = async {
         let (deployer, _) = deployer(ctx, false).await?;
         let deployer = deployer.with_deployment_id(deployment);
-        let deployer = match &run {
-            Run::Deploy(_, promote) => deployer.with_promote(*promote),
-            _ => deployer,
-        };
+        let deployer = deployer
+            .with_promote(run.promote())
+            .with_forced_takeover(run.force());
         let prune = matches!(run, Run::Deploy(..));
         let mut driven = drive(ctx, &deployer, run).await;
         if let Driven::Report(report, pruned) = &mut driven {
@@ -367,8 +454,8 @@ async fn drive(ctx: &Context, deployer: &Deployer, run: Run) -> Driven {
     let work = async {
         match run {
             Run::Deploy(target, _) => deployer.deploy(target, cancel.clone()).await,
-            Run::Undo => deployer.undo(cancel.clone()).await,
-            Run::Recover => deployer.recover(cancel.clone()).await,
+            Run::Undo(_) => deployer.undo(cancel.clone()).await,
+            Run::Recover { .. } => deployer.recover(cancel.clone()).await,
         }
     };
     match until_second_signal(work, &cancel, &ctx.output).await {
@@ -658,7 +745,59 @@ async fn recover_plan(ctx: &Context, deployer: &Deployer) -> Result<i32, CliErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use rollback_core::Observer;
+
+    #[test]
+    fn a_holder_on_this_machine_is_proven_by_its_process() {
+        let alive = |pid: u32| Some(pid == 7);
+        // (holder, fate seen from machine "ci")
+        for (holder, fate) in [
+            ("u@ci pid 7", HolderFate::Running),
+            ("u@ci pid 8", HolderFate::Gone),
+            ("u@other pid 7", HolderFate::Unknown),
+            ("u@other pid 8", HolderFate::Unknown),
+            ("u@ci pid x", HolderFate::Unknown),
+            ("pid 7", HolderFate::Unknown),
+            ("unknown", HolderFate::Unknown),
+        ] {
+            assert_eq!(holder_fate(holder, "ci", alive), fate, "{holder}");
+        }
+        assert_eq!(
+            holder_fate("u@ci pid 7", "ci", |_| None),
+            HolderFate::Unknown
+        );
+    }
+
+    #[test]
+    fn a_subset_of_the_hosts_promotes_only_when_asked() {
+        let left_out = ["prod-b".to_owned()];
+        // (hosts left out, --promote) -> tags move
+        for (left_out, flag, promotes) in [
+            (&[][..], false, true),
+            (&[][..], true, true),
+            (&left_out[..], false, false),
+            (&left_out[..], true, true),
+        ] {
+            assert_eq!(
+                subset_promotes(left_out, flag),
+                promotes,
+                "{left_out:?} {flag}"
+            );
+        }
+        let both = crate::cli::Cli::try_parse_from([
+            "rollback",
+            "deploy",
+            "--tag",
+            "v2",
+            "--promote",
+            "--no-promote",
+        ]);
+        assert!(
+            both.is_err(),
+            "--promote and --no-promote exclude each other"
+        );
+    }
 
     #[test]
     fn the_spec_merges_host_overrides_and_keeps_secrets_marked() {

@@ -58,7 +58,7 @@ pub async fn run(ctx: &Context, command: &LockCommand) -> Result<i32, CliError> 
             let released = if release && lock.is_some() {
                 Some(
                     locks
-                        .release(&app)
+                        .break_lock(&app)
                         .await
                         .map_err(|e| CliError::core("release the lock", &e))?,
                 )
@@ -147,9 +147,11 @@ mod tests {
         mock.expect_status()
             .withf(|app| app == "app")
             .returning(move |_| Ok(lock.clone()));
-        mock.expect_release()
+        // `lock release` is the break-glass: it frees whoever holds the lock.
+        mock.expect_break_lock()
             .times(releases)
             .returning(|_| Ok(true));
+        mock.expect_release().never();
         Arc::new(mock)
     }
 

@@ -53,6 +53,8 @@ pub struct Context {
     pub dry_run: bool,
     /// Registry, engines and probes.
     pub adapters: Arc<dyn Adapters>,
+    /// The hosts of the config that `--host` left out, in config order.
+    pub left_out: Vec<String>,
 }
 
 impl Context {
@@ -119,6 +121,10 @@ pub async fn run_with(
     output: Arc<Output>,
     adapters: Arc<dyn Adapters>,
 ) -> i32 {
+    let all: Vec<String> = config
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(|h| h.name.to_string()))
+        .collect();
     let config = match (config, selection(&cli.command)) {
         (Some(config), Some(names)) if !names.is_empty() => match select_hosts(config, names) {
             Ok(config) => Some(config),
@@ -129,11 +135,20 @@ pub async fn run_with(
         },
         (config, _) => config,
     };
+    let left_out = all
+        .into_iter()
+        .filter(|name| {
+            config
+                .iter()
+                .all(|c| !c.hosts.iter().any(|h| h.name.as_str() == name))
+        })
+        .collect();
     let ctx = Context {
         config,
         output: output.clone(),
         dry_run: cli.dry_run,
         adapters,
+        left_out,
     };
     let result = match &cli.command {
         Command::Completions { shell } => {
@@ -144,9 +159,9 @@ pub async fn run_with(
         Command::Lock(command) => lock::run(&ctx, command).await,
         Command::Proxy(command) => proxy::run(&ctx, command).await,
         Command::Deploy(args) => deploy::deploy(&ctx, args).await,
-        Command::Undo(_) => deploy::undo(&ctx).await,
+        Command::Undo(args) => deploy::undo(&ctx, args.promote).await,
         Command::Promote(args) => deploy::promote(&ctx, args).await,
-        Command::Recover(_) => deploy::recover(&ctx).await,
+        Command::Recover(args) => deploy::recover(&ctx, args).await,
         Command::Prune => prune::run(&ctx).await,
         Command::Status(_) => status::status(&ctx).await,
         Command::History => status::history(&ctx).await,
@@ -164,7 +179,9 @@ pub async fn run_with(
 fn selection(command: &Command) -> Option<&[String]> {
     match command {
         Command::Deploy(args) => Some(&args.hosts.hosts),
-        Command::Undo(h) | Command::Status(h) | Command::Recover(h) => Some(&h.hosts),
+        Command::Undo(args) => Some(&args.hosts.hosts),
+        Command::Recover(args) => Some(&args.subset.hosts.hosts),
+        Command::Status(h) => Some(&h.hosts),
         _ => None,
     }
 }

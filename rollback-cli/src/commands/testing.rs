@@ -99,6 +99,7 @@ pub fn context(
         output: Arc::new(output),
         dry_run,
         adapters: Arc::new(adapters),
+        left_out: Vec::new(),
     };
     (ctx, out, err)
 }

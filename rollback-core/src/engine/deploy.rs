@@ -355,17 +355,16 @@ impl Deployer {
                     self.checkpoint
                         .reached(Stage::Promoting, &Scope::Fleet)
                         .await;
-                    match self.move_tags(ev, &release.digest, stable_before).await {
-                        Ok(()) => promotion = Promotion::Done,
-                        Err(e) => {
-                            promotion = Promotion::Failed;
-                            promotion_failure = Some(format!(
-                                "every host runs {} but moving the tags failed: {}; the previous containers are kept",
-                                release.display_name(),
-                                e.report()
-                            ));
-                        }
-                    }
+                    let (result, why) = self
+                        .promote_checked(
+                            ev,
+                            &release.digest,
+                            &release.display_name(),
+                            stable_before,
+                        )
+                        .await;
+                    promotion = result;
+                    promotion_failure = why;
                 }
                 FleetAction::Revert { hosts, cause } => {
                     let why = Error::new(
@@ -421,7 +420,10 @@ impl Deployer {
 
     /// The deploy's reason: what failed, and what that left.
     fn deploy_reason(&self, runs: &[HostRun], ending: &Ending, cancelled: bool) -> Option<String> {
-        if ending.outcome == Outcome::PromotionFailed {
+        if matches!(
+            ending.outcome,
+            Outcome::PromotionFailed | Outcome::StableMoved
+        ) {
             return ending.promotion_failure.clone();
         }
         let mut reason = self.cause_text(runs, ending.cause?);
@@ -458,6 +460,58 @@ impl Deployer {
         join_all(work).await;
     }
 
+    /// Promote `release` after reading the stable tag again: the tags move
+    /// only when nobody else moved it since the deploy began
+    /// ([`fleet::promotion_check`]). Returns how promotion went and, when
+    /// it did not, why.
+    pub(crate) async fn promote_checked(
+        &self,
+        ev: &Emitter,
+        new: &Digest,
+        name: &str,
+        stable_before: Option<&Digest>,
+    ) -> (Promotion, Option<String>) {
+        let failed = |e: Error| {
+            Some(format!(
+                "every host runs {name} but moving the tags failed: {}; the previous containers are kept",
+                e.report()
+            ))
+        };
+        let stable_now = match self.tag_digest(&self.app.stable_tag).await {
+            Ok(now) => now,
+            Err(e) => return (Promotion::Failed, failed(e)),
+        };
+        let digest = |d: &Option<Digest>| {
+            d.as_ref()
+                .map_or_else(|| "nothing".to_owned(), |d| d.short().to_string())
+        };
+        match fleet::promotion_check(new, stable_before, stable_now.as_ref()) {
+            fleet::PromotionCheck::Move(moves) if moves.stable.is_none() => {
+                ev.note(
+                    &Scope::Fleet,
+                    Phase::Promoted,
+                    format!("{} already points at {}", self.app.stable_tag, new.short()),
+                );
+                (Promotion::Done, None)
+            }
+            fleet::PromotionCheck::Move(moves) => {
+                match self.move_tags(ev, new, moves.previous.as_ref()).await {
+                    Ok(()) => (Promotion::Done, None),
+                    Err(e) => (Promotion::Failed, failed(e)),
+                }
+            }
+            fleet::PromotionCheck::StableMoved { expected, found } => (
+                Promotion::StableMoved,
+                Some(format!(
+                    "every host runs {name}, verified, but {} was moved by someone else during the deploy (from {} to {}): no tag was moved",
+                    self.app.stable_tag,
+                    digest(&expected),
+                    digest(&found),
+                )),
+            ),
+        }
+    }
+
     /// `previous` ← the digest stable had at the start (when it differs),
     /// then `stable` ← the new digest.
     pub(crate) async fn move_tags(
@@ -471,12 +525,30 @@ impl Deployer {
         if let Some(before) = stable_before.filter(|d| *d != new) {
             let destination = repo.with_tag(&self.app.previous_tag);
             let source = repo.with_digest(before);
-            let _ = timed(
+            // Without `previous` in place the stable tag stays too, so the
+            // two never disagree about what came before.
+            let copy = timed(
                 limit,
                 format!("copy {source} to {destination}"),
                 self.registry.copy(&source, &destination),
             )
-            .await?;
+            .await
+            .map_err(|e| {
+                e.context(format_args!(
+                    "{} not moved, {destination} could not be set",
+                    repo.with_tag(&self.app.stable_tag)
+                ))
+            })?;
+            if copy.digest != *before {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{destination} points at {} after the copy, not {before}; {} was not moved",
+                        copy.digest,
+                        repo.with_tag(&self.app.stable_tag)
+                    ),
+                ));
+            }
         }
         let destination = repo.with_tag(&self.app.stable_tag);
         let source = repo.with_digest(new);
@@ -519,6 +591,7 @@ pub(crate) fn announce_outcome(ev: &Emitter, outcome: Outcome, reason: Option<&s
         Outcome::RolledBack => Phase::RolledBack,
         Outcome::RollbackFailed => Phase::RollbackFailed,
         Outcome::PromotionFailed => Phase::Verified,
+        Outcome::StableMoved => Phase::Done,
         _ => Phase::Failed,
     };
     let detail = match reason {

@@ -130,6 +130,10 @@ impl Emitter {
         self.emit(scope, phase, EventKind::Transition, detail)
     }
 
+    pub(crate) fn error(&self, scope: &Scope, phase: Phase, detail: impl Into<String>) {
+        self.emit(scope, phase, EventKind::Error, detail)
+    }
+
     pub(crate) fn note(&self, scope: &Scope, phase: Phase, detail: impl Into<String>) {
         self.emit(scope, phase, EventKind::Note, detail)
     }

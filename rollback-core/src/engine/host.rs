@@ -11,7 +11,7 @@ use crate::checkpoint::Stage;
 use crate::engine::CancellationToken;
 use crate::error::{Error, ErrorKind};
 use crate::event::{EventKind, Phase, Scope};
-use crate::machine::{step, CapturedRelease, HostState, Input, RestoreCheck, VerifyLimits};
+use crate::machine::{self, step, CapturedRelease, HostState, Input, RestoreCheck, VerifyLimits};
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
 use crate::types::{
@@ -196,22 +196,25 @@ impl Deployer {
     pub(crate) fn advance(&self, ev: &Emitter, host: &HostTarget, run: &mut HostRun, input: Input) {
         let before = run.state.phase();
         let was_rolling_back = matches!(run.state, HostState::RollingBack { .. });
-        match step(run.state.clone(), input) {
-            Ok(next) => {
-                run.state = next;
-                if !was_rolling_back && matches!(run.state, HostState::RollingBack { .. }) {
-                    run.failed_at = Some(Instant::now());
-                }
-                if run.state.phase() != before {
-                    ev.transition(
-                        &Scope::Host(host.id.clone()),
-                        run.state.phase(),
-                        describe(&run.state, &self.app.name),
-                    );
-                }
+        let scope = Scope::Host(host.id.clone());
+        run.state = match step(run.state.clone(), input) {
+            Ok(next) => next,
+            // A bug in the driver: said aloud, and the host stops where the
+            // usual restore or failure rules take over.
+            Err(invalid) => {
+                ev.error(&scope, before, format!("internal error: {invalid}"));
+                machine::fault(run.state.clone(), &invalid)
             }
-            // The driver feeds only inputs valid in the current state.
-            Err(err) => debug_assert!(false, "host {}: {err}", host.id),
+        };
+        if !was_rolling_back && matches!(run.state, HostState::RollingBack { .. }) {
+            run.failed_at = Some(Instant::now());
+        }
+        if run.state.phase() != before {
+            ev.transition(
+                &scope,
+                run.state.phase(),
+                describe(&run.state, &self.app.name),
+            );
         }
     }
 
@@ -261,12 +264,13 @@ impl Deployer {
         }
     }
 
-    /// Release the app's lock on `host`, whoever holds it; a failure is noted.
+    /// Release this deployment's lock of the app on `host`; a lock someone
+    /// else holds stays, and a failure is noted.
     pub(crate) async fn release_lock(&self, ev: &Emitter, host: &HostTarget, phase: Phase) {
         let result = timed(
             self.timeouts.engine,
             "release the deploy lock",
-            host.lock.release(&self.app.name),
+            host.lock.release(&self.app.name, &self.deployment),
         )
         .await;
         if let Err(e) = result {
@@ -448,6 +452,14 @@ impl Deployer {
             return;
         }
         self.checkpoint(Stage::Verifying, host).await;
+        if self
+            .checkpoint
+            .fault(Stage::Verifying, &Scope::Host(host.id.clone()))
+        {
+            // The lock is taken once, before any switch: here it is a bug.
+            self.advance(ev, host, run, Input::LockAcquired);
+            return;
+        }
         ev.note(
             &Scope::Host(host.id.clone()),
             Phase::Verifying,

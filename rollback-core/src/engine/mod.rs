@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::checkpoint::{Checkpoint, NoCheckpoint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{NoopObserver, Observer};
+use crate::holder::{HolderCheck, NoHolderCheck};
 use crate::policy::{HealthPolicy, RolloutPolicy, StepTimeouts};
 use crate::traits::{DeployLock, HealthProbe, ProbeResult, Registry, Runtime};
 use crate::types::{
@@ -317,6 +318,8 @@ pub struct Deployer {
     holder: String,
     deployment: DeploymentId,
     promote: bool,
+    holder_check: Arc<dyn HolderCheck>,
+    force_takeover: bool,
 }
 
 impl fmt::Debug for Deployer {
@@ -354,12 +357,30 @@ impl Deployer {
             holder: default_holder(),
             deployment: DeploymentId::generate(),
             promote: true,
+            holder_check: Arc::new(NoHolderCheck),
+            force_takeover: false,
         }
     }
 
-    /// Whether a verified deploy moves the registry tags (the default); with
-    /// `false` the hosts keep the release and no tag moves, and `undo` puts
-    /// back the release it replaced.
+    /// How `recover` learns whether a lock's holder still runs; by default
+    /// nothing is proven, and only a forced takeover proceeds.
+    pub fn with_holder_check(mut self, check: Arc<dyn HolderCheck>) -> Self {
+        self.holder_check = check;
+        self
+    }
+
+    /// Whether `recover` takes over a lock whose holder cannot be proven
+    /// gone (`recover --force`). A holder seen running is never overtaken.
+    pub fn with_forced_takeover(mut self, force: bool) -> Self {
+        self.force_takeover = force;
+        self
+    }
+
+    /// Whether a verified deploy (or undo, or a deploy `recover` finishes)
+    /// moves the registry tags (the default); with `false` the hosts keep
+    /// the release and no tag moves, and `undo` puts back the release it
+    /// replaced. An embedder deploying to some hosts of an app passes
+    /// `false` unless asked, since the others may run another release.
     pub fn with_promote(mut self, promote: bool) -> Self {
         self.promote = promote;
         self

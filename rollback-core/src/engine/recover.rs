@@ -9,10 +9,14 @@ use super::{timed, CancellationToken, Deployer, HostTarget, StartFirst, Strategy
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
 use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
+use crate::holder::{self, HolderFate};
 use crate::machine::{Adoption, CapturedRelease, HostState, Input};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::OnFailure;
-use crate::types::{labels, next_name, retained_name, ContainerInfo, Digest, Release};
+use crate::types::{
+    labels, next_name, retained_name, ContainerInfo, Digest, LockAttempt, LockInfo, Release,
+};
+use std::time::SystemTime;
 
 /// What recover found on one host.
 #[derive(Default)]
@@ -21,6 +25,8 @@ struct Found {
     adoption: Option<(Adoption, Option<CapturedRelease>)>,
     /// The app container.
     app: Option<ContainerInfo>,
+    /// Who held the app's lock when the host was read.
+    lock: Option<LockInfo>,
     /// Why the host could not be read.
     errors: Vec<String>,
 }
@@ -38,8 +44,14 @@ impl Deployer {
     /// host unhealthy, or one the deploy never reached) every such host gets
     /// its retained release back, verified, whatever `on_failure` says.
     /// Hosts without a retained container are left alone; when a host
-    /// cannot be read nothing is changed. The app's locks are released at
-    /// the end, whoever held them.
+    /// cannot be read nothing is changed.
+    ///
+    /// A live deploy's lock is taken or freed by nobody else: when a lock's
+    /// holder is not proven gone ([`Deployer::with_holder_check`]), recover
+    /// changes nothing and ends [`Outcome::Locked`], unless forced
+    /// ([`Deployer::with_forced_takeover`]) and the holder is not seen
+    /// running. Otherwise recover takes every host's lock itself while it
+    /// works and releases its own locks at the end.
     ///
     /// # Cancel safety
     ///
@@ -57,18 +69,28 @@ impl Deployer {
         let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
         let found: Vec<Found> = join_all(self.hosts.iter().map(|h| self.read_host(ev, h))).await;
         let errors: Vec<String> = found.iter().flat_map(|f| f.errors.clone()).collect();
-        let (outcome, reason, promoted, target) = if errors.is_empty() {
-            self.take_over(ev, &mut runs, &found, cancel).await
-        } else {
+        let mut locked = vec![false; self.hosts.len()];
+        let (outcome, reason, promoted, target) = if !errors.is_empty() {
             // Deciding for the fleet needs every host; change nothing.
             (Outcome::Failed, Some(errors.join("; ")), false, None)
+        } else if let Some(why) = self.refuse_live_locks(ev, &mut runs, &found) {
+            (Outcome::Locked, Some(why), false, None)
+        } else if let Some((outcome, why)) =
+            self.take_locks(ev, &mut runs, &found, &mut locked).await
+        {
+            (outcome, Some(why), false, None)
+        } else {
+            self.take_over(ev, &mut runs, &found, cancel).await
         };
 
+        // Only the locks recover took; a live deploy's lock stays its own.
         let unlocks = self
             .hosts
             .iter()
             .zip(&runs)
-            .map(|(host, run)| self.release_lock(ev, host, run.state.phase()));
+            .zip(&locked)
+            .filter(|(_, held)| **held)
+            .map(|((host, run), _)| self.release_lock(ev, host, run.state.phase()));
         join_all(unlocks).await;
         announce_outcome(ev, outcome, reason.as_deref());
         let hosts = runs
@@ -81,11 +103,113 @@ impl Deployer {
                 run.report(&self.hosts[run.index], release)
             })
             .collect();
+        let lock_holder = runs.iter().find_map(|r| match &r.state {
+            HostState::Refused { holder, .. } => holder.clone(),
+            _ => None,
+        });
         DeployReport::new(outcome)
             .with_hosts(hosts)
             .with_target(target)
             .with_reason(reason)
             .with_promoted(promoted)
+            .with_lock_holder(lock_holder)
+    }
+
+    /// Refuse when a lock is held by a deploy whose holder may still run
+    /// ([`holder::may_take_over`]): the hosts so held end `Refused`, nothing
+    /// is changed, and the reason names holder, deployment, target and the
+    /// lock's age.
+    fn refuse_live_locks(
+        &self,
+        ev: &Emitter,
+        runs: &mut [HostRun],
+        found: &[Found],
+    ) -> Option<String> {
+        let now = SystemTime::now();
+        let mut reasons = Vec::new();
+        for (run, found) in runs.iter_mut().zip(found) {
+            let Some(lock) = &found.lock else { continue };
+            let fate = self.holder_check.fate(lock);
+            if holder::may_take_over(&fate, self.force_takeover) {
+                continue;
+            }
+            let host = &self.hosts[run.index];
+            let hint = match fate {
+                HolderFate::Running => "wait for it to end",
+                _ => "give --force to take it over if that deploy is stuck",
+            };
+            reasons.push(format!(
+                "host {}: lock held by deployment {} of {} by {}, taken {} ago, and {fate}; {hint}",
+                host.id,
+                lock.deployment,
+                lock.target,
+                lock.holder,
+                humantime::format_duration(holder::lock_age(lock, now)),
+            ));
+            self.advance(ev, host, run, Input::LockHeld(lock.clone()));
+        }
+        (!reasons.is_empty()).then(|| {
+            format!(
+                "{}; recover acts only on a deploy whose holder is gone",
+                reasons.join("; ")
+            )
+        })
+    }
+
+    /// Take the app's lock on every host, in config order, breaking the
+    /// lock of a holder that is gone (or, forced, cannot be proven alive).
+    /// Stops at a lock someone took meanwhile: that host ends `Refused`.
+    async fn take_locks(
+        &self,
+        ev: &Emitter,
+        runs: &mut [HostRun],
+        found: &[Found],
+        locked: &mut [bool],
+    ) -> Option<(Outcome, String)> {
+        let limit = self.timeouts.engine;
+        for (run, found) in runs.iter_mut().zip(found) {
+            let host = &self.hosts[run.index];
+            let scope = Scope::Host(host.id.clone());
+            if let Some(old) = &found.lock {
+                let fate = self.holder_check.fate(old);
+                if let Err(e) = timed(
+                    limit,
+                    "break the deploy lock",
+                    host.lock.break_lock(&self.app.name),
+                )
+                .await
+                {
+                    return Some((Outcome::Failed, format!("host {}: {}", host.id, e.report())));
+                }
+                ev.note(
+                    &scope,
+                    Phase::Planned,
+                    format!(
+                        "took over the lock of deployment {} ({fate})",
+                        old.deployment
+                    ),
+                );
+            }
+            let ours = LockInfo {
+                app: self.app.name.to_string(),
+                deployment: self.deployment.clone(),
+                holder: self.holder.clone(),
+                target: "recover".to_owned(),
+                started_at: SystemTime::now(),
+            };
+            match timed(limit, "take the deploy lock", host.lock.acquire(&ours)).await {
+                Ok(LockAttempt::Acquired) => locked[run.index] = true,
+                Ok(LockAttempt::Held(other)) => {
+                    let why = format!("host {}: lock held by {other}", host.id);
+                    self.advance(ev, host, run, Input::LockHeld(other));
+                    return Some((Outcome::Locked, why));
+                }
+                Err(e) => {
+                    return Some((Outcome::Failed, format!("host {}: {}", host.id, e.report())))
+                }
+            }
+        }
+        None
     }
 
     /// Adopt the interrupted hosts, verify them at once, then finish or
@@ -144,6 +268,7 @@ impl Deployer {
             let view = FleetView::new(&states, OnFailure::RollbackAll, self.rollout.batch())
                 .cancelled(cancel.is_cancelled())
                 .promotion(promotion)
+                .promote(self.promote)
                 .behind(behind);
             let why = |cause: Cause| {
                 match cause {
@@ -173,15 +298,10 @@ impl Deployer {
                 }
                 FleetAction::Restore(hosts) => self.restore_all(ev, runs, &hosts).await,
                 FleetAction::Promote => {
-                    let (release, result) = self.promote_from_labels(ev, runs, found).await;
+                    let (release, result, why) = self.promote_from_labels(ev, runs, found).await;
                     target = release;
-                    match result {
-                        Ok(()) => promotion = Promotion::Done,
-                        Err(reason) => {
-                            promotion = Promotion::Failed;
-                            promotion_failure = Some(reason);
-                        }
-                    }
+                    promotion = result;
+                    promotion_failure = why;
                 }
                 FleetAction::Retire(hosts) => {
                     for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
@@ -189,8 +309,18 @@ impl Deployer {
                     }
                 }
                 FleetAction::Finish { outcome, cause } => {
+                    let finished = runs
+                        .iter()
+                        .any(|r| matches!(r.state, HostState::Done { .. }));
+                    if !self.promote && finished && outcome == Outcome::Deployed {
+                        ev.note(
+                            &Scope::Fleet,
+                            Phase::Done,
+                            format!("not promoted: {} was left as it is", self.app.stable_tag),
+                        );
+                    }
                     let reason = match outcome {
-                        Outcome::PromotionFailed => promotion_failure,
+                        Outcome::PromotionFailed | Outcome::StableMoved => promotion_failure,
                         _ => cause.map(why),
                     };
                     return (outcome, reason, promotion == Promotion::Done, target);
@@ -212,11 +342,8 @@ impl Deployer {
         let mut found = Found::default();
         let lock = match timed(limit, "read the lock", host.lock.status(&self.app.name)).await {
             Ok(Some(lock)) => {
-                ev.note(
-                    &scope,
-                    Phase::Planned,
-                    format!("lock held by {lock}; it is released at the end"),
-                );
+                ev.note(&scope, Phase::Planned, format!("lock held by {lock}"));
+                found.lock = Some(lock.clone());
                 Some(lock)
             }
             Ok(None) => None,
@@ -360,7 +487,7 @@ impl Deployer {
         ev: &Emitter,
         runs: &[HostRun],
         found: &[Found],
-    ) -> (Option<Release>, Result<(), String>) {
+    ) -> (Option<Release>, Promotion, Option<String>) {
         let verified: Vec<&ContainerInfo> = runs
             .iter()
             .filter(|r| matches!(r.state, HostState::Verified { .. }))
@@ -381,20 +508,25 @@ impl Deployer {
             .cloned()
             .flatten()
             .and_then(|d| d.parse::<Digest>().ok());
-        let result = match new {
+        match new {
             Some(new) if agreed => {
                 let before = befores
                     .first()
                     .cloned()
                     .flatten()
                     .and_then(|d| d.parse::<Digest>().ok());
-                self.move_tags(ev, &new, before.as_ref())
-                    .await
-                    .map_err(|e| format!("moving the tags failed: {}", e.report()))
+                let name = target
+                    .as_ref()
+                    .map_or_else(|| new.short().to_string(), Release::display_name);
+                let (promotion, why) = self.promote_checked(ev, &new, &name, before.as_ref()).await;
+                (target, promotion, why)
             }
             // Without promotion the retained containers stay, so recover can run again.
-            _ => Err("the hosts do not run one labelled release; tags left as they are".into()),
-        };
-        (target, result)
+            _ => (
+                target,
+                Promotion::Failed,
+                Some("the hosts do not run one labelled release; tags left as they are".into()),
+            ),
+        }
     }
 }

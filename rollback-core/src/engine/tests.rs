@@ -128,6 +128,8 @@ impl Fleet {
             .with_health(health())
             .with_holder("tester@ci pid 1".into())
             .with_deployment_id(DeploymentId("d-test".into()))
+            // The locks these tests leave behind belong to killed deploys.
+            .with_holder_check(Arc::new(|_: &LockInfo| crate::holder::HolderFate::Gone))
             .with_observer(Arc::new(move |e: &Event| {
                 events.lock().unwrap().push(e.clone())
             }))
@@ -641,6 +643,66 @@ async fn unhealthy_restored_release_is_rollback_failed() {
     assert_nothing_promoted(&fleet);
 }
 
+/// Moves the stable tag to v3 when the fleet reaches promotion, as another
+/// actor would.
+struct MovesStable(Arc<FakeRegistry>);
+
+#[async_trait::async_trait]
+impl crate::checkpoint::Checkpoint for MovesStable {
+    async fn reached(&self, stage: crate::checkpoint::Stage, _scope: &Scope) {
+        if stage == crate::checkpoint::Stage::Promoting {
+            self.0.set_tag(&repo(), "latest", &digest('3'));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stable_tag_moved_during_the_deploy_is_not_overwritten() {
+    let fleet = Fleet::new(2);
+    fleet.registry.set_tag(&repo(), "previous", &digest('0'));
+    let deployer = fleet
+        .deployer()
+        .with_checkpoint(Arc::new(MovesStable(fleet.registry.clone())));
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::StableMoved, "{report:?}");
+    assert_eq!(report.exit_code(), 1);
+    assert!(!report.promoted);
+    let reason = report.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("latest was moved by someone else"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("from 111111111111 to 333333333333"),
+        "{reason}"
+    );
+    assert!(fleet.registry.copies().is_empty(), "no tag was written");
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('3')));
+    assert_eq!(fleet.registry.tag(&repo(), "previous"), Some(digest('0')));
+    for i in 0..2 {
+        // The hosts keep the verified release, cleaned up as after a
+        // deploy without promotion.
+        assert_eq!(fleet.running(i), Some(("v2".into(), true)));
+        assert!(fleet.hosts[i].named("app--rollback-previous").is_none());
+        assert!(fleet.hosts[i].lock_info().is_none());
+        assert_eq!(report.hosts[i].phase, Phase::Done);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_previous_copy_leaves_the_stable_tag_and_says_so() {
+    let fleet = Fleet::new(1);
+    fleet.registry.fail_copy(1, ErrorKind::Unavailable);
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::PromotionFailed);
+    let reason = report.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("app:latest not moved, 127.0.0.1:5000/team/app:previous could not be set"),
+        "{reason}"
+    );
+    assert_eq!(fleet.registry.tag(&repo(), "latest"), Some(digest('1')));
+}
+
 #[tokio::test(start_paused = true)]
 async fn promotion_failure_keeps_hosts_and_retained_containers() {
     let fleet = Fleet::new(1);
@@ -963,6 +1025,26 @@ async fn undo_names_the_release_by_the_tag_it_was_deployed_as() {
     assert_eq!(report.target.unwrap().tag.as_deref(), Some("v2"));
 }
 
+/// A running container of `release` named `name`, labelled as a deploy
+/// labels it while the stable tag named v1.
+fn running_labelled(rt: &FakeRuntime, name: &str, release: &Release) -> ContainerId {
+    let probe = rt.add_running(name, "app", release);
+    let mut spec_labels = rt.named(name).unwrap().labels;
+    spec_labels.insert(labels::STABLE_BEFORE.into(), digest('1').to_string());
+    futures_util::FutureExt::now_or_never(rt.remove(&probe))
+        .unwrap()
+        .unwrap();
+    let mut spec = ContainerSpec::new(name, release.image(), template());
+    spec.labels = spec_labels;
+    let id = futures_util::FutureExt::now_or_never(rt.create(&spec))
+        .unwrap()
+        .unwrap();
+    futures_util::FutureExt::now_or_never(rt.start(&id))
+        .unwrap()
+        .unwrap();
+    id
+}
+
 /// A host as a deploy leaves it when its runner dies after the switch:
 /// v1 stopped and retained, v2 running, lock held.
 fn interrupted(fleet: &Fleet, host: usize) {
@@ -1166,10 +1248,99 @@ async fn recover_with_nothing_to_do_changes_nothing() {
     assert!(!report.promoted);
     assert_eq!(
         changes(&fleet.hosts[0]),
-        ["release_lock app"],
-        "only the lock release"
+        ["acquire_lock app", "release_lock app"],
+        "only its own lock, held while it looks"
     );
     assert_nothing_promoted(&fleet);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recover_beside_a_live_deploy_changes_nothing_and_is_exit_5() {
+    let fleet = Fleet::new(2);
+    interrupted(&fleet, 0);
+    let before: Vec<_> = fleet.hosts.iter().map(|rt| rt.containers()).collect();
+    let calls_before: Vec<_> = fleet.hosts.iter().map(|rt| changes(rt)).collect();
+    for (fate, force) in [
+        (crate::holder::HolderFate::Running, false),
+        (crate::holder::HolderFate::Running, true),
+        (crate::holder::HolderFate::Unknown, false),
+    ] {
+        let check = fate.clone();
+        let report = fleet
+            .deployer()
+            .with_holder_check(Arc::new(move |_: &LockInfo| check.clone()))
+            .with_forced_takeover(force)
+            .recover(CancellationToken::new())
+            .await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Locked,
+            "{fate:?} {force}: {report:?}"
+        );
+        assert_eq!(report.exit_code(), 5);
+        let reason = report.reason.as_deref().unwrap();
+        for part in ["d-dead", "of v2", "ci@runner pid 9", "taken ", "holder"] {
+            assert!(reason.contains(part), "{part} in {reason}");
+        }
+        assert_eq!(
+            report.lock_holder.as_ref().map(|l| l.deployment.clone()),
+            Some(DeploymentId("d-dead".into()))
+        );
+        for (i, rt) in fleet.hosts.iter().enumerate() {
+            assert_eq!(rt.containers(), before[i], "host {i} untouched");
+            assert_eq!(
+                changes(rt),
+                calls_before[i],
+                "host {i}: no change, no lock call"
+            );
+        }
+        assert_eq!(
+            fleet.hosts[0].lock_info().map(|l| l.deployment),
+            Some(DeploymentId("d-dead".into())),
+            "the live deploy keeps its lock"
+        );
+    }
+    // Forced, a holder that cannot be proven gone is taken over.
+    let report = fleet
+        .deployer()
+        .with_holder_check(Arc::new(|_: &LockInfo| crate::holder::HolderFate::Unknown))
+        .with_forced_takeover(true)
+        .recover(CancellationToken::new())
+        .await;
+    // h2 never got the release, so the interrupted deploy is reverted.
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert!(fleet.hosts[0].lock_info().is_none());
+    assert_eq!(
+        fleet.hosts[0].calls_of(&["break_lock", "acquire_lock", "release_lock"]),
+        ["break_lock app", "acquire_lock app", "release_lock app"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_is_released_only_by_its_own_deployment() {
+    let fleet = Fleet::new(1);
+    fleet.hosts[0].hold_lock(LockInfo {
+        app: "app".into(),
+        deployment: DeploymentId("d-live".into()),
+        holder: "ci@runner pid 9".into(),
+        target: "v3".into(),
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+    });
+    let report = deploy(&fleet, fleet.deployer()).await;
+    assert_eq!(report.outcome, Outcome::Locked);
+    let lock = fleet.hosts[0].clone();
+    assert!(
+        !DeployLock::release(&*lock, "app", &DeploymentId("d-test".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        fleet.hosts[0].lock_info().map(|l| l.deployment),
+        Some(DeploymentId("d-live".into())),
+        "neither the refused deploy nor another id frees it"
+    );
+    assert!(DeployLock::break_lock(&*lock, "app").await.unwrap());
+    assert!(fleet.hosts[0].lock_info().is_none());
 }
 
 #[tokio::test(start_paused = true)]
@@ -1311,10 +1482,10 @@ mod mocked {
             .in_sequence(&mut seq)
             .returning(|_, _, _| Err(Error::unauthorized("pull access denied")));
         lock.expect_release()
-            .with(eq("app"))
+            .with(eq("app"), eq(DeploymentId("d-test".into())))
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_| Ok(true));
+            .returning(|_, _| Ok(true));
         rt.expect_stop().never();
         rt.expect_create().never();
 
@@ -1337,6 +1508,7 @@ mod mocked {
             template(),
         );
         let report = Deployer::new(app, Arc::new(registry), vec![host])
+            .with_deployment_id(DeploymentId("d-test".into()))
             .deploy(Target::Tag(tag("v2")), CancellationToken::new())
             .await;
         assert_eq!(report.outcome, Outcome::Failed);
@@ -1666,7 +1838,7 @@ async fn start_first_recover_finishes_a_serving_release_and_removes_one_that_nev
     let proxies = fleet.proxies();
     let mut v2_labels = v2();
     v2_labels.tag = Some(tag("v2"));
-    let next = fleet.hosts[0].add_running("app--rollback-next", "app", &v2_labels);
+    let next = running_labelled(&fleet.hosts[0], "app--rollback-next", &v2_labels);
     proxies[0].set_target(&next, 8080);
     fleet.hosts[0].hold_lock(LockInfo {
         app: "app".into(),
@@ -1874,4 +2046,55 @@ async fn start_first_a_proxy_that_stops_during_the_restore_is_reported() {
     let error = format!("{report:?}");
     assert!(error.contains("the proxy stopped"), "{error}");
     assert!(error.contains("the fake proxy stopped"), "{error}");
+}
+
+#[tokio::test]
+async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
+    use crate::machine::{CapturedRelease, HostState, Input};
+    let fleet = Fleet::new(1);
+    let deployer = fleet.deployer();
+    let pump = super::emit::Pump::start(deployer.observer.clone());
+    let mut run = super::host::HostRun::new(0);
+    run.state = HostState::Verified {
+        new_container: ContainerId("c2".into()),
+        retained: Some(CapturedRelease {
+            container: ContainerId("c1".into()),
+            release: Some(v1()),
+        }),
+    };
+    // A lock taken twice is a bug of the driver's, in every build.
+    deployer.advance(
+        pump.emitter(),
+        &deployer.hosts[0],
+        &mut run,
+        Input::LockAcquired,
+    );
+    pump.finish().await;
+    let HostState::RollingBack {
+        failed_container,
+        retained,
+        reason,
+    } = &run.state
+    else {
+        panic!("expected rolling back, got {:?}", run.state);
+    };
+    assert_eq!(failed_container, &Some(ContainerId("c2".into())));
+    assert_eq!(
+        retained.as_ref().map(|r| &r.container),
+        Some(&ContainerId("c1".into()))
+    );
+    assert_eq!(reason.kind(), crate::error::ErrorKind::Internal);
+    let events = fleet.events();
+    let error = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Error))
+        .expect("an error event");
+    assert!(
+        error.detail.contains("lock_acquired in state verified"),
+        "{error:?}"
+    );
+    assert!(run.failed_at.is_some(), "the restore's clock starts");
+    assert!(events
+        .iter()
+        .any(|e| e.phase == Phase::RollingBack && matches!(e.kind, EventKind::Transition)));
 }
