@@ -70,6 +70,8 @@ struct RuntimeState {
     behaviors: HashMap<Digest, Behavior>,
     lock: Option<LockInfo>,
     images: BTreeMap<String, ImageInfo>,
+    /// Names of an image (by id) in other repositories.
+    foreign_names: BTreeMap<String, BTreeSet<String>>,
     pulls: i64,
     networks: BTreeSet<String>,
     exec: Option<ExecHandler>,
@@ -169,6 +171,26 @@ impl FakeRuntime {
     /// Put an image on the host, as an earlier pull left it.
     pub fn add_image(&self, image: ImageInfo) {
         self.lock().images.insert(image.id.clone(), image);
+    }
+
+    /// Another repository names the image `id` too (`other/app:v1`), as a
+    /// `docker tag` across repositories leaves it: the engine then refuses
+    /// to remove it by id, and keeps it while that name stays.
+    pub fn name_elsewhere(&self, id: &str, name: &str) {
+        self.lock()
+            .foreign_names
+            .entry(id.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+    }
+
+    /// The names other repositories give the image `id`.
+    pub fn foreign_names(&self, id: &str) -> Vec<String> {
+        self.lock()
+            .foreign_names
+            .get(id)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The images on the host, by id.
@@ -333,6 +355,7 @@ impl Runtime for FakeRuntime {
                 tags: Vec::new(),
                 created,
                 size: 1024,
+                shared: false,
             });
         }
         if let Some(sink) = progress {
@@ -510,22 +533,80 @@ impl Runtime for FakeRuntime {
     async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
         self.enter("list_images", format!("list_images {repository}"))
             .await?;
-        // The fake's images all belong to the repository asked about.
-        Ok(self.images())
+        // The fake's images all belong to the repository asked about, while
+        // they have a name in it.
+        let st = self.lock();
+        Ok(st
+            .images
+            .values()
+            .filter(|i| !i.tags.is_empty() || !i.digests.is_empty())
+            .map(|i| ImageInfo {
+                shared: st.foreign_names.get(&i.id).is_some_and(|n| !n.is_empty()),
+                ..i.clone()
+            })
+            .collect())
     }
 
+    /// By id, or by one name of this repository (`repo:tag`,
+    /// `repo@sha256:...`), as the engine does: a name goes alone, the image
+    /// with its last name.
     async fn remove_image(&self, id: &str) -> Result<()> {
         self.enter("remove_image", format!("remove_image {id}"))
             .await?;
-        if self.containers().iter().any(|c| c.image_id == id) {
+        let used: BTreeSet<String> = self.containers().into_iter().map(|c| c.image_id).collect();
+        let mut st = self.lock();
+        // The name's image, and whether the name was the image's id.
+        let found = match st.images.get(id) {
+            Some(image) => Some((image.id.clone(), true)),
+            None => {
+                let name = id.rsplit('/').next().unwrap_or(id);
+                st.images
+                    .values()
+                    .find(|image| match name.split_once('@') {
+                        Some((_, digest)) => image.digests.iter().any(|d| d.as_str() == digest),
+                        None => name
+                            .rsplit_once(':')
+                            .is_some_and(|(_, tag)| image.tags.iter().any(|t| t == tag)),
+                    })
+                    .map(|image| (image.id.clone(), false))
+            }
+        };
+        let Some((image_id, by_id)) = found else {
+            return Err(Error::not_found(format!("no such image {id}")));
+        };
+        let foreign = st
+            .foreign_names
+            .get(&image_id)
+            .is_some_and(|n| !n.is_empty());
+        if by_id && foreign {
+            return Err(Error::conflict(format!(
+                "unable to delete {id} (must be forced): image is referenced in multiple repositories"
+            )));
+        }
+        let Some(image) = st.images.get_mut(&image_id) else {
+            return Err(Error::not_found(format!("no such image {id}")));
+        };
+        if !by_id {
+            let names = image.tags.len() + image.digests.len();
+            let name = id.rsplit('/').next().unwrap_or(id);
+            if names > 1 || foreign {
+                match name.split_once('@') {
+                    Some((_, digest)) => image.digests.retain(|d| d.as_str() != digest),
+                    None => {
+                        let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+                        image.tags.retain(|t| t != tag);
+                    }
+                }
+                return Ok(());
+            }
+        }
+        if used.contains(&image_id) {
             return Err(Error::conflict(format!(
                 "image {id} is used by a container"
             )));
         }
-        match self.lock().images.remove(id) {
-            Some(_) => Ok(()),
-            None => Err(Error::not_found(format!("no such image {id}"))),
-        }
+        st.images.remove(&image_id);
+        Ok(())
     }
 
     async fn create_network(&self, name: &str) -> Result<bool> {

@@ -284,6 +284,18 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
             _ => finish(),
         };
     }
+    // Promotion needs every host verified: one switched but never verified
+    // (the driver verifies each before the fleet decides, so only a slip of
+    // it leaves one) is sent back, never promoted or reported deployed.
+    let unverified = which(hosts, |s| {
+        s.is_switched() && !matches!(s, HostState::Verified { .. })
+    });
+    if let Some(&first) = unverified.first() {
+        return FleetAction::Revert {
+            hosts: unverified,
+            cause: Cause::Host(first),
+        };
+    }
     let waiting = which(hosts, |s| matches!(s, HostState::Locked));
     if !waiting.is_empty() {
         return FleetAction::Deploy(waiting.into_iter().take(view.batch).collect());
@@ -551,6 +563,18 @@ mod tests {
             ("vvl", All, false, N, None, Deploy(vec![2])),
             // Every host verified: promote, then retire, then done.
             ("vvv", All, false, N, None, Promote),
+            // A host switched but not verified is never promoted.
+            (
+                "vs",
+                All,
+                false,
+                N,
+                None,
+                Revert {
+                    hosts: vec![1],
+                    cause: Cause::Host(1),
+                },
+            ),
             ("vvv", All, false, P, None, Retire(vec![0, 1, 2])),
             ("ddd", All, false, P, None, finish(Deployed, None)),
             ("vvv", All, false, PF, None, finish(PromotionFailed, None)),

@@ -110,6 +110,18 @@ impl Probing {
         at < self.limits.start_period
     }
 
+    /// An unhealthy or starting answer after the first healthy one, outside
+    /// the start period: the release failed.
+    fn answer_after_start(self, input: &Input) -> Verdict {
+        let why = match input {
+            Input::ProbeUnhealthy { reason, .. } => {
+                format!("unhealthy after its first healthy answer: {reason}")
+            }
+            _ => "health went back to starting after its first healthy answer".into(),
+        };
+        Verdict::Failed(self.fail(Error::unhealthy(why)))
+    }
+
     fn fail(&self, error: Error) -> Error {
         match &self.unreachable {
             Some(why) => {
@@ -121,6 +133,20 @@ impl Probing {
                 Error::new(error.kind(), message)
             }
             None => error,
+        }
+    }
+
+    /// An answer while users are served: the start period is over (it
+    /// covers only the time before the first healthy answer), so any
+    /// unhealthy or starting answer fails the release.
+    fn answer_serving(self, input: &Input) -> Verdict {
+        match input {
+            Input::ProbeUnhealthy { .. } | Input::ProbeStarting { .. }
+                if self.healthy_since.is_some() =>
+            {
+                self.answer_after_start(input)
+            }
+            _ => self.answer(input),
         }
     }
 
@@ -140,13 +166,7 @@ impl Probing {
             }
             Input::ProbeUnhealthy { at, .. } | Input::ProbeStarting { at } => {
                 if self.healthy_since.is_some() && !self.in_start_period(*at) {
-                    let why = match input {
-                        Input::ProbeUnhealthy { reason, .. } => {
-                            format!("unhealthy after its first healthy answer: {reason}")
-                        }
-                        _ => "health went back to starting after its first healthy answer".into(),
-                    };
-                    Verdict::Failed(self.fail(Error::unhealthy(why)))
+                    self.answer_after_start(input)
                 } else {
                     self.healthy_since = None;
                     Verdict::Continue(self)
@@ -406,7 +426,11 @@ pub enum Input {
         new_container: ContainerId,
     },
     /// Start-first: the proxy sends the traffic to the new release now.
-    TrafficSwitched,
+    TrafficSwitched {
+        /// When, from the start of the verification: the stable window
+        /// counts from here, the time users have been on the release.
+        at: Duration,
+    },
     /// Start-first: the proxy did not take the switch to the new release.
     TrafficSwitchFailed(Error),
     /// Start-first: the proxy stopped serving while the new release was verified.
@@ -639,7 +663,7 @@ impl Input {
             Input::Switched { .. } => "switched",
             Input::SwitchFailed { .. } => "switch_failed",
             Input::StartedBeside { .. } => "started_beside",
-            Input::TrafficSwitched => "traffic_switched",
+            Input::TrafficSwitched { .. } => "traffic_switched",
             Input::TrafficSwitchFailed(_) => "traffic_switch_failed",
             Input::ProxyLost(_) => "proxy_lost",
             Input::Adopted {
@@ -893,8 +917,8 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             },
             I::ProbeHealthy { at },
         ) => {
-            // Health is continuous from here: the stable window counts from
-            // this answer, with the traffic on the new release.
+            // Healthy: the traffic moves next. The stable window counts
+            // from the switch, once users are on the release.
             probing.healthy_since.get_or_insert(at);
             S::Ready {
                 new_container,
@@ -926,14 +950,17 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             S::Ready {
                 new_container,
                 retained,
-                probing,
+                mut probing,
             },
-            I::TrafficSwitched,
-        ) => S::Serving {
-            new_container,
-            retained,
-            probing,
-        },
+            I::TrafficSwitched { at },
+        ) => {
+            probing.healthy_since = Some(at);
+            S::Serving {
+                new_container,
+                retained,
+                probing,
+            }
+        }
         (
             S::Ready {
                 new_container,
@@ -981,7 +1008,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 probing,
             },
             input,
-        ) if input.is_probe() => match probing.answer(&input) {
+        ) if input.is_probe() => match probing.answer_serving(&input) {
             Verdict::Continue(probing) => S::Serving {
                 new_container,
                 retained,
@@ -1170,6 +1197,25 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             };
             settle(restored, reason, check, tidy)
         }
+        // Start-first: the restored release serves through the proxy; a
+        // proxy that stops leaves users without it, whatever the probes say.
+        (
+            S::Restoring {
+                restored,
+                reason,
+                tidy,
+                ..
+            },
+            I::ProxyLost(lost),
+        ) => {
+            let check = RestoreCheck::Failed {
+                reason: Error::new(
+                    lost.kind(),
+                    format!("the proxy stopped: {}", lost.message()),
+                ),
+            };
+            settle(restored, reason, check, tidy)
+        }
         (
             S::Restoring {
                 restored,
@@ -1312,6 +1358,14 @@ mod tests {
             ),
             ("serving", serving(None)),
             ("serving_ok", serving(ok_at_2s)),
+            (
+                "serving_ok_in_start_period",
+                HostState::Serving {
+                    new_container: c("new"),
+                    retained: previous(),
+                    probing: probing(ok_at_2s, Duration::from_secs(10)),
+                },
+            ),
             ("verifying", verifying(None)),
             // Healthy since 2 s: the answer at 5 s is 3 s of health, stable.
             ("verifying_ok", verifying(ok_at_2s)),
@@ -1449,7 +1503,9 @@ mod tests {
             Input::StartedBeside {
                 new_container: c("new"),
             },
-            Input::TrafficSwitched,
+            Input::TrafficSwitched {
+                at: Duration::from_secs(2),
+            },
             Input::TrafficSwitchFailed(Error::conflict("the proxy refused the config")),
             Input::ProxyLost(Error::unavailable("the proxy container stopped")),
             Input::Adopted {
@@ -1544,6 +1600,32 @@ mod tests {
         ("ready", "proxy_lost", "rolling_back"),
         ("serving", "proxy_lost", "rolling_back"),
         ("serving_ok", "proxy_lost", "rolling_back"),
+        // Users are on it: the start period no longer forgives.
+        ("serving_ok_in_start_period", "probe_healthy", "verified"),
+        (
+            "serving_ok_in_start_period",
+            "probe_unhealthy",
+            "rolling_back",
+        ),
+        (
+            "serving_ok_in_start_period",
+            "probe_starting",
+            "rolling_back",
+        ),
+        (
+            "serving_ok_in_start_period",
+            "container_exited",
+            "rolling_back",
+        ),
+        ("serving_ok_in_start_period", "watch_lost", "serving"),
+        (
+            "serving_ok_in_start_period",
+            "deadline_passed",
+            "rolling_back",
+        ),
+        ("serving_ok_in_start_period", "proxy_lost", "rolling_back"),
+        ("serving_ok_in_start_period", "revert", "rolling_back"),
+        ("serving_ok_in_start_period", "cancelled", "rolling_back"),
         ("ready", "traffic_switch_failed", "rolling_back"),
         ("ready", "revert", "rolling_back"),
         ("ready", "cancelled", "rolling_back"),
@@ -1607,6 +1689,13 @@ mod tests {
             "rollback_failed",
         ),
         ("rolling_back_first_deploy", "halt", "halted"),
+        // A proxy lost during a start-first restore fails it, once tidied.
+        ("restoring", "proxy_lost", "restoring"),
+        ("restoring_ok", "proxy_lost", "restoring"),
+        ("restoring_ok_tidied", "proxy_lost", "rollback_failed"),
+        ("restoring_stable", "proxy_lost", "restoring"),
+        ("restoring_unhealthy", "proxy_lost", "restoring"),
+        ("restoring_tidy_failed", "proxy_lost", "rollback_failed"),
         ("restoring", "tidied", "restoring"),
         ("restoring", "tidy_failed", "restoring"),
         ("restoring_ok", "tidied", "restoring"),
@@ -1862,7 +1951,7 @@ mod tests {
     }
 
     #[test]
-    fn start_first_switches_on_the_first_healthy_answer_and_counts_the_window_from_it() {
+    fn start_first_switches_on_the_first_healthy_answer_and_counts_the_window_from_the_switch() {
         let at = Duration::from_secs;
         let s = step(
             HostState::Pulled {
@@ -1882,11 +1971,13 @@ mod tests {
         assert_eq!(s.name(), "warming");
         let s = step(s, Input::ProbeHealthy { at: at(2) }).unwrap();
         assert_eq!(s.name(), "ready");
-        let s = step(s, Input::TrafficSwitched).unwrap();
+        // The switch took a second: the window counts from it, not from
+        // the healthy answer before it.
+        let s = step(s, Input::TrafficSwitched { at: at(3) }).unwrap();
         assert_eq!(s.phase(), Phase::Switched);
-        let s = step(s, Input::ProbeHealthy { at: at(4) }).unwrap();
-        assert_eq!(s.name(), "serving", "2 s of the 3 s window");
         let s = step(s, Input::ProbeHealthy { at: at(5) }).unwrap();
+        assert_eq!(s.name(), "serving", "2 s of the 3 s window");
+        let s = step(s, Input::ProbeHealthy { at: at(6) }).unwrap();
         assert_eq!(
             s,
             HostState::Verified {

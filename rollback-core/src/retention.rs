@@ -28,6 +28,11 @@ pub struct ImageInfo {
     /// Bytes its removal frees: its size less the layers other images share,
     /// where the engine reports sharing; else its whole size, an upper bound.
     pub size: u64,
+    /// Other repositories name it too (a `docker tag` across repositories):
+    /// the engine refuses to remove it by id, so only this repository's
+    /// names of it are removed, and it stays while the others do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 impl ImageInfo {
@@ -206,6 +211,7 @@ mod tests {
             tags: vec![],
             created,
             size: 100,
+            shared: false,
         }
     }
 

@@ -141,9 +141,11 @@ pub trait Runtime: Send + Sync {
         Err(unsupported(&format!("list the images of {repository}")))
     }
 
-    /// Remove an image by id, with every name it has. An image a container
-    /// uses is refused ([`ErrorKind::Conflict`](crate::ErrorKind::Conflict)),
-    /// never forced.
+    /// Remove an image by id (with every name it has), or one name of it
+    /// (`repo:tag`, `repo@sha256:...`): the image itself goes with its last
+    /// name. Never forced: an image a container uses, or (by id) one that
+    /// several repositories name, is refused
+    /// ([`ErrorKind::Conflict`](crate::ErrorKind::Conflict)).
     async fn remove_image(&self, id: &str) -> Result<()> {
         Err(unsupported(&format!("remove image {id}")))
     }

@@ -227,13 +227,19 @@ pub(crate) fn image_info(summary: &ImageSummary, repository: &Repository) -> Opt
     if digests.is_empty() && tags.is_empty() {
         return None;
     }
-    let shared = summary.shared_size.max(0);
+    let shared_size = summary.shared_size.max(0);
+    let named_elsewhere = summary
+        .repo_tags
+        .iter()
+        .chain(&summary.repo_digests)
+        .any(|name| !ours(&name));
     Some(ImageInfo {
         id: summary.id.clone(),
         digests,
         tags,
         created: summary.created,
-        size: u64::try_from(summary.size - shared).unwrap_or_default(),
+        size: u64::try_from(summary.size - shared_size).unwrap_or_default(),
+        shared: named_elsewhere,
     })
 }
 
@@ -304,6 +310,13 @@ mod tests {
         assert_eq!(info.digests, vec![digest('a').parse::<Digest>().unwrap()]);
         assert_eq!(info.tags, vec!["v1".to_owned()]);
         assert_eq!((info.created, info.size), (7, 400));
+        assert!(info.shared, "team/other and team/app-x name it too");
+        let alone = ImageSummary {
+            repo_digests: vec![format!("127.0.0.1:5000/team/app@{}", digest('a'))],
+            repo_tags: vec!["127.0.0.1:5000/team/app:v1".into()],
+            ..summary.clone()
+        };
+        assert!(!image_info(&alone, &repo).unwrap().shared);
         let other: Repository = "127.0.0.1:5000/nobody".parse().unwrap();
         assert_eq!(image_info(&summary, &other), None);
         // The engine answers -1 when it did not compute the shared size.

@@ -665,8 +665,11 @@ impl Runtime for DockerRuntime {
             noprune: false,
             ..Default::default()
         };
-        let short = id.strip_prefix("sha256:").unwrap_or(id);
-        let what = format!("remove image {}", &short[..short.len().min(12)]);
+        // An id is named by its short form; a reference (`repo:tag`) as it is.
+        let what = match id.strip_prefix("sha256:") {
+            Some(hex) => format!("remove image {}", &hex[..hex.len().min(12)]),
+            None => format!("remove image {id}"),
+        };
         self.docker
             .remove_image(id, Some(options), None)
             .await

@@ -383,6 +383,57 @@ fn retention_keeps_the_newest_releases_and_never_forces_an_image_away() {
     assert_eq!(fleet.answering(0).unwrap().0, format!("v3-{}", fleet.app));
 }
 
+#[test]
+fn retention_frees_releases_another_repository_names_too() {
+    let fleet = fleet("retain-shared");
+    let other = format!("{}-mirror", fleet.repo);
+    let _images = ImagesGuard(fleet.repo.clone());
+    let _mirror = ImagesGuard(other.clone());
+    write(&fleet, "retain = 2", "", None, "");
+    for n in 1..=4 {
+        // Releases are ordered by build time, in seconds.
+        std::thread::sleep(Duration::from_millis(1100));
+        let tag = format!("v{n}");
+        push_release(
+            &fleet.repo,
+            &tag,
+            &format!("{tag}-{}", fleet.app),
+            "healthy",
+        );
+        // Another repository names the same image: the engine refuses to
+        // remove it by id without force.
+        docker(
+            None,
+            &[
+                "tag",
+                &format!("{}:{tag}", fleet.repo),
+                &format!("{other}:{tag}"),
+            ],
+        );
+    }
+    let run = fleet.run(&["deploy", "--tag", "v4"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    let outcome = run.outcome();
+    let prune = &outcome["prune"]["hosts"][0];
+    assert_eq!(prune["failed"], serde_json::json!([]), "{outcome}");
+    assert_eq!(prune["removed"].as_array().unwrap().len(), 2, "{outcome}");
+    // This repository's names of v1 and v2 are gone; the other
+    // repository keeps all of its own.
+    assert_eq!(local_images(&fleet.repo), ["v3", "v4"], "{}", run.explain());
+    assert_eq!(local_images(&other), ["v1", "v2", "v3", "v4"]);
+    let digests = docker(
+        None,
+        &[
+            "images",
+            "--digests",
+            &fleet.repo,
+            "--format",
+            "{{.Tag}} {{.Digest}}",
+        ],
+    );
+    assert_eq!(digests.lines().count(), 2, "{digests}");
+}
+
 /// Removes the local images of a repository when dropped.
 struct ImagesGuard(String);
 

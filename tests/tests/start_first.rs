@@ -460,6 +460,98 @@ fn a_release_dying_inside_stable_for_gives_the_traffic_back_at_once() {
     assert_eq!(fleet.tag_digest("latest"), Some(v1));
 }
 
+/// `write_config` with `start_period` in `[health]`.
+fn write_config_with_start_period(
+    fleet: &Fleet,
+    port: u16,
+    stable_for: &str,
+    env: &str,
+    start_period: &str,
+) {
+    write_config(fleet, port, stable_for, env);
+    let path = fleet.dir().join("rollback.toml");
+    let text = std::fs::read_to_string(&path).expect("read rollback.toml");
+    let text = text.replace(
+        "[health]\n",
+        &format!("[health]\nstart_period = \"{start_period}\"\n"),
+    );
+    std::fs::write(&path, text).expect("write rollback.toml");
+}
+
+#[test]
+fn a_down_answer_while_serving_gives_the_traffic_back_inside_the_start_period() {
+    let _turn = turn();
+    let (fleet, port) = one_host("sf-down-serving", None);
+    let v1 = push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "flap");
+    // v2 answers UP for 2 s, then DOWN for 2 s, and so on; the start period
+    // covers nearly all of the deadline, but only the time before the
+    // first UP counts.
+    write_config_with_start_period(&fleet, port, "5s", "FLAP_SECS = \"2\"", "9s");
+    fleet.deploy_ok("v1");
+    let old = assert_serves(&fleet, 0, port, "v1", &v1);
+
+    let run = fleet.run(&["deploy", "--tag", "v2"]);
+    assert_eq!(run.code, 3, "{}", run.explain());
+    let why = reasons(&run);
+    assert!(
+        why.contains("unhealthy after its first healthy answer"),
+        "the first DOWN while serving ends it, not the deadline: {why}\n{}",
+        run.explain()
+    );
+    assert!(
+        !run.all_output().contains("(start period)"),
+        "no DOWN answer is forgiven while serving: {}",
+        run.explain()
+    );
+    // Back at the first DOWN, 2 s after the switch, not at a later one
+    // outside the start period or at the deadline.
+    let time_of = |phase: &str| {
+        events_in(&run, phase)
+            .first()
+            .and_then(event_time)
+            .unwrap_or_else(|| panic!("a {phase} event: {}", run.explain()))
+    };
+    let served = time_of("rolling_back")
+        .duration_since(time_of("switched"))
+        .unwrap_or_default();
+    assert!(
+        served < Duration::from_millis(3500),
+        "{served:?}: {}",
+        run.explain()
+    );
+    assert_eq!(assert_serves(&fleet, 0, port, "v1", &v1), old);
+    assert_eq!(fleet.tag_digest("latest"), Some(v1));
+}
+
+#[test]
+fn the_stable_window_counts_from_the_traffic_switch() {
+    let _turn = turn();
+    let (fleet, port) = one_host("sf-window", None);
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    let v2 = push_release(&fleet.repo, "v2", "v2", "healthy");
+    write_config(&fleet, port, "2s", "");
+    fleet.deploy_ok("v1");
+    let run = fleet.run(&["deploy", "--tag", "v2"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    // Users are on v2 for all of `stable_for` before it is declared stable.
+    let switched = events_in(&run, "switched")
+        .first()
+        .and_then(event_time)
+        .unwrap_or_else(|| panic!("a switched event: {}", run.explain()));
+    let verified = events_in(&run, "verified")
+        .first()
+        .and_then(event_time)
+        .unwrap_or_else(|| panic!("a verified event: {}", run.explain()));
+    let window = verified.duration_since(switched).unwrap_or_default();
+    assert!(
+        window >= Duration::from_millis(1990),
+        "verified {window:?} after the switch: {}",
+        run.explain()
+    );
+    assert_serves(&fleet, 0, port, "v2", &v2);
+}
+
 /// Deploy v1 then v2, SIGKILL the deploy paused at `stage`, then `recover`
 /// under load: one healthy release serves afterwards, v2 when `forward`.
 fn killed_at_then_recover(stage: &str, recover_code: i32, forward: bool) {

@@ -174,6 +174,7 @@ mod tests {
             tags: vec![tag.to_owned()],
             created: 0,
             size: 2 * 1024 * 1024,
+            shared: false,
         }
     }
 

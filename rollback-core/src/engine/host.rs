@@ -501,11 +501,12 @@ impl Deployer {
         let deadline_at = started + limits.deadline;
         let mut exit = host.runtime.wait_exit(container);
         let mut watching = true;
-        // Start-first, the new release is verified behind the proxy: a
-        // proxy that stops ends that verification.
-        let proxy = match (&host.strategy, tidy.is_none()) {
-            (Strategy::StartFirst(sf), true) => Some(sf.switch.clone()),
-            _ => None,
+        // Start-first, the release verified (the new one, or the one
+        // restored) is reached through the proxy: a proxy that stops ends
+        // that verification.
+        let proxy = match &host.strategy {
+            Strategy::StartFirst(sf) => Some(sf.switch.clone()),
+            Strategy::StopFirst => None,
         };
         let mut proxy_watched = proxy.is_some();
         let proxy_stopped = async move {
@@ -546,7 +547,7 @@ impl Deployer {
             if let HostState::Ready { new_container, .. } = &run.state {
                 // Healthy: the traffic moves now, before the next answer.
                 let new_container = new_container.clone();
-                let input = self.traffic_switch(host, &new_container).await;
+                let input = self.traffic_switch(host, &new_container, started).await;
                 self.advance(ev, host, run, input);
                 if matches!(run.state, HostState::Serving { .. }) {
                     run.served = true;
@@ -610,7 +611,9 @@ impl Deployer {
                     };
                     let at = began.duration_since(started);
                     let mut detail = format!("probe {attempt}: {}", result.detail());
-                    let forgiven = probing.as_ref().is_some_and(|p| p.in_start_period(at));
+                    // Users on the release: the start period is over.
+                    let serving = matches!(run.state, HostState::Serving { .. });
+                    let forgiven = !serving && probing.as_ref().is_some_and(|p| p.in_start_period(at));
                     if !result.is_healthy() && forgiven {
                         detail.push_str(" (start period)");
                     }

@@ -124,17 +124,27 @@ impl Deployer {
             return report;
         }
         for image in plan.remove {
-            let what = format!("remove image {}", image.short_id());
-            match timed(
-                self.timeouts.engine,
-                &what,
-                host.runtime.remove_image(&image.id),
-            )
-            .await
-            {
-                Ok(()) => report.removed.push(image),
+            let removal = if image.shared {
+                self.remove_references(host, &image).await
+            } else {
+                // All or nothing: refused whole when a container uses it.
+                let what = format!("remove image {}", image.short_id());
+                match timed(
+                    self.timeouts.engine,
+                    &what,
+                    host.runtime.remove_image(&image.id),
+                )
+                .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(e),
+                }
+            };
+            match removal {
+                Ok(true) => report.removed.push(image),
                 // Removed meanwhile: its bytes were not freed by us.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Ok(false) => {}
                 Err(e) => report.failed.push(FailedRemoval {
                     image,
                     error: e.report(),
@@ -142,6 +152,35 @@ impl Deployer {
             }
         }
         report
+    }
+
+    /// Remove the names a [shared](ImageInfo::shared) `image` has in the
+    /// app's repository (`repo:tag`, then `repo@sha256:...`), never forced:
+    /// a removal by id is refused while another repository names it, and
+    /// must never take that repository's names with it. The engine frees
+    /// the layers once no name is left. Returns whether any name was removed.
+    async fn remove_references(&self, host: &HostTarget, image: &ImageInfo) -> Result<bool> {
+        let repository = &self.app.repository;
+        let references = image
+            .tags
+            .iter()
+            .map(|tag| format!("{repository}:{tag}"))
+            .chain(image.digests.iter().map(|d| format!("{repository}@{d}")));
+        let mut removed = false;
+        for reference in references {
+            match timed(
+                self.timeouts.engine,
+                format!("remove image {reference}"),
+                host.runtime.remove_image(&reference),
+            )
+            .await
+            {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     async fn retention_plan(
@@ -190,6 +229,7 @@ mod tests {
     use crate::engine::{App, CancellationToken, Target};
     use crate::fake::{FakeProbe, FakeRegistry, FakeRuntime};
     use crate::outcome::Outcome;
+    use crate::traits::Runtime;
     use crate::types::{ContainerTemplate, Release, Repository};
 
     fn digest(n: u8) -> Digest {
@@ -221,6 +261,7 @@ mod tests {
             tags: vec![],
             created,
             size: 1000 + u64::from(n),
+            shared: false,
         }
     }
 
@@ -261,6 +302,44 @@ mod tests {
             assert!(left.contains(&image(n, 0).id), "{n} was removed");
         }
         assert_eq!(left.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn removes_only_this_repositorys_names_of_an_image_another_repository_names() {
+        let (deployer, runtime, _, repo) = setup();
+        for n in 1..=4 {
+            runtime.add_image(ImageInfo {
+                tags: vec![format!("v{n}")],
+                ..image(n, i64::from(n))
+            });
+        }
+        // v1's image is also `other/app:v1`: the engine refuses to remove it
+        // by id, and must keep the other repository's name.
+        runtime.name_elsewhere(&image(1, 0).id, "127.0.0.1:5000/other/app:v1");
+        let report = deployer
+            .prune(Retain::new(2).unwrap(), false)
+            .await
+            .unwrap();
+        let host = &report.hosts[0];
+        assert!(host.failed.is_empty(), "{:?}", host.failed);
+        assert_eq!(ids(&host.removed), vec![image(2, 0).id, image(1, 0).id]);
+        assert_eq!(
+            runtime.calls_of(&["remove_image"]),
+            [
+                // v2 only this repository names: by id, all or nothing.
+                format!("remove_image {}", image(2, 0).id),
+                format!("remove_image {repo}:v1"),
+                format!("remove_image {repo}@{}", digest(1)),
+            ]
+        );
+        // Nothing of this repository is left of v1 and v2; `other/app:v1` stays.
+        let listed = runtime.list_images(&repo).await.unwrap();
+        assert_eq!(ids(&listed), vec![image(3, 0).id, image(4, 0).id]);
+        assert_eq!(
+            runtime.foreign_names(&image(1, 0).id),
+            ["127.0.0.1:5000/other/app:v1"]
+        );
+        assert_eq!(runtime.images().len(), 3, "v1's image stays for other/app");
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //! | effect | [`Strategy::StopFirst`] | [`Strategy::StartFirst`] |
 //! |---|---|---|
 //! | prepare (`Captured → Pulled`, beside the pull) | nothing | boot the proxy if it does not run; point it at the running release |
-//! | switch (`Pulled → Switched` / `Started`) | stop the old container, rename it to the retained name, create and start the new one under the app name | create and start the new one beside the old one, as [`next_name`], on the proxy's network, no host port |
+//! | switch (`Pulled → Switched` / `Started`) | rename the old container to the retained name, stop it, create and start the new one under the app name | create and start the new one beside the old one, as [`next_name`], on the proxy's network, no host port |
 //! | traffic switch (`Ready → Serving`) | — | the proxy sends new requests to the new release; the old one stays its fallback |
 //! | free the failed release (`RollingBack`) | stop the new container (remove it when it will not stop: it may hold the port) | nothing: it may still finish requests it took |
 //! | restart (`RollingBack → Restoring`) | start the retained container again | the proxy sends the traffic back to the old container (started first if it was stopped) |
@@ -388,22 +388,25 @@ impl Deployer {
         let limit = self.timeouts.engine;
         let cancelled = |new: Option<ContainerId>| (new, Error::cancelled());
         if let Some(previous) = previous {
-            let stop = stop_timeout(host);
+            // Renamed before it stops: a deploy that dies between the two
+            // leaves a retained container `recover` restores, never a
+            // stopped app container under the app's own name.
             timed(
-                stop + self.timeouts.stop_grace,
-                format!("stop container {}", previous.container),
-                host.runtime.stop(&previous.container, stop),
+                limit,
+                format!("rename container {}", previous.container),
+                host.runtime
+                    .rename(&previous.container, &retained_name(&self.app.name)),
             )
             .await
             .map_err(|e| (None, e))?;
             if cancel.is_cancelled() {
                 return Err(cancelled(None));
             }
+            let stop = stop_timeout(host);
             timed(
-                limit,
-                format!("rename container {}", previous.container),
-                host.runtime
-                    .rename(&previous.container, &retained_name(&self.app.name)),
+                stop + self.timeouts.stop_grace,
+                format!("stop container {}", previous.container),
+                host.runtime.stop(&previous.container, stop),
             )
             .await
             .map_err(|e| (None, e))?;
@@ -425,7 +428,14 @@ impl Deployer {
 
     /// Start-first: send the traffic to the new release, healthy and
     /// running beside the old one.
-    pub(crate) async fn traffic_switch(&self, host: &HostTarget, new: &ContainerId) -> Input {
+    /// `verifying_since` is when the verification began, which the
+    /// switch's time is counted from.
+    pub(crate) async fn traffic_switch(
+        &self,
+        host: &HostTarget,
+        new: &ContainerId,
+        verifying_since: tokio::time::Instant,
+    ) -> Input {
         let Strategy::StartFirst(sf) = &host.strategy else {
             return Input::TrafficSwitchFailed(Error::other(
                 "a stop-first host has no traffic switch",
@@ -438,7 +448,9 @@ impl Deployer {
         )
         .await
         {
-            Ok(()) => Input::TrafficSwitched,
+            Ok(()) => Input::TrafficSwitched {
+                at: verifying_since.elapsed(),
+            },
             Err(e) => Input::TrafficSwitchFailed(
                 e.context(format!("switch the proxy {}", sf.switch.describe())),
             ),

@@ -202,8 +202,8 @@ fn switch_then(after: &[&str]) -> Vec<String> {
     let mut calls = vec![
         "acquire_lock app".to_owned(),
         format!("pull {}", v2().image()),
-        "stop c1".into(),
         "rename c1 app--rollback-previous".into(),
+        "stop c1".into(),
         "create app sha256:222222222222".into(),
         "start c2".into(),
     ];
@@ -377,8 +377,8 @@ async fn create_failure_restores_the_old_container() {
         [
             "acquire_lock app",
             &format!("pull {}", v2().image()),
-            "stop c1",
             "rename c1 app--rollback-previous",
+            "stop c1",
             "create app sha256:222222222222",
             "start c1",
             "rename c1 app",
@@ -1093,6 +1093,29 @@ async fn recover_finishes_a_healthy_interrupted_deploy() {
         assert_eq!(fleet.running(i), Some(("v2".into(), true)));
         assert!(rt.named("app--rollback-previous").is_none());
         assert!(rt.lock_info().is_none());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_dropped_while_it_puts_the_old_container_aside_is_recovered() {
+    // Dropped in the rename, then in the stop: either way the old release
+    // runs again under the app name once `recover` has run.
+    for slow in ["rename", "stop"] {
+        let fleet = Fleet::new(1);
+        fleet.hosts[0].delay(slow, 60 * S);
+        let deployer = fleet.deployer();
+        let deploy = deployer.deploy(Target::Tag(tag("v2")), CancellationToken::new());
+        assert!(tokio::time::timeout(10 * S, deploy).await.is_err());
+        fleet.hosts[0].delay(slow, Duration::ZERO);
+        let report = fleet.deployer().recover(CancellationToken::new()).await;
+        assert_ne!(
+            report.outcome,
+            Outcome::RollbackFailed,
+            "{slow}: {report:?}"
+        );
+        assert_eq!(fleet.running(0), Some(("v1".into(), true)), "{slow}");
+        assert_eq!(fleet.hosts[0].containers().len(), 1, "{slow}");
+        assert!(fleet.hosts[0].lock_info().is_none(), "{slow}");
     }
 }
 
@@ -1963,6 +1986,66 @@ async fn start_first_a_serving_host_goes_back_without_waiting_for_its_batch() {
         assert_eq!(proxy.target(), Some(ContainerId("c1".into())), "h{}", i + 1);
         assert_eq!(fleet.running(i), Some(("v1".into(), true)));
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_counts_the_stable_window_from_the_traffic_switch() {
+    // Healthy at once, DOWN from 4.5 s; the switch takes 2 s. Counted from
+    // the healthy answer, 3 s of health would pass at 3 s with users on it
+    // for 1 s; counted from the switch, the answer at 5 s is DOWN.
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyFor(4 * S + S / 2));
+    fleet.hosts[0].delay("proxy_switch", 2 * S);
+    let proxies = fleet.proxies();
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+    assert_eq!(fleet.running(0), Some(("v1".into(), true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_an_unhealthy_answer_while_serving_switches_back_inside_the_start_period() {
+    // A 10 s start period, DOWN 1.5 s after its first healthy answer: the
+    // traffic goes back at the first DOWN, not at the deadline.
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::HealthyFor(S + S / 2));
+    let proxies = fleet.proxies();
+    let deployer = fleet
+        .start_first(&proxies)
+        .with_health(policy(S, S, 10 * S, 20 * S, 3 * S));
+    let began = Instant::now();
+    let report = deploy(&fleet, deployer).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{report:?}");
+    let error = report.hosts[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("unhealthy after its first healthy answer"),
+        "{error}"
+    );
+    assert!(
+        !fleet
+            .events()
+            .iter()
+            .any(|e| e.phase == Phase::Switched && e.detail.contains("(start period)")),
+        "a DOWN answer while serving is not forgiven"
+    );
+    // The first DOWN answer is at 2 s; the restore takes its own 3 s window.
+    assert!(began.elapsed() < 8 * S, "{:?}", began.elapsed());
+    assert_eq!(proxies[0].target(), Some(ContainerId("c1".into())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_first_a_proxy_that_stops_during_the_restore_is_reported() {
+    // v2 crashes at 0.5 s; the proxy stops 1 s into the restore's watch,
+    // before the restored release has been stable for 3 s.
+    let fleet = Fleet::new(1);
+    fleet.behave(0, &v2(), Behavior::CrashAfter(S / 2));
+    let proxies = fleet.proxies();
+    proxies[0].stop_after(S);
+    let report = deploy(&fleet, fleet.start_first(&proxies)).await;
+    assert_eq!(report.outcome, Outcome::RollbackFailed, "{report:?}");
+    let error = format!("{report:?}");
+    assert!(error.contains("the proxy stopped"), "{error}");
+    assert!(error.contains("the fake proxy stopped"), "{error}");
 }
 
 #[tokio::test]
