@@ -70,7 +70,11 @@ sha256_of() {
 # fetch URL FILE: 0 fetched, 3 not there (404), 1 any other failure.
 fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		code=$(curl -sSL --proto '=https,http,file' --retry 3 -o "$2" -w '%{http_code}' "$1") || return 1
+		# curl exit 37: a file:// URL naming no file, the 404 of a local mirror.
+		code=$(curl -sSL --proto '=https,http,file' --retry 3 -o "$2" -w '%{http_code}' "$1") || {
+			[ $? -eq 37 ] && return 3
+			return 1
+		}
 		case $code in
 		2?? | 000) return 0 ;; # 000: file:// URLs
 		404) return 3 ;;
