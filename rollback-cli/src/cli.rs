@@ -91,6 +91,16 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), or write one page per command to a folder
+    Man(ManArgs),
+}
+
+/// `man [--out-dir DIR]`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rollback.1 and a page per command (rollback-deploy.1, ...) to this folder
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `deploy`: exactly one of a tag or a digest.

@@ -302,7 +302,7 @@ impl FakeRuntime {
             Behavior::HealthyAfter(d) => up >= d,
             Behavior::HealthyFor(d) => up < d,
             Behavior::FlapUntil { period, until } => {
-                up >= until || (up.as_nanos() / period.as_nanos().max(1)) % 2 == 0
+                up >= until || (up.as_nanos() / period.as_nanos().max(1)).is_multiple_of(2)
             }
         };
         if healthy {

@@ -1064,12 +1064,14 @@ def part7(w, m, n, rows, meta, targets):
 
 
 def finish(w, L, rows, targets, out_path):
-    # Counted by the registry tests, not timed here: the same text every run.
-    static = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry-requests.md")
-    with open(static) as f:
-        for line in f.read().rstrip("\n").split("\n"):
-            w(line)
-    w("")
+    # Counted by the registry tests, or measured apart (the install), not
+    # timed here: the same text every run.
+    for name in ("registry-requests.md", "install.md"):
+        static = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+        with open(static) as f:
+            for line in f.read().rstrip("\n").split("\n"):
+                w(line)
+        w("")
     w("## Targets")
     w("")
     w("| target | measured | |")

@@ -13,6 +13,7 @@ use crate::output::{Output, Redactor};
 
 pub mod deploy;
 pub mod lock;
+pub mod man;
 pub mod proxy;
 pub mod prune;
 pub mod status;
@@ -75,7 +76,7 @@ enum ConfigNeed {
 
 fn config_need(command: &Command) -> ConfigNeed {
     match command {
-        Command::Completions { .. } => ConfigNeed::None,
+        Command::Completions { .. } | Command::Man(_) => ConfigNeed::None,
         // `tag` with two full references needs no [app].
         Command::Tag(_) => ConfigNeed::IfPresent,
         _ => ConfigNeed::Required,
@@ -155,6 +156,7 @@ pub async fn run_with(
             completions(*shell);
             Ok(exit::OK)
         }
+        Command::Man(args) => man::run(args.out_dir.as_deref()),
         Command::Tag(args) => tag::run(&ctx, args).await,
         Command::Lock(command) => lock::run(&ctx, command).await,
         Command::Proxy(command) => proxy::run(&ctx, command).await,
