@@ -3,6 +3,7 @@
 //! Every error names the file, the line (when the value is in the file) and
 //! the key, and never contains the value of an interpolated `${VAR}`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Range;
@@ -68,6 +69,10 @@ pub struct Config {
     pub hooks: HooksConfig,
     /// The `[notify]` table, when it names a webhook.
     pub notify: Option<NotifyConfig>,
+    /// Every variable the file took from the environment (`${VAR}`, a bare
+    /// `env_file` name), by name: each value is a secret of its own, even
+    /// when it is only part of a value.
+    pub substituted: BTreeMap<String, Secret>,
 }
 
 /// Commands run around deploy, undo and recover (`[hooks]`).
@@ -243,7 +248,19 @@ impl Config {
         };
         let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
             .map_err(|e| ctx.toml_error(&e))?;
-        ctx.validate(raw, path, env)
+        let substituted = RefCell::new(BTreeMap::new());
+        let recording = |name: &str| {
+            let value = env(name);
+            if let Some(v) = &value {
+                substituted
+                    .borrow_mut()
+                    .insert(name.to_owned(), Secret::new(v.clone()));
+            }
+            value
+        };
+        let mut config = ctx.validate(raw, path, &recording)?;
+        config.substituted = substituted.into_inner();
+        Ok(config)
     }
 
     /// The `[app]` table, or an error for commands that need it.
@@ -725,6 +742,7 @@ impl Ctx<'_> {
             retain,
             hooks,
             notify,
+            substituted: BTreeMap::new(),
         })
     }
 
@@ -1800,6 +1818,21 @@ tcp = "10.0.0.2:80"
         );
         assert!(c.container.env["A"].is_secret());
         assert_eq!(c.container.env["B"], EnvValue::Plain("$plain".into()));
+        // Each variable is a secret of its own, by name.
+        let substituted: Vec<(&str, &str)> = c
+            .substituted
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        assert_eq!(
+            substituted,
+            [
+                ("JASYPT_PASSWORD", "s3cr3t-value"),
+                ("OTHER_SECRET", "another-hidden")
+            ]
+        );
+        let secrets = crate::output::secrets_of(&c);
+        assert!(secrets.iter().any(|s| s == "s3cr3t-value"), "{secrets:?}");
 
         let e = error(&with_app(
             "[container]\nenv = { A = \"${OTHER_SECRET}\", DB_PASSWORD = \"${DB_PASS}\", C = \"visible-plain\" }\n",

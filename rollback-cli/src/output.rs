@@ -79,7 +79,8 @@ impl Redactor {
 }
 
 /// Every secret value of the config: `${VAR}` and `env_file` env values,
-/// the webhook URL and the credentials in it.
+/// the value of each variable substituted into them (a secret of its own
+/// inside a longer value), the webhook URL and the credentials in it.
 pub fn secrets_of(config: &Config) -> Vec<String> {
     let env = config
         .container
@@ -97,7 +98,8 @@ pub fn secrets_of(config: &Config) -> Vec<String> {
             .and_then(|u| u.password().map(str::to_owned));
         std::iter::once(url).chain(password)
     });
-    env.chain(webhook).collect()
+    let substituted = config.substituted.values().map(|s| s.expose().to_owned());
+    env.chain(substituted).chain(webhook).collect()
 }
 
 /// The printer every command writes through.
