@@ -3,11 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use rollback_core::{DeployLock, HealthProbe, Registry, Runtime};
-
+use crate::adapters::Adapters;
 use crate::cli::{Cli, Command, OutputFormat};
-use crate::config::{Config, HostConfig, DEFAULT_FILE};
+use crate::config::{Config, DEFAULT_FILE};
 use crate::exit::{self, CliError};
 use crate::output::{Output, Redactor};
 
@@ -17,31 +15,6 @@ pub mod proxy;
 pub mod prune;
 pub mod status;
 pub mod tag;
-
-/// A host's engine, deploy lock and probe, connected.
-pub struct Connected {
-    /// The engine.
-    pub runtime: Arc<dyn Runtime>,
-    /// The deploy lock.
-    pub lock: Arc<dyn DeployLock>,
-    /// The health probe of the release.
-    pub probe: Arc<dyn HealthProbe>,
-}
-
-/// Where the commands get their registry, engines, locks and probes from.
-///
-/// The binary uses the real Docker and OCI adapters; tests hand in mocks.
-#[async_trait]
-pub trait Adapters: Send + Sync {
-    /// The registry client.
-    fn registry(&self) -> Result<Arc<dyn Registry>, CliError>;
-
-    /// The deploy lock of `host`, connected.
-    async fn lock(&self, host: &HostConfig) -> Result<Arc<dyn DeployLock>, CliError>;
-
-    /// The engine, the lock and the health probe of `host`.
-    async fn host(&self, host: &HostConfig) -> Result<Connected, CliError>;
-}
 
 /// What every command gets.
 pub struct Context {
