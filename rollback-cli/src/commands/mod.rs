@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::adapters::Adapters;
-use crate::cli::{Cli, Command, OutputFormat};
+use crate::cli::{Cli, Command, ConfigCommand, OutputFormat};
 use crate::config::{Config, DEFAULT_FILE};
 use crate::exit::{self, CliError};
 use crate::output::{Output, Redactor};
 
+pub mod config;
 pub mod deploy;
 pub mod lock;
 pub mod proxy;
@@ -46,7 +47,9 @@ enum ConfigNeed {
 
 fn config_need(command: &Command) -> ConfigNeed {
     match command {
-        Command::Completions { .. } => ConfigNeed::None,
+        Command::Completions { .. } | Command::Init(_) | Command::Config(ConfigCommand::Schema) => {
+            ConfigNeed::None
+        }
         // `tag` with two full references needs no [app].
         Command::Tag(_) => ConfigNeed::IfPresent,
         _ => ConfigNeed::Required,
@@ -113,6 +116,14 @@ pub async fn run_with(
             completions(*shell);
             Ok(exit::OK)
         }
+        Command::Init(args) => {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+            config::init(&output, &path, args)
+        }
+        Command::Config(command) => config::run(&ctx, command),
         Command::Tag(args) => tag::run(&ctx, args).await,
         Command::Lock(command) => lock::run(&ctx, command).await,
         Command::Proxy(command) => proxy::run(&ctx, command).await,

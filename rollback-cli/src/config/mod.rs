@@ -14,9 +14,13 @@ use rollback_core::{
     App, ContainerName, EnvValue, HealthPolicy, HostId, OnFailure, PortMapping, Repository,
     RestartPolicy, Retain, RolloutPolicy, RunOptions, Secret, Tag,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use serde_path_to_error::Segment;
 use toml::Spanned;
+
+mod schema;
+pub use schema::schema;
 
 /// The default config file name, looked up in the current folder.
 pub const DEFAULT_FILE: &str = "rollback.toml";
@@ -281,17 +285,21 @@ impl Config {
 // and line. A new key is one field here, plus a check in `validate` when it
 // depends on other keys.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[schemars(with = "Option<RawApp>")]
     app: Option<Spanned<RawApp>>,
     #[serde(default)]
     container: RawContainer,
+    #[schemars(with = "Option<RawHealth>")]
     health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     rollout: RawRollout,
     #[serde(default)]
+    #[schemars(with = "Vec<RawHost>")]
     hosts: Vec<Spanned<RawHost>>,
+    #[schemars(with = "Option<RawProxy>")]
     proxy: Option<Spanned<RawProxy>>,
     #[serde(default)]
     hooks: RawHooks,
@@ -299,22 +307,29 @@ struct RawConfig {
     notify: RawNotify,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Hooks")]
 struct RawHooks {
+    #[schemars(with = "Option<schema::Command>")]
     pre_deploy: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::Command>")]
     post_deploy: Option<Spanned<String>>,
+    #[schemars(with = "Option<HumanDuration>")]
     timeout: Option<Spanned<HumanDuration>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Notify")]
 struct RawNotify {
+    #[schemars(with = "Option<schema::HttpUrl>")]
     webhook: Option<Spanned<String>>,
+    #[schemars(with = "Option<HumanDuration>")]
     timeout: Option<Spanned<HumanDuration>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum RawNumber {
     Integer(i64),
@@ -322,110 +337,163 @@ enum RawNumber {
     String(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Args")]
 enum RawArgs {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Proxy")]
 struct RawProxy {
+    #[schemars(with = "schema::Listen")]
     listen: Spanned<String>,
+    #[schemars(with = "schema::Port")]
     app_port: Spanned<i64>,
+    #[schemars(with = "Option<String>")]
     image: Option<Spanned<String>>,
     drain: Option<HumanDuration>,
+    #[schemars(with = "Option<String>")]
     host: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "App")]
 struct RawApp {
+    #[schemars(with = "schema::ContainerName")]
     name: ContainerName,
+    #[schemars(with = "schema::Repository")]
     repository: Repository,
+    #[schemars(with = "Option<schema::Tag>")]
     stable_tag: Option<Spanned<Tag>>,
+    #[schemars(with = "Option<schema::Tag>")]
     previous_tag: Option<Spanned<Tag>>,
+    #[schemars(with = "Option<schema::Retain>")]
     retain: Option<Spanned<i64>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Container")]
 struct RawContainer {
     #[serde(default)]
+    #[schemars(with = "Vec<schema::PortMapping>")]
     ports: Vec<PortMapping>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawEnvValue>")]
     env: BTreeMap<String, Spanned<RawEnvValue>>,
     #[serde(default)]
     volumes: Vec<NonEmpty>,
     platform: Option<Platform>,
     network: Option<NonEmpty>,
+    #[schemars(with = "Option<schema::RestartPolicy>")]
     restart: Option<RestartPolicy>,
     #[serde(default)]
     command: Vec<String>,
     stop_timeout: Option<HumanDuration>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     labels: BTreeMap<String, Spanned<String>>,
+    #[schemars(with = "Option<schema::Memory>")]
     memory: Option<Spanned<RawNumber>>,
+    #[schemars(with = "Option<schema::Cpus>")]
     cpus: Option<Spanned<RawNumber>>,
+    #[schemars(with = "Option<String>")]
     user: Option<Spanned<String>>,
+    #[schemars(with = "Option<RawArgs>")]
     entrypoint: Option<Spanned<RawArgs>>,
+    #[schemars(with = "Option<String>")]
     hostname: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     add_hosts: Vec<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     log_driver: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     log_options: BTreeMap<String, Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     env_file: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     networks: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     cap_add: Vec<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "EnvValue")]
 enum RawEnvValue {
     String(String),
     Integer(i64),
     Bool(bool),
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Health")]
 struct RawHealth {
+    #[schemars(with = "Option<schema::HttpUrl>")]
     http: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::UrlPath>")]
     path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     tcp: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::True>")]
     docker: Option<Spanned<bool>>,
+    #[schemars(with = "Option<schema::Exec>")]
     exec: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<schema::HttpStatus>")]
     expect_status: Option<Spanned<i64>>,
+    #[schemars(with = "Option<schema::JsonPointer>")]
     json_pointer: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     expect: Option<Spanned<String>>,
+    #[schemars(with = "Option<HumanDuration>")]
     interval: Option<Spanned<HumanDuration>>,
+    #[schemars(with = "Option<HumanDuration>")]
     timeout: Option<Spanned<HumanDuration>>,
+    #[schemars(with = "Option<HumanDuration>")]
     start_period: Option<Spanned<HumanDuration>>,
+    #[schemars(with = "Option<HumanDuration>")]
     deadline: Option<Spanned<HumanDuration>>,
+    #[schemars(with = "Option<HumanDuration>")]
     stable_for: Option<Spanned<HumanDuration>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Rollout")]
 struct RawRollout {
+    #[schemars(with = "Option<schema::Batch>")]
     batch: Option<Spanned<i64>>,
     #[serde(default)]
+    #[schemars(with = "schema::OnFailure")]
     on_failure: OnFailure,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Host")]
 struct RawHost {
+    #[schemars(with = "schema::HostName")]
     name: Spanned<String>,
+    #[schemars(with = "Option<schema::EngineUrl>")]
     docker: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::HttpUrl>")]
     health_url: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     tcp: Option<Spanned<String>>,
+    #[schemars(with = "Option<Vec<schema::PortMapping>>")]
     ports: Option<Vec<PortMapping>>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawEnvValue>")]
     env: BTreeMap<String, Spanned<RawEnvValue>>,
 }
 
