@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
-use super::{HumanDuration, NonEmpty, Platform, RawConfig};
+use super::raw::{HumanDuration, NonEmpty, Platform, RawConfig};
 
 /// The schema of `rollback.toml`, as JSON.
 pub fn schema() -> serde_json::Value {
