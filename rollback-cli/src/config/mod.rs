@@ -16,6 +16,7 @@ use rollback_core::{
 
 mod raw;
 mod schema;
+mod types;
 mod validate;
 
 pub use schema::schema;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::schema;
+use super::types::{EngineUrl, HttpStatus, Port};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -80,8 +81,8 @@ pub(super) enum RawArgs {
 pub(super) struct RawProxy {
     #[schemars(with = "schema::Listen")]
     pub(super) listen: Spanned<String>,
-    #[schemars(with = "schema::Port")]
-    pub(super) app_port: Spanned<i64>,
+    #[schemars(with = "Port")]
+    pub(super) app_port: Spanned<Port>,
     #[schemars(with = "Option<String>")]
     pub(super) image: Option<Spanned<String>>,
     pub(super) drain: Option<HumanDuration>,
@@ -178,8 +179,8 @@ pub(super) struct RawHealth {
     pub(super) docker: Option<Spanned<bool>>,
     #[schemars(with = "Option<schema::Exec>")]
     pub(super) exec: Option<Spanned<toml::Value>>,
-    #[schemars(with = "Option<schema::HttpStatus>")]
-    pub(super) expect_status: Option<Spanned<i64>>,
+    #[schemars(with = "Option<HttpStatus>")]
+    pub(super) expect_status: Option<Spanned<HttpStatus>>,
     #[schemars(with = "Option<schema::JsonPointer>")]
     pub(super) json_pointer: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
@@ -213,8 +214,7 @@ pub(super) struct RawRollout {
 pub(super) struct RawHost {
     #[schemars(with = "schema::HostName")]
     pub(super) name: Spanned<String>,
-    #[schemars(with = "Option<schema::EngineUrl>")]
-    pub(super) docker: Option<Spanned<String>>,
+    pub(super) docker: Option<EngineUrl>,
     #[schemars(with = "Option<schema::HttpUrl>")]
     pub(super) health_url: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]

@@ -182,18 +182,6 @@ string_type!(
 );
 
 string_type!(
-    /// A TCP port.
-    Port,
-    { "type": "integer", "minimum": 1, "maximum": 65535 }
-);
-
-string_type!(
-    /// An HTTP status code.
-    HttpStatus,
-    { "type": "integer", "minimum": 100, "maximum": 599 }
-);
-
-string_type!(
     /// `[rollout] batch`.
     Batch,
     { "type": "integer", "minimum": 1, "description": "Hosts deployed at a time." }
@@ -242,17 +230,6 @@ string_type!(
         "additionalItems": { "type": "string" },
         "minItems": 1,
         "description": "A command run inside the new container; exit 0 means healthy. For a shell line: [\"sh\", \"-c\", \"...\"]."
-    }
-);
-
-string_type!(
-    /// An engine address.
-    EngineUrl,
-    {
-        "type": "string",
-        "pattern": "^(unix|tcp|http|https|ssh)://",
-        "description": "The Docker engine: unix://, tcp://, http://, https:// or ssh://user@host[:port].",
-        "examples": ["unix:///var/run/docker.sock", "ssh://deploy@prod-a:22"]
     }
 );
 

@@ -186,28 +186,7 @@ impl Ctx<'_> {
                     format!("{key}.name: host name {name:?} is used twice"),
                 ));
             }
-            let docker = match &h.docker {
-                Some(d) => {
-                    let v = d.get_ref();
-                    if v.starts_with("npipe://") {
-                        // The engine adapter cannot speak this: refuse with
-                        // the file and line, before any host is touched.
-                        return Err(self.at(
-                            d,
-                            format!("{key}.docker: {v:?}: npipe:// engines are not supported"),
-                        ));
-                    }
-                    let known = ["unix://", "tcp://", "http://", "https://", "ssh://"];
-                    if !known.iter().any(|p| v.starts_with(p) && v.len() > p.len()) {
-                        return Err(self.at(
-                            d,
-                            format!("{key}.docker: {v:?} is not an engine address (unix://, tcp://, http://, https:// or ssh://)"),
-                        ));
-                    }
-                    Some(v.clone())
-                }
-                None => None,
-            };
+            let docker = h.docker.as_ref().map(|d| d.0.clone());
             if proxy.is_some() {
                 if let Some(v) = h.health_url.as_ref().or(h.tcp.as_ref()) {
                     return Err(self.at(
@@ -397,18 +376,7 @@ impl Ctx<'_> {
                 format!("proxy.listen: {listen:?} is not a public address (\"80\", \"0.0.0.0:80\", \"127.0.0.1:18080\")"),
             ));
         }
-        let app_port = u16::try_from(*p.app_port.get_ref())
-            .ok()
-            .filter(|port| *port != 0)
-            .ok_or_else(|| {
-                self.at(
-                    &p.app_port,
-                    format!(
-                        "proxy.app_port: {} is not a port (1-65535)",
-                        p.app_port.get_ref()
-                    ),
-                )
-            })?;
+        let app_port = p.app_port.get_ref().0;
         let image = match &p.image {
             Some(i) => {
                 let v = i.get_ref().trim();
@@ -820,19 +788,7 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let expect_status = match &h.expect_status {
-            Some(s) if (100..=599).contains(s.get_ref()) => Some(*s.get_ref() as u16),
-            Some(s) => {
-                return Err(self.at(
-                    s,
-                    format!(
-                        "health.expect_status: {} is not an HTTP status (100-599)",
-                        s.get_ref()
-                    ),
-                ))
-            }
-            None => None,
-        };
+        let expect_status = h.expect_status.as_ref().map(|s| s.get_ref().0);
         let expect_json = match (&h.json_pointer, &h.expect) {
             (Some(p), Some(e)) => {
                 if !p.get_ref().is_empty() && !p.get_ref().starts_with('/') {

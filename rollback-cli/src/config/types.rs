@@ -1,0 +1,141 @@
+//! Values whose rule is their own: each type's `Deserialize` refuses what
+//! the engine or the probes would, with the message the config error shows
+//! after `file:line: key:`, and its `JsonSchema` says the same to editors.
+
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{de, Deserialize, Deserializer};
+
+/// A TCP port, 1-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Port(pub(super) u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        u16::try_from(n)
+            .ok()
+            .filter(|p| *p != 0)
+            .map(Port)
+            .ok_or_else(|| de::Error::custom(format!("{n} is not a port (1-65535)")))
+    }
+}
+
+impl JsonSchema for Port {
+    fn schema_name() -> Cow<'static, str> {
+        "Port".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "integer", "minimum": 1, "maximum": 65535 })
+    }
+}
+
+/// An HTTP status code, 100-599.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HttpStatus(pub(super) u16);
+
+impl<'de> Deserialize<'de> for HttpStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        u16::try_from(n)
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+            .map(HttpStatus)
+            .ok_or_else(|| de::Error::custom(format!("{n} is not an HTTP status (100-599)")))
+    }
+}
+
+impl JsonSchema for HttpStatus {
+    fn schema_name() -> Cow<'static, str> {
+        "HttpStatus".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "integer", "minimum": 100, "maximum": 599 })
+    }
+}
+
+/// The schemes the engine adapter speaks.
+const ENGINE_SCHEMES: [&str; 5] = ["unix://", "tcp://", "http://", "https://", "ssh://"];
+
+/// An engine address: `unix://`, `tcp://`, `http://`, `https://` or `ssh://`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct EngineUrl(pub(super) String);
+
+impl<'de> Deserialize<'de> for EngineUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let v = String::deserialize(deserializer)?;
+        if v.starts_with("npipe://") {
+            // The engine adapter cannot speak this: refuse it before any host is touched.
+            return Err(de::Error::custom(format!(
+                "{v:?}: npipe:// engines are not supported"
+            )));
+        }
+        if !ENGINE_SCHEMES
+            .iter()
+            .any(|p| v.starts_with(p) && v.len() > p.len())
+        {
+            return Err(de::Error::custom(format!(
+                "{v:?} is not an engine address (unix://, tcp://, http://, https:// or ssh://)"
+            )));
+        }
+        Ok(EngineUrl(v))
+    }
+}
+
+impl JsonSchema for EngineUrl {
+    fn schema_name() -> Cow<'static, str> {
+        "EngineUrl".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^(unix|tcp|http|https|ssh)://.",
+            "description": "The Docker engine: unix://, tcp://, http://, https:// or ssh://user@host[:port].",
+            "examples": ["unix:///var/run/docker.sock", "ssh://deploy@prod-a:22"]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read<T: for<'de> Deserialize<'de>>(value: &str) -> Result<T, String> {
+        #[derive(Deserialize)]
+        struct Doc<T> {
+            v: T,
+        }
+        toml::from_str::<Doc<T>>(&format!("v = {value}"))
+            .map(|d| d.v)
+            .map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn each_type_refuses_what_its_parser_refuses_with_its_message() {
+        assert_eq!(read::<Port>("8080"), Ok(Port(8080)));
+        assert_eq!(read::<Port>("0"), Err("0 is not a port (1-65535)".into()));
+        assert_eq!(
+            read::<Port>("70000"),
+            Err("70000 is not a port (1-65535)".into())
+        );
+        assert_eq!(read::<HttpStatus>("204"), Ok(HttpStatus(204)));
+        assert_eq!(
+            read::<HttpStatus>("42"),
+            Err("42 is not an HTTP status (100-599)".into())
+        );
+        assert_eq!(
+            read::<EngineUrl>("\"ssh://deploy@a\""),
+            Ok(EngineUrl("ssh://deploy@a".into()))
+        );
+        assert!(read::<EngineUrl>("\"unix://\"")
+            .unwrap_err()
+            .contains("is not an engine address"));
+        assert!(read::<EngineUrl>("\"npipe:////./pipe/x\"")
+            .unwrap_err()
+            .contains("npipe:// engines are not supported"));
+    }
+}
