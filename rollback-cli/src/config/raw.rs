@@ -112,7 +112,7 @@ pub(super) struct RawApp {
 pub(super) struct RawContainer {
     #[serde(default)]
     #[schemars(with = "Vec<schema::PortMapping>")]
-    pub(super) ports: Vec<PortMapping>,
+    pub(super) ports: Vec<Spanned<PortMapping>>,
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawEnvValue>")]
     pub(super) env: BTreeMap<String, Spanned<RawEnvValue>>,
@@ -220,7 +220,7 @@ pub(super) struct RawHost {
     #[schemars(with = "Option<String>")]
     pub(super) tcp: Option<Spanned<String>>,
     #[schemars(with = "Option<Vec<schema::PortMapping>>")]
-    pub(super) ports: Option<Vec<PortMapping>>,
+    pub(super) ports: Option<Vec<Spanned<PortMapping>>>,
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawEnvValue>")]
     pub(super) env: BTreeMap<String, Spanned<RawEnvValue>>,

@@ -755,6 +755,15 @@ fn proxy_errors_name_file_line_and_key() {
         e.starts_with("rollback.toml:5: container.ports[0]: publishes proxy.listen"),
         "{e}"
     );
+    // The entry's own line, not the first text that looks like it.
+    let e = error(&PROXY.replace(
+        "[proxy]",
+        "# was \"127.0.0.1:18081:8080\" before [proxy]\n[container]\nports = [\n  \"127.0.0.1:9000:9000\",\n  \"127.0.0.1:18081:8080\",\n]\n[proxy]",
+    ));
+    assert!(
+        e.starts_with("rollback.toml:8: container.ports[1]: publishes proxy.app_port 8080"),
+        "{e}"
+    );
     // A host's own ports too.
     let e = error(&format!(
         "{PROXY}[[hosts]]\nname = \"a\"\nports = [\"18080:8080\"]\n"

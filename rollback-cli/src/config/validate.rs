@@ -153,12 +153,7 @@ impl Ctx<'_> {
         let (check, expect, health) =
             self.health(raw.health.as_ref(), proxy.as_ref().map(|p| p.app_port))?;
         if let Some(p) = &proxy {
-            self.proxy_ports(
-                p,
-                raw.proxy.as_ref(),
-                &raw.container.ports,
-                "container.ports",
-            )?;
+            self.proxy_ports(p, &raw.container.ports, "container.ports")?;
             let mode = raw.container.network.as_ref().map(|n| n.0.as_str());
             if let (Some(mode), Some(table)) = (mode, raw.proxy.as_ref()) {
                 if mode == "host" || mode == "none" || mode.starts_with("container:") {
@@ -195,7 +190,7 @@ impl Ctx<'_> {
                     ));
                 }
                 if let (Some(p), Some(ports)) = (&proxy, &h.ports) {
-                    self.proxy_ports(p, Some(host), ports, &format!("{key}.ports"))?;
+                    self.proxy_ports(p, ports, &format!("{key}.ports"))?;
                 }
             }
             let health = match (&h.health_url, &h.tcp) {
@@ -221,7 +216,10 @@ impl Ctx<'_> {
                     format!("{key}: no health check: set [health] http, tcp or docker = true, or this host's health_url or tcp"),
                 ));
             }
-            let ports = h.ports.clone().unwrap_or_else(|| container.ports.clone());
+            let ports = match &h.ports {
+                Some(ports) => unspanned(ports),
+                None => container.ports.clone(),
+            };
             let mut env = container.env.clone();
             env.extend(self.env(&format!("{key}.env"), &h.env, lookup)?);
             hosts.push(HostConfig {
@@ -411,18 +409,18 @@ impl Ctx<'_> {
 
     /// The proxy owns the public address and the app's port: no port
     /// mapping of the app's container may publish either.
-    fn proxy_ports<T>(
+    fn proxy_ports(
         &self,
         proxy: &ProxyConfig,
-        at: Option<&Spanned<T>>,
-        ports: &[PortMapping],
+        ports: &[Spanned<PortMapping>],
         key: &str,
     ) -> Result<(), ConfigError> {
         let public = format!("{}:1", proxy.listen)
             .parse::<PortMapping>()
             .ok()
             .and_then(|m| m.host_port);
-        for (i, m) in ports.iter().enumerate() {
+        for (i, entry) in ports.iter().enumerate() {
+            let m = entry.get_ref();
             let why = if m.container_port == proxy.app_port {
                 format!("publishes proxy.app_port {}", proxy.app_port)
             } else if m.host_port.is_some() && m.host_port == public {
@@ -430,27 +428,14 @@ impl Ctx<'_> {
             } else {
                 continue;
             };
-            // The entry's own line when it can be found, else the table's.
-            let line = self
-                .find_line(&format!("\"{m}"), at.map(|a| a.span()))
-                .or_else(|| self.find_line("ports", None));
-            return Err(ConfigError {
-                file: self.file.clone(),
-                line,
-                message: format!(
+            return Err(self.at(
+                entry,
+                format!(
                     "{key}[{i}]: {why}: with [proxy] the proxy publishes the app, remove the entry"
                 ),
-            });
+            ));
         }
         Ok(())
-    }
-
-    /// The line of the first occurrence of `needle` in the file, else of `fallback`.
-    fn find_line(&self, needle: &str, fallback: Option<Range<usize>>) -> Option<usize> {
-        self.text
-            .find(needle)
-            .map(|o| self.line_of(o))
-            .or_else(|| fallback.map(|s| self.line_of(s.start)))
     }
 
     fn app(&self, raw: &Spanned<RawApp>) -> Result<App, ConfigError> {
@@ -486,7 +471,7 @@ impl Ctx<'_> {
         };
         env.extend(self.env("container.env", &c.env, lookup)?);
         Ok(ContainerConfig {
-            ports: c.ports.clone(),
+            ports: unspanned(&c.ports),
             env,
             volumes: c.volumes.iter().map(|v| v.0.clone()).collect(),
             platform: c.platform.as_ref().map(|p| p.0.clone()),
@@ -949,6 +934,11 @@ pub(super) fn interpolate(
     }
     out.push_str(rest);
     Ok(EnvValue::Secret(Secret::new(out)))
+}
+
+/// The values of `entries`, without their place in the file.
+fn unspanned<T: Clone>(entries: &[Spanned<T>]) -> Vec<T> {
+    entries.iter().map(|e| e.get_ref().clone()).collect()
 }
 
 /// A key path as the config writes it (`hosts[1].ports[0]`), without the
