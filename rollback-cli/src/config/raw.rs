@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::schema;
-use super::types::{EngineUrl, HttpStatus, Port};
+use super::types::{EngineUrl, HostName, HttpStatus, NetworkMode, Port};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +119,7 @@ pub(super) struct RawContainer {
     #[serde(default)]
     pub(super) volumes: Vec<NonEmpty>,
     pub(super) platform: Option<Platform>,
-    pub(super) network: Option<NonEmpty>,
+    pub(super) network: Option<NetworkMode>,
     #[schemars(with = "Option<schema::RestartPolicy>")]
     pub(super) restart: Option<RestartPolicy>,
     #[serde(default)]
@@ -212,8 +212,8 @@ pub(super) struct RawRollout {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Host")]
 pub(super) struct RawHost {
-    #[schemars(with = "schema::HostName")]
-    pub(super) name: Spanned<String>,
+    #[schemars(with = "HostName")]
+    pub(super) name: Spanned<HostName>,
     pub(super) docker: Option<EngineUrl>,
     #[schemars(with = "Option<schema::HttpUrl>")]
     pub(super) health_url: Option<Spanned<String>>,

@@ -234,12 +234,6 @@ string_type!(
 );
 
 string_type!(
-    /// A host's name in the config.
-    HostName,
-    { "type": "string", "pattern": r"\S" }
-);
-
-string_type!(
     /// `[proxy] listen`: the host side of `-p`.
     Listen,
     {

@@ -100,6 +100,69 @@ impl JsonSchema for EngineUrl {
     }
 }
 
+/// `[container] network`: a network name, or a mode of the engine's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NetworkMode(pub(super) String);
+
+impl NetworkMode {
+    /// `host`, `none` and `container:NAME` share or refuse a network
+    /// namespace: such a container joins no other network, the proxy's
+    /// included.
+    pub(super) fn joins_no_other(&self) -> bool {
+        let mode = self.0.as_str();
+        mode == "host" || mode == "none" || mode.starts_with("container:")
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkMode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Err(de::Error::custom("must not be empty"));
+        }
+        Ok(NetworkMode(text))
+    }
+}
+
+impl JsonSchema for NetworkMode {
+    fn schema_name() -> Cow<'static, str> {
+        "NetworkMode".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": r"\S",
+            "description": "A network name, or host, none, container:NAME (which join no other network).",
+            "examples": ["host", "shop-net"]
+        })
+    }
+}
+
+/// A host's name in the config: not blank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct HostName(pub(super) String);
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.trim() {
+            "" => Err(de::Error::custom("must not be empty")),
+            name => Ok(HostName(name.to_owned())),
+        }
+    }
+}
+
+impl JsonSchema for HostName {
+    fn schema_name() -> Cow<'static, str> {
+        "HostName".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": r"\S" })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +200,11 @@ mod tests {
         assert!(read::<EngineUrl>("\"npipe:////./pipe/x\"")
             .unwrap_err()
             .contains("npipe:// engines are not supported"));
+        assert_eq!(read::<HostName>("\" a \""), Ok(HostName("a".into())));
+        assert_eq!(read::<HostName>("\" \""), Err("must not be empty".into()));
+        for (mode, alone) in [("host", true), ("container:db", true), ("shop-net", false)] {
+            let m: NetworkMode = read(&format!("{mode:?}")).unwrap();
+            assert_eq!(m.joins_no_other(), alone, "{mode}");
+        }
     }
 }

@@ -154,9 +154,10 @@ impl Ctx<'_> {
             self.health(raw.health.as_ref(), proxy.as_ref().map(|p| p.app_port))?;
         if let Some(p) = &proxy {
             self.proxy_ports(p, &raw.container.ports, "container.ports")?;
-            let mode = raw.container.network.as_ref().map(|n| n.0.as_str());
+            let mode = raw.container.network.as_ref();
             if let (Some(mode), Some(table)) = (mode, raw.proxy.as_ref()) {
-                if mode == "host" || mode == "none" || mode.starts_with("container:") {
+                if mode.joins_no_other() {
+                    let mode = &mode.0;
                     return Err(self.at(
                         table,
                         format!("proxy: the proxy reaches the app on its network, which a container with container.network = {mode:?} cannot join: remove container.network"),
@@ -171,10 +172,7 @@ impl Ctx<'_> {
         for (i, host) in raw.hosts.iter().enumerate() {
             let h = host.get_ref();
             let key = format!("hosts[{i}]");
-            let name = h.name.get_ref().trim();
-            if name.is_empty() {
-                return Err(self.at(&h.name, format!("{key}.name: must not be empty")));
-            }
+            let name = h.name.get_ref().0.as_str();
             if !seen.insert(name.to_owned()) {
                 return Err(self.at(
                     &h.name,
@@ -600,13 +598,14 @@ impl Ctx<'_> {
             Ok(v.to_owned())
         })?;
         if let (Some(first), Some(mode)) = (c.networks.first(), c.network.as_ref()) {
-            let mode = &mode.0;
-            if mode == "host" || mode == "none" || mode.starts_with("container:") {
+            if mode.joins_no_other() {
+                let mode = &mode.0;
                 return Err(self.at(
                     first,
                     format!("container.networks: a container with network = {mode:?} cannot join other networks"),
                 ));
             }
+            let mode = &mode.0;
             if c.networks.iter().any(|n| n.get_ref() == mode) {
                 return Err(self.at(
                     first,
