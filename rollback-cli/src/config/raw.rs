@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::schema;
-use super::types::{EngineUrl, HostName, HttpStatus, NetworkMode, Port};
+use super::types::{Batch, EngineUrl, HostName, HttpStatus, NetworkMode, Port, RetainCount};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -102,8 +102,7 @@ pub(super) struct RawApp {
     pub(super) stable_tag: Option<Spanned<Tag>>,
     #[schemars(with = "Option<schema::Tag>")]
     pub(super) previous_tag: Option<Spanned<Tag>>,
-    #[schemars(with = "Option<schema::Retain>")]
-    pub(super) retain: Option<Spanned<i64>>,
+    pub(super) retain: Option<RetainCount>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -201,8 +200,8 @@ pub(super) struct RawHealth {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Rollout")]
 pub(super) struct RawRollout {
-    #[schemars(with = "Option<schema::Batch>")]
-    pub(super) batch: Option<Spanned<i64>>,
+    #[schemars(with = "Option<Batch>")]
+    pub(super) batch: Option<Spanned<Batch>>,
     #[serde(default)]
     #[schemars(with = "schema::OnFailure")]
     pub(super) on_failure: OnFailure,

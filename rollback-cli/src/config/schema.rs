@@ -182,22 +182,6 @@ string_type!(
 );
 
 string_type!(
-    /// `[rollout] batch`.
-    Batch,
-    { "type": "integer", "minimum": 1, "description": "Hosts deployed at a time." }
-);
-
-string_type!(
-    /// `[app] retain`.
-    Retain,
-    {
-        "type": "integer",
-        "minimum": 2,
-        "description": "Images of the newest N releases kept on each host (the running release and the previous one at least)."
-    }
-);
-
-string_type!(
     /// An http:// or https:// URL; `${VAR}` may stand for any part of it.
     HttpUrl,
     { "type": "string", "pattern": r"^(https?://[^\s/]+|\$\{)" }

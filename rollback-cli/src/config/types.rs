@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use rollback_core::Retain;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{de, Deserialize, Deserializer};
 
@@ -163,6 +164,65 @@ impl JsonSchema for HostName {
     }
 }
 
+/// `[app] retain`: at least 2, the rule of core's [`Retain`] with its words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RetainCount(pub(super) Retain);
+
+impl<'de> Deserialize<'de> for RetainCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        let refused = || {
+            de::Error::custom(format!(
+                "must be at least 2 (the running release and the previous one), got {n}"
+            ))
+        };
+        let n = u32::try_from(n).map_err(|_| refused())?;
+        Retain::new(n)
+            .map(RetainCount)
+            .map_err(|e| de::Error::custom(e.reason))
+    }
+}
+
+impl JsonSchema for RetainCount {
+    fn schema_name() -> Cow<'static, str> {
+        "Retain".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "integer",
+            "minimum": 2,
+            "maximum": u32::MAX,
+            "description": "Images of the newest N releases kept on each host (the running release and the previous one at least)."
+        })
+    }
+}
+
+/// `[rollout] batch`: hosts at a time, at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Batch(pub(super) usize);
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(deserializer)?;
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Batch)
+            .ok_or_else(|| de::Error::custom("must be at least 1"))
+    }
+}
+
+impl JsonSchema for Batch {
+    fn schema_name() -> Cow<'static, str> {
+        "Batch".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "integer", "minimum": 1, "description": "Hosts deployed at a time." })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +260,13 @@ mod tests {
         assert!(read::<EngineUrl>("\"npipe:////./pipe/x\"")
             .unwrap_err()
             .contains("npipe:// engines are not supported"));
+        assert_eq!(read::<Batch>("2"), Ok(Batch(2)));
+        assert_eq!(read::<Batch>("0"), Err("must be at least 1".into()));
+        assert_eq!(
+            read::<RetainCount>("-1"),
+            Err("must be at least 2 (the running release and the previous one), got -1".into())
+        );
+        assert_eq!(read::<RetainCount>("3").map(|r| r.0.get()), Ok(3));
         assert_eq!(read::<HostName>("\" a \""), Ok(HostName("a".into())));
         assert_eq!(read::<HostName>("\" \""), Err("must not be empty".into()));
         for (mode, alone) in [("host", true), ("container:db", true), ("shop-net", false)] {

@@ -140,7 +140,11 @@ impl Ctx<'_> {
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let app = raw.app.as_ref().map(|a| self.app(a)).transpose()?;
-        let retain = self.retain(raw.app.as_ref())?;
+        let retain = raw
+            .app
+            .as_ref()
+            .and_then(|a| a.get_ref().retain)
+            .map_or_else(Retain::default, |r| r.0);
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -258,24 +262,6 @@ impl Ctx<'_> {
             notify,
             substituted: BTreeMap::new(),
         })
-    }
-
-    fn retain(&self, raw: Option<&Spanned<RawApp>>) -> Result<Retain, ConfigError> {
-        let Some(r) = raw.and_then(|a| a.get_ref().retain.as_ref()) else {
-            return Ok(Retain::default());
-        };
-        u32::try_from(*r.get_ref())
-            .ok()
-            .and_then(|n| Retain::new(n).ok())
-            .ok_or_else(|| {
-                self.at(
-                    r,
-                    format!(
-                        "app.retain: must be at least 2 (the running release and the previous one), got {}",
-                        r.get_ref()
-                    ),
-                )
-            })
     }
 
     fn hooks(&self, h: &RawHooks, dir: &Path) -> Result<HooksConfig, ConfigError> {
@@ -883,11 +869,7 @@ impl Ctx<'_> {
 
     fn rollout(&self, r: &RawRollout) -> Result<RolloutPolicy, ConfigError> {
         let on_failure = r.on_failure;
-        let batch = match &r.batch {
-            Some(b) => usize::try_from(*b.get_ref())
-                .map_err(|_| self.at(b, "rollout.batch: must be at least 1"))?,
-            None => 1,
-        };
+        let batch = r.batch.as_ref().map_or(1, |b| b.get_ref().0);
         RolloutPolicy::new(batch, on_failure)
             .map_err(|e| self.err(r.batch.as_ref().map(|b| b.span()), e.to_string()))
     }
