@@ -13,7 +13,10 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::schema;
-use super::types::{Batch, EngineUrl, HostName, HttpStatus, NetworkMode, Port, RetainCount};
+use super::types::{
+    Batch, DockerCheck, EngineUrl, ExecCommand, HostName, HttpStatus, JsonPointer, NetworkMode,
+    Port, RetainCount, UrlPath,
+};
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -170,18 +173,17 @@ pub(super) enum RawEnvValue {
 pub(super) struct RawHealth {
     #[schemars(with = "Option<schema::HttpUrl>")]
     pub(super) http: Option<Spanned<String>>,
-    #[schemars(with = "Option<schema::UrlPath>")]
-    pub(super) path: Option<Spanned<String>>,
+    #[schemars(with = "Option<UrlPath>")]
+    pub(super) path: Option<Spanned<UrlPath>>,
     #[schemars(with = "Option<String>")]
     pub(super) tcp: Option<Spanned<String>>,
-    #[schemars(with = "Option<schema::True>")]
-    pub(super) docker: Option<Spanned<bool>>,
-    #[schemars(with = "Option<schema::Exec>")]
-    pub(super) exec: Option<Spanned<toml::Value>>,
+    #[schemars(with = "Option<DockerCheck>")]
+    pub(super) docker: Option<Spanned<DockerCheck>>,
+    pub(super) exec: Option<ExecCommand>,
     #[schemars(with = "Option<HttpStatus>")]
     pub(super) expect_status: Option<Spanned<HttpStatus>>,
-    #[schemars(with = "Option<schema::JsonPointer>")]
-    pub(super) json_pointer: Option<Spanned<String>>,
+    #[schemars(with = "Option<JsonPointer>")]
+    pub(super) json_pointer: Option<Spanned<JsonPointer>>,
     #[schemars(with = "Option<String>")]
     pub(super) expect: Option<Spanned<String>>,
     #[schemars(with = "Option<HumanDuration>")]

@@ -188,36 +188,6 @@ string_type!(
 );
 
 string_type!(
-    /// A URL path.
-    UrlPath,
-    { "type": "string", "pattern": "^/" }
-);
-
-string_type!(
-    /// A JSON pointer into the health answer.
-    JsonPointer,
-    { "type": "string", "pattern": "^/", "examples": ["/status"] }
-);
-
-string_type!(
-    /// `[health] docker`: only `true` means something.
-    True,
-    { "type": "boolean", "const": true }
-);
-
-string_type!(
-    /// `[health] exec`: the program first.
-    Exec,
-    {
-        "type": "array",
-        "items": [{ "type": "string", "minLength": 1 }],
-        "additionalItems": { "type": "string" },
-        "minItems": 1,
-        "description": "A command run inside the new container; exit 0 means healthy. For a shell line: [\"sh\", \"-c\", \"...\"]."
-    }
-);
-
-string_type!(
     /// `[proxy] listen`: the host side of `-p`.
     Listen,
     {

@@ -223,6 +223,116 @@ impl JsonSchema for Batch {
     }
 }
 
+/// `[health] exec`: program and arguments, the program first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ExecCommand(pub(super) Vec<String>);
+
+impl<'de> Deserialize<'de> for ExecCommand {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Strings(Vec<String>),
+            Other(de::IgnoredAny),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Strings(c) if c.first().is_some_and(|p| !p.is_empty()) => Ok(ExecCommand(c)),
+            _ => Err(de::Error::custom(
+                "expected [\"program\", \"arg\", ...] (strings, the program first); for a shell line write [\"sh\", \"-c\", \"...\"]",
+            )),
+        }
+    }
+}
+
+impl JsonSchema for ExecCommand {
+    fn schema_name() -> Cow<'static, str> {
+        "Exec".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "array",
+            "items": [{ "type": "string", "minLength": 1 }],
+            "additionalItems": { "type": "string" },
+            "minItems": 1,
+            "description": "A command run inside the new container; exit 0 means healthy. For a shell line: [\"sh\", \"-c\", \"...\"]."
+        })
+    }
+}
+
+/// `[health] docker`: only `true` means something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct DockerCheck;
+
+impl<'de> Deserialize<'de> for DockerCheck {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match bool::deserialize(deserializer)? {
+            true => Ok(DockerCheck),
+            false => Err(de::Error::custom(
+                "only `docker = true` is meaningful; remove the key to use another check",
+            )),
+        }
+    }
+}
+
+impl JsonSchema for DockerCheck {
+    fn schema_name() -> Cow<'static, str> {
+        "DockerCheck".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "boolean", "const": true, "description": "The image's own HEALTHCHECK." })
+    }
+}
+
+/// A string that starts with `/`: a URL path, or a JSON pointer (which
+/// may also be empty: the whole document).
+macro_rules! slash_type {
+    ($(#[$doc:meta])* $name:ident, $empty_ok:expr, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub(super) struct $name(pub(super) String);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let v = String::deserialize(deserializer)?;
+                if v.starts_with('/') || ($empty_ok && v.is_empty()) {
+                    return Ok($name(v));
+                }
+                Err(de::Error::custom(format!(
+                    "{v:?} must start with / (e.g. \"{}\")",
+                    $example
+                )))
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                let pattern = if $empty_ok { "^(/|$)" } else { "^/" };
+                json_schema!({ "type": "string", "pattern": pattern, "examples": [$example] })
+            }
+        }
+    };
+}
+
+slash_type!(
+    /// `[health] path`.
+    UrlPath,
+    false,
+    "/health"
+);
+
+slash_type!(
+    /// `[health] json_pointer`.
+    JsonPointer,
+    true,
+    "/status"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +370,21 @@ mod tests {
         assert!(read::<EngineUrl>("\"npipe:////./pipe/x\"")
             .unwrap_err()
             .contains("npipe:// engines are not supported"));
+        assert_eq!(
+            read::<ExecCommand>("[\"curl\", \"-f\"]"),
+            Ok(ExecCommand(vec!["curl".into(), "-f".into()]))
+        );
+        for bad in ["\"curl -f x\"", "[]", "[1, 2]", "[\"\"]"] {
+            assert!(read::<ExecCommand>(bad)
+                .unwrap_err()
+                .starts_with("expected ["));
+        }
+        assert!(read::<DockerCheck>("false").is_err());
+        assert_eq!(
+            read::<UrlPath>("\"health\""),
+            Err("\"health\" must start with / (e.g. \"/health\")".into())
+        );
+        assert_eq!(read::<JsonPointer>("\"\""), Ok(JsonPointer(String::new())));
         assert_eq!(read::<Batch>("2"), Ok(Batch(2)));
         assert_eq!(read::<Batch>("0"), Err("must be at least 1".into()));
         assert_eq!(

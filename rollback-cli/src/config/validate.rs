@@ -686,26 +686,7 @@ impl Ctx<'_> {
     ) -> Result<(Option<HealthCheck>, HttpExpect, HealthPolicy), ConfigError> {
         let default = RawHealth::default();
         let h = raw.map(|r| r.get_ref()).unwrap_or(&default);
-        let exec = h
-            .exec
-            .as_ref()
-            .map(|exec| {
-                let command: Option<Vec<String>> = match exec.get_ref() {
-                    toml::Value::Array(items) => items
-                        .iter()
-                        .map(|i| i.as_str().map(str::to_owned))
-                        .collect(),
-                    _ => None,
-                };
-                match command {
-                    Some(c) if c.first().is_some_and(|p| !p.is_empty()) => Ok(c),
-                    _ => Err(self.at(
-                        exec,
-                        "health.exec: expected [\"program\", \"arg\", ...] (strings, the program first); for a shell line write [\"sh\", \"-c\", \"...\"]",
-                    )),
-                }
-            })
-            .transpose()?;
+        let exec = h.exec.as_ref().map(|e| e.0.clone());
         let mut chosen = Vec::new();
         if h.http.is_some() {
             chosen.push("http");
@@ -715,15 +696,6 @@ impl Ctx<'_> {
                 return Err(self.at(
                     p,
                     "health.path: applies with [proxy] (the new container is probed directly); without [proxy] set health.http",
-                ));
-            }
-            if !p.get_ref().starts_with('/') {
-                return Err(self.at(
-                    p,
-                    format!(
-                        "health.path: {:?} must start with / (e.g. \"/health\")",
-                        p.get_ref()
-                    ),
                 ));
             }
             chosen.push("path");
@@ -739,12 +711,8 @@ impl Ctx<'_> {
         if h.tcp.is_some() {
             chosen.push("tcp");
         }
-        if let Some(d) = &h.docker {
-            if *d.get_ref() {
-                chosen.push("docker");
-            } else {
-                return Err(self.at(d, "health.docker: only `docker = true` is meaningful; remove the key to use another check"));
-            }
+        if h.docker.is_some() {
+            chosen.push("docker");
         }
         if exec.is_some() {
             chosen.push("exec");
@@ -760,18 +728,7 @@ impl Ctx<'_> {
         }
         let expect_status = h.expect_status.as_ref().map(|s| s.get_ref().0);
         let expect_json = match (&h.json_pointer, &h.expect) {
-            (Some(p), Some(e)) => {
-                if !p.get_ref().is_empty() && !p.get_ref().starts_with('/') {
-                    return Err(self.at(
-                        p,
-                        format!(
-                            "health.json_pointer: {:?} must start with / (e.g. \"/status\")",
-                            p.get_ref()
-                        ),
-                    ));
-                }
-                Some((p.get_ref().clone(), e.get_ref().clone()))
-            }
+            (Some(p), Some(e)) => Some((p.get_ref().0.clone(), e.get_ref().clone())),
             (Some(p), None) => {
                 return Err(self.at(
                     p,
@@ -799,7 +756,7 @@ impl Ctx<'_> {
         };
         let check = if let (Some(path), Some(port)) = (&h.path, proxy_port) {
             Some(HealthCheck::Direct {
-                path: path.get_ref().clone(),
+                path: path.get_ref().0.clone(),
                 port,
                 expect_status,
                 expect_json: expect_json.clone(),
