@@ -228,6 +228,7 @@ impl Command {
                 | Command::Promote(_)
                 | Command::Tag(_)
                 | Command::Recover(_)
+                | Command::Init(_)
                 | Command::Lock(LockCommand::Release(_))
                 | Command::Proxy(ProxyCommand::Boot | ProxyCommand::Remove)
         )

@@ -272,8 +272,17 @@ fn init_writes_a_file_config_check_accepts_and_never_overwrites_one() {
 }
 
 #[test]
-fn init_with_a_bad_name_writes_nothing() {
+fn init_with_a_bad_name_or_a_dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    rollback(&dir)
+        .args(["init", "--name", "shop", "--dry-run"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("name = \"shop\""))
+        .stdout(predicate::str::ends_with(
+            "nothing written to rollback.toml (dry run)\n",
+        ));
+    assert!(!dir.path().join("rollback.toml").exists());
     rollback(&dir)
         .args(["init", "--name", "no spaces", "--proxy"])
         .assert()

@@ -90,8 +90,9 @@ fn schema(output: &Output) -> Result<i32, CliError> {
     Ok(exit::OK)
 }
 
-/// `rollback init`: write the starter file at `path`, never over one.
-pub fn init(output: &Output, path: &Path, args: &InitArgs) -> Result<i32, CliError> {
+/// `rollback init`: write the starter file at `path`, never over one; with
+/// `dry_run`, print it instead.
+pub fn init(output: &Output, path: &Path, args: &InitArgs, dry_run: bool) -> Result<i32, CliError> {
     let file = path.display().to_string();
     if path.exists() {
         return Err(CliError::usage(format!(
@@ -106,6 +107,11 @@ pub fn init(output: &Output, path: &Path, args: &InitArgs) -> Result<i32, CliErr
     // What init writes must pass `config check`: a bad --name or
     // --repository is reported as the file would report it, and nothing is written.
     Config::parse(&text, path, &|_| None)?;
+    if dry_run {
+        output.line(&text);
+        output.line(&format!("nothing written to {file} (dry run)"));
+        return Ok(exit::OK);
+    }
     let mut created = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -121,7 +121,7 @@ pub async fn run_with(
                 .config
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
-            config::init(&output, &path, args)
+            config::init(&output, &path, args, cli.dry_run)
         }
         Command::Config(command) => config::run(&ctx, command),
         Command::Tag(args) => tag::run(&ctx, args).await,
