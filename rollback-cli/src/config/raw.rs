@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::schema;
 use super::types::{
-    Batch, DockerCheck, EngineUrl, ExecCommand, HostName, HttpStatus, JsonPointer, NetworkMode,
-    Port, RetainCount, UrlPath,
+    Batch, Cpus, DockerCheck, EngineUrl, ExecCommand, HostName, HttpStatus, JsonPointer,
+    MemoryLimit, NetworkMode, Port, RetainCount, UrlPath,
 };
 
 #[derive(Deserialize, JsonSchema)]
@@ -60,14 +60,6 @@ pub(super) struct RawNotify {
     pub(super) webhook: Option<Spanned<String>>,
     #[schemars(with = "Option<HumanDuration>")]
     pub(super) timeout: Option<Spanned<HumanDuration>>,
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub(super) enum RawNumber {
-    Integer(i64),
-    Float(f64),
-    String(String),
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -130,10 +122,8 @@ pub(super) struct RawContainer {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub(super) labels: BTreeMap<String, Spanned<String>>,
-    #[schemars(with = "Option<schema::Memory>")]
-    pub(super) memory: Option<Spanned<RawNumber>>,
-    #[schemars(with = "Option<schema::Cpus>")]
-    pub(super) cpus: Option<Spanned<RawNumber>>,
+    pub(super) memory: Option<MemoryLimit>,
+    pub(super) cpus: Option<Cpus>,
     #[schemars(with = "Option<String>")]
     pub(super) user: Option<Spanned<String>>,
     #[schemars(with = "Option<RawArgs>")]

@@ -198,30 +198,6 @@ string_type!(
 );
 
 string_type!(
-    /// `[container] memory`: bytes, or a size with k, m or g.
-    Memory,
-    {
-        "anyOf": [
-            { "type": "integer", "minimum": 6291456 },
-            { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*[kKmMgG]?[bB]?\\s*$" }
-        ],
-        "examples": ["512m", "2g"]
-    }
-);
-
-string_type!(
-    /// `[container] cpus`.
-    Cpus,
-    {
-        "anyOf": [
-            { "type": "number", "exclusiveMinimum": 0, "maximum": 1024 },
-            { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*$" }
-        ],
-        "examples": [0.5, 2]
-    }
-);
-
-string_type!(
     /// A hook: a `sh -c` line.
     Command,
     { "type": "string", "pattern": r"\S" }

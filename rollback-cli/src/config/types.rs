@@ -333,6 +333,114 @@ slash_type!(
     "/status"
 );
 
+/// A number as TOML may write it: an integer, a float, or a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Integer(i64),
+    Float(f64),
+    String(String),
+}
+
+/// `[container] memory`, in bytes: at least the engine's minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MemoryLimit(pub(super) u64);
+
+impl<'de> Deserialize<'de> for MemoryLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        memory_bytes(&Number::deserialize(deserializer)?)
+            .map(MemoryLimit)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for MemoryLimit {
+    fn schema_name() -> Cow<'static, str> {
+        "Memory".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 6291456 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*[kKmMgG]?[bB]?\\s*$" }
+            ],
+            "description": "Bytes, or a size with k, m or g (powers of 1024), as docker run --memory.",
+            "examples": ["512m", "2g"]
+        })
+    }
+}
+
+/// `--memory` syntax: bytes, or a number with b, k, m or g (powers of 1024).
+fn memory_bytes(raw: &Number) -> Result<u64, String> {
+    const MIN: u64 = 6 * 1024 * 1024;
+    let bytes = match raw {
+        Number::Integer(i) => u64::try_from(*i).ok(),
+        Number::Float(_) => None,
+        Number::String(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            let (number, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+                Some((at, _)) => s.split_at(at),
+                None => (s.as_str(), ""),
+            };
+            let unit: u64 = match unit.trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                _ => 0,
+            };
+            let number: Option<f64> = number.trim().parse().ok();
+            number
+                .filter(|n| n.is_finite() && *n >= 0.0 && unit > 0)
+                .map(|n| (n * unit as f64) as u64)
+        }
+    };
+    match bytes {
+        Some(b) if b >= MIN => Ok(b),
+        Some(_) => Err("is below the engine's minimum of 6m".into()),
+        None => Err("expected bytes or a size such as \"512m\" or \"2g\"".into()),
+    }
+}
+
+/// `[container] cpus`, in billionths of a CPU, as the engine counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cpus(pub(super) u64);
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let cpus = match Number::deserialize(deserializer)? {
+            Number::Integer(i) => Some(i as f64),
+            Number::Float(f) => Some(f),
+            Number::String(s) => s.trim().parse::<f64>().ok(),
+        };
+        match cpus {
+            Some(n) if n.is_finite() && n > 0.0 && n <= 1024.0 => {
+                Ok(Cpus((n * 1e9).round() as u64))
+            }
+            _ => Err(de::Error::custom(
+                "must be a number of CPUs above 0, such as 0.5 or 2",
+            )),
+        }
+    }
+}
+
+impl JsonSchema for Cpus {
+    fn schema_name() -> Cow<'static, str> {
+        "Cpus".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "number", "exclusiveMinimum": 0, "maximum": 1024 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*$" }
+            ],
+            "examples": [0.5, 2]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +493,9 @@ mod tests {
             Err("\"health\" must start with / (e.g. \"/health\")".into())
         );
         assert_eq!(read::<JsonPointer>("\"\""), Ok(JsonPointer(String::new())));
+        assert_eq!(read::<MemoryLimit>("\"512m\""), Ok(MemoryLimit(512 << 20)));
+        assert_eq!(read::<Cpus>("1.5"), Ok(Cpus(1_500_000_000)));
+        assert!(read::<Cpus>("0").is_err());
         assert_eq!(read::<Batch>("2"), Ok(Batch(2)));
         assert_eq!(read::<Batch>("0"), Err("must be at least 1".into()));
         assert_eq!(

@@ -522,34 +522,8 @@ impl Ctx<'_> {
             }
             Ok(out)
         };
-        let memory = c
-            .memory
-            .as_ref()
-            .map(|m| {
-                memory_bytes(m.get_ref())
-                    .map_err(|why| self.at(m, format!("container.memory: {why}")))
-            })
-            .transpose()?;
-        let nano_cpus = c
-            .cpus
-            .as_ref()
-            .map(|v| {
-                let cpus = match v.get_ref() {
-                    RawNumber::Integer(i) => Some(*i as f64),
-                    RawNumber::Float(f) => Some(*f),
-                    RawNumber::String(s) => s.trim().parse::<f64>().ok(),
-                };
-                match cpus {
-                    Some(n) if n.is_finite() && n > 0.0 && n <= 1024.0 => {
-                        Ok((n * 1e9).round() as u64)
-                    }
-                    _ => Err(self.at(
-                        v,
-                        "container.cpus: must be a number of CPUs above 0, such as 0.5 or 2",
-                    )),
-                }
-            })
-            .transpose()?;
+        let memory = c.memory.map(|m| m.0);
+        let nano_cpus = c.cpus.map(|c| c.0);
         let hostname = match &c.hostname {
             Some(h) if !is_hostname(h.get_ref()) => {
                 return Err(self.at(
@@ -923,38 +897,6 @@ pub(super) fn table_name(path: &serde_path_to_error::Path) -> String {
         (true, _) => "at the top level".to_owned(),
         (false, true) => format!("in [[{name}]]"),
         (false, false) => format!("in [{name}]"),
-    }
-}
-
-/// `--memory` syntax: bytes, or a number with b, k, m or g (powers of 1024).
-pub(super) fn memory_bytes(raw: &RawNumber) -> Result<u64, String> {
-    const MIN: u64 = 6 * 1024 * 1024;
-    let bytes = match raw {
-        RawNumber::Integer(i) => u64::try_from(*i).ok(),
-        RawNumber::Float(_) => None,
-        RawNumber::String(s) => {
-            let s = s.trim().to_ascii_lowercase();
-            let (number, unit) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-                Some((at, _)) => s.split_at(at),
-                None => (s.as_str(), ""),
-            };
-            let unit: u64 = match unit.trim_end_matches('b') {
-                "" => 1,
-                "k" => 1 << 10,
-                "m" => 1 << 20,
-                "g" => 1 << 30,
-                _ => 0,
-            };
-            let number: Option<f64> = number.trim().parse().ok();
-            number
-                .filter(|n| n.is_finite() && *n >= 0.0 && unit > 0)
-                .map(|n| (n * unit as f64) as u64)
-        }
-    };
-    match bytes {
-        Some(b) if b >= MIN => Ok(b),
-        Some(_) => Err("is below the engine's minimum of 6m".into()),
-        None => Err("expected bytes or a size such as \"512m\" or \"2g\"".into()),
     }
 }
 
