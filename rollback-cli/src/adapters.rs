@@ -1,17 +1,42 @@
-//! The real adapters: Docker engines, the OCI registry client and the probes.
+//! Where commands get engines, locks, probes and the registry from: the
+//! [`Adapters`] trait, and the real Docker and OCI adapters behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, StartFirst, TcpProbe};
+use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, Runtime, StartFirst, TcpProbe};
 use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
 use rollback_proxy::{Caddy, DirectProbe, ProxyContainer};
 use rollback_registry::OciRegistry;
 
-use crate::commands::{Adapters, Connected};
 use crate::config::{HealthCheck, HostConfig, ProxyConfig};
 use crate::exit::CliError;
+
+/// A host's engine, deploy lock and probe, connected.
+pub struct Connected {
+    /// The engine.
+    pub runtime: Arc<dyn Runtime>,
+    /// The deploy lock.
+    pub lock: Arc<dyn DeployLock>,
+    /// The health probe of the release.
+    pub probe: Arc<dyn HealthProbe>,
+}
+
+/// Where the commands get their registry, engines, locks and probes from.
+///
+/// The binary uses the real Docker and OCI adapters; tests hand in mocks.
+#[async_trait]
+pub trait Adapters: Send + Sync {
+    /// The registry client.
+    fn registry(&self) -> Result<Arc<dyn Registry>, CliError>;
+
+    /// The deploy lock of `host`, connected.
+    async fn lock(&self, host: &HostConfig) -> Result<Arc<dyn DeployLock>, CliError>;
+
+    /// The engine, the lock and the health probe of `host`.
+    async fn host(&self, host: &HostConfig) -> Result<Connected, CliError>;
+}
 
 /// Time to reach an engine, and the limit of each engine request's answer.
 pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -85,6 +85,11 @@ pub enum Command {
     /// Boot, inspect or remove the [proxy] container on each host
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Write a commented starter rollback.toml (never over an existing file)
+    Init(InitArgs),
+    /// Check the config file, or print its JSON Schema
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script
     Completions {
         /// The shell
@@ -101,6 +106,38 @@ pub struct ManArgs {
     /// Write rollback.1 and a page per command (rollback-deploy.1, ...) to this folder
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+/// `init`: what the starter file says.
+#[derive(Debug, Args, Default)]
+pub struct InitArgs {
+    /// The container name on every host [default: the current folder's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The image repository, without a tag [default: 127.0.0.1:5000/NAME]
+    #[arg(long, value_name = "REPOSITORY")]
+    pub repository: Option<String>,
+    /// Start-first behind a proxy: add a [proxy] table
+    #[arg(long)]
+    pub proxy: bool,
+    /// A host and its engine, as NAME=URL (unix://, tcp://, ssh://...); repeatable
+    #[arg(long = "host", value_name = "NAME=URL", value_parser = parse_host)]
+    pub hosts: Vec<(String, String)>,
+    /// The port the app listens on inside the container
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
+    pub app_port: u16,
+    /// The path that answers when the app is healthy
+    #[arg(long, value_name = "PATH", default_value = "/health")]
+    pub health_path: String,
+}
+
+/// `config`: check the file, or print its schema.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config file without contacting any host or registry
+    Check,
+    /// Print the JSON Schema of rollback.toml, for editors
+    Schema,
 }
 
 /// `deploy`: exactly one of a tag or a digest.
@@ -201,6 +238,17 @@ pub struct LockArgs {
     pub host: Option<String>,
 }
 
+fn parse_host(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, url)) if !name.trim().is_empty() && !url.trim().is_empty() => {
+            Ok((name.trim().to_owned(), url.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NAME=URL (e.g. prod-a=ssh://deploy@prod-a)"
+        )),
+    }
+}
+
 fn parse_digest(s: &str) -> Result<Digest, String> {
     s.parse::<Digest>().map_err(|e| e.message().to_owned())
 }
@@ -215,6 +263,7 @@ impl Command {
                 | Command::Promote(_)
                 | Command::Tag(_)
                 | Command::Recover(_)
+                | Command::Init(_)
                 | Command::Lock(LockCommand::Release(_))
                 | Command::Proxy(ProxyCommand::Boot | ProxyCommand::Remove)
         )

@@ -1,7 +1,8 @@
 //! `[hooks]`: commands run before and after `deploy`, `undo` and `recover`.
 //!
 //! A hook is `sh -c COMMAND` in the config file's folder, with the CLI's
-//! environment less every variable that holds a secret, plus `ROLLBACK_*`
+//! environment less every variable the config substituted (`${DB_PASS}`
+//! withholds `DB_PASS`) and every variable that holds a secret, plus `ROLLBACK_*`
 //! variables describing the run. Its output is shown line by line, prefixed
 //! `[hook NAME]`. It is killed (with everything it started) after the
 //! timeout.
@@ -84,15 +85,24 @@ pub struct Hooks {
     config: HooksConfig,
     /// Secret values of the config: variables holding one are not passed on.
     secrets: Vec<String>,
+    /// Variables the config substituted: never passed on, whatever they hold.
+    substituted: Vec<String>,
     output: Arc<Output>,
 }
 
 impl Hooks {
-    /// Hooks of `config`, never passing on a variable that holds one of `secrets`.
-    pub fn new(config: HooksConfig, secrets: Vec<String>, output: Arc<Output>) -> Self {
+    /// Hooks of `config`, never passing on a variable named in `substituted`
+    /// or one that holds one of `secrets`.
+    pub fn new(
+        config: HooksConfig,
+        secrets: Vec<String>,
+        substituted: Vec<String>,
+        output: Arc<Output>,
+    ) -> Self {
         Hooks {
             config,
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            substituted,
             output,
         }
     }
@@ -134,7 +144,10 @@ impl Hooks {
             let holds_secret = value
                 .to_str()
                 .is_some_and(|v| self.secrets.iter().any(|s| v.contains(s.as_str())));
-            if holds_secret {
+            let substituted = key
+                .to_str()
+                .is_some_and(|k| self.substituted.iter().any(|s| s == k));
+            if holds_secret || substituted {
                 cmd.env_remove(&key);
             }
         }
@@ -244,6 +257,7 @@ mod tests {
                 dir.path(),
             ),
             vec![],
+            vec![],
             output,
         );
         assert_eq!(h.pre_deploy(&run()).await, Some(HookResult::Exited(0)));
@@ -275,10 +289,31 @@ mod tests {
                 dir.path(),
             ),
             vec![secret[1..].to_owned()],
+            vec![],
             output,
         );
         assert_eq!(h.pre_deploy(&run()).await, Some(HookResult::Exited(0)));
         assert_eq!(text.text(), "[hook pre_deploy] dir=[] app=[shop]\n");
+    }
+
+    #[tokio::test]
+    async fn a_substituted_variable_is_not_passed_on_whatever_it_holds() {
+        // CARGO_PKG_NAME stands in for a variable the config substituted.
+        let dir = tempfile::tempdir().unwrap();
+        let (output, text, _) = Output::captured(OutputFormat::Human, 0);
+        let h = Hooks::new(
+            hooks(
+                "echo \"name=[${CARGO_PKG_NAME:-}]\"",
+                "true",
+                Duration::from_secs(10),
+                dir.path(),
+            ),
+            vec![],
+            vec!["CARGO_PKG_NAME".to_owned()],
+            Arc::new(output),
+        );
+        assert_eq!(h.pre_deploy(&run()).await, Some(HookResult::Exited(0)));
+        assert_eq!(text.text(), "[hook pre_deploy] name=[]\n");
     }
 
     #[tokio::test]
@@ -293,6 +328,7 @@ mod tests {
                 Duration::from_millis(300),
                 dir.path(),
             ),
+            vec![],
             vec![],
             output,
         );
@@ -315,6 +351,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 dir: ".".into(),
             },
+            vec![],
             vec![],
             output,
         );

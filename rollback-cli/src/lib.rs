@@ -4,9 +4,12 @@
 //! - [`config`] reads and validates `rollback.toml` (errors name file, line
 //!   and key; `${VAR}` values become secrets);
 //! - [`cli`] is the clap definition; [`commands`] run it against
-//!   [`commands::Adapters`] ([`adapters::RealAdapters`] in the binary);
+//!   [`adapters::Adapters`] ([`adapters::RealAdapters`] in the binary);
 //! - [`output`] prints human lines or JSON lines and redacts secrets;
 //! - [`exit`] holds the exit codes and the one error type.
+//!
+//! Layers: `commands` calls `output`, `adapters`, `hooks` and `notify`;
+//! none of those calls a command.
 //!
 //! ```
 //! use std::path::Path;

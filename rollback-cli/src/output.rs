@@ -79,7 +79,8 @@ impl Redactor {
 }
 
 /// Every secret value of the config: `${VAR}` and `env_file` env values,
-/// the webhook URL and the credentials in it.
+/// the value of each variable substituted into them (a secret of its own
+/// inside a longer value), the webhook URL and the credentials in it.
 pub fn secrets_of(config: &Config) -> Vec<String> {
     let env = config
         .container
@@ -97,7 +98,8 @@ pub fn secrets_of(config: &Config) -> Vec<String> {
             .and_then(|u| u.password().map(str::to_owned));
         std::iter::once(url).chain(password)
     });
-    env.chain(webhook).collect()
+    let substituted = config.substituted.values().map(|s| s.expose().to_owned());
+    env.chain(substituted).chain(webhook).collect()
 }
 
 /// The printer every command writes through.
@@ -331,7 +333,7 @@ impl Output {
         for line in human_report(report, &probes) {
             self.line(&line);
         }
-        for line in prune.map(crate::commands::prune::human).unwrap_or_default() {
+        for line in prune.map(prune_lines).unwrap_or_default() {
             self.line(&line);
         }
     }
@@ -622,6 +624,66 @@ impl Output {
     }
 }
 
+/// One line per host: what went (or would go), what stays.
+pub fn prune_lines(report: &PruneReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    for host in &report.hosts {
+        if host.error.is_some() {
+            continue;
+        }
+        let verb = if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        let kept = format!(
+            "kept {} (retain = {})",
+            count(host.kept.len(), "image"),
+            report.retain.get()
+        );
+        if host.removed.is_empty() {
+            lines.push(format!("[{}] prune: nothing to remove; {kept}", host.host));
+            continue;
+        }
+        let names: Vec<String> = host.removed.iter().map(ToString::to_string).collect();
+        lines.push(format!(
+            "[{}] prune: {verb} {}, {} freed: {}; {kept}",
+            host.host,
+            count(host.removed.len(), "image"),
+            bytes(host.bytes_freed()),
+            names.join(", ")
+        ));
+    }
+    if report.dry_run {
+        lines.push("nothing removed (dry run)".to_owned());
+    }
+    lines
+}
+
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// `3.8 MiB`, as `docker system df` rounds sizes.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,6 +947,12 @@ mod tests {
         assert_eq!(lines[0]["kind"], "transition");
         assert_eq!(lines[1]["result"]["status"], "unhealthy");
         assert!(lines[2]["host"].is_null());
+    }
+
+    #[test]
+    fn sizes_read_as_docker_system_df_writes_them() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
     }
 
     #[test]

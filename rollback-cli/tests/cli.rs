@@ -211,3 +211,140 @@ fn completions_are_printed() {
             .stdout(predicate::str::contains("deploy").and(predicate::str::contains("rollback")));
     }
 }
+
+#[test]
+fn init_writes_a_file_config_check_accepts_and_never_overwrites_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Tripwire::new();
+    let registry = Tripwire::new();
+    let repository = format!("{}/team/shop", registry.listener.local_addr().unwrap());
+    let host = format!("a={}", engine.docker());
+    rollback(&dir)
+        .args([
+            "init",
+            "--name",
+            "shop",
+            "--repository",
+            &repository,
+            "--host",
+            &host,
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("wrote rollback.toml\nnext:\n"))
+        .stdout(predicate::str::contains("rollback config check"));
+    let written = std::fs::read_to_string(dir.path().join("rollback.toml")).unwrap();
+    assert!(written.starts_with("# rollback.toml:"), "{written}");
+    assert!(written.contains("name = \"shop\""), "{written}");
+
+    rollback(&dir)
+        .args(["config", "check"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("rollback.toml: valid\n"))
+        .stdout(predicate::str::contains(
+            "no host or registry was contacted",
+        ));
+    let out = rollback(&dir)
+        .args(["config", "check", "--output", "json"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["outcome"], "valid");
+    assert_eq!(json["hosts"], serde_json::json!(["a"]));
+
+    rollback(&dir)
+        .args(["init", "--name", "other"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::starts_with(
+            "error: rollback.toml: already exists; nothing was written",
+        ));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("rollback.toml")).unwrap(),
+        written
+    );
+    engine.assert_untouched();
+    registry.assert_untouched();
+}
+
+#[test]
+fn init_with_a_bad_name_or_a_dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    rollback(&dir)
+        .args(["init", "--name", "shop", "--dry-run"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("name = \"shop\""))
+        .stdout(predicate::str::ends_with(
+            "nothing written to rollback.toml (dry run)\n",
+        ));
+    assert!(!dir.path().join("rollback.toml").exists());
+    rollback(&dir)
+        .args(["init", "--name", "no spaces", "--proxy"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("app.name"));
+    assert!(!dir.path().join("rollback.toml").exists());
+    rollback(&dir)
+        .args(["init", "--host", "just-a-name"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is not NAME=URL"));
+}
+
+#[test]
+fn config_check_exits_2_naming_file_line_and_key_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tripwire = Tripwire::new();
+    write_config(
+        &dir,
+        &config_with(&tripwire, "[health]\nexpect_status = 700\n"),
+    );
+    rollback(&dir)
+        .args(["config", "check"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::starts_with("error: rollback.toml:"));
+    write_config(&dir, &config_with(&tripwire, "[rollout]\nbatch = 0\n"));
+    let out = rollback(&dir)
+        .args(["config", "check", "--output", "json"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "rollback.toml:8: rollout.batch: must be at least 1",
+        ))
+        .get_output()
+        .stdout
+        .clone();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["outcome"], "invalid");
+    tripwire.assert_untouched();
+}
+
+#[test]
+fn config_schema_prints_a_json_schema_that_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rollback(&dir)
+        .args(["config", "schema"])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let schema: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(
+        schema["definitions"]["Container"]["additionalProperties"],
+        false
+    );
+    assert_eq!(
+        schema["definitions"]["OnFailure"]["enum"],
+        serde_json::json!(["rollback-all", "rollback-host", "halt"])
+    );
+}

@@ -570,3 +570,66 @@ impl Drop for NetworkGuard {
         let _ = docker_output(None, &["network", "rm", &self.0]);
     }
 }
+
+#[test]
+fn a_variable_inside_a_value_is_a_secret_of_its_own() {
+    let fleet = fleet("secret-part");
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    let dir = fleet.dir();
+    let (port, requests) = webhook_server(vec![200]);
+    script(
+        dir,
+        "check",
+        "echo \"pass is [$DB_PASS]\"\necho \"copy is [$DB_URL_COPY]\"\necho \"file has $(cat pass.txt)\"\nenv\nenv > pre.env\n",
+    );
+    write(
+        &fleet,
+        "",
+        "env = { DATABASE_URL = \"postgres://app:${DB_PASS}@db:5432/shop\" }",
+        None,
+        &format!(
+            "[hooks]\npre_deploy = \"./check\"\ntimeout = \"20s\"\n\n\
+             [notify]\nwebhook = \"http://127.0.0.1:{port}/deploys\"\ntimeout = \"5s\"\n"
+        ),
+    );
+    let secret = "db-pass-secret-16180";
+    let copy = format!("postgres://other:{secret}@replica:5432/shop");
+    let env = [("DB_PASS", secret), ("DB_URL_COPY", copy.as_str())];
+    // A hook may still find the value elsewhere: what it prints is redacted.
+    std::fs::write(dir.join("pass.txt"), secret).unwrap();
+
+    let run = rollback(dir, &["deploy", "--tag", "v1", "--output", "json"], &env);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert!(run.all_output().contains("pass is []"), "{}", run.explain());
+    assert!(run.all_output().contains("copy is []"), "{}", run.explain());
+    assert!(
+        run.all_output().contains("file has ***"),
+        "{}",
+        run.explain()
+    );
+    assert!(!run.all_output().contains(secret), "{}", run.explain());
+    assert_eq!(run.outcome()["outcome"], "deployed");
+
+    let (_, body) = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a POST");
+    assert!(!body.contains(secret), "{body}");
+
+    // Neither the variable nor a variable holding its value reaches a hook.
+    let pre = env_of(&dir.join("pre.env"));
+    assert!(pre.iter().all(|(_, v)| !v.contains(secret)), "{pre:?}");
+    assert_eq!(var(&pre, "DB_PASS"), None);
+    assert_eq!(var(&pre, "DB_URL_COPY"), None);
+
+    // The container gets the whole value; its labels hold no part of it.
+    let id = fleet.running_id(0);
+    let labels = docker(None, &["inspect", "-f", "{{json .Config.Labels}}", &id]);
+    assert!(!labels.contains(secret), "{labels}");
+    let container_env = docker(None, &["inspect", "-f", "{{json .Config.Env}}", &id]);
+    assert!(
+        container_env.contains(&format!(
+            "DATABASE_URL=postgres://app:{secret}@db:5432/shop"
+        )),
+        "{container_env}"
+    );
+}

@@ -382,7 +382,12 @@ async fn around(
         deployment_id: deployment.to_string(),
         started: Instant::now(),
     };
-    let hooks = Hooks::new(config.hooks.clone(), secrets_of(config), ctx.output.clone());
+    let hooks = Hooks::new(
+        config.hooks.clone(),
+        secrets_of(config),
+        config.substituted.keys().cloned().collect(),
+        ctx.output.clone(),
+    );
     if let Some(why) = hooks.pre_deploy(&hook_run).await.and_then(|r| r.failure()) {
         return Err(CliError::failed(format!(
             "hooks.pre_deploy {why}; nothing was changed"

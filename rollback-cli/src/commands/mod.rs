@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use rollback_core::{DeployLock, HealthProbe, Registry, Runtime};
-
-use crate::cli::{Cli, Command, OutputFormat};
-use crate::config::{Config, HostConfig, DEFAULT_FILE};
+use crate::adapters::Adapters;
+use crate::cli::{Cli, Command, ConfigCommand, OutputFormat};
+use crate::config::{Config, DEFAULT_FILE};
 use crate::exit::{self, CliError};
 use crate::output::{Output, Redactor};
 
+pub mod config;
 pub mod deploy;
 pub mod lock;
 pub mod man;
@@ -18,31 +17,6 @@ pub mod proxy;
 pub mod prune;
 pub mod status;
 pub mod tag;
-
-/// A host's engine, deploy lock and probe, connected.
-pub struct Connected {
-    /// The engine.
-    pub runtime: Arc<dyn Runtime>,
-    /// The deploy lock.
-    pub lock: Arc<dyn DeployLock>,
-    /// The health probe of the release.
-    pub probe: Arc<dyn HealthProbe>,
-}
-
-/// Where the commands get their registry, engines, locks and probes from.
-///
-/// The binary uses the real Docker and OCI adapters; tests hand in mocks.
-#[async_trait]
-pub trait Adapters: Send + Sync {
-    /// The registry client.
-    fn registry(&self) -> Result<Arc<dyn Registry>, CliError>;
-
-    /// The deploy lock of `host`, connected.
-    async fn lock(&self, host: &HostConfig) -> Result<Arc<dyn DeployLock>, CliError>;
-
-    /// The engine, the lock and the health probe of `host`.
-    async fn host(&self, host: &HostConfig) -> Result<Connected, CliError>;
-}
 
 /// What every command gets.
 pub struct Context {
@@ -76,7 +50,10 @@ enum ConfigNeed {
 
 fn config_need(command: &Command) -> ConfigNeed {
     match command {
-        Command::Completions { .. } | Command::Man(_) => ConfigNeed::None,
+        Command::Completions { .. }
+        | Command::Man(_)
+        | Command::Init(_)
+        | Command::Config(ConfigCommand::Schema) => ConfigNeed::None,
         // `tag` with two full references needs no [app].
         Command::Tag(_) => ConfigNeed::IfPresent,
         _ => ConfigNeed::Required,
@@ -157,6 +134,14 @@ pub async fn run_with(
             Ok(exit::OK)
         }
         Command::Man(args) => man::run(args.out_dir.as_deref()),
+        Command::Init(args) => {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+            config::init(&output, &path, args, cli.dry_run)
+        }
+        Command::Config(command) => config::run(&ctx, command),
         Command::Tag(args) => tag::run(&ctx, args).await,
         Command::Lock(command) => lock::run(&ctx, command).await,
         Command::Proxy(command) => proxy::run(&ctx, command).await,

@@ -73,49 +73,13 @@ fn print(out: &Output, report: &PruneReport, code: i32) {
             report,
         });
     } else {
-        for line in human(report) {
+        for line in crate::output::prune_lines(report) {
             out.line(&line);
         }
         for line in problems(report) {
             out.line(&line);
         }
     }
-}
-
-/// One line per host: what went (or would go), what stays.
-pub fn human(report: &PruneReport) -> Vec<String> {
-    let mut lines = Vec::new();
-    for host in &report.hosts {
-        if host.error.is_some() {
-            continue;
-        }
-        let verb = if report.dry_run {
-            "would remove"
-        } else {
-            "removed"
-        };
-        let kept = format!(
-            "kept {} (retain = {})",
-            count(host.kept.len(), "image"),
-            report.retain.get()
-        );
-        if host.removed.is_empty() {
-            lines.push(format!("[{}] prune: nothing to remove; {kept}", host.host));
-            continue;
-        }
-        let names: Vec<String> = host.removed.iter().map(ToString::to_string).collect();
-        lines.push(format!(
-            "[{}] prune: {verb} {}, {} freed: {}; {kept}",
-            host.host,
-            count(host.removed.len(), "image"),
-            bytes(host.bytes_freed()),
-            names.join(", ")
-        ));
-    }
-    if report.dry_run {
-        lines.push("nothing removed (dry run)".to_owned());
-    }
-    lines
 }
 
 /// What could not be done, one line each.
@@ -136,30 +100,6 @@ fn problems(report: &PruneReport) -> Vec<String> {
         }
     }
     lines
-}
-
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
-/// `3.8 MiB`, as `docker system df` rounds sizes.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]
@@ -204,14 +144,12 @@ mod tests {
             ],
         };
         assert_eq!(
-            human(&report),
+            crate::output::prune_lines(&report),
             ["[a] prune: removed 2 images, 4.0 MiB freed: bbbbbbbbbbbb (v2), aaaaaaaaaaaa (v1); kept 1 image (retain = 2)"]
         );
         assert_eq!(
             problems(&report),
             ["[b] prune: list the images: engine down; no image was removed there"]
         );
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
     }
 }

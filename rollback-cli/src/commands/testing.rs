@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rollback_core::{DeployLock, HealthProbe, Registry, Runtime};
 
+use crate::adapters::{Adapters, Connected};
 use crate::cli::OutputFormat;
-use crate::commands::{Adapters, Connected, Context};
+use crate::commands::Context;
 use crate::config::{Config, HostConfig};
 use crate::exit::CliError;
 use crate::output::{Captured, Output};
