@@ -8,6 +8,9 @@ use rollback_core::{
     labels, ContainerId, ContainerInfo, ContainerSpec, ContainerTemplate, Error, ErrorKind,
     ExecOutput, ImageRef, PortMapping, RestartPolicy, Result, Runtime,
 };
+use tokio::sync::Mutex;
+
+use crate::shell::{self, Shell, ShellError};
 
 /// The default name of the proxy container on each host.
 pub const DEFAULT_NAME: &str = "rollback-proxy";
@@ -58,6 +61,9 @@ pub struct ProxyContainer {
     listen_text: String,
     command: Vec<String>,
     kind: String,
+    /// A shell kept open in the container, shared by the clones that speak
+    /// to it; `None` until the first command, or after one failed.
+    shell: Arc<Mutex<Option<Shell>>>,
 }
 
 impl std::fmt::Debug for ProxyContainer {
@@ -94,18 +100,21 @@ impl ProxyContainer {
             listen: listen.1,
             command,
             kind: kind.to_owned(),
+            shell: Arc::default(),
         })
     }
 
     /// Use this container name instead of [`DEFAULT_NAME`].
     pub fn with_name(mut self, name: &str) -> Self {
         self.name = name.to_owned();
+        self.shell = Arc::default();
         self
     }
 
     /// Use this network instead of [`DEFAULT_NETWORK`].
     pub fn with_network(mut self, network: &str) -> Self {
         self.network = network.to_owned();
+        self.shell = Arc::default();
         self
     }
 
@@ -219,9 +228,58 @@ impl ProxyContainer {
         Ok(true)
     }
 
-    /// Run `cmd` in the running proxy container.
+    /// Run `cmd` in the running proxy container, at most `timeout`.
+    ///
+    /// Commands go through one shell kept running in the container (one at
+    /// a time); a runtime that cannot keep one, or a container whose shell
+    /// ended (the proxy restarted), gets the command as an exec of its own.
     pub async fn exec(&self, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let what = || {
+            format!(
+                "run {} in the proxy container {}",
+                cmd.first().map(String::as_str).unwrap_or_default(),
+                self.name
+            )
+        };
+        let late = || {
+            Error::timeout(format!(
+                "{}: not done within {}",
+                what(),
+                humantime::format_duration(timeout)
+            ))
+        };
+        // Held for the whole call: taken out of the slot, a shell dropped
+        // half way (timeout, cancellation) is never used again.
+        let mut slot = self.shell.lock().await;
+        if let Some(mut shell) = slot.take() {
+            match tokio::time::timeout(timeout, shell.run(cmd)).await {
+                Ok(Ok(output)) => {
+                    *slot = Some(shell);
+                    return Ok(output);
+                }
+                Ok(Err(ShellError::Gone)) => {}
+                Ok(Err(ShellError::Broken(e))) => return Err(e.context(what())),
+                Err(_) => return Err(late()),
+            }
+        }
         let id = self.running().await?;
+        if let Ok(session) = self
+            .runtime
+            .exec_session(&id, &[shell::PROGRAM.to_owned()])
+            .await
+        {
+            let mut shell = Shell::new(session);
+            match tokio::time::timeout(timeout, shell.run(cmd)).await {
+                Ok(Ok(output)) => {
+                    *slot = Some(shell);
+                    return Ok(output);
+                }
+                // No shell in the image, or the container stopping: an exec tells which.
+                Ok(Err(ShellError::Gone)) => {}
+                Ok(Err(ShellError::Broken(e))) => return Err(e.context(what())),
+                Err(_) => return Err(late()),
+            }
+        }
         self.runtime.exec(&id, cmd, timeout).await
     }
 
