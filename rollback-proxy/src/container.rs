@@ -1,14 +1,13 @@
 //! [`ProxyContainer`]: the proxy's container on one host, as every adapter
 //! boots it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollback_core::{
     labels, ContainerId, ContainerInfo, ContainerSpec, ContainerTemplate, Error, ErrorKind,
     ExecOutput, ImageRef, PortMapping, RestartPolicy, Result, Runtime,
 };
-use tokio::sync::Mutex;
 
 use crate::shell::{self, Shell, ShellError};
 
@@ -19,6 +18,9 @@ pub const DEFAULT_NETWORK: &str = "rollback";
 /// The kernel parameter that moves connections queued on a closing
 /// `SO_REUSEPORT` listener to another listener of the same port.
 const MIGRATE_REQ: &str = "net.ipv4.tcp_migrate_req";
+/// Shells kept open per proxy container: as many as commands that run at
+/// the same time (a switch, a drain's poll, a health probe), no more.
+const MAX_SHELLS: usize = 4;
 /// Label naming the adapter that owns a proxy container (`caddy`).
 pub const PROXY_LABEL: &str = "io.rollback.proxy";
 /// Label recording the public address a proxy container publishes.
@@ -61,9 +63,10 @@ pub struct ProxyContainer {
     listen_text: String,
     command: Vec<String>,
     kind: String,
-    /// A shell kept open in the container, shared by the clones that speak
-    /// to it; `None` until the first command, or after one failed.
-    shell: Arc<Mutex<Option<Shell>>>,
+    /// Shells kept open in the container, shared by the clones that speak
+    /// to it: one per command running at a time, so a slow health probe
+    /// never holds up a switch.
+    shells: Arc<Mutex<Vec<Shell>>>,
 }
 
 impl std::fmt::Debug for ProxyContainer {
@@ -100,21 +103,21 @@ impl ProxyContainer {
             listen: listen.1,
             command,
             kind: kind.to_owned(),
-            shell: Arc::default(),
+            shells: Arc::default(),
         })
     }
 
     /// Use this container name instead of [`DEFAULT_NAME`].
     pub fn with_name(mut self, name: &str) -> Self {
         self.name = name.to_owned();
-        self.shell = Arc::default();
+        self.shells = Arc::default();
         self
     }
 
     /// Use this network instead of [`DEFAULT_NETWORK`].
     pub fn with_network(mut self, network: &str) -> Self {
         self.network = network.to_owned();
-        self.shell = Arc::default();
+        self.shells = Arc::default();
         self
     }
 
@@ -230,9 +233,9 @@ impl ProxyContainer {
 
     /// Run `cmd` in the running proxy container, at most `timeout`.
     ///
-    /// Commands go through one shell kept running in the container (one at
-    /// a time); a runtime that cannot keep one, or a container whose shell
-    /// ended (the proxy restarted), gets the command as an exec of its own.
+    /// Commands go through shells kept running in the container; a runtime
+    /// that cannot keep one, or a container whose shells ended (the proxy
+    /// restarted), gets the command as an exec of its own.
     pub async fn exec(&self, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
         let what = || {
             format!(
@@ -248,16 +251,16 @@ impl ProxyContainer {
                 humantime::format_duration(timeout)
             ))
         };
-        // Held for the whole call: taken out of the slot, a shell dropped
-        // half way (timeout, cancellation) is never used again.
-        let mut slot = self.shell.lock().await;
-        if let Some(mut shell) = slot.take() {
+        // Out of the pool while it runs: a shell whose call is dropped half
+        // way (timeout, cancellation) is dropped with it, never reused.
+        if let Some(mut shell) = self.pooled_shell() {
             match tokio::time::timeout(timeout, shell.run(cmd)).await {
                 Ok(Ok(output)) => {
-                    *slot = Some(shell);
+                    self.pool(shell);
                     return Ok(output);
                 }
-                Ok(Err(ShellError::Gone)) => {}
+                // The others were opened in the same container: gone too.
+                Ok(Err(ShellError::Gone)) => self.drop_shells(),
                 Ok(Err(ShellError::Broken(e))) => return Err(e.context(what())),
                 Err(_) => return Err(late()),
             }
@@ -271,7 +274,7 @@ impl ProxyContainer {
             let mut shell = Shell::new(session);
             match tokio::time::timeout(timeout, shell.run(cmd)).await {
                 Ok(Ok(output)) => {
-                    *slot = Some(shell);
+                    self.pool(shell);
                     return Ok(output);
                 }
                 // No shell in the image, or the container stopping: an exec tells which.
@@ -281,6 +284,24 @@ impl ProxyContainer {
             }
         }
         self.runtime.exec(&id, cmd, timeout).await
+    }
+
+    fn pooled_shell(&self) -> Option<Shell> {
+        self.shells.lock().ok()?.pop()
+    }
+
+    fn pool(&self, shell: Shell) {
+        if let Ok(mut shells) = self.shells.lock() {
+            if shells.len() < MAX_SHELLS {
+                shells.push(shell);
+            }
+        }
+    }
+
+    fn drop_shells(&self) {
+        if let Ok(mut shells) = self.shells.lock() {
+            shells.clear();
+        }
     }
 
     fn check_kind(&self, info: &ContainerInfo) -> Result<()> {

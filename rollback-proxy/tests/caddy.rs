@@ -605,6 +605,26 @@ async fn a_switch_and_a_switch_back_are_one_change_each() {
             "after the switch back nothing names the release left"
         );
     }
+    // A slow command in the container (a health probe of a hanging
+    // release) does not hold up a switch.
+    let slow = {
+        let proxy = s.proxy.clone();
+        tokio::spawn(async move {
+            proxy
+                .exec(&["sleep".into(), "2".into()], Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    caddy.switch(&v3).await.unwrap();
+    let beside_slow = t.elapsed();
+    assert!(
+        beside_slow < Duration::from_secs(1),
+        "a switch beside a slow command took {beside_slow:?}"
+    );
+    assert!(slow.await.unwrap().unwrap().success());
+
     let (forward, back) = (median(forward), median(back));
     println!("switch: median {forward:?}; switch back: median {back:?}");
     // The goal is 50 ms; the bound leaves room for a loaded machine.
