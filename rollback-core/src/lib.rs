@@ -123,7 +123,9 @@ pub use policy::{
 pub use probe::{HttpProbe, TcpProbe};
 pub use retention::{ImageInfo, KeepReason, KeptImage, Protected, Retain, RetentionPlan};
 pub use traffic::{TrafficSwitch, Upstream};
-pub use traits::{CopyReport, DeployLock, ExecOutput, HealthProbe, ProbeResult, Registry, Runtime};
+pub use traits::{
+    CopyReport, DeployLock, ExecOutput, ExecSession, HealthProbe, ProbeResult, Registry, Runtime,
+};
 pub use types::{
     labels, next_name, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName,
     ContainerSpec, ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus,

@@ -55,6 +55,21 @@ impl ExecOutput {
     }
 }
 
+/// A process kept running inside a container, spoken to through its
+/// standard input and output: many exchanges for the price of one process
+/// start (a shell that runs one short command per request, for example).
+///
+/// Dropping it closes the process's standard input and the stream.
+#[async_trait]
+pub trait ExecSession: Send {
+    /// Write `bytes` to the process's standard input.
+    async fn send(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// The next bytes the process wrote, on its standard output or error in
+    /// the order written; `None` once it ended.
+    async fn recv(&mut self) -> Result<Option<Vec<u8>>>;
+}
+
 /// An image registry: resolves tags and copies manifests without moving layers.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
@@ -132,6 +147,18 @@ pub trait Runtime: Send + Sync {
     ) -> Result<ExecOutput> {
         let _ = (cmd, timeout);
         Err(unsupported(&format!("run a command in container {id}")))
+    }
+
+    /// Start `cmd` (no shell) inside the running container `id` and keep it
+    /// running, its standard input open, as an [`ExecSession`].
+    ///
+    /// The default refuses; callers fall back to one [`exec`](Runtime::exec)
+    /// per command.
+    async fn exec_session(&self, id: &ContainerId, cmd: &[String]) -> Result<Box<dyn ExecSession>> {
+        let _ = cmd;
+        Err(unsupported(&format!(
+            "keep a command running in container {id}"
+        )))
     }
 
     /// The images on the host known by a digest or tag of `repository`.
@@ -315,6 +342,13 @@ macro_rules! forward_runtime {
                 timeout: Duration,
             ) -> Result<ExecOutput> {
                 (**self).exec(id, cmd, timeout).await
+            }
+            async fn exec_session(
+                &self,
+                id: &ContainerId,
+                cmd: &[String],
+            ) -> Result<Box<dyn ExecSession>> {
+                (**self).exec_session(id, cmd).await
             }
             async fn list_images(&self, repository: &Repository) -> Result<Vec<ImageInfo>> {
                 (**self).list_images(repository).await

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as EngineError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerInspectResponse, NetworkConnectRequest, NetworkCreateRequest};
@@ -18,8 +19,8 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use rollback_core::{
     labels, ContainerExit, ContainerId, ContainerInfo, ContainerSpec, ContainerState, DeployLock,
-    DeploymentId, Error, ExecOutput, ImageInfo, ImageRef, LockAttempt, LockInfo, ProgressSink,
-    Repository, Result, Runtime,
+    DeploymentId, Error, ExecOutput, ExecSession, ImageInfo, ImageRef, LockAttempt, LockInfo,
+    ProgressSink, Repository, Result, Runtime,
 };
 
 use crate::connect::{ConnectEnv, Endpoint};
@@ -581,6 +582,39 @@ impl Runtime for DockerRuntime {
     ///
     /// Dropping the future detaches from the command; it keeps running in
     /// the container until it ends by itself.
+    async fn exec_session(&self, id: &ContainerId, cmd: &[String]) -> Result<Box<dyn ExecSession>> {
+        let program = cmd.first().map(String::as_str).unwrap_or_default();
+        let what = format!("keep {program} running in container {id}");
+        let options = CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id.as_str(), options)
+            .await
+            .map_err(|e| self.err(&what, e))?;
+        match self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| self.err(&what, e))?
+        {
+            StartExecResults::Attached { output, input } => Ok(Box::new(EngineExecSession {
+                output,
+                input,
+                what,
+            })),
+            StartExecResults::Detached => Err(Error::other(format!(
+                "{what} on {}: the engine did not attach to it",
+                self.url
+            ))),
+        }
+    }
+
     async fn exec(
         &self,
         id: &ContainerId,
@@ -805,6 +839,39 @@ impl DeployLock for DockerRuntime {
     async fn break_lock(&self, app: &str) -> Result<bool> {
         lock::validate_app(app).map_err(|e| e.context(&self.url))?;
         self.remove_lock(app, &lock::container_name(app)).await
+    }
+}
+
+/// A process kept running in a container: the engine's hijacked exec stream.
+struct EngineExecSession {
+    output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = std::result::Result<LogOutput, EngineError>> + Send>,
+    >,
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    what: String,
+}
+
+#[async_trait]
+impl ExecSession for EngineExecSession {
+    async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let sent = async {
+            self.input.write_all(bytes).await?;
+            self.input.flush().await
+        };
+        sent.await
+            .map_err(|e| Error::unavailable(format!("{}: write its input: {e}", self.what)))
+    }
+
+    async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.output.next().await {
+            Some(Ok(chunk)) => Ok(Some(chunk.into_bytes().to_vec())),
+            Some(Err(e)) => Err(Error::unavailable(format!(
+                "{}: read its output: {e}",
+                self.what
+            ))),
+            None => Ok(None),
+        }
     }
 }
 

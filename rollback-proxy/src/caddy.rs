@@ -2,7 +2,7 @@
 //! from inside the proxy container.
 //!
 //! The admin API listens on `localhost:2019` inside the container only;
-//! every call is a `wget` run in the container through the engine, so no
+//! every call is a `wget` run in the container, so no
 //! port but the public one is opened and a host reached only through its
 //! engine endpoint works the same.
 //!
@@ -18,14 +18,23 @@
 //! - `fallback`: tried when `primary` refuses a connection (Caddy's
 //!   `lb_policy first` with a passive health check and `lb_try_duration`).
 //!
-//! [`TrafficSwitch::switch`] moves the old primary to `fallback` and puts
-//! the new release in `primary`; [`TrafficSwitch::drain`] waits for the old
+//! [`TrafficSwitch::switch`] puts the new release in `primary`, the old one
+//! staying in `fallback`; [`TrafficSwitch::drain`] waits for the old
 //! release's requests in flight and then empties `fallback` (it points at
 //! `primary` again). Between the two, a new release that dies has its
-//! requests retried on the old one, which still runs. Each change is one
-//! `POST` of a single string to `/id/...`, so apps sharing the proxy never
-//! overwrite each other's routes, and Caddy persists the config
-//! (`--resume`), so a restarted proxy comes back as it was.
+//! requests retried on the old one, which still runs, and the switch back
+//! points `primary` at the old one again. Each change is one `POST` of a
+//! single string to `/id/...`, so apps sharing the proxy never overwrite
+//! each other's routes, and Caddy persists the config (`--resume`), so a
+//! restarted proxy comes back as it was.
+//!
+//! A switch forward from a drained route, and a switch back, are one change
+//! each: one config reload, one `POST`. (One value is flipped, the dial of
+//! `primary`: Caddy's `POST` appends when its path ends in an array, and
+//! `PATCH`, which would replace a whole upstream list, is out of the reach
+//! of the image's `wget`.) The calls go through one shell kept running in
+//! the proxy container ([`ProxyContainer::exec`]), so a call costs a `wget`
+//! forked in the container, not an exec through the engine.
 //!
 //! # Requests in flight and long connections
 //!
@@ -336,10 +345,10 @@ impl TrafficSwitch for Caddy {
             }
             Some(route) if route.primary == to.address => {}
             Some(route) if route.fallback == to.address => {
-                // Back to the fallback (a switch back): primary first, so no
-                // state in between names only the release being left.
+                // Back to the fallback (a switch back): one change. The
+                // release being left is named nowhere after it, which is
+                // what a drain would end with anyway.
                 self.set_dial("primary", &to.address).await?;
-                self.set_dial("fallback", &route.primary).await?;
             }
             Some(route) => {
                 // Keep the old release as the fallback, then move primary.

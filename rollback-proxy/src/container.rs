@@ -1,13 +1,15 @@
 //! [`ProxyContainer`]: the proxy's container on one host, as every adapter
 //! boots it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rollback_core::{
     labels, ContainerId, ContainerInfo, ContainerSpec, ContainerTemplate, Error, ErrorKind,
     ExecOutput, ImageRef, PortMapping, RestartPolicy, Result, Runtime,
 };
+
+use crate::shell::{self, Shell, ShellError};
 
 /// The default name of the proxy container on each host.
 pub const DEFAULT_NAME: &str = "rollback-proxy";
@@ -16,6 +18,9 @@ pub const DEFAULT_NETWORK: &str = "rollback";
 /// The kernel parameter that moves connections queued on a closing
 /// `SO_REUSEPORT` listener to another listener of the same port.
 const MIGRATE_REQ: &str = "net.ipv4.tcp_migrate_req";
+/// Shells kept open per proxy container: as many as commands that run at
+/// the same time (a switch, a drain's poll, a health probe), no more.
+const MAX_SHELLS: usize = 4;
 /// Label naming the adapter that owns a proxy container (`caddy`).
 pub const PROXY_LABEL: &str = "io.rollback.proxy";
 /// Label recording the public address a proxy container publishes.
@@ -58,6 +63,10 @@ pub struct ProxyContainer {
     listen_text: String,
     command: Vec<String>,
     kind: String,
+    /// Shells kept open in the container, shared by the clones that speak
+    /// to it: one per command running at a time, so a slow health probe
+    /// never holds up a switch.
+    shells: Arc<Mutex<Vec<Shell>>>,
 }
 
 impl std::fmt::Debug for ProxyContainer {
@@ -94,18 +103,21 @@ impl ProxyContainer {
             listen: listen.1,
             command,
             kind: kind.to_owned(),
+            shells: Arc::default(),
         })
     }
 
     /// Use this container name instead of [`DEFAULT_NAME`].
     pub fn with_name(mut self, name: &str) -> Self {
         self.name = name.to_owned();
+        self.shells = Arc::default();
         self
     }
 
     /// Use this network instead of [`DEFAULT_NETWORK`].
     pub fn with_network(mut self, network: &str) -> Self {
         self.network = network.to_owned();
+        self.shells = Arc::default();
         self
     }
 
@@ -219,10 +231,77 @@ impl ProxyContainer {
         Ok(true)
     }
 
-    /// Run `cmd` in the running proxy container.
+    /// Run `cmd` in the running proxy container, at most `timeout`.
+    ///
+    /// Commands go through shells kept running in the container; a runtime
+    /// that cannot keep one, or a container whose shells ended (the proxy
+    /// restarted), gets the command as an exec of its own.
     pub async fn exec(&self, cmd: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let what = || {
+            format!(
+                "run {} in the proxy container {}",
+                cmd.first().map(String::as_str).unwrap_or_default(),
+                self.name
+            )
+        };
+        let late = || {
+            Error::timeout(format!(
+                "{}: not done within {}",
+                what(),
+                humantime::format_duration(timeout)
+            ))
+        };
+        // Out of the pool while it runs: a shell whose call is dropped half
+        // way (timeout, cancellation) is dropped with it, never reused.
+        if let Some(mut shell) = self.pooled_shell() {
+            match tokio::time::timeout(timeout, shell.run(cmd)).await {
+                Ok(Ok(output)) => {
+                    self.pool(shell);
+                    return Ok(output);
+                }
+                // The others were opened in the same container: gone too.
+                Ok(Err(ShellError::Gone)) => self.drop_shells(),
+                Ok(Err(ShellError::Broken(e))) => return Err(e.context(what())),
+                Err(_) => return Err(late()),
+            }
+        }
         let id = self.running().await?;
+        if let Ok(session) = self
+            .runtime
+            .exec_session(&id, &[shell::PROGRAM.to_owned()])
+            .await
+        {
+            let mut shell = Shell::new(session);
+            match tokio::time::timeout(timeout, shell.run(cmd)).await {
+                Ok(Ok(output)) => {
+                    self.pool(shell);
+                    return Ok(output);
+                }
+                // No shell in the image, or the container stopping: an exec tells which.
+                Ok(Err(ShellError::Gone)) => {}
+                Ok(Err(ShellError::Broken(e))) => return Err(e.context(what())),
+                Err(_) => return Err(late()),
+            }
+        }
         self.runtime.exec(&id, cmd, timeout).await
+    }
+
+    fn pooled_shell(&self) -> Option<Shell> {
+        self.shells.lock().ok()?.pop()
+    }
+
+    fn pool(&self, shell: Shell) {
+        if let Ok(mut shells) = self.shells.lock() {
+            if shells.len() < MAX_SHELLS {
+                shells.push(shell);
+            }
+        }
+    }
+
+    fn drop_shells(&self) {
+        if let Ok(mut shells) = self.shells.lock() {
+            shells.clear();
+        }
     }
 
     fn check_kind(&self, info: &ContainerInfo) -> Result<()> {

@@ -43,6 +43,7 @@
 pub mod caddy;
 pub mod container;
 pub mod probe;
+mod shell;
 
 pub use caddy::{Caddy, Route};
 pub use container::{Booted, ProxyContainer};

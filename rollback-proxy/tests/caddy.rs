@@ -551,3 +551,85 @@ async fn one_proxy_per_host_refuses_another_listen_address_but_can_be_removed() 
     assert!(other.remove().await.unwrap());
     assert!(s.proxy.inspect().await.unwrap().is_none());
 }
+
+/// The admin requests of one method the proxy has logged so far.
+fn admin_requests(proxy: &str, method: &str) -> usize {
+    let out = docker(&["logs", proxy]);
+    let all =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let method = format!("\"method\":\"{method}\"");
+    all.lines()
+        .filter(|l| l.contains("\"admin.api\"") && l.contains(&method))
+        .count()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_switch_and_a_switch_back_are_one_change_each() {
+    let s = setup("fast").await;
+    let caddy = Caddy::new(s.proxy.clone(), "shop");
+    caddy.ensure().await.unwrap();
+    let v1 = Caddy::upstream(&s.release("rollback-fixture:healthy").await, 8080);
+    let v3 = Caddy::upstream(&s.release("rollback-fixture:down").await, 8080);
+    caddy.switch(&v1).await.unwrap();
+
+    let (mut forward, mut back) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let posts = admin_requests(s.proxy.name(), "POST");
+        let t = Instant::now();
+        caddy.switch(&v3).await.unwrap();
+        forward.push(t.elapsed());
+        assert_eq!(version(s.port), "v3");
+        assert_eq!(
+            admin_requests(s.proxy.name(), "POST"),
+            posts + 1,
+            "a switch from a drained route is one change"
+        );
+        let t = Instant::now();
+        caddy.switch(&v1).await.unwrap();
+        back.push(t.elapsed());
+        assert_eq!(version(s.port), "v1");
+        assert_eq!(
+            admin_requests(s.proxy.name(), "POST"),
+            posts + 2,
+            "a switch back is one change"
+        );
+        let route = caddy.route().await.unwrap().unwrap();
+        assert_eq!(
+            (route.primary.as_str(), route.fallback.as_str()),
+            (v1.address.as_str(), v1.address.as_str()),
+            "after the switch back nothing names the release left"
+        );
+    }
+    // A slow command in the container (a health probe of a hanging
+    // release) does not hold up a switch.
+    let slow = {
+        let proxy = s.proxy.clone();
+        tokio::spawn(async move {
+            proxy
+                .exec(&["sleep".into(), "2".into()], Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    caddy.switch(&v3).await.unwrap();
+    let beside_slow = t.elapsed();
+    assert!(
+        beside_slow < Duration::from_secs(1),
+        "a switch beside a slow command took {beside_slow:?}"
+    );
+    assert!(slow.await.unwrap().unwrap().success());
+
+    let (forward, back) = (median(forward), median(back));
+    println!("switch: median {forward:?}; switch back: median {back:?}");
+    // The goal is 50 ms; the bound leaves room for a loaded machine.
+    assert!(
+        forward < Duration::from_millis(150) && back < Duration::from_millis(150),
+        "switch {forward:?}, switch back {back:?}"
+    );
+}

@@ -7,7 +7,7 @@ a load generator and its figures, and the markdown report. Standard library only
     benchlib.py push-index REGISTRY REPO TAG
     benchlib.py digest REGISTRY REPO REF
     benchlib.py delete-repo REGISTRY REPO
-    benchlib.py crash-timings DEPLOY_JSON ENGINE_EVENTS
+    benchlib.py crash-timings DEPLOY_JSON ENGINE_EVENTS [STARTED_AT [CRASHED_ID]]
     benchlib.py segments DEPLOY_JSON T_START T_END
     benchlib.py load URL HOST OUT STOP_FILE READY_FILE
     benchlib.py load-figures LOAD DEPLOY_JSON OLD_VERSION
@@ -362,8 +362,12 @@ def diff(a, b):
     return None if a is None or b is None else round(b - a, 6)
 
 
-def crash_timings(deploy_path, engine_events_path, started_at=""):
-    """Crash detection and restore of one rolled-back deploy."""
+def crash_timings(deploy_path, engine_events_path, started_at="", crashed_id="", subscriber_path=""):
+    """Crash detection and restore of one rolled-back deploy.
+
+    The engine's events are those of the crashing container only (its id is
+    in the deploy's `switched` event): the old release's own `die`, when it
+    is stopped, must not stand for the crash."""
     _, _, hosts, outcome = read_deploy(deploy_path)
     p = one_host(hosts)
     rb = p.get("rolling_back")
@@ -372,22 +376,58 @@ def crash_timings(deploy_path, engine_events_path, started_at=""):
         for line in f:
             if line.strip():
                 e = json.loads(line)
+                eid = e.get("id") or (e.get("Actor") or {}).get("ID") or ""
+                if crashed_id and not eid.startswith(crashed_id):
+                    continue
                 t = int(e["timeNano"]) / 1e9
                 (starts if e.get("Action") == "start" else dies).append(t)
-    # The crashing container is the last one the engine started before the
-    # decision (event times have millisecond resolution, hence the slack).
-    before = [t for t in starts if rb is not None and t <= rb + 0.0005]
-    exits = [t for t in dies if rb is not None and t <= rb + 0.0005]
+    if crashed_id:
+        # Its start and its (first) exit, wherever they fall around the decision.
+        before = starts[:1]
+        exits = dies[:1]
+    else:
+        # The crashing container is the last one the engine started before the
+        # decision (event times have millisecond resolution, hence the slack).
+        before = [t for t in starts if rb is not None and t <= rb + 0.0005]
+        exits = [t for t in dies if rb is not None and t <= rb + 0.0005]
+    # How long the crashing container's `die` took to reach another subscriber.
+    delivery = None
+    if crashed_id and subscriber_path and os.path.exists(subscriber_path):
+        with open(subscriber_path) as f:
+            for line in f:
+                arrived, _, text = line.partition(" ")
+                try:
+                    e = json.loads(text)
+                except ValueError:
+                    continue
+                eid = e.get("id") or (e.get("Actor") or {}).get("ID") or ""
+                if eid.startswith(crashed_id):
+                    delivery = round(float(arrived) - int(e["timeNano"]) / 1e9, 6)
+                    break
     out = {
+        "die_delivery_s": delivery,
         "outcome": outcome and outcome.get("outcome"),
         "detect_s": diff(p.get("switched"), rb),
         "detect_engine_s": diff(max(before), rb) if before else None,
-        "detect_exit_s": diff(max(exits), rb) if exits else None,
+        "detect_exit_s": diff(max(exits), rb) if exits and rb is not None else None,
         "detect_startedat_s": diff(logrus_time(started_at.strip()), rb) if started_at.strip() else None,
         "restore_s": diff(rb, p.get("restored_healthy")),
         "restore_done_s": diff(rb, p.get("rolled_back")),
     }
     print(json.dumps(out))
+
+
+def proxy_figures(text):
+    """The medians of one run of the proxy_apps example, in seconds."""
+    r = json.loads(text)
+    out = {"load_requests": r["load_requests"], "load_failed": r["load_failed"],
+           "load_hosts": r["load_hosts"]}
+    for k in ("switch_ms", "switch_back_ms", "admin_change_ms"):
+        vals = r.get(k) or []
+        if vals:
+            out[k.replace("_ms", "_s")] = round(statistics.median(vals) / 1e3, 6)
+            out[k.replace("_ms", "_max_s")] = round(max(vals) / 1e3, 6)
+    return out
 
 
 def segments(deploy_path, t0, t1):
@@ -700,6 +740,8 @@ def report(results, meta_path, out_path):
         part6(w, m, n, meta)
     if not skipped(7, "7. Stop-first against `[proxy]` under load"):
         part7(w, m, n, rows, meta, targets)
+    if not skipped(8, "8. Costs at scale and reactions at the limit"):
+        part8(w, m, n, rows, meta)
     finish(w, L, rows, targets, out_path)
 
 
@@ -812,8 +854,10 @@ def part2(w, m, n, meta, targets):
       "(new container started) to the first `rolling_back` transition. Cross-check: from the "
       "engine's own `start` event of the crashing container (`docker events`, nanosecond "
       "times) to the `rolling_back` event; from the crashed container's `State.StartedAt` "
-      "(`docker inspect`, n/a when the container is gone); and from the engine's `die` event (the process "
-      "exited) to the decision, which is the reaction time of the watch.")
+      "(`docker inspect`, n/a when the container is gone); and from the engine's `die` event of the "
+      "crashing container (matched by its id, from the `switched` event; the old release's own `die` "
+      "does not count) to the decision, which is the reaction time of the watch. Its reference: the "
+      "same `die` event's delivery to a second subscriber (`docker events`, stamped on arrival).")
     w("- **bash poll loop**: `docker run -d` of the crashing release, then what pipelines do: "
       "`curl` the health URL and look for `\"UP\"`, 5 tries 6 s apart; the decision is after the "
       "5th failure. Measured from the moment `docker run` returned.")
@@ -828,6 +872,8 @@ def part2(w, m, n, meta, targets):
     w(f"| rollback (container State.StartedAt → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_startedat_s')} |")
     x = m(2, "crash", "rollback", "detect_exit_s")
     w(f"| rollback (engine die event → rolling_back) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'detect_exit_s')} |")
+    x = m(2, "crash", "rollback", "die_delivery_s")
+    w(f"| reference (engine die event → a second subscriber has it) | {fmt_s(x)} | | {n(2, 'crash', 'rollback', 'die_delivery_s')} |")
     pp = m(2, "crash", "pipeline", "detect_s")
     w(f"| bash poll loop (5 × 6 s) | {fmt_s(pp)} | {fmt_ratio(ratio(pp, rb))} | {n(2, 'crash', 'pipeline', 'detect_s')} |")
     w("")
@@ -1063,6 +1109,132 @@ def part7(w, m, n, rows, meta, targets):
                     verdict(lost == 0 if measured else None)))
 
 
+def fmt_ms(v):
+    return "n/a" if v is None else f"{v * 1e3:.1f} ms"
+
+
+def part8(w, m, n, rows, meta):
+    w("## 8. Costs at scale and reactions at the limit")
+    w("")
+    w("Every figure beside the reference it is held against, both measured in this run. "
+      "The fleet is simulated: the fakes of `rollback-core` (feature `mock`) under paused "
+      "time, so the seconds of health checks are virtual and what is measured is the engine "
+      "itself (`cargo run --release -p rollback-core --features mock --example fleet_scale -- "
+      "--hosts N --batch B [--fail]`, one process per row; CPU time is user + system from "
+      "`/proc/self/stat`, memory is the peak resident set `VmHWM` less the resident set "
+      "before the fleet was built). The proxy figures come from "
+      "`cargo run --release -p rollback-proxy --example proxy_apps -- --apps N`: N apps "
+      "routed by `Host` on one Caddy (the `caddy:2` stand-in), app0 switched forward and "
+      f"back {meta.get('p8_switches', '?')} times while load loops (new connection per request) "
+      "run on up to four of the other apps; its reference is one admin API change timed "
+      "inside the proxy container (20 `wget` POSTs in a row under busybox `time`).")
+    w("")
+    hosts = meta.get("p8_hosts") or []
+    apps = meta.get("p8_apps") or []
+
+    def fleet(h, b, fail, metric):
+        return m(8, f"h{h}-b{b}{'-fail' if fail else ''}", "fleet", metric)
+
+    def per_host(h, b, fail, metric):
+        v = fleet(h, b, fail, metric)
+        return None if v is None else v / h
+
+    def mem_per_host(h, b, fail):
+        peak, start = fleet(h, b, fail, "rss_peak_kib"), fleet(h, b, fail, "rss_start_kib")
+        return None if peak is None or start is None else (peak - start) / h
+
+    # --- the one table ----------------------------------------------------
+    w("| measurement | rollback | reference (same run) | goal | met |")
+    w("|---|---|---|---|---|")
+    big = hosts[-1] if hosts else None
+    if big:
+        worst_cpu = max((per_host(h, b, f, "cpu_s") or 0) for h in hosts for b in (1, h) for f in (0, 1))
+        worst_mem = max((mem_per_host(h, b, f) or 0) for h in hosts for b in (1, h) for f in (0, 1))
+        w(f"| fleet on fakes: CPU time per host, worst of every row | {worst_cpu * 1e3:.3f} ms | | < 1 ms | {'yes' if worst_cpu < 1e-3 else '**no**'} |")
+        w(f"| fleet on fakes: peak memory per host, worst of every row | {worst_mem:.1f} KiB | | < 100 KiB | {'yes' if worst_mem < 100 else '**no**'} |")
+        small = hosts[1] if len(hosts) > 1 else hosts[0]
+        a, c = per_host(small, 1, 0, "cpu_s"), per_host(big, 1, 0, "cpu_s")
+        a2, c2 = per_host(small, small, 1, "cpu_s"), per_host(big, big, 1, "cpu_s")
+        lin = " / ".join(f"{y / x:.2f}x" for x, y in ((a, c), (a2, c2)) if x and y)
+        w(f"| fleet on fakes: CPU per host at {big} hosts against {small} hosts (batch 1 healthy / batch = hosts failing) | {lin or 'n/a'} | | linear: about 1x | "
+          f"{'yes' if lin and all(y / x < 2 for x, y in ((a, c), (a2, c2)) if x and y) else '**no**'} |")
+        one = fleet(1, 1, 0, "virtual_s")
+        v = fleet(big, 1, 0, "virtual_s")
+        if one and v:
+            w(f"| fleet on fakes: virtual time of {big} hosts, batch 1 | {v:.0f} s | batches × one host: {big * one:.0f} s | equal | {'yes' if abs(v - big * one) <= 0.01 * big * one else '**no**'} |")
+    for a in apps:
+        sw, sb = m(8, f"apps-{a}", "proxy", "switch_s"), m(8, f"apps-{a}", "proxy", "switch_back_s")
+        ref = m(8, f"apps-{a}", "proxy", "admin_change_s")
+        ok = sw is not None and sb is not None and sw <= 0.05 and sb <= 0.05
+        w(f"| switch / switch back of one app, {a} app(s) on the proxy | {fmt_ms(sw)} / {fmt_ms(sb)} | one admin change inside the container: {fmt_ms(ref)} | ≤ 50 ms, flat | {'yes' if ok else '**no**'} |")
+    for a in apps:
+        f_, r_ = m(8, f"apps-{a}", "proxy", "load_failed"), m(8, f"apps-{a}", "proxy", "load_requests")
+        if r_:
+            w(f"| failed requests on the other apps while app0 switches, {a} app(s) | {f_:.0f} of {r_:.0f} | | 0 | {'yes' if not f_ else '**no**'} |")
+    x, ref = m(2, "crash", "rollback", "detect_exit_s"), m(2, "crash", "rollback", "die_delivery_s")
+    if x is not None:
+        w(f"| die event → rollback's decision (part 2) | {fmt_ms(x)} | the event's delivery to a second subscriber: {fmt_ms(ref)} | < 20 ms | {'yes' if x < 0.02 else '**no**'} |")
+    for rel in ("crash", "flaky"):
+        sb = m(7, rel, "proxy", "switch_back_ms")
+        ref = m(8, "apps-1", "proxy", "admin_change_s")
+        if sb is not None:
+            w(f"| failure seen → traffic on the old release (`switch_back_ms`, part 7, {rel}) | {sb:.0f} ms | one admin change inside the container: {fmt_ms(ref)} | ≤ 50 ms | {'yes' if sb <= 50 else '**no**'} |")
+    st = m(6, "ssh-true", "ssh", "wall_s")
+    for what, key, case in (("connect (process start → first event)", "seg_start", "deploy"),
+                            ("`status`", "precise_s", "status"), ("a deploy", "wall_s", "deploy")):
+        over, local = m(6, case, "ssh", key), m(6, case, "unix", key)
+        if None not in (over, local, st):
+            bound = 1.2 * st + local
+            w(f"| over ssh://: {what} | {fmt_s(over)} | `ssh -o ControlMaster=no HOST true`: {fmt_s(st)}; over the socket: {fmt_s(local)} | ≤ {fmt_s(bound)} (1.2 × ssh + socket) | {'yes' if over <= bound else '**no**'} |")
+    sw = m(8, "apps-1", "proxy-ssh", "switch_s")
+    sb = m(8, "apps-1", "proxy-ssh", "switch_back_s")
+    if sw is not None:
+        w(f"| over ssh://: switch / switch back of one app | {fmt_ms(sw)} / {fmt_ms(sb)} | over the socket: {fmt_ms(m(8, 'apps-1', 'proxy', 'switch_s'))} / {fmt_ms(m(8, 'apps-1', 'proxy', 'switch_back_s'))} | stated | |")
+    w("")
+
+    # --- the fleet, row by row ---------------------------------------------
+    if hosts:
+        w("The simulated fleet, one process per row (healthy: every host takes the release; "
+          "failing: the last host's release crashes 1 s after its start, and `rollback-all` "
+          "reverts the hosts already switched):")
+        w("")
+        w("| hosts | batch | case | outcome | CPU time | CPU per host | peak memory per host | events per host | virtual time | batches × one host |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        one = fleet(1, 1, 0, "virtual_s")
+        for h in hosts:
+            for b in sorted({1, h}):
+                for f in (0, 1):
+                    case = f"h{h}-b{b}{'-fail' if f else ''}"
+                    cpu = fleet(h, b, f, "cpu_s")
+                    if cpu is None:
+                        continue
+                    outcome = (texts(rows, 8, case, "fleet", "outcome") or ["?"])[0]
+                    mem = mem_per_host(h, b, f)
+                    ev = per_host(h, b, f, "events")
+                    v = fleet(h, b, f, "virtual_s")
+                    batches = fleet(h, b, f, "batches")
+                    expect = f"{batches * one:.0f} s" if one and batches and not f else ""
+                    w(f"| {h} | {b} | {'failing' if f else 'healthy'} | {outcome} | {cpu:.2f} s | "
+                      f"{cpu / h * 1e3:.3f} ms | {mem:.1f} KiB | {ev:.1f} | {v:.0f} s | {expect} |")
+        w("")
+    if apps:
+        w("The proxy, per number of apps routed on it (medians; in brackets the slowest):")
+        w("")
+        w("| apps | switch | switch back | admin change inside the container | load loops: failed of requests |")
+        w("|---|---|---|---|---|")
+        for a, tool in [(a, "proxy") for a in apps] + [(1, "proxy-ssh")]:
+            c = f"apps-{a}"
+            sw = m(8, c, tool, "switch_s")
+            if sw is None:
+                continue
+            name = f"{a} (ssh://)" if tool == "proxy-ssh" else str(a)
+            w(f"| {name} | {fmt_ms(sw)} ({fmt_ms(m(8, c, tool, 'switch_max_s'))}) | "
+              f"{fmt_ms(m(8, c, tool, 'switch_back_s'))} ({fmt_ms(m(8, c, tool, 'switch_back_max_s'))}) | "
+              f"{fmt_ms(m(8, c, tool, 'admin_change_s'))} | "
+              f"{m(8, c, tool, 'load_failed') or 0:.0f} of {m(8, c, tool, 'load_requests') or 0:.0f} |")
+        w("")
+
+
 def finish(w, L, rows, targets, out_path):
     # Counted by the registry tests, or measured apart (the install), not
     # timed here: the same text every run.
@@ -1100,6 +1272,8 @@ def main(argv):
         digest(*args)
     elif cmd == "delete-repo":
         delete_repo(*args)
+    elif cmd == "proxy-figures":
+        print(json.dumps(proxy_figures(*args)))
     elif cmd == "crash-timings":
         crash_timings(*args)
     elif cmd == "segments":

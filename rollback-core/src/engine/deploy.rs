@@ -314,8 +314,17 @@ impl Deployer {
         let mut promotion = Promotion::Pending;
         let mut promotion_failure = None;
         let mut noted = false;
+        // The hosts' states as the fleet policy reads them, copied again
+        // only for the hosts the last action touched: copying every host's
+        // state at each batch made a fleet quadratic in hosts.
+        let mut states: Vec<HostState> = runs.iter().map(|r| r.state.clone()).collect();
+        let mut touched: Vec<usize> = Vec::new();
         loop {
-            let states: Vec<HostState> = runs.iter().map(|r| r.state.clone()).collect();
+            for &i in &touched {
+                if let Some(run) = runs.get(i) {
+                    states[i] = run.state.clone();
+                }
+            }
             let view = FleetView::new(&states, self.rollout.on_failure(), self.rollout.batch())
                 .cancelled(cancel.is_cancelled())
                 .promotion(promotion)
@@ -336,7 +345,16 @@ impl Deployer {
                     format!("{}; on failure: {policy}", self.cause_text(runs, cause)),
                 );
             }
-            match fleet::next(&view) {
+            let action = fleet::next(&view);
+            touched = match &action {
+                FleetAction::Deploy(hosts)
+                | FleetAction::Revert { hosts, .. }
+                | FleetAction::Restore(hosts)
+                | FleetAction::Halt(hosts)
+                | FleetAction::Retire(hosts) => hosts.clone(),
+                FleetAction::Promote | FleetAction::Finish { .. } => Vec::new(),
+            };
+            match action {
                 FleetAction::Deploy(batch) => {
                     let work = runs.iter_mut().filter(|r| batch.contains(&r.index)).map(
                         |run| async move {
