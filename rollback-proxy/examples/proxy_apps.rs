@@ -2,7 +2,8 @@
 //! proxy, one of them switched forward and back `--switches K` times while
 //! load loops run on up to four of the others; prints one JSON object with
 //! every switch's time, the failed requests of the load loops, and the
-//! reference: one admin API change timed from inside the proxy container.
+//! reference: one admin API change timed from inside the proxy container,
+//! under the same load loops and idle.
 //!
 //! `cargo run --release -p rollback-proxy --example proxy_apps -- --apps 10 --port 19510`
 //! (`--engine ssh://...` for another engine; the fixture image
@@ -144,7 +145,7 @@ async fn run(
     let loaded: Vec<String> = (1..args.apps.min(5))
         .map(|i| format!("app{i}.bench"))
         .collect();
-    let threads: Vec<_> = loaded
+    let mut threads: Vec<_> = loaded
         .iter()
         .map(|host| {
             let (stop, load, host, port) = (stop.clone(), load.clone(), host.clone(), args.port);
@@ -168,11 +169,6 @@ async fn run(
         switches[0].switch(a).await?;
         back.push(ms(t.elapsed()));
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-
     // The reference: admin changes timed inside the container, 20 in a row
     // (busybox's `time` counts hundredths), each a real change of app0's
     // fallback, which ends where it began.
@@ -185,8 +181,15 @@ async fn run(
         post(&b.address).replace('\'', "'\\''"),
         post(&a.address).replace('\'', "'\\''")
     );
-    let mut reference = Vec::new();
-    for _ in 0..3 {
+    // Measured twice: under the load loops, as the switches were, and idle.
+    let (mut loaded_reference, mut reference) = (Vec::new(), Vec::new());
+    for round in 0..6 {
+        if round == 3 {
+            stop.store(true, Ordering::Relaxed);
+            for t in std::mem::take(&mut threads) {
+                let _ = t.join();
+            }
+        }
         let out = proxy
             .exec(
                 &["sh".into(), "-c".into(), script.clone()],
@@ -199,7 +202,12 @@ async fn run(
             .find_map(|l| l.strip_prefix("real "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .ok_or(format!("no time from the proxy container: {}", out.output))?;
-        reference.push((real * 1e3 / 20.0 * 1e3).round() / 1e3);
+        let each = (real * 1e3 / 20.0 * 1e3).round() / 1e3;
+        if round < 3 {
+            loaded_reference.push(each);
+        } else {
+            reference.push(each);
+        }
     }
     let route = switches[0].route().await?.ok_or("app0 has no route")?;
     if route.primary != a.address {
@@ -211,6 +219,7 @@ async fn run(
         "switch_ms": forward,
         "switch_back_ms": back,
         "admin_change_ms": reference,
+        "admin_change_loaded_ms": loaded_reference,
         "load_hosts": loaded.len(),
         "load_requests": load.requests.load(Ordering::Relaxed),
         "load_failed": load.failed.load(Ordering::Relaxed),
