@@ -1176,7 +1176,7 @@ def part8(w, m, n, rows, meta):
         ref = m(8, f"apps-{a}", "proxy", "admin_change_loaded_s")
         idle = m(8, f"apps-{a}", "proxy", "admin_change_s")
         ok = sw is not None and sb is not None and sw <= 0.05 and sb <= 0.05
-        w(f"| switch / switch back of one app, {a} app(s) on the proxy, others under load | {fmt_ms(sw)} / {fmt_ms(sb)} | one admin change inside the container, under the same load: {fmt_ms(ref)}; idle: {fmt_ms(idle)} | ≤ 50 ms, flat | {'yes' if ok else '**no**'} |")
+        w(f"| switch / switch back of one app, {a} app(s) on the proxy{', others under load' if a > 1 else ''} | {fmt_ms(sw)} / {fmt_ms(sb)} | one admin change inside the container, under the same load: {fmt_ms(ref)}; idle: {fmt_ms(idle)} | ≤ 50 ms, flat | {'yes' if ok else '**no**'} |")
     for a in apps:
         f_, r_ = m(8, f"apps-{a}", "proxy", "load_failed"), m(8, f"apps-{a}", "proxy", "load_requests")
         if r_:
