@@ -32,6 +32,7 @@
 //! level of the `log` crate: keep its target below `debug`.)
 
 pub mod lock;
+pub mod swarm;
 
 mod connect;
 mod convert;
