@@ -6,7 +6,8 @@
 //! rename, remove, logs and an event-driven
 //! [`wait_exit`](rollback_core::Runtime::wait_exit); it is also the host's
 //! [`rollback_core::DeployLock`], kept in the engine ([`lock`]).
-//! [`DockerHealthProbe`] reads the image's own `HEALTHCHECK` state. Engines
+//! [`DockerHealthProbe`] reads the image's own `HEALTHCHECK` state.
+//! [`swarm::Swarm`] is the adapter for Swarm services on a manager. Engines
 //! are reached on a Unix socket, over TCP (plain or TLS), or over SSH
 //! (`ssh://user@host[:port]`, through the system `ssh` and `docker system
 //! dial-stdio`, as the docker CLI does).
@@ -32,6 +33,7 @@
 //! level of the `log` crate: keep its target below `debug`.)
 
 pub mod lock;
+pub mod swarm;
 
 mod connect;
 mod convert;

@@ -50,6 +50,11 @@ pub fn engine_b() -> String {
     test_env("ROLLBACK_TEST_DOCKER_B")
 }
 
+/// The socket URL of the single-node swarm's manager (engine C).
+pub fn swarm() -> String {
+    test_env("ROLLBACK_TEST_SWARM")
+}
+
 /// The `rollback` binary, built once per test process, with the
 /// checkpoints (`ROLLBACK_TEST_PAUSE_AT`) that only these tests enable.
 pub fn rollback_bin() -> PathBuf {
