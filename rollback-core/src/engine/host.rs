@@ -36,8 +36,6 @@ pub(crate) struct HostRun {
     pub(crate) last_probe: Option<String>,
     /// When the host entered `RollingBack`.
     pub(crate) failed_at: Option<Instant>,
-    /// Start-first: the proxy was switched to the new release.
-    pub(crate) served: bool,
     /// Start-first: the time from the failure to the traffic's switch back.
     pub(crate) switch_back: Option<std::time::Duration>,
 }
@@ -50,7 +48,6 @@ impl HostRun {
             logs: Vec::new(),
             last_probe: None,
             failed_at: None,
-            served: false,
             switch_back: None,
         }
     }
@@ -124,6 +121,7 @@ fn describe(state: &HostState, app: &str) -> String {
         HostState::Switched {
             new_container,
             retained,
+            ..
         } => match retained {
             Some(r) => format!(
                 "started container {new_container}; previous container {} kept as {}",
@@ -550,7 +548,6 @@ impl Deployer {
                 let input = self.traffic_switch(host, &new_container, started).await;
                 self.advance(ev, host, run, input);
                 if matches!(run.state, HostState::Serving { .. }) {
-                    run.served = true;
                     self.checkpoint(Stage::Switched, host).await;
                 }
                 continue;
@@ -645,13 +642,15 @@ impl Deployer {
         let HostState::RollingBack {
             failed_container,
             retained,
+            traffic_moved,
             ..
         } = &run.state
         else {
             debug_assert!(false, "host {}: restore in {}", host.id, run.state);
             return;
         };
-        let (failed_container, retained) = (failed_container.clone(), retained.clone());
+        let (failed_container, retained, traffic_moved) =
+            (failed_container.clone(), retained.clone(), *traffic_moved);
         let failed = match self.release_failed(ev, host, failed_container).await {
             Ok(failed) => failed,
             Err(e) => return self.advance(ev, host, run, Input::RestoreFailed(e)),
@@ -680,7 +679,7 @@ impl Deployer {
             return self.advance(ev, host, run, Input::RestoreFailed(e));
         }
         let note = match &host.strategy {
-            Strategy::StartFirst(_) if run.served => {
+            _ if traffic_moved => {
                 let took = run.failed_at.map(|t| t.elapsed()).unwrap_or_default();
                 run.switch_back = Some(took);
                 format!(
@@ -780,6 +779,7 @@ impl Deployer {
         if let HostState::Verified {
             retained,
             new_container,
+            ..
         } = &run.state
         {
             let (old, new) = (

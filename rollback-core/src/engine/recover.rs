@@ -223,12 +223,6 @@ impl Deployer {
     ) -> (Outcome, Option<String>, bool, Option<Release>) {
         for (run, found) in runs.iter_mut().zip(found) {
             if let Some((adoption, retained)) = found.adoption.clone() {
-                // A start-first host whose proxy sends the new release the
-                // traffic goes back by moving the traffic back.
-                run.served = matches!(
-                    (&self.hosts[run.index].strategy, &adoption),
-                    (Strategy::StartFirst(_), Adoption::Running { .. })
-                );
                 let input = Input::Adopted { adoption, retained };
                 self.advance(ev, &self.hosts[run.index], run, input);
             }
@@ -395,7 +389,10 @@ impl Deployer {
             release: r.release.clone(),
         });
         let adoption = match app {
-            Some(app) if app.state.is_running() => Adoption::Running { container: app.id },
+            Some(app) if app.state.is_running() => Adoption::Running {
+                container: app.id,
+                traffic_moved: false,
+            },
             Some(app) => Adoption::Broken {
                 reason: Error::unhealthy(format!("{} is {}", self.app.name, app.state)),
                 container: Some(app.id),
@@ -460,8 +457,10 @@ impl Deployer {
             release: a.release,
         });
         let adoption = if serving && beside.state.is_running() {
+            // The proxy sends it the traffic: going back moves the traffic back.
             Adoption::Running {
                 container: beside.id.clone(),
+                traffic_moved: true,
             }
         } else {
             Adoption::Broken {

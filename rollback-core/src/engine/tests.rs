@@ -2061,6 +2061,7 @@ async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
             container: ContainerId("c1".into()),
             release: Some(v1()),
         }),
+        traffic_moved: false,
     };
     // A lock taken twice is a bug of the driver's, in every build.
     deployer.advance(
@@ -2074,6 +2075,7 @@ async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
         failed_container,
         retained,
         reason,
+        ..
     } = &run.state
     else {
         panic!("expected rolling back, got {:?}", run.state);
