@@ -83,6 +83,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adoption;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
