@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use super::deploy::announce_outcome;
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer, HostTarget, StartFirst, Strategy};
+use super::{timed, CancellationToken, Deployer, HostTarget};
 use crate::adoption;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
@@ -14,9 +14,7 @@ use crate::holder::{self, HolderFate};
 use crate::machine::{Adoption, CapturedRelease, HostState, Input};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::OnFailure;
-use crate::types::{
-    next_name, retained_name, ContainerInfo, Digest, LockAttempt, LockInfo, Release,
-};
+use crate::types::{retained_name, ContainerInfo, Digest, LockAttempt, LockInfo, Release};
 use std::time::SystemTime;
 
 /// What recover found on one host.
@@ -368,12 +366,27 @@ impl Deployer {
             }
         };
         let app = containers.iter().find(|c| c.name == self.app.name).cloned();
-        let beside = containers
-            .iter()
-            .find(|c| c.name == next_name(&self.app.name));
-        if let (Strategy::StartFirst(sf), Some(beside)) = (&host.strategy, beside) {
-            self.read_beside(ev, host, sf, app, beside.clone(), &mut found)
-                .await;
+        let cx = self.cx(Some(ev), host);
+        let beside = match host
+            .strategy
+            .get()
+            .interrupted_beside(&cx, &containers)
+            .await
+        {
+            Ok(beside) => beside,
+            Err(e) => {
+                found
+                    .errors
+                    .push(format!("host {}: {}", host.id, e.report()));
+                return found;
+            }
+        };
+        if let Some((beside, serving)) = beside {
+            // The container beside is the new release.
+            let seen = adoption::Observed::new(&self.app.name, app.as_ref())
+                .beside(Some((&beside, serving)));
+            found.adoption = adoption::adopt(&seen);
+            found.app = Some(beside);
             return found;
         }
         let retained = containers.iter().find(|c| c.name == retained_name);
@@ -386,58 +399,6 @@ impl Deployer {
             ev.note(&scope, Phase::Done, "nothing to recover");
         }
         found
-    }
-
-    /// A start-first deploy was interrupted with the new release's
-    /// container `beside` the app's: it is verified and kept when the proxy
-    /// sends it the traffic, removed (the old one verified) when not.
-    async fn read_beside(
-        &self,
-        ev: &Emitter,
-        host: &HostTarget,
-        sf: &StartFirst,
-        app: Option<ContainerInfo>,
-        beside: ContainerInfo,
-        found: &mut Found,
-    ) {
-        let limit = self.timeouts.engine;
-        let scope = Scope::Host(host.id.clone());
-        // A proxy that died with the deploy comes back with its last config.
-        let current = async {
-            self.boot_proxy(sf).await?;
-            timed(limit, "read the proxy's route", sf.switch.current())
-                .await
-                .map_err(|e| sf.blame(e))
-        };
-        let current = match current.await {
-            Ok(current) => current,
-            Err(e) => {
-                found
-                    .errors
-                    .push(format!("host {}: {}", host.id, e.report()));
-                return;
-            }
-        };
-        let serving = current.as_ref().map(|u| &u.container) == Some(&beside.id);
-        ev.note(
-            &scope,
-            Phase::Planned,
-            format!(
-                "container {} of an interrupted deploy runs beside {}; the proxy sends requests to {}",
-                beside.id,
-                app.as_ref()
-                    .map_or_else(|| "no app container".to_owned(), |a| a.id.to_string()),
-                match (&current, serving) {
-                    (_, true) => "it".to_owned(),
-                    (Some(u), false) => u.to_string(),
-                    (None, false) => "nothing".to_owned(),
-                }
-            ),
-        );
-        let seen =
-            adoption::Observed::new(&self.app.name, app.as_ref()).beside(Some((&beside, serving)));
-        found.adoption = adoption::adopt(&seen);
-        found.app = Some(beside);
     }
 
     /// Every interrupted host is healthy: promote from the labels of their

@@ -102,7 +102,7 @@ impl Fleet {
     }
 
     fn deployer(&self) -> Deployer {
-        self.deployer_with(|_| Strategy::StopFirst)
+        self.deployer_with(|_| Strategy::stop_first())
     }
 
     /// The fleet's deployer, host `i` deployed with `strategy(i)`.
@@ -1635,7 +1635,7 @@ impl Fleet {
 
     fn start_first(&self, proxies: &[Arc<FakeSwitch>]) -> Deployer {
         self.deployer_with(|i| {
-            Strategy::StartFirst(
+            Strategy::start_first(
                 StartFirst::new(proxies[i].clone(), "rollback", 8080)
                     .with_drain(Duration::from_secs(5)),
             )
@@ -1934,7 +1934,7 @@ async fn start_first_order_with_a_mocked_proxy() {
         FakeProbe::new(rt.clone()),
         template(),
     )
-    .with_strategy(Strategy::StartFirst(
+    .with_strategy(Strategy::start_first(
         StartFirst::new(Arc::new(mock), "rollback", 8080).with_drain(Duration::from_secs(5)),
     ));
     rt.create_network("rollback").await.unwrap();
