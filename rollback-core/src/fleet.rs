@@ -315,12 +315,19 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
 }
 
 /// Whether a host that failed while its batch still deploys goes back at
-/// once, before the batch ends: when the proxy had sent the failing
-/// release the traffic (start-first, `served`) and the policy restores
-/// failed hosts (not `halt`). Every other failed host waits for the fleet's
-/// [`next`] step.
-pub fn restore_at_once(on_failure: OnFailure, state: &HostState, served: bool) -> bool {
-    served && on_failure != OnFailure::Halt && matches!(state, HostState::RollingBack { .. })
+/// once, before the batch ends: when a traffic switch had sent the failing
+/// release users' requests (`RollingBack { traffic_moved: true }`) and the
+/// policy restores failed hosts (not `halt`). Every other failed host waits
+/// for the fleet's [`next`] step.
+pub fn restore_at_once(on_failure: OnFailure, state: &HostState) -> bool {
+    on_failure != OnFailure::Halt
+        && matches!(
+            state,
+            HostState::RollingBack {
+                traffic_moved: true,
+                ..
+            }
+        )
 }
 
 /// What a host runs, as `undo` reads it from the app container's labels.
@@ -473,6 +480,13 @@ mod tests {
             'v' => HostState::Verified {
                 new_container: c("n"),
                 retained: None,
+                traffic_moved: false,
+            },
+            // Verified behind a traffic switch that sends it the requests.
+            'w' => HostState::Verified {
+                new_container: c("n"),
+                retained: None,
+                traffic_moved: true,
             },
             'd' => HostState::Done {
                 new_container: c("n"),
@@ -483,6 +497,14 @@ mod tests {
                 failed_container: Some(c("n")),
                 retained: None,
                 reason,
+                traffic_moved: false,
+            },
+            // Failed after a traffic switch had sent it users' requests.
+            'm' => HostState::RollingBack {
+                failed_container: Some(c("n")),
+                retained: None,
+                reason,
+                traffic_moved: true,
             },
             'b' => HostState::RolledBack {
                 restored: None,
@@ -493,6 +515,7 @@ mod tests {
                 failed_container: Some(c("n")),
                 retained: None,
                 reason: Error::new(ErrorKind::Cancelled, "reverted"),
+                traffic_moved: false,
             },
             'c' => HostState::RolledBack {
                 restored: None,
@@ -529,6 +552,7 @@ mod tests {
             's' => HostState::Switched {
                 new_container: c("n"),
                 retained: None,
+                traffic_moved: false,
             },
             other => panic!("no host code {other}"),
         }
@@ -591,6 +615,23 @@ mod tests {
                 },
             ),
             ("qrl", All, false, N, None, Restore(vec![0, 1])),
+            // Where the traffic had moved, the fleet decides alike: the
+            // host restored at once already left `RollingBack`.
+            (
+                "wml",
+                All,
+                false,
+                N,
+                None,
+                Revert {
+                    hosts: vec![0],
+                    cause: host(1),
+                },
+            ),
+            ("qml", All, false, N, None, Restore(vec![0, 1])),
+            ("wml", One, false, N, None, Restore(vec![1])),
+            ("wml", H, false, N, None, Halt(vec![1])),
+            ("wwv", All, false, N, None, Promote),
             (
                 "cbl",
                 All,
@@ -990,23 +1031,22 @@ mod tests {
 
     #[test]
     fn only_a_host_whose_traffic_moved_goes_back_before_its_batch_ends() {
-        let failed = HostState::RollingBack {
-            failed_container: None,
-            retained: None,
-            reason: Error::unhealthy("boom"),
-        };
-        let verified = HostState::Locked;
-        for (policy, state, served, at_once) in [
-            (OnFailure::RollbackAll, &failed, true, true),
-            (OnFailure::RollbackHost, &failed, true, true),
-            (OnFailure::Halt, &failed, true, false),
-            (OnFailure::RollbackAll, &failed, false, false),
-            (OnFailure::RollbackAll, &verified, true, false),
+        // `m`: failed after the traffic moved; `r`, `q`: before it, or
+        // without a traffic switch; `w`: verified with the traffic on it.
+        for (policy, code, at_once) in [
+            (OnFailure::RollbackAll, 'm', true),
+            (OnFailure::RollbackHost, 'm', true),
+            (OnFailure::Halt, 'm', false),
+            (OnFailure::RollbackAll, 'r', false),
+            (OnFailure::RollbackHost, 'r', false),
+            (OnFailure::RollbackAll, 'q', false),
+            (OnFailure::RollbackAll, 'w', false),
+            (OnFailure::RollbackAll, 'l', false),
         ] {
             assert_eq!(
-                restore_at_once(policy, state, served),
+                restore_at_once(policy, &host(code)),
                 at_once,
-                "{policy} {state} served={served}"
+                "{policy} {code}"
             );
         }
     }

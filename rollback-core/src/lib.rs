@@ -83,6 +83,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adoption;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
@@ -106,8 +107,9 @@ pub mod types;
 pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
-    App, CancellationToken, Deployer, FailedRemoval, History, HostPlan, HostPrune, HostStatus,
-    HostTarget, Plan, PruneReport, StartFirst, Strategy, Target, UndoTarget,
+    App, CancellationToken, DeployStrategy, Deployer, FailedRemoval, History, HostPlan, HostPrune,
+    HostStatus, HostTarget, Plan, PruneReport, StartFirst, StopFirst, Strategy, StrategyCx, Target,
+    UndoTarget,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};

@@ -258,6 +258,10 @@ pub enum HostState {
         new_container: ContainerId,
         /// The old container, kept stopped under the retained name.
         retained: Option<CapturedRelease>,
+        /// Whether a traffic switch sends users' requests to the new
+        /// release while the old one still runs (a start-first host that
+        /// `recover` adopted serving).
+        traffic_moved: bool,
     },
     /// Start-first: the new release runs beside the old one, which still
     /// takes every request; nothing is probed yet.
@@ -304,6 +308,8 @@ pub enum HostState {
         retained: Option<CapturedRelease>,
         /// How far the verification has come.
         probing: Probing,
+        /// Whether a traffic switch sends users' requests to it.
+        traffic_moved: bool,
     },
     /// The new release proved healthy; the old container is still kept.
     Verified {
@@ -311,6 +317,8 @@ pub enum HostState {
         new_container: ContainerId,
         /// The old container, kept stopped until promotion.
         retained: Option<CapturedRelease>,
+        /// Whether a traffic switch sends users' requests to it.
+        traffic_moved: bool,
     },
     /// The new release runs and the old container is no longer needed.
     Done {
@@ -330,6 +338,10 @@ pub enum HostState {
         retained: Option<CapturedRelease>,
         /// Why the new release was abandoned.
         reason: Error,
+        /// Whether a traffic switch had sent users' requests to the failed
+        /// release while the previous one still ran: sending them back is
+        /// one switch, made at once, before the rest of the fleet moves.
+        traffic_moved: bool,
     },
     /// The previous release runs again and is being verified, while the
     /// failed container is cleared away.
@@ -387,6 +399,8 @@ pub enum Adoption {
     Running {
         /// The app container.
         container: ContainerId,
+        /// Whether a traffic switch sends users' requests to it.
+        traffic_moved: bool,
     },
     /// The app container is missing or stopped: the previous release goes back.
     Broken {
@@ -588,6 +602,20 @@ impl HostState {
         !matches!(self, HostState::Planned | HostState::Refused { .. })
     }
 
+    /// Whether a traffic switch sends (or had sent, before the failure)
+    /// users' requests to the new release while the previous one still
+    /// runs: then going back is one switch, made at once.
+    pub fn traffic_moved(&self) -> bool {
+        match self {
+            HostState::Serving { .. } => true,
+            HostState::Switched { traffic_moved, .. }
+            | HostState::Verifying { traffic_moved, .. }
+            | HostState::Verified { traffic_moved, .. }
+            | HostState::RollingBack { traffic_moved, .. } => *traffic_moved,
+            _ => false,
+        }
+    }
+
     /// The verification under way, if one is.
     pub fn probing(&self) -> Option<&Probing> {
         match self {
@@ -755,6 +783,7 @@ pub fn fault(state: HostState, invalid: &InvalidTransition) -> HostState {
         format!("stopped safely after an internal error: {invalid}"),
     )
     .with_source(invalid.clone());
+    let moved = state.traffic_moved();
     match state {
         S::Planned => S::Refused {
             reason,
@@ -768,6 +797,7 @@ pub fn fault(state: HostState, invalid: &InvalidTransition) -> HostState {
         S::Switched {
             new_container,
             retained,
+            ..
         }
         | S::Started {
             new_container,
@@ -796,7 +826,9 @@ pub fn fault(state: HostState, invalid: &InvalidTransition) -> HostState {
         | S::Verified {
             new_container,
             retained,
+            ..
         } => S::RollingBack {
+            traffic_moved: moved,
             failed_container: Some(new_container),
             retained,
             reason,
@@ -828,6 +860,9 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
         state: state.name(),
         input: input.name(),
     };
+    // Every state that leaves for `RollingBack` or `Verified` keeps what
+    // it knew about the traffic.
+    let moved = state.traffic_moved();
     let next = match (state, input) {
         (S::Planned, I::LockAcquired) => S::Locked,
         (S::Planned, I::LockHeld(lock)) => S::Refused {
@@ -841,10 +876,15 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
         (
             S::Planned,
             I::Adopted {
-                adoption: Adoption::Running { container },
+                adoption:
+                    Adoption::Running {
+                        container,
+                        traffic_moved,
+                    },
                 retained,
             },
         ) => S::Switched {
+            traffic_moved,
             new_container: container,
             retained,
         },
@@ -855,6 +895,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 retained,
             },
         ) => S::RollingBack {
+            traffic_moved: false,
             failed_container: container,
             retained,
             reason,
@@ -879,6 +920,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
         },
 
         (S::Pulled { previous }, I::Switched { new_container }) => S::Switched {
+            traffic_moved: false,
             new_container,
             retained: previous,
         },
@@ -889,6 +931,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 reason,
             },
         ) => S::RollingBack {
+            traffic_moved: false,
             failed_container: new_container,
             retained: previous,
             reason,
@@ -940,6 +983,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 probing,
             },
             Verdict::Failed(reason) => S::RollingBack {
+                traffic_moved: false,
                 failed_container: Some(new_container),
                 retained,
                 reason,
@@ -969,6 +1013,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             },
             I::TrafficSwitchFailed(reason),
         ) => S::RollingBack {
+            traffic_moved: false,
             failed_container: Some(new_container),
             retained,
             reason,
@@ -997,6 +1042,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             },
             I::ProxyLost(reason),
         ) => S::RollingBack {
+            traffic_moved: moved,
             failed_container: Some(new_container),
             retained,
             reason,
@@ -1015,10 +1061,12 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 probing,
             },
             Verdict::Stable => S::Verified {
+                traffic_moved: true,
                 new_container,
                 retained,
             },
             Verdict::Failed(reason) => S::RollingBack {
+                traffic_moved: true,
                 failed_container: Some(new_container),
                 retained,
                 reason,
@@ -1029,9 +1077,11 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             S::Switched {
                 new_container,
                 retained,
+                ..
             },
             I::VerifyStarted(limits),
         ) => S::Verifying {
+            traffic_moved: moved,
             new_container,
             retained,
             probing: Probing::new(limits),
@@ -1040,6 +1090,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             S::Switched {
                 new_container,
                 retained,
+                ..
             }
             | S::Started {
                 new_container,
@@ -1047,6 +1098,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             },
             I::ContainerExited(exit),
         ) => S::RollingBack {
+            traffic_moved: moved,
             failed_container: Some(new_container),
             retained,
             reason: Error::unhealthy(exit.to_string()),
@@ -1057,19 +1109,23 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 new_container,
                 retained,
                 probing,
+                ..
             },
             input,
         ) if input.is_probe() => match probing.answer(&input) {
             Verdict::Continue(probing) => S::Verifying {
+                traffic_moved: moved,
                 new_container,
                 retained,
                 probing,
             },
             Verdict::Stable => S::Verified {
+                traffic_moved: moved,
                 new_container,
                 retained,
             },
             Verdict::Failed(reason) => S::RollingBack {
+                traffic_moved: moved,
                 failed_container: Some(new_container),
                 retained,
                 reason,
@@ -1080,6 +1136,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             S::Switched {
                 new_container,
                 retained,
+                ..
             }
             | S::Verifying {
                 new_container,
@@ -1089,6 +1146,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             | S::Verified {
                 new_container,
                 retained,
+                ..
             }
             | S::Started {
                 new_container,
@@ -1111,6 +1169,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             },
             input @ (I::Revert(_) | I::Cancelled),
         ) => S::RollingBack {
+            traffic_moved: moved,
             failed_container: Some(new_container),
             retained,
             reason: match input {
@@ -1123,6 +1182,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
             S::Verified {
                 new_container,
                 retained,
+                ..
             },
             input @ (I::Retired | I::RetireFailed(_)),
         ) => S::Done {
@@ -1173,6 +1233,7 @@ pub fn step(state: HostState, input: Input) -> Result<HostState, InvalidTransiti
                 failed_container,
                 retained,
                 reason,
+                ..
             },
             I::Halt,
         ) => S::Halted {
@@ -1275,6 +1336,7 @@ mod tests {
 
     fn verifying_with(first_ok: Option<Duration>, start_period: Duration) -> HostState {
         HostState::Verifying {
+            traffic_moved: false,
             new_container: c("new"),
             retained: previous(),
             probing: probing(first_ok, start_period),
@@ -1329,6 +1391,33 @@ mod tests {
             (
                 "switched",
                 HostState::Switched {
+                    traffic_moved: false,
+                    new_container: c("new"),
+                    retained: previous(),
+                },
+            ),
+            // Adopted by `recover` with the traffic on it.
+            (
+                "switched_moved",
+                HostState::Switched {
+                    traffic_moved: true,
+                    new_container: c("new"),
+                    retained: previous(),
+                },
+            ),
+            (
+                "verifying_moved",
+                HostState::Verifying {
+                    traffic_moved: true,
+                    new_container: c("new"),
+                    retained: previous(),
+                    probing: probing(None, Duration::ZERO),
+                },
+            ),
+            (
+                "verified_moved",
+                HostState::Verified {
+                    traffic_moved: true,
                     new_container: c("new"),
                     retained: previous(),
                 },
@@ -1380,6 +1469,7 @@ mod tests {
             (
                 "verified",
                 HostState::Verified {
+                    traffic_moved: false,
                     new_container: c("new"),
                     retained: previous(),
                 },
@@ -1395,6 +1485,17 @@ mod tests {
             (
                 "rolling_back",
                 HostState::RollingBack {
+                    traffic_moved: false,
+                    failed_container: Some(c("new")),
+                    retained: previous(),
+                    reason: boom(),
+                },
+            ),
+            // Users' requests had been sent to the failed release.
+            (
+                "rolling_back_moved",
+                HostState::RollingBack {
+                    traffic_moved: true,
                     failed_container: Some(c("new")),
                     retained: previous(),
                     reason: boom(),
@@ -1403,6 +1504,7 @@ mod tests {
             (
                 "rolling_back_first_deploy",
                 HostState::RollingBack {
+                    traffic_moved: false,
                     failed_container: Some(c("new")),
                     retained: None,
                     reason: boom(),
@@ -1510,6 +1612,14 @@ mod tests {
             Input::ProxyLost(Error::unavailable("the proxy container stopped")),
             Input::Adopted {
                 adoption: Adoption::Running {
+                    traffic_moved: false,
+                    container: c("new"),
+                },
+                retained: previous(),
+            },
+            Input::Adopted {
+                adoption: Adoption::Running {
+                    traffic_moved: true,
                     container: c("new"),
                 },
                 retained: previous(),
@@ -1683,6 +1793,26 @@ mod tests {
         ("rolling_back", "restore_failed", "rollback_failed"),
         ("rolling_back", "halt", "halted"),
         ("rolling_back_first_deploy", "cleared", "rolled_back"),
+        // Where the traffic had moved the same rows hold; the flag is kept.
+        ("switched_moved", "verify_started", "verifying"),
+        ("switched_moved", "container_exited", "rolling_back"),
+        ("switched_moved", "revert", "rolling_back"),
+        ("switched_moved", "cancelled", "rolling_back"),
+        ("verifying_moved", "probe_healthy", "verifying"),
+        ("verifying_moved", "probe_unhealthy", "verifying"),
+        ("verifying_moved", "probe_starting", "verifying"),
+        ("verifying_moved", "container_exited", "rolling_back"),
+        ("verifying_moved", "watch_lost", "verifying"),
+        ("verifying_moved", "deadline_passed", "rolling_back"),
+        ("verifying_moved", "revert", "rolling_back"),
+        ("verifying_moved", "cancelled", "rolling_back"),
+        ("verified_moved", "revert", "rolling_back"),
+        ("verified_moved", "cancelled", "rolling_back"),
+        ("verified_moved", "retired", "done"),
+        ("verified_moved", "retire_failed", "done"),
+        ("rolling_back_moved", "restarted", "restoring"),
+        ("rolling_back_moved", "restore_failed", "rollback_failed"),
+        ("rolling_back_moved", "halt", "halted"),
         (
             "rolling_back_first_deploy",
             "restore_failed",
@@ -1812,6 +1942,7 @@ mod tests {
                 HostState::Verified {
                     new_container,
                     retained,
+                    ..
                 },
                 HostState::RollingBack {
                     failed_container,
@@ -1861,6 +1992,59 @@ mod tests {
         }
     }
 
+    /// Whether the traffic had moved is known from the switch to the
+    /// rollback: set by the traffic switch (`Serving`) or by an adoption
+    /// that found it moved, kept by every later state that carries it, and
+    /// read by the fleet to restore at once.
+    #[test]
+    fn the_traffic_having_moved_is_carried_to_the_rollback() {
+        let moved = [
+            "switched_moved",
+            "verifying_moved",
+            "verified_moved",
+            "rolling_back_moved",
+            "serving",
+            "serving_ok",
+            "serving_ok_in_start_period",
+        ];
+        let mut checked = 0;
+        for (label, state) in states() {
+            for input in inputs() {
+                let Ok(next) = step(state.clone(), input.clone()) else {
+                    continue;
+                };
+                let adopted_moved = matches!(
+                    &input,
+                    Input::Adopted {
+                        adoption: Adoption::Running {
+                            traffic_moved: true,
+                            ..
+                        },
+                        ..
+                    }
+                );
+                let carries = matches!(
+                    next,
+                    HostState::Switched { .. }
+                        | HostState::Verifying { .. }
+                        | HostState::Verified { .. }
+                        | HostState::Serving { .. }
+                        | HostState::RollingBack { .. }
+                );
+                let expected = matches!(next, HostState::Serving { .. })
+                    || (carries && (moved.contains(&label) || adopted_moved));
+                assert_eq!(
+                    next.traffic_moved(),
+                    expected,
+                    "{label} + {} gave {next:?}",
+                    input.name()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
+
     #[test]
     fn terminal_states_accept_nothing() {
         for (_, state) in states().into_iter().filter(|(_, s)| s.is_terminal()) {
@@ -1894,6 +2078,7 @@ mod tests {
         assert_eq!(
             s,
             HostState::RollingBack {
+                traffic_moved: false,
                 failed_container: Some(c("new")),
                 retained: previous(),
                 reason: Error::unavailable("start failed"),
@@ -1913,6 +2098,7 @@ mod tests {
         let at = Duration::from_secs;
         let mut s = step(
             HostState::Switched {
+                traffic_moved: false,
                 new_container: c("new"),
                 retained: previous(),
             },
@@ -1935,6 +2121,7 @@ mod tests {
         // With no stable time the first healthy answer is enough.
         let s = step(
             HostState::Switched {
+                traffic_moved: false,
                 new_container: c("new"),
                 retained: None,
             },
@@ -1981,6 +2168,7 @@ mod tests {
         assert_eq!(
             s,
             HostState::Verified {
+                traffic_moved: true,
                 new_container: c("new"),
                 retained: previous(),
             }
@@ -1995,6 +2183,7 @@ mod tests {
         assert_eq!(
             s,
             HostState::RollingBack {
+                traffic_moved: true,
                 failed_container: Some(c("new")),
                 retained: previous(),
                 reason: Error::unhealthy("container exited with code 2"),
@@ -2087,6 +2276,7 @@ mod tests {
     #[test]
     fn a_restore_ends_when_both_its_check_and_its_tidying_have() {
         let rolling = HostState::RollingBack {
+            traffic_moved: false,
             failed_container: Some(c("new")),
             retained: previous(),
             reason: boom(),
@@ -2143,6 +2333,7 @@ mod tests {
             HostState::Planned,
             Input::Adopted {
                 adoption: Adoption::Running {
+                    traffic_moved: false,
                     container: c("new"),
                 },
                 retained: previous(),

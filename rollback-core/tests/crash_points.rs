@@ -524,7 +524,7 @@ impl World {
                 let target =
                     HostTarget::new(format!("h{i}"), gated.clone(), gated, probe, template);
                 match self.scenario.kind {
-                    Kind::StopFirst => target.with_strategy(Strategy::StopFirst),
+                    Kind::StopFirst => target.with_strategy(Strategy::stop_first()),
                     Kind::StartFirst => {
                         let switch = Arc::new(GatedSwitch {
                             host: i,
@@ -533,7 +533,7 @@ impl World {
                             witness: self.witness.clone(),
                             original: self.originals[i].clone(),
                         });
-                        target.with_strategy(Strategy::StartFirst(
+                        target.with_strategy(Strategy::start_first(
                             StartFirst::new(switch, "rollback", 8080).with_drain(5 * S),
                         ))
                     }

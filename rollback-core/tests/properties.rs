@@ -83,8 +83,8 @@ fn input() -> impl Strategy<Value = Input> {
         1 => error().prop_map(Input::ProxyLost),
         1 => error().prop_map(|reason| Input::SwitchFailed { new_container: Some(c("new")), reason }),
         1 => error().prop_map(|reason| Input::SwitchFailed { new_container: None, reason }),
-        1 => Just(Input::Adopted {
-            adoption: Adoption::Running { container: c("new") },
+        1 => any::<bool>().prop_map(|traffic_moved| Input::Adopted {
+            adoption: Adoption::Running { container: c("new"), traffic_moved },
             retained: previous(),
         }),
         1 => error().prop_map(|reason| Input::Adopted {
@@ -207,12 +207,17 @@ fn between_steps() -> impl Strategy<Value = HostState> {
         1 => Just(HostState::Locked),
         1 => Just(HostState::Refused { reason: Error::unavailable("engine down"), holder: None }),
         1 => Just(HostState::Failed { reason: Error::unhealthy("pull failed"), previous: previous() }),
-        1 => Just(HostState::Switched { new_container: c("new"), retained: previous() }),
-        3 => Just(HostState::Verified { new_container: c("new"), retained: previous() }),
-        1 => error().prop_map(|reason| HostState::RollingBack {
+        1 => Just(HostState::Switched { new_container: c("new"), retained: previous(), traffic_moved: false }),
+        3 => any::<bool>().prop_map(|traffic_moved| HostState::Verified {
+            new_container: c("new"),
+            retained: previous(),
+            traffic_moved,
+        }),
+        1 => (error(), any::<bool>()).prop_map(|(reason, traffic_moved)| HostState::RollingBack {
             failed_container: Some(c("new")),
             retained: previous(),
             reason,
+            traffic_moved,
         }),
         1 => Just(HostState::RolledBack { restored: previous(), reason: Error::unhealthy("boom") }),
         1 => Just(HostState::RollbackFailed {

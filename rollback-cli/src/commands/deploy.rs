@@ -83,12 +83,12 @@ pub(crate) async fn deployer(
         match connected {
             Ok(connected) => {
                 let strategy = match &host.proxy {
-                    Some(proxy) => Strategy::StartFirst(start_first(
+                    Some(proxy) => Strategy::start_first(start_first(
                         connected.runtime.clone(),
                         proxy,
                         &app.name,
                     )?),
-                    None => Strategy::StopFirst,
+                    None => Strategy::stop_first(),
                 };
                 hosts.push(
                     HostTarget::new(

@@ -362,7 +362,7 @@ impl Deployer {
                             self.deploy_host(ev, host, run, release, stable_before, cancel)
                                 .await;
                             let policy = self.rollout.on_failure();
-                            if fleet::restore_at_once(policy, &run.state, run.served) {
+                            if fleet::restore_at_once(policy, &run.state) {
                                 self.restore_host(ev, host, run).await;
                             }
                         },

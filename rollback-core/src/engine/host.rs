@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::emit::Emitter;
-use super::{timed, Deployer, HostTarget, Strategy};
+use super::{timed, Deployer, HostTarget};
 use crate::checkpoint::Stage;
 use crate::engine::CancellationToken;
 use crate::error::{Error, ErrorKind};
@@ -15,7 +15,7 @@ use crate::machine::{self, step, CapturedRelease, HostState, Input, RestoreCheck
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
 use crate::types::{
-    next_name, retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release,
+    retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release,
 };
 
 /// What the tidying beside a restore gives back: the failed container's
@@ -36,8 +36,6 @@ pub(crate) struct HostRun {
     pub(crate) last_probe: Option<String>,
     /// When the host entered `RollingBack`.
     pub(crate) failed_at: Option<Instant>,
-    /// Start-first: the proxy was switched to the new release.
-    pub(crate) served: bool,
     /// Start-first: the time from the failure to the traffic's switch back.
     pub(crate) switch_back: Option<std::time::Duration>,
 }
@@ -50,7 +48,6 @@ impl HostRun {
             logs: Vec::new(),
             last_probe: None,
             failed_at: None,
-            served: false,
             switch_back: None,
         }
     }
@@ -124,6 +121,7 @@ fn describe(state: &HostState, app: &str) -> String {
         HostState::Switched {
             new_container,
             retained,
+            ..
         } => match retained {
             Some(r) => format!(
                 "started container {new_container}; previous container {} kept as {}",
@@ -330,7 +328,8 @@ impl Deployer {
             HostState::Captured { previous } => previous.clone(),
             _ => None,
         };
-        let prepare = self.prepare(host, previous.as_ref());
+        let cx = self.cx(Some(ev), host);
+        let prepare = host.strategy.get().prepare(&cx, previous.as_ref());
         let input = tokio::select! {
             result = async { pull.await?; admit.await?; prepare.await } => match result {
                 Ok(()) => Input::Pulled,
@@ -348,8 +347,10 @@ impl Deployer {
         self.checkpoint(Stage::Pulled, host).await;
 
         let previous = previous.clone();
-        let input = self
-            .switch(host, previous.as_ref(), target, stable_before, cancel)
+        let input = host
+            .strategy
+            .get()
+            .switch(&cx, previous.as_ref(), target, stable_before, cancel)
             .await;
         self.advance(ev, host, run, input);
         let (new_container, stage) = match &run.state {
@@ -375,20 +376,7 @@ impl Deployer {
             host.runtime.current(&self.app.name),
         )
         .await?;
-        if matches!(host.strategy, Strategy::StartFirst(_)) {
-            let next = next_name(&self.app.name);
-            let beside = timed(
-                limit,
-                "look for a container started beside the app",
-                host.runtime.current(&next),
-            )
-            .await?;
-            if beside.is_some() {
-                return Err(Error::conflict(format!(
-                    "container {next} from an interrupted deploy exists: run `rollback recover` first"
-                )));
-            }
-        }
+        host.strategy.get().check(&self.cx(Some(ev), host)).await?;
         let retained = retained_name(&self.app.name);
         let leftover = timed(
             limit,
@@ -501,21 +489,12 @@ impl Deployer {
         let deadline_at = started + limits.deadline;
         let mut exit = host.runtime.wait_exit(container);
         let mut watching = true;
-        // Start-first, the release verified (the new one, or the one
-        // restored) is reached through the proxy: a proxy that stops ends
-        // that verification.
-        let proxy = match &host.strategy {
-            Strategy::StartFirst(sf) => Some(sf.switch.clone()),
-            Strategy::StopFirst => None,
-        };
-        let mut proxy_watched = proxy.is_some();
-        let proxy_stopped = async move {
-            match proxy {
-                Some(proxy) => proxy.wait_stopped().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(proxy_stopped);
+        // What the strategy watches besides (start-first: the proxy, which
+        // the release verified is reached through).
+        let cx = self.cx(Some(ev), host);
+        let mut strategy_watched = true;
+        let strategy_watch = host.strategy.get().watch(&cx);
+        tokio::pin!(strategy_watch);
         let mut tidying = tidy.is_some();
         let tidy = async move {
             match tidy {
@@ -547,10 +526,13 @@ impl Deployer {
             if let HostState::Ready { new_container, .. } = &run.state {
                 // Healthy: the traffic moves now, before the next answer.
                 let new_container = new_container.clone();
-                let input = self.traffic_switch(host, &new_container, started).await;
+                let input = host
+                    .strategy
+                    .get()
+                    .traffic_switch(&cx, &new_container, started)
+                    .await;
                 self.advance(ev, host, run, input);
                 if matches!(run.state, HostState::Serving { .. }) {
-                    run.served = true;
                     self.checkpoint(Stage::Switched, host).await;
                 }
                 continue;
@@ -588,14 +570,11 @@ impl Deployer {
                         }
                     }
                 },
-                stopped = &mut proxy_stopped, if proxy_watched => {
-                    proxy_watched = false;
-                    match stopped {
-                        Ok(why) => Input::ProxyLost(why),
-                        Err(e) => {
-                            ev.note(&scope, phase, format!("cannot watch the proxy: {}", e.report()));
-                            continue;
-                        }
+                seen = &mut strategy_watch, if strategy_watched => {
+                    strategy_watched = false;
+                    match seen {
+                        Some(input) => input,
+                        None => continue,
                     }
                 }
                 _ = tokio::time::sleep_until(deadline_at), if probing.is_some() => Input::DeadlinePassed,
@@ -645,14 +624,22 @@ impl Deployer {
         let HostState::RollingBack {
             failed_container,
             retained,
+            traffic_moved,
             ..
         } = &run.state
         else {
             debug_assert!(false, "host {}: restore in {}", host.id, run.state);
             return;
         };
-        let (failed_container, retained) = (failed_container.clone(), retained.clone());
-        let failed = match self.release_failed(ev, host, failed_container).await {
+        let (failed_container, retained, traffic_moved) =
+            (failed_container.clone(), retained.clone(), *traffic_moved);
+        let cx = self.cx(Some(ev), host);
+        let strategy = host.strategy.get();
+        let released = match failed_container {
+            Some(id) => strategy.release_failed(&cx, id).await,
+            None => Ok(None),
+        };
+        let failed = match released {
             Ok(failed) => failed,
             Err(e) => return self.advance(ev, host, run, Input::RestoreFailed(e)),
         };
@@ -668,8 +655,8 @@ impl Deployer {
             };
             return self.advance(ev, host, run, input);
         };
-        if let Err(e) = self
-            .restart_previous(host, failed.as_ref(), &retained)
+        if let Err(e) = strategy
+            .restart_previous(&cx, failed.as_ref(), &retained)
             .await
         {
             // Both containers stay as they are, stopped, for `recover` or a
@@ -679,24 +666,16 @@ impl Deployer {
             }
             return self.advance(ev, host, run, Input::RestoreFailed(e));
         }
-        let note = match &host.strategy {
-            Strategy::StartFirst(_) if run.served => {
-                let took = run.failed_at.map(|t| t.elapsed()).unwrap_or_default();
-                run.switch_back = Some(took);
-                format!(
-                    "traffic switched back to container {} {} ms after the failure; verifying it",
-                    retained.container,
-                    took.as_millis()
-                )
-            }
-            Strategy::StartFirst(_) => format!(
-                "container {} kept every request; verifying it",
-                retained.container
-            ),
-            _ => format!(
-                "previous container {} started again; verifying it",
-                retained.container
-            ),
+        let note = if traffic_moved {
+            let took = run.failed_at.map(|t| t.elapsed()).unwrap_or_default();
+            run.switch_back = Some(took);
+            format!(
+                "traffic switched back to container {} {} ms after the failure; verifying it",
+                retained.container,
+                took.as_millis()
+            )
+        } else {
+            strategy.restarted_note(&retained)
         };
         ev.note(&Scope::Host(host.id.clone()), Phase::RollingBack, note);
         self.advance(
@@ -712,7 +691,7 @@ impl Deployer {
                 ..
             }
         ));
-        let tidy = self.tidy(ev, host, failed.as_ref(), &retained);
+        let tidy = strategy.tidy(&cx, failed.as_ref(), &retained);
         let id = retained.container.clone();
         self.watch(ev, host, run, &id, None, Some(tidy)).await;
     }
@@ -780,13 +759,16 @@ impl Deployer {
         if let HostState::Verified {
             retained,
             new_container,
+            ..
         } = &run.state
         {
             let (old, new) = (
                 retained.as_ref().map(|r| r.container.clone()),
                 new_container.clone(),
             );
-            if let Err(e) = self.retire(ev, host, old.as_ref(), &new).await {
+            let cx = self.cx(Some(ev), host);
+            let retired = host.strategy.get().retire(&cx, old.as_ref(), &new).await;
+            if let Err(e) = retired {
                 ev.note(&Scope::Host(host.id.clone()), Phase::Verified, e.report());
                 return self.advance(ev, host, run, Input::RetireFailed(e));
             }

@@ -5,7 +5,8 @@ use futures_util::future::join_all;
 use super::deploy::announce_outcome;
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer, HostTarget, StartFirst, Strategy};
+use super::{timed, CancellationToken, Deployer, HostTarget};
+use crate::adoption;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
 use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion};
@@ -13,9 +14,7 @@ use crate::holder::{self, HolderFate};
 use crate::machine::{Adoption, CapturedRelease, HostState, Input};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::OnFailure;
-use crate::types::{
-    labels, next_name, retained_name, ContainerInfo, Digest, LockAttempt, LockInfo, Release,
-};
+use crate::types::{retained_name, ContainerInfo, Digest, LockAttempt, LockInfo, Release};
 use std::time::SystemTime;
 
 /// What recover found on one host.
@@ -223,31 +222,28 @@ impl Deployer {
     ) -> (Outcome, Option<String>, bool, Option<Release>) {
         for (run, found) in runs.iter_mut().zip(found) {
             if let Some((adoption, retained)) = found.adoption.clone() {
-                // A start-first host whose proxy sends the new release the
-                // traffic goes back by moving the traffic back.
-                run.served = matches!(
-                    (&self.hosts[run.index].strategy, &adoption),
-                    (Strategy::StartFirst(_), Adoption::Running { .. })
-                );
                 let input = Input::Adopted { adoption, retained };
                 self.advance(ev, &self.hosts[run.index], run, input);
             }
         }
         // Promoting needs the new release on every host: a host the deploy
         // never reached (a batch not started) runs another one.
-        let new_digest = runs
+        let reached: Vec<adoption::Reached<'_>> = runs
             .iter()
-            .filter(|r| r.state.is_switched())
-            .find_map(|r| found[r.index].app.as_ref()?.release.as_ref())
-            .map(|release| release.digest.clone());
-        let behind = new_digest.as_ref().and_then(|new| {
-            runs.iter().position(|r| {
-                let runs_new = found[r.index].app.as_ref().is_some_and(|c| {
-                    c.state.is_running() && c.release.as_ref().map(|rel| &rel.digest) == Some(new)
-                });
-                matches!(r.state, HostState::Planned) && !runs_new
+            .map(|r| {
+                let app = found[r.index].app.as_ref();
+                adoption::Reached {
+                    adopted_running: r.state.is_switched(),
+                    untouched: matches!(r.state, HostState::Planned),
+                    runs: app
+                        .filter(|c| c.state.is_running())
+                        .and_then(|c| c.release.as_ref())
+                        .map(|release| &release.digest),
+                }
             })
-        });
+            .collect();
+        let (new_digest, behind) = adoption::behind(&reached);
+        let new_digest = new_digest.cloned();
         let work = runs
             .iter_mut()
             .filter_map(|run| match &run.state {
@@ -370,114 +366,39 @@ impl Deployer {
             }
         };
         let app = containers.iter().find(|c| c.name == self.app.name).cloned();
-        let beside = containers
-            .iter()
-            .find(|c| c.name == next_name(&self.app.name));
-        if let (Strategy::StartFirst(sf), Some(beside)) = (&host.strategy, beside) {
-            self.read_beside(ev, host, sf, app, beside.clone(), &mut found)
-                .await;
-            return found;
-        }
-        let retained = containers.iter().find(|c| c.name == retained_name);
-        // A first deploy keeps no retained container: its app container
-        // carries the deployment of the lock left behind.
-        let interrupted_first = retained.is_none()
-            && lock.as_ref().is_some_and(|l| {
-                app.as_ref().and_then(ContainerInfo::deployment).as_ref() == Some(&l.deployment)
-            });
-        found.app = app.clone();
-        if retained.is_none() && !interrupted_first {
-            ev.note(&scope, Phase::Done, "nothing to recover");
-            return found;
-        }
-        let retained = retained.map(|r| CapturedRelease {
-            container: r.id.clone(),
-            release: r.release.clone(),
-        });
-        let adoption = match app {
-            Some(app) if app.state.is_running() => Adoption::Running { container: app.id },
-            Some(app) => Adoption::Broken {
-                reason: Error::unhealthy(format!("{} is {}", self.app.name, app.state)),
-                container: Some(app.id),
-            },
-            None => Adoption::Broken {
-                container: None,
-                reason: Error::not_found(format!("{} does not exist", self.app.name)),
-            },
-        };
-        found.adoption = Some((adoption, retained));
-        found
-    }
-
-    /// A start-first deploy was interrupted with the new release's
-    /// container `beside` the app's: it is verified and kept when the proxy
-    /// sends it the traffic, removed (the old one verified) when not.
-    async fn read_beside(
-        &self,
-        ev: &Emitter,
-        host: &HostTarget,
-        sf: &StartFirst,
-        app: Option<ContainerInfo>,
-        beside: ContainerInfo,
-        found: &mut Found,
-    ) {
-        let limit = self.timeouts.engine;
-        let scope = Scope::Host(host.id.clone());
-        // A proxy that died with the deploy comes back with its last config.
-        let current = async {
-            self.boot_proxy(sf).await?;
-            timed(limit, "read the proxy's route", sf.switch.current())
-                .await
-                .map_err(|e| sf.blame(e))
-        };
-        let current = match current.await {
-            Ok(current) => current,
+        let cx = self.cx(Some(ev), host);
+        let beside = match host
+            .strategy
+            .get()
+            .interrupted_beside(&cx, &containers)
+            .await
+        {
+            Ok(beside) => beside,
             Err(e) => {
                 found
                     .errors
                     .push(format!("host {}: {}", host.id, e.report()));
-                return;
+                return found;
             }
         };
-        let serving = current.as_ref().map(|u| &u.container) == Some(&beside.id);
-        ev.note(
-            &scope,
-            Phase::Planned,
-            format!(
-                "container {} of an interrupted deploy runs beside {}; the proxy sends requests to {}",
-                beside.id,
-                app.as_ref()
-                    .map_or_else(|| "no app container".to_owned(), |a| a.id.to_string()),
-                match (&current, serving) {
-                    (_, true) => "it".to_owned(),
-                    (Some(u), false) => u.to_string(),
-                    (None, false) => "nothing".to_owned(),
-                }
-            ),
-        );
-        let retained = app.map(|a| CapturedRelease {
-            container: a.id,
-            release: a.release,
-        });
-        let adoption = if serving && beside.state.is_running() {
-            Adoption::Running {
-                container: beside.id.clone(),
-            }
-        } else {
-            Adoption::Broken {
-                container: Some(beside.id.clone()),
-                reason: if serving {
-                    Error::unhealthy(format!("{} is {}", beside.name, beside.state))
-                } else {
-                    Error::new(
-                        ErrorKind::Cancelled,
-                        "interrupted before the proxy sent it any request",
-                    )
-                },
-            }
-        };
-        found.app = Some(beside);
-        found.adoption = Some((adoption, retained));
+        if let Some((beside, serving)) = beside {
+            // The container beside is the new release.
+            let seen = adoption::Observed::new(&self.app.name, app.as_ref())
+                .beside(Some((&beside, serving)));
+            found.adoption = adoption::adopt(&seen);
+            found.app = Some(beside);
+            return found;
+        }
+        let retained = containers.iter().find(|c| c.name == retained_name);
+        let seen = adoption::Observed::new(&self.app.name, app.as_ref())
+            .retained(retained)
+            .lock(lock.as_ref());
+        found.adoption = adoption::adopt(&seen);
+        found.app = app;
+        if found.adoption.is_none() {
+            ev.note(&scope, Phase::Done, "nothing to recover");
+        }
+        found
     }
 
     /// Every interrupted host is healthy: promote from the labels of their
@@ -493,28 +414,9 @@ impl Deployer {
             .filter(|r| matches!(r.state, HostState::Verified { .. }))
             .filter_map(|r| found[r.index].app.as_ref())
             .collect();
-        let label = |c: &ContainerInfo, key: &str| c.labels.get(key).cloned();
-        let digests: Vec<Option<String>> =
-            verified.iter().map(|c| label(c, labels::DIGEST)).collect();
-        let befores: Vec<Option<String>> = verified
-            .iter()
-            .map(|c| label(c, labels::STABLE_BEFORE))
-            .collect();
         let target = verified.first().and_then(|c| c.release.clone());
-        let agreed =
-            digests.windows(2).all(|w| w[0] == w[1]) && befores.windows(2).all(|w| w[0] == w[1]);
-        let new = digests
-            .first()
-            .cloned()
-            .flatten()
-            .and_then(|d| d.parse::<Digest>().ok());
-        match new {
-            Some(new) if agreed => {
-                let before = befores
-                    .first()
-                    .cloned()
-                    .flatten()
-                    .and_then(|d| d.parse::<Digest>().ok());
+        match adoption::agreed_release(&verified) {
+            Some((new, before)) => {
                 let name = target
                     .as_ref()
                     .map_or_else(|| new.short().to_string(), Release::display_name);

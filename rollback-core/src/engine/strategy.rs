@@ -1,27 +1,35 @@
 //! Deploy strategies: how the new release takes the old one's place on a
 //! host, and how the old one comes back.
 //!
-//! A strategy is a path through the [state machine](crate::machine) and
-//! the effects the driver performs on it. Every strategy shares the
-//! machine's verification, restore and retirement rows; what differs is
-//! what "switch", "restore" and "retire" do on the host:
+//! A strategy is an implementation of [`DeployStrategy`]: the effects the
+//! driver performs at each step of the [state machine](crate::machine), and
+//! what it watches beside the probes. The driver matches on no strategy; it
+//! calls the host's [`Strategy`] and feeds the result to the machine. Every
+//! strategy shares the machine's verification, restore and retirement rows;
+//! what differs is what "switch", "restore" and "retire" do on the host:
 //!
-//! | effect | [`Strategy::StopFirst`] | [`Strategy::StartFirst`] |
+//! | effect | [`StopFirst`] | [`StartFirst`] |
 //! |---|---|---|
+//! | check (`Locked → Captured`) | — | no container of an interrupted deploy beside the app |
 //! | prepare (`Captured → Pulled`, beside the pull) | nothing | boot the proxy if it does not run; point it at the running release |
 //! | switch (`Pulled → Switched` / `Started`) | rename the old container to the retained name, stop it, create and start the new one under the app name | create and start the new one beside the old one, as [`next_name`], on the proxy's network, no host port |
 //! | traffic switch (`Ready → Serving`) | — | the proxy sends new requests to the new release; the old one stays its fallback |
+//! | watch (beside the probes and the container's exit) | nothing | the proxy stopping |
 //! | free the failed release (`RollingBack`) | stop the new container (remove it when it will not stop: it may hold the port) | nothing: it may still finish requests it took |
 //! | restart (`RollingBack → Restoring`) | start the retained container again | the proxy sends the traffic back to the old container (started first if it was stopped) |
 //! | tidy (beside `Restoring`) | keep the failed container's logs, remove it, give the retained one the app name back | drain the failed container, keep its logs, remove it |
 //! | retire (`Verified → Done`) | remove the retained container | drain the old container, stop and remove it, give the new one the app name |
+//! | recover (reading a host) | — | the container beside the app, and whether the proxy sends it the traffic |
 //!
-//! `docs/architecture.md` shows how a Swarm service update would take the
-//! same places.
+//! An embedder brings another strategy by implementing [`DeployStrategy`]
+//! and giving it to [`Strategy::new`]. `docs/architecture.md` shows how a
+//! Swarm service update takes the same places.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
 
 use super::emit::Emitter;
 use super::{timed, Deployer, HostTarget};
@@ -41,24 +49,268 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log lines kept from a failed container.
 pub(crate) const LOG_LINES: usize = 20;
 
-/// How the new release replaces the old one on a host.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub enum Strategy {
-    /// Stop the old container and keep it (renamed), start the new one in
-    /// its place, under the app name and on the same ports. The app does
-    /// not answer between the stop and the new release's start; rolling
-    /// back starts the kept container again. Needs nothing but the engine.
-    #[default]
-    StopFirst,
-    /// Start the new release beside the old one behind a proxy, probe it
-    /// directly, and only once it is healthy send it the traffic; the old
-    /// one keeps running through `stable_for`, so going back is one proxy
-    /// change. No request reaches a release that never answered healthy.
-    StartFirst(StartFirst),
+/// One way of putting a new release in place of the old one on a host:
+/// the effects the driver performs for the
+/// [state machine](crate::machine), each returning what the machine needs.
+///
+/// Every method gets a [`StrategyCx`]: the host, the app, the engine's time
+/// limit and the helpers the built-in strategies use. Implementations are
+/// shared by every deploy of the host, so they keep no state of their own
+/// between calls; what a deploy knows lives in the machine's states.
+#[async_trait]
+pub trait DeployStrategy: Send + Sync {
+    /// A short description, for logs and `Debug`.
+    fn describe(&self) -> String;
+
+    /// The plan's sentences for the switch, from what runs on the host.
+    fn plan(
+        &self,
+        cx: &StrategyCx<'_>,
+        current: Option<&ContainerInfo>,
+        release: &Release,
+    ) -> Vec<String>;
+
+    /// What must hold on the host before a deploy reads its release; an
+    /// error stops the deploy with nothing changed.
+    async fn check(&self, _cx: &StrategyCx<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// What the strategy needs on the host before anything changes there;
+    /// a failure here leaves the running release untouched.
+    async fn prepare(
+        &self,
+        _cx: &StrategyCx<'_>,
+        _previous: Option<&CapturedRelease>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Put the new release in place of `previous`: [`Input::Switched`] or
+    /// [`Input::StartedBeside`], or [`Input::SwitchFailed`] with the new
+    /// container when it was created.
+    async fn switch(
+        &self,
+        cx: &StrategyCx<'_>,
+        previous: Option<&CapturedRelease>,
+        target: &Release,
+        stable_before: Option<&Digest>,
+        cancel: &CancellationToken,
+    ) -> Input;
+
+    /// Send the traffic to the new release, healthy beside the old one
+    /// (`Ready`): [`Input::TrafficSwitched`] at `verifying_since.elapsed()`,
+    /// or [`Input::TrafficSwitchFailed`]. Only strategies that switch to
+    /// [`Input::StartedBeside`] are asked.
+    async fn traffic_switch(
+        &self,
+        _cx: &StrategyCx<'_>,
+        _new: &ContainerId,
+        _verifying_since: tokio::time::Instant,
+    ) -> Input {
+        Input::TrafficSwitchFailed(Error::other(format!(
+            "{} has no traffic switch",
+            self.describe()
+        )))
+    }
+
+    /// Wait for what the strategy watches while a release is verified,
+    /// beside the probes and the container's exit: the input it means
+    /// (such as [`Input::ProxyLost`]), or `None` when there is nothing
+    /// (more) to watch.
+    async fn watch(&self, _cx: &StrategyCx<'_>) -> Option<Input> {
+        None
+    }
+
+    /// Free what the failed release holds, first thing in a restore.
+    /// Returns the failed container while it still exists.
+    async fn release_failed(
+        &self,
+        cx: &StrategyCx<'_>,
+        failed: ContainerId,
+    ) -> Result<Option<ContainerId>, Error>;
+
+    /// Run the retained release again, once the failed one is out of its way.
+    async fn restart_previous(
+        &self,
+        cx: &StrategyCx<'_>,
+        failed: Option<&ContainerId>,
+        retained: &CapturedRelease,
+    ) -> Result<(), Error>;
+
+    /// The note once `retained` runs again, when no traffic switch had sent
+    /// users to the failed release.
+    fn restarted_note(&self, retained: &CapturedRelease) -> String {
+        format!(
+            "previous container {} started again; verifying it",
+            retained.container
+        )
+    }
+
+    /// What a restore does beside the restored release's verification: the
+    /// failed container's logs (when it read them) and the clean-up.
+    async fn tidy(
+        &self,
+        cx: &StrategyCx<'_>,
+        failed: Option<&ContainerId>,
+        retained: &CapturedRelease,
+    ) -> (Option<Vec<String>>, Result<(), Error>);
+
+    /// The previous release is no longer needed: drop what kept it.
+    async fn retire(
+        &self,
+        cx: &StrategyCx<'_>,
+        retained: Option<&ContainerId>,
+        new: &ContainerId,
+    ) -> Result<(), Error>;
+
+    /// `recover`: the new release's container of an interrupted deploy
+    /// that runs beside the app's, among `containers`, and whether the
+    /// traffic goes to it; `None` when the strategy starts none beside.
+    async fn interrupted_beside(
+        &self,
+        _cx: &StrategyCx<'_>,
+        _containers: &[ContainerInfo],
+    ) -> Result<Option<(ContainerInfo, bool)>, Error> {
+        Ok(None)
+    }
 }
 
-/// The proxy and the network of a [`Strategy::StartFirst`] host.
+/// What a [`DeployStrategy`] works with on one host during one deploy.
+pub struct StrategyCx<'a> {
+    pub(crate) deployer: &'a Deployer,
+    pub(crate) ev: Option<&'a Emitter>,
+    pub(crate) host: &'a HostTarget,
+}
+
+impl<'a> StrategyCx<'a> {
+    /// The host being deployed.
+    pub fn host(&self) -> &HostTarget {
+        self.host
+    }
+
+    /// The app's name, the name of its container.
+    pub fn app_name(&self) -> &str {
+        &self.deployer.app.name
+    }
+
+    /// The time limit of one engine call.
+    pub fn engine_timeout(&self) -> Duration {
+        self.deployer.timeouts.engine
+    }
+
+    /// The health policy releases are verified with.
+    pub fn health(&self) -> &crate::policy::HealthPolicy {
+        &self.deployer.health
+    }
+
+    /// Say something about the host in the deploy's events.
+    pub fn note(&self, phase: Phase, detail: impl Into<String>) {
+        if let Some(ev) = self.ev {
+            ev.note(&Scope::Host(self.host.id.clone()), phase, detail);
+        }
+    }
+
+    /// Time between SIGTERM and SIGKILL when the app's container stops.
+    pub fn stop_timeout(&self) -> Duration {
+        stop_timeout(self.host)
+    }
+
+    /// The spec of the new release's container named `name`, labelled with
+    /// what it runs and what it replaced.
+    pub fn release_spec(
+        &self,
+        name: &str,
+        previous: Option<&CapturedRelease>,
+        target: &Release,
+        stable_before: Option<&Digest>,
+    ) -> ContainerSpec {
+        self.deployer
+            .release_spec(self.host, name, previous, target, stable_before)
+    }
+
+    /// Create and start `spec`, attached to `network` too when given; the
+    /// error carries the container once it was created.
+    pub async fn create_and_start(
+        &self,
+        spec: &ContainerSpec,
+        network: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<ContainerId, (Option<ContainerId>, Error)> {
+        self.deployer
+            .create_and_start(self.host, spec, network, cancel)
+            .await
+    }
+
+    /// Remove a container; one already gone counts as removed.
+    pub async fn remove(&self, id: &ContainerId) -> Result<(), Error> {
+        self.deployer.remove_gone(self.host, id).await
+    }
+
+    /// Keep the failed container's last lines, then remove it.
+    pub async fn clear_failed(&self, id: &ContainerId) -> (Vec<String>, Result<(), Error>) {
+        match self.ev {
+            Some(ev) => self.deployer.clear_failed(ev, self.host, id).await,
+            None => (Vec::new(), self.remove(id).await),
+        }
+    }
+
+    async fn checkpoint(&self, stage: Stage) {
+        self.deployer.checkpoint(stage, self.host).await
+    }
+}
+
+/// How the new release replaces the old one on a host: a shared
+/// [`DeployStrategy`].
+#[derive(Clone)]
+pub struct Strategy(Arc<dyn DeployStrategy>);
+
+impl Strategy {
+    /// A strategy of the embedder's own.
+    pub fn new(strategy: impl DeployStrategy + 'static) -> Self {
+        Self(Arc::new(strategy))
+    }
+
+    /// [`StopFirst`]: the default.
+    pub fn stop_first() -> Self {
+        Self::new(StopFirst)
+    }
+
+    /// [`StartFirst`] behind the proxy `sf` describes.
+    pub fn start_first(sf: StartFirst) -> Self {
+        Self::new(sf)
+    }
+
+    pub(crate) fn get(&self) -> &dyn DeployStrategy {
+        self.0.as_ref()
+    }
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Self::stop_first()
+    }
+}
+
+impl fmt::Debug for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.describe())
+    }
+}
+
+/// Stop the old container and keep it (renamed), start the new one in its
+/// place, under the app name and on the same ports. The app does not
+/// answer between the stop and the new release's start; rolling back
+/// starts the kept container again. Needs nothing but the engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopFirst;
+
+/// Start the new release beside the old one behind a proxy, probe it
+/// directly, and only once it is healthy send it the traffic; the old one
+/// keeps running through `stable_for`, so going back is one proxy change.
+/// No request reaches a release that never answered healthy.
+///
+/// Its fields name the proxy and the network of the host.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct StartFirst {
@@ -120,6 +372,19 @@ fn stop_timeout(host: &HostTarget) -> Duration {
 }
 
 impl Deployer {
+    /// The strategy context of `host`.
+    pub(crate) fn cx<'a>(
+        &'a self,
+        ev: Option<&'a Emitter>,
+        host: &'a HostTarget,
+    ) -> StrategyCx<'a> {
+        StrategyCx {
+            deployer: self,
+            ev,
+            host,
+        }
+    }
+
     /// The plan's sentences for the switch on `host`, from what runs there.
     pub(crate) fn switch_steps(
         &self,
@@ -127,146 +392,9 @@ impl Deployer {
         current: Option<&ContainerInfo>,
         release: &Release,
     ) -> Vec<String> {
-        let retained = retained_name(&self.app.name);
-        let mut steps = Vec::new();
-        match &host.strategy {
-            Strategy::StopFirst => {
-                if let Some(c) = current {
-                    steps.push(format!(
-                        "stop container {} ({}) and keep it as {retained}",
-                        c.id,
-                        c.release
-                            .as_ref()
-                            .map(Release::display_name)
-                            .unwrap_or_else(|| "unknown release".into()),
-                    ));
-                }
-                steps.push(format!(
-                    "create and start {} from {}",
-                    self.app.name,
-                    release.display_name()
-                ));
-                steps.push(format!(
-                    "verify with {} (deadline {}, stable for {})",
-                    host.probe.describe(),
-                    humantime::format_duration(self.health.deadline()),
-                    humantime::format_duration(self.health.stable_for())
-                ));
-                if current.is_some() {
-                    steps.push(format!(
-                        "on success remove {retained}; on failure restore it"
-                    ));
-                }
-            }
-            Strategy::StartFirst(sf) => {
-                let next = next_name(&self.app.name);
-                steps.push(format!(
-                    "boot the proxy if it does not run: {}",
-                    sf.switch.describe()
-                ));
-                steps.push(format!(
-                    "create and start {next} from {} beside {}, on network {} without host ports",
-                    release.display_name(),
-                    current.map_or_else(
-                        || "nothing (first deploy)".to_owned(),
-                        |c| format!("container {}", c.id)
-                    ),
-                    sf.network
-                ));
-                steps.push(format!(
-                    "probe it directly with {} until healthy (deadline {}); no request reaches it before",
-                    host.probe.describe(),
-                    humantime::format_duration(self.health.deadline()),
-                ));
-                steps.push(format!(
-                    "switch the proxy to it; {} for {} while it serves",
-                    if current.is_some() {
-                        "the old container keeps running"
-                    } else {
-                        "keep probing it"
-                    },
-                    humantime::format_duration(self.health.stable_for())
-                ));
-                steps.push(match current {
-                    Some(c) => format!(
-                        "on success drain container {} ({}), stop and remove it, rename {next} to {}; on failure switch the proxy back to it and remove {next}",
-                        c.id,
-                        humantime::format_duration(sf.drain),
-                        self.app.name
-                    ),
-                    None => format!(
-                        "on success rename {next} to {}; on failure remove it",
-                        self.app.name
-                    ),
-                });
-            }
-        }
-        steps
-    }
-
-    /// What a strategy needs on the host before anything changes there; a
-    /// failure here leaves the running release untouched.
-    pub(crate) async fn prepare(
-        &self,
-        host: &HostTarget,
-        previous: Option<&CapturedRelease>,
-    ) -> Result<(), Error> {
-        let Strategy::StartFirst(sf) = &host.strategy else {
-            return Ok(());
-        };
-        let limit = self.timeouts.engine;
-        self.boot_proxy(sf).await?;
-        let Some(previous) = previous else {
-            return Ok(());
-        };
-        // The old release is the fallback and the way back: the proxy must
-        // reach it and send it the traffic before the new one starts.
-        timed(
-            limit,
-            format!(
-                "connect container {} to network {}",
-                previous.container, sf.network
-            ),
-            host.runtime
-                .connect_network(&previous.container, &sf.network),
-        )
-        .await?;
-        let current = timed(limit, "read the proxy's route", sf.switch.current()).await?;
-        if current.map(|u| u.container) != Some(previous.container.clone()) {
-            timed(
-                limit,
-                format!("switch the proxy to container {}", previous.container),
-                sf.switch.switch(&sf.upstream(&previous.container)),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Put the new release in place of `previous`: [`Input::Switched`], or
-    /// [`Input::SwitchFailed`] with the new container when it was created.
-    pub(crate) async fn switch(
-        &self,
-        host: &HostTarget,
-        previous: Option<&CapturedRelease>,
-        target: &Release,
-        stable_before: Option<&Digest>,
-        cancel: &CancellationToken,
-    ) -> Input {
-        let result = match &host.strategy {
-            Strategy::StopFirst => self
-                .stop_first(host, previous, target, stable_before, cancel)
-                .await
-                .map(|new_container| Input::Switched { new_container }),
-            Strategy::StartFirst(sf) => self
-                .start_beside(host, sf, previous, target, stable_before, cancel)
-                .await
-                .map(|new_container| Input::StartedBeside { new_container }),
-        };
-        result.unwrap_or_else(|(new_container, reason)| Input::SwitchFailed {
-            new_container,
-            reason,
-        })
+        host.strategy
+            .get()
+            .plan(&self.cx(None, host), current, release)
     }
 
     /// The spec of the new release's container named `name`, labelled with
@@ -349,75 +477,6 @@ impl Deployer {
         Ok(id)
     }
 
-    async fn start_beside(
-        &self,
-        host: &HostTarget,
-        sf: &StartFirst,
-        previous: Option<&CapturedRelease>,
-        target: &Release,
-        stable_before: Option<&Digest>,
-        cancel: &CancellationToken,
-    ) -> Result<ContainerId, (Option<ContainerId>, Error)> {
-        if cancel.is_cancelled() {
-            return Err((None, Error::cancelled()));
-        }
-        let name = next_name(&self.app.name);
-        let mut spec = self.release_spec(host, &name, previous, target, stable_before);
-        // The proxy publishes the app: the new container publishes nothing,
-        // so it starts while the old one runs.
-        spec.ports.clear();
-        let extra = match &spec.network {
-            None => {
-                spec.network = Some(sf.network.clone());
-                None
-            }
-            Some(n) if *n == sf.network => None,
-            Some(_) => Some(sf.network.as_str()),
-        };
-        self.create_and_start(host, &spec, extra, cancel).await
-    }
-
-    async fn stop_first(
-        &self,
-        host: &HostTarget,
-        previous: Option<&CapturedRelease>,
-        target: &Release,
-        stable_before: Option<&Digest>,
-        cancel: &CancellationToken,
-    ) -> Result<ContainerId, (Option<ContainerId>, Error)> {
-        let limit = self.timeouts.engine;
-        let cancelled = |new: Option<ContainerId>| (new, Error::cancelled());
-        if let Some(previous) = previous {
-            // Renamed before it stops: a deploy that dies between the two
-            // leaves a retained container `recover` restores, never a
-            // stopped app container under the app's own name.
-            timed(
-                limit,
-                format!("rename container {}", previous.container),
-                host.runtime
-                    .rename(&previous.container, &retained_name(&self.app.name)),
-            )
-            .await
-            .map_err(|e| (None, e))?;
-            if cancel.is_cancelled() {
-                return Err(cancelled(None));
-            }
-            let stop = stop_timeout(host);
-            timed(
-                stop + self.timeouts.stop_grace,
-                format!("stop container {}", previous.container),
-                host.runtime.stop(&previous.container, stop),
-            )
-            .await
-            .map_err(|e| (None, e))?;
-        }
-        if cancel.is_cancelled() {
-            return Err(cancelled(None));
-        }
-        let spec = self.release_spec(host, &self.app.name, previous, target, stable_before);
-        self.create_and_start(host, &spec, None, cancel).await
-    }
-
     /// Start-first: boot the proxy when it does not run (a stopped one comes
     /// back with its last config). Booting may pull the proxy's image.
     pub(crate) async fn boot_proxy(&self, sf: &StartFirst) -> Result<(), Error> {
@@ -425,26 +484,362 @@ impl Deployer {
             .await
             .map_err(|e| sf.blame(e))
     }
+}
 
-    /// Start-first: send the traffic to the new release, healthy and
-    /// running beside the old one.
-    /// `verifying_since` is when the verification began, which the
-    /// switch's time is counted from.
-    pub(crate) async fn traffic_switch(
+#[async_trait]
+impl DeployStrategy for StopFirst {
+    fn describe(&self) -> String {
+        "stop-first".to_owned()
+    }
+
+    fn plan(
         &self,
-        host: &HostTarget,
+        cx: &StrategyCx<'_>,
+        current: Option<&ContainerInfo>,
+        release: &Release,
+    ) -> Vec<String> {
+        let retained = retained_name(cx.app_name());
+        let mut steps = Vec::new();
+        if let Some(c) = current {
+            steps.push(format!(
+                "stop container {} ({}) and keep it as {retained}",
+                c.id,
+                c.release
+                    .as_ref()
+                    .map(Release::display_name)
+                    .unwrap_or_else(|| "unknown release".into()),
+            ));
+        }
+        steps.push(format!(
+            "create and start {} from {}",
+            cx.app_name(),
+            release.display_name()
+        ));
+        steps.push(format!(
+            "verify with {} (deadline {}, stable for {})",
+            cx.host.probe.describe(),
+            humantime::format_duration(cx.health().deadline()),
+            humantime::format_duration(cx.health().stable_for())
+        ));
+        if current.is_some() {
+            steps.push(format!(
+                "on success remove {retained}; on failure restore it"
+            ));
+        }
+        steps
+    }
+
+    async fn switch(
+        &self,
+        cx: &StrategyCx<'_>,
+        previous: Option<&CapturedRelease>,
+        target: &Release,
+        stable_before: Option<&Digest>,
+        cancel: &CancellationToken,
+    ) -> Input {
+        let host = cx.host;
+        let d = cx.deployer;
+        let limit = cx.engine_timeout();
+        let cancelled = |new: Option<ContainerId>| (new, Error::cancelled());
+        let result = async {
+            if let Some(previous) = previous {
+                // Renamed before it stops: a deploy that dies between the two
+                // leaves a retained container `recover` restores, never a
+                // stopped app container under the app's own name.
+                timed(
+                    limit,
+                    format!("rename container {}", previous.container),
+                    host.runtime
+                        .rename(&previous.container, &retained_name(cx.app_name())),
+                )
+                .await
+                .map_err(|e| (None, e))?;
+                if cancel.is_cancelled() {
+                    return Err(cancelled(None));
+                }
+                let stop = cx.stop_timeout();
+                timed(
+                    stop + d.timeouts.stop_grace,
+                    format!("stop container {}", previous.container),
+                    host.runtime.stop(&previous.container, stop),
+                )
+                .await
+                .map_err(|e| (None, e))?;
+            }
+            if cancel.is_cancelled() {
+                return Err(cancelled(None));
+            }
+            let spec = cx.release_spec(cx.app_name(), previous, target, stable_before);
+            cx.create_and_start(&spec, None, cancel).await
+        };
+        match result.await {
+            Ok(new_container) => Input::Switched { new_container },
+            Err((new_container, reason)) => Input::SwitchFailed {
+                new_container,
+                reason,
+            },
+        }
+    }
+
+    async fn release_failed(
+        &self,
+        cx: &StrategyCx<'_>,
+        id: ContainerId,
+    ) -> Result<Option<ContainerId>, Error> {
+        let stop = cx.stop_timeout();
+        match timed(
+            stop + cx.deployer.timeouts.stop_grace,
+            format!("stop container {id}"),
+            cx.host.runtime.stop(&id, stop),
+        )
+        .await
+        {
+            Ok(()) => Ok(Some(id)),
+            Err(e) => {
+                cx.note(Phase::RollingBack, e.report());
+                // Not known to be stopped: it may still hold the
+                // port, so it goes now (a forced remove), logs or not.
+                cx.remove(&id).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn restart_previous(
+        &self,
+        cx: &StrategyCx<'_>,
+        failed: Option<&ContainerId>,
+        retained: &CapturedRelease,
+    ) -> Result<(), Error> {
+        let limit = cx.engine_timeout();
+        let rt = &cx.host.runtime;
+        let id = &retained.container;
+        // A container created under the app name whose id never
+        // reached us (a lost answer) could hold the port and blocks
+        // the rename back.
+        let current = timed(limit, "read the app container", rt.current(cx.app_name())).await?;
+        if let Some(c) = current {
+            if &c.id != id && Some(&c.id) != failed {
+                cx.remove(&c.id).await?;
+            }
+        }
+        timed(limit, format!("start container {id}"), rt.start(id)).await
+    }
+
+    async fn tidy(
+        &self,
+        cx: &StrategyCx<'_>,
+        failed: Option<&ContainerId>,
+        retained: &CapturedRelease,
+    ) -> (Option<Vec<String>>, Result<(), Error>) {
+        let limit = cx.engine_timeout();
+        let rt = &cx.host.runtime;
+        let id = &retained.container;
+        let (logs, removed) = match failed {
+            Some(failed) => {
+                let (logs, removed) = cx.clear_failed(failed).await;
+                (Some(logs), removed)
+            }
+            None => (None, Ok(())),
+        };
+        let renamed = async {
+            removed?;
+            let info = timed(limit, format!("inspect container {id}"), rt.inspect(id)).await?;
+            if info.name != cx.app_name() {
+                timed(
+                    limit,
+                    format!("rename container {id}"),
+                    rt.rename(id, cx.app_name()),
+                )
+                .await?;
+            }
+            Ok::<_, Error>(())
+        };
+        (logs, renamed.await)
+    }
+
+    async fn retire(
+        &self,
+        cx: &StrategyCx<'_>,
+        retained: Option<&ContainerId>,
+        _new: &ContainerId,
+    ) -> Result<(), Error> {
+        match retained {
+            Some(retained) => cx.remove(retained).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl StartFirst {
+    /// Let the requests `from` took finish (up to the drain time); a proxy
+    /// that cannot say is only noted, the drain time passes.
+    async fn drain(&self, cx: &StrategyCx<'_>, from: &ContainerId) {
+        let result = timed(
+            self.drain + cx.engine_timeout(),
+            format!("drain container {from}"),
+            self.switch.drain(&self.upstream(from), self.drain),
+        )
+        .await;
+        if let Err(e) = result {
+            cx.note(
+                Phase::Verified,
+                format!("drain container {from}: {}", e.report()),
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl DeployStrategy for StartFirst {
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+
+    fn plan(
+        &self,
+        cx: &StrategyCx<'_>,
+        current: Option<&ContainerInfo>,
+        release: &Release,
+    ) -> Vec<String> {
+        let app = cx.app_name();
+        let next = next_name(app);
+        let mut steps = Vec::new();
+        steps.push(format!(
+            "boot the proxy if it does not run: {}",
+            self.switch.describe()
+        ));
+        steps.push(format!(
+            "create and start {next} from {} beside {}, on network {} without host ports",
+            release.display_name(),
+            current.map_or_else(
+                || "nothing (first deploy)".to_owned(),
+                |c| format!("container {}", c.id)
+            ),
+            self.network
+        ));
+        steps.push(format!(
+            "probe it directly with {} until healthy (deadline {}); no request reaches it before",
+            cx.host.probe.describe(),
+            humantime::format_duration(cx.health().deadline()),
+        ));
+        steps.push(format!(
+            "switch the proxy to it; {} for {} while it serves",
+            if current.is_some() {
+                "the old container keeps running"
+            } else {
+                "keep probing it"
+            },
+            humantime::format_duration(cx.health().stable_for())
+        ));
+        steps.push(match current {
+            Some(c) => format!(
+                "on success drain container {} ({}), stop and remove it, rename {next} to {app}; on failure switch the proxy back to it and remove {next}",
+                c.id,
+                humantime::format_duration(self.drain),
+            ),
+            None => format!("on success rename {next} to {app}; on failure remove it"),
+        });
+        steps
+    }
+
+    async fn check(&self, cx: &StrategyCx<'_>) -> Result<(), Error> {
+        let next = next_name(cx.app_name());
+        let beside = timed(
+            cx.engine_timeout(),
+            "look for a container started beside the app",
+            cx.host.runtime.current(&next),
+        )
+        .await?;
+        if beside.is_some() {
+            return Err(Error::conflict(format!(
+                "container {next} from an interrupted deploy exists: run `rollback recover` first"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn prepare(
+        &self,
+        cx: &StrategyCx<'_>,
+        previous: Option<&CapturedRelease>,
+    ) -> Result<(), Error> {
+        let limit = cx.engine_timeout();
+        cx.deployer.boot_proxy(self).await?;
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        // The old release is the fallback and the way back: the proxy must
+        // reach it and send it the traffic before the new one starts.
+        timed(
+            limit,
+            format!(
+                "connect container {} to network {}",
+                previous.container, self.network
+            ),
+            cx.host
+                .runtime
+                .connect_network(&previous.container, &self.network),
+        )
+        .await?;
+        let current = timed(limit, "read the proxy's route", self.switch.current()).await?;
+        if current.map(|u| u.container) != Some(previous.container.clone()) {
+            timed(
+                limit,
+                format!("switch the proxy to container {}", previous.container),
+                self.switch.switch(&self.upstream(&previous.container)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn switch(
+        &self,
+        cx: &StrategyCx<'_>,
+        previous: Option<&CapturedRelease>,
+        target: &Release,
+        stable_before: Option<&Digest>,
+        cancel: &CancellationToken,
+    ) -> Input {
+        let result = async {
+            if cancel.is_cancelled() {
+                return Err((None, Error::cancelled()));
+            }
+            let name = next_name(cx.app_name());
+            let mut spec = cx.release_spec(&name, previous, target, stable_before);
+            // The proxy publishes the app: the new container publishes nothing,
+            // so it starts while the old one runs.
+            spec.ports.clear();
+            let extra = match &spec.network {
+                None => {
+                    spec.network = Some(self.network.clone());
+                    None
+                }
+                Some(n) if *n == self.network => None,
+                Some(_) => Some(self.network.as_str()),
+            };
+            cx.create_and_start(&spec, extra, cancel).await
+        };
+        match result.await {
+            Ok(new_container) => Input::StartedBeside { new_container },
+            Err((new_container, reason)) => Input::SwitchFailed {
+                new_container,
+                reason,
+            },
+        }
+    }
+
+    async fn traffic_switch(
+        &self,
+        cx: &StrategyCx<'_>,
         new: &ContainerId,
         verifying_since: tokio::time::Instant,
     ) -> Input {
-        let Strategy::StartFirst(sf) = &host.strategy else {
-            return Input::TrafficSwitchFailed(Error::other(
-                "a stop-first host has no traffic switch",
-            ));
-        };
         match timed(
-            self.timeouts.engine,
+            cx.engine_timeout(),
             format!("switch the proxy to container {new}"),
-            sf.switch.switch(&sf.upstream(new)),
+            self.switch.switch(&self.upstream(new)),
         )
         .await
         {
@@ -452,218 +847,165 @@ impl Deployer {
                 at: verifying_since.elapsed(),
             },
             Err(e) => Input::TrafficSwitchFailed(
-                e.context(format!("switch the proxy {}", sf.switch.describe())),
+                e.context(format!("switch the proxy {}", self.switch.describe())),
             ),
         }
     }
 
-    /// Free what the failed release holds, first thing in a restore.
-    /// Returns the failed container while it still exists.
-    pub(crate) async fn release_failed(
-        &self,
-        ev: &Emitter,
-        host: &HostTarget,
-        failed: Option<ContainerId>,
-    ) -> Result<Option<ContainerId>, Error> {
-        let Some(id) = failed else {
-            return Ok(None);
-        };
-        match host.strategy {
-            // It holds no port; requests it took finish while the traffic
-            // goes back, and the tidying drains and removes it.
-            Strategy::StartFirst(_) => Ok(Some(id)),
-            Strategy::StopFirst => {
-                let stop = stop_timeout(host);
-                match timed(
-                    stop + self.timeouts.stop_grace,
-                    format!("stop container {id}"),
-                    host.runtime.stop(&id, stop),
-                )
-                .await
-                {
-                    Ok(()) => Ok(Some(id)),
-                    Err(e) => {
-                        ev.note(
-                            &Scope::Host(host.id.clone()),
-                            Phase::RollingBack,
-                            e.report(),
-                        );
-                        // Not known to be stopped: it may still hold the
-                        // port, so it goes now (a forced remove), logs or not.
-                        self.remove_gone(host, &id).await?;
-                        Ok(None)
-                    }
-                }
+    /// The release verified (the new one, or the one restored) is reached
+    /// through the proxy: a proxy that stops ends that verification.
+    async fn watch(&self, cx: &StrategyCx<'_>) -> Option<Input> {
+        match self.switch.wait_stopped().await {
+            Ok(why) => Some(Input::ProxyLost(why)),
+            Err(e) => {
+                cx.note(
+                    Phase::Verifying,
+                    format!("cannot watch the proxy: {}", e.report()),
+                );
+                None
             }
         }
     }
 
-    /// Run the retained release again, once the failed one is out of its
-    /// way; start-first, send it the traffic back.
-    pub(crate) async fn restart_previous(
+    /// It holds no port; requests it took finish while the traffic goes
+    /// back, and the tidying drains and removes it.
+    async fn release_failed(
         &self,
-        host: &HostTarget,
-        failed: Option<&ContainerId>,
+        _cx: &StrategyCx<'_>,
+        failed: ContainerId,
+    ) -> Result<Option<ContainerId>, Error> {
+        Ok(Some(failed))
+    }
+
+    async fn restart_previous(
+        &self,
+        cx: &StrategyCx<'_>,
+        _failed: Option<&ContainerId>,
         retained: &CapturedRelease,
     ) -> Result<(), Error> {
-        let limit = self.timeouts.engine;
-        let rt = &host.runtime;
+        let limit = cx.engine_timeout();
+        let rt = &cx.host.runtime;
         let id = &retained.container;
-        match &host.strategy {
-            Strategy::StopFirst => {
-                // A container created under the app name whose id never
-                // reached us (a lost answer) could hold the port and blocks
-                // the rename back.
-                let current =
-                    timed(limit, "read the app container", rt.current(&self.app.name)).await?;
-                if let Some(c) = current {
-                    if &c.id != id && Some(&c.id) != failed {
-                        self.remove_gone(host, &c.id).await?;
-                    }
-                }
-                timed(limit, format!("start container {id}"), rt.start(id)).await
-            }
-            Strategy::StartFirst(sf) => {
-                // It never stopped, unless an interrupted retirement stopped it.
-                let info = timed(limit, format!("inspect container {id}"), rt.inspect(id)).await?;
-                if !info.state.is_running() {
-                    timed(limit, format!("start container {id}"), rt.start(id)).await?;
-                }
-                // Idempotent: also right when the traffic never moved, or
-                // when a refused switch moved it half way.
-                let upstream = sf.upstream(id);
-                let back = || {
-                    timed(
-                        limit,
-                        format!("switch the proxy back to container {id}"),
-                        sf.switch.switch(&upstream),
-                    )
-                };
-                if back().await.is_ok() {
-                    return Ok(());
-                }
-                // A proxy that died (or was stopped) comes back with its
-                // last config; then the switch again.
-                self.boot_proxy(sf).await?;
-                back().await.map_err(|e| sf.blame(e))
-            }
+        // It never stopped, unless an interrupted retirement stopped it.
+        let info = timed(limit, format!("inspect container {id}"), rt.inspect(id)).await?;
+        if !info.state.is_running() {
+            timed(limit, format!("start container {id}"), rt.start(id)).await?;
         }
+        // Idempotent: also right when the traffic never moved, or
+        // when a refused switch moved it half way.
+        let upstream = self.upstream(id);
+        let back = || {
+            timed(
+                limit,
+                format!("switch the proxy back to container {id}"),
+                self.switch.switch(&upstream),
+            )
+        };
+        if back().await.is_ok() {
+            return Ok(());
+        }
+        // A proxy that died (or was stopped) comes back with its
+        // last config; then the switch again.
+        cx.deployer.boot_proxy(self).await?;
+        back().await.map_err(|e| self.blame(e))
     }
 
-    /// What a restore does beside the restored release's verification: the
-    /// failed container's logs (when there is one) and the clean-up.
-    pub(crate) async fn tidy(
-        &self,
-        ev: &Emitter,
-        host: &HostTarget,
-        failed: Option<&ContainerId>,
-        retained: &CapturedRelease,
-    ) -> super::host::Tidying {
-        let limit = self.timeouts.engine;
-        let rt = &host.runtime;
-        let id = &retained.container;
-        match &host.strategy {
-            Strategy::StopFirst => {
-                let (logs, removed) = match failed {
-                    Some(failed) => {
-                        let (logs, removed) = self.clear_failed(ev, host, failed).await;
-                        (Some(logs), removed)
-                    }
-                    None => (None, Ok(())),
-                };
-                let renamed = async {
-                    removed?;
-                    let info =
-                        timed(limit, format!("inspect container {id}"), rt.inspect(id)).await?;
-                    if info.name != self.app.name {
-                        timed(
-                            limit,
-                            format!("rename container {id}"),
-                            rt.rename(id, &self.app.name),
-                        )
-                        .await?;
-                    }
-                    Ok::<_, Error>(())
-                };
-                (logs, renamed.await)
-            }
-            Strategy::StartFirst(sf) => {
-                let Some(failed) = failed else {
-                    return (None, Ok(()));
-                };
-                self.drain(ev, host, sf, failed).await;
-                let (logs, removed) = self.clear_failed(ev, host, failed).await;
-                (Some(logs), removed)
-            }
-        }
-    }
-
-    /// Start-first: let the requests `from` took finish (up to the drain
-    /// time); a proxy that cannot say is only noted, the drain time passes.
-    async fn drain(&self, ev: &Emitter, host: &HostTarget, sf: &StartFirst, from: &ContainerId) {
-        let result = timed(
-            sf.drain + self.timeouts.engine,
-            format!("drain container {from}"),
-            sf.switch.drain(&sf.upstream(from), sf.drain),
+    fn restarted_note(&self, retained: &CapturedRelease) -> String {
+        format!(
+            "container {} kept every request; verifying it",
+            retained.container
         )
-        .await;
-        if let Err(e) = result {
-            ev.note(
-                &Scope::Host(host.id.clone()),
-                Phase::Verified,
-                format!("drain container {from}: {}", e.report()),
-            );
-        }
     }
 
-    /// The previous release is no longer needed: drop what kept it.
-    /// Start-first, the new container also takes the app name.
-    pub(crate) async fn retire(
+    async fn tidy(
         &self,
-        ev: &Emitter,
-        host: &HostTarget,
+        cx: &StrategyCx<'_>,
+        failed: Option<&ContainerId>,
+        _retained: &CapturedRelease,
+    ) -> (Option<Vec<String>>, Result<(), Error>) {
+        let Some(failed) = failed else {
+            return (None, Ok(()));
+        };
+        self.drain(cx, failed).await;
+        let (logs, removed) = cx.clear_failed(failed).await;
+        (Some(logs), removed)
+    }
+
+    async fn retire(
+        &self,
+        cx: &StrategyCx<'_>,
         retained: Option<&ContainerId>,
         new: &ContainerId,
     ) -> Result<(), Error> {
-        let limit = self.timeouts.engine;
-        let rt = &host.runtime;
-        match &host.strategy {
-            Strategy::StopFirst => match retained {
-                Some(retained) => self.remove_gone(host, retained).await,
-                None => Ok(()),
-            },
-            Strategy::StartFirst(sf) => {
-                if let Some(old) = retained {
-                    self.checkpoint(Stage::Draining, host).await;
-                    self.drain(ev, host, sf, old).await;
-                    let stop = stop_timeout(host);
-                    match timed(limit, format!("inspect container {old}"), rt.inspect(old)).await {
-                        Ok(info) if info.state.is_running() => {
-                            timed(
-                                stop + self.timeouts.stop_grace,
-                                format!("stop container {old}"),
-                                rt.stop(old, stop),
-                            )
-                            .await?
-                        }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.remove_gone(host, old).await?;
-                }
-                let info =
-                    timed(limit, format!("inspect container {new}"), rt.inspect(new)).await?;
-                if info.name != self.app.name {
+        let limit = cx.engine_timeout();
+        let rt = &cx.host.runtime;
+        if let Some(old) = retained {
+            cx.checkpoint(Stage::Draining).await;
+            self.drain(cx, old).await;
+            let stop = cx.stop_timeout();
+            match timed(limit, format!("inspect container {old}"), rt.inspect(old)).await {
+                Ok(info) if info.state.is_running() => {
                     timed(
-                        limit,
-                        format!("rename container {new} to {}", self.app.name),
-                        rt.rename(new, &self.app.name),
+                        stop + cx.deployer.timeouts.stop_grace,
+                        format!("stop container {old}"),
+                        rt.stop(old, stop),
                     )
-                    .await?;
+                    .await?
                 }
-                Ok(())
+                Ok(_) => {}
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
+            cx.remove(old).await?;
         }
+        let info = timed(limit, format!("inspect container {new}"), rt.inspect(new)).await?;
+        if info.name != cx.app_name() {
+            timed(
+                limit,
+                format!("rename container {new} to {}", cx.app_name()),
+                rt.rename(new, cx.app_name()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A start-first deploy was interrupted with the new release's
+    /// container beside the app's: the proxy says whether it took the
+    /// traffic.
+    async fn interrupted_beside(
+        &self,
+        cx: &StrategyCx<'_>,
+        containers: &[ContainerInfo],
+    ) -> Result<Option<(ContainerInfo, bool)>, Error> {
+        let next = next_name(cx.app_name());
+        let Some(beside) = containers.iter().find(|c| c.name == next) else {
+            return Ok(None);
+        };
+        let app = containers.iter().find(|c| c.name == cx.app_name());
+        // A proxy that died with the deploy comes back with its last config.
+        cx.deployer.boot_proxy(self).await?;
+        let current = timed(
+            cx.engine_timeout(),
+            "read the proxy's route",
+            self.switch.current(),
+        )
+        .await
+        .map_err(|e| self.blame(e))?;
+        let serving = current.as_ref().map(|u| &u.container) == Some(&beside.id);
+        cx.note(
+            Phase::Planned,
+            format!(
+                "container {} of an interrupted deploy runs beside {}; the proxy sends requests to {}",
+                beside.id,
+                app.map_or_else(|| "no app container".to_owned(), |a| a.id.to_string()),
+                match (&current, serving) {
+                    (_, true) => "it".to_owned(),
+                    (Some(u), false) => u.to_string(),
+                    (None, false) => "nothing".to_owned(),
+                }
+            ),
+        );
+        Ok(Some((beside.clone(), serving)))
     }
 }

@@ -102,7 +102,7 @@ impl Fleet {
     }
 
     fn deployer(&self) -> Deployer {
-        self.deployer_with(|_| Strategy::StopFirst)
+        self.deployer_with(|_| Strategy::stop_first())
     }
 
     /// The fleet's deployer, host `i` deployed with `strategy(i)`.
@@ -1635,7 +1635,7 @@ impl Fleet {
 
     fn start_first(&self, proxies: &[Arc<FakeSwitch>]) -> Deployer {
         self.deployer_with(|i| {
-            Strategy::StartFirst(
+            Strategy::start_first(
                 StartFirst::new(proxies[i].clone(), "rollback", 8080)
                     .with_drain(Duration::from_secs(5)),
             )
@@ -1934,7 +1934,7 @@ async fn start_first_order_with_a_mocked_proxy() {
         FakeProbe::new(rt.clone()),
         template(),
     )
-    .with_strategy(Strategy::StartFirst(
+    .with_strategy(Strategy::start_first(
         StartFirst::new(Arc::new(mock), "rollback", 8080).with_drain(Duration::from_secs(5)),
     ));
     rt.create_network("rollback").await.unwrap();
@@ -2061,6 +2061,7 @@ async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
             container: ContainerId("c1".into()),
             release: Some(v1()),
         }),
+        traffic_moved: false,
     };
     // A lock taken twice is a bug of the driver's, in every build.
     deployer.advance(
@@ -2074,6 +2075,7 @@ async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
         failed_container,
         retained,
         reason,
+        ..
     } = &run.state
     else {
         panic!("expected rolling back, got {:?}", run.state);

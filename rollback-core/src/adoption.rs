@@ -1,0 +1,396 @@
+//! Recover's decisions, as pure functions of what it read on the hosts.
+//!
+//! `recover` reads every host first (containers, lock, the proxy's route),
+//! then decides here: which hosts an interrupted deploy had switched and
+//! how to take each over ([`adopt`]), which host the deploy never reached
+//! ([`behind`]), and whether the verified hosts agree on one labelled
+//! release to promote ([`agreed_release`]). The engine performs the
+//! effects; these functions do no I/O, so each decision is a table test.
+
+use crate::error::{Error, ErrorKind};
+use crate::machine::{Adoption, CapturedRelease};
+use crate::types::{labels, ContainerInfo, Digest, LockInfo};
+
+/// What recover read on one host.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Observed<'a> {
+    /// The app's name (its container's name).
+    pub app_name: &'a str,
+    /// The container under the app name.
+    pub app: Option<&'a ContainerInfo>,
+    /// The previous release's container, kept by a stop-first switch.
+    pub retained: Option<&'a ContainerInfo>,
+    /// The app's lock, when one was left.
+    pub lock: Option<&'a LockInfo>,
+    /// Start-first: the new release's container started beside the app's,
+    /// and whether the proxy sends it the traffic.
+    pub beside: Option<(&'a ContainerInfo, bool)>,
+}
+
+impl<'a> Observed<'a> {
+    /// A host where `app_name` runs `app`, with nothing else seen.
+    pub fn new(app_name: &'a str, app: Option<&'a ContainerInfo>) -> Self {
+        Self {
+            app_name,
+            app,
+            retained: None,
+            lock: None,
+            beside: None,
+        }
+    }
+
+    /// The retained container seen.
+    pub fn retained(mut self, retained: Option<&'a ContainerInfo>) -> Self {
+        self.retained = retained;
+        self
+    }
+
+    /// The lock seen.
+    pub fn lock(mut self, lock: Option<&'a LockInfo>) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// The container seen beside the app's, and whether the proxy serves it.
+    pub fn beside(mut self, beside: Option<(&'a ContainerInfo, bool)>) -> Self {
+        self.beside = beside;
+        self
+    }
+}
+
+/// How recover takes a host over: `None` when no deploy was interrupted
+/// there after its switch (nothing to recover).
+///
+/// - Start-first, a container beside the app's: it is the new release. It
+///   is adopted running (verified, the traffic already on it) when the
+///   proxy sends it the traffic and it runs; otherwise it is broken, and
+///   the app's container, which never stopped, goes back.
+/// - A retained container: the stop-first switch happened; the app
+///   container is adopted running when it runs, broken otherwise.
+/// - No retained container, but an app container labelled with the
+///   deployment of the lock left behind: an interrupted first deploy.
+pub fn adopt(seen: &Observed<'_>) -> Option<(Adoption, Option<CapturedRelease>)> {
+    let captured = |c: &ContainerInfo| CapturedRelease {
+        container: c.id.clone(),
+        release: c.release.clone(),
+    };
+    if let Some((beside, serving)) = seen.beside {
+        let adoption = if serving && beside.state.is_running() {
+            Adoption::Running {
+                container: beside.id.clone(),
+                traffic_moved: true,
+            }
+        } else {
+            Adoption::Broken {
+                container: Some(beside.id.clone()),
+                reason: if serving {
+                    Error::unhealthy(format!("{} is {}", beside.name, beside.state))
+                } else {
+                    Error::new(
+                        ErrorKind::Cancelled,
+                        "interrupted before the proxy sent it any request",
+                    )
+                },
+            }
+        };
+        return Some((adoption, seen.app.map(captured)));
+    }
+    let interrupted_first = seen.retained.is_none()
+        && seen.lock.is_some_and(|l| {
+            seen.app.and_then(ContainerInfo::deployment).as_ref() == Some(&l.deployment)
+        });
+    if seen.retained.is_none() && !interrupted_first {
+        return None;
+    }
+    let adoption = match seen.app {
+        Some(app) if app.state.is_running() => Adoption::Running {
+            container: app.id.clone(),
+            traffic_moved: false,
+        },
+        Some(app) => Adoption::Broken {
+            reason: Error::unhealthy(format!("{} is {}", seen.app_name, app.state)),
+            container: Some(app.id.clone()),
+        },
+        None => Adoption::Broken {
+            container: None,
+            reason: Error::not_found(format!("{} does not exist", seen.app_name)),
+        },
+    };
+    Some((adoption, seen.retained.map(captured)))
+}
+
+/// One host as [`behind`] weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reached<'a> {
+    /// Recover adopted it, its new release running (it will be verified).
+    pub adopted_running: bool,
+    /// Recover left it alone (nothing was interrupted there).
+    pub untouched: bool,
+    /// The digest its app container runs, when it runs.
+    pub runs: Option<&'a Digest>,
+}
+
+/// The new release (what the first adopted, running host runs) and the
+/// first untouched host that does not run it: an interrupted deploy that
+/// never reached that host cannot be finished, only reverted.
+pub fn behind<'a>(hosts: &[Reached<'a>]) -> (Option<&'a Digest>, Option<usize>) {
+    let new = hosts
+        .iter()
+        .filter(|h| h.adopted_running)
+        .find_map(|h| h.runs);
+    let behind = new.and_then(|new| {
+        hosts
+            .iter()
+            .position(|h| h.untouched && h.runs != Some(new))
+    });
+    (new, behind)
+}
+
+/// The release the verified hosts' app containers are labelled with, and
+/// the stable digest their deploy began with, when every one agrees on
+/// both; `None` (nothing to promote) otherwise.
+pub fn agreed_release(verified: &[&ContainerInfo]) -> Option<(Digest, Option<Digest>)> {
+    let label = |c: &ContainerInfo, key: &str| c.labels.get(key).cloned();
+    let digests: Vec<Option<String>> = verified.iter().map(|c| label(c, labels::DIGEST)).collect();
+    let befores: Vec<Option<String>> = verified
+        .iter()
+        .map(|c| label(c, labels::STABLE_BEFORE))
+        .collect();
+    let agreed =
+        digests.windows(2).all(|w| w[0] == w[1]) && befores.windows(2).all(|w| w[0] == w[1]);
+    if !agreed {
+        return None;
+    }
+    let new = digests.first().cloned().flatten()?.parse::<Digest>().ok()?;
+    let before = befores
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|d| d.parse::<Digest>().ok());
+    Some((new, before))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ContainerId, ContainerState, DeploymentId};
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    fn container(name: &str, running: bool, deployment: Option<&str>) -> ContainerInfo {
+        let mut labels = BTreeMap::new();
+        if let Some(d) = deployment {
+            labels.insert(labels::DEPLOYMENT.to_owned(), d.to_owned());
+        }
+        ContainerInfo {
+            id: ContainerId(format!("{name}-id")),
+            name: name.to_owned(),
+            image_id: String::new(),
+            release: None,
+            labels,
+            state: if running {
+                ContainerState::Running { health: None }
+            } else {
+                ContainerState::Exited { code: 1 }
+            },
+            restart_count: 0,
+            started_at: None,
+        }
+    }
+
+    fn lock(deployment: &str) -> LockInfo {
+        LockInfo {
+            app: "app".into(),
+            deployment: DeploymentId(deployment.into()),
+            holder: "ci".into(),
+            target: "v2".into(),
+            started_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// What was seen, by code: the app container (`A` running, `a`
+    /// stopped, `-` none, `d` running and labelled with the lock's
+    /// deployment), the retained container (`R` or `-`), the lock (`L` or
+    /// `-`), the container beside (`S` running and served, `s` stopped and
+    /// served, `N` running but not served, `-` none) -> the decision
+    /// (`-` nothing to recover; `run`, `run+moved` or `broken`, then the
+    /// adopted container and the retained one).
+    const TABLE: &[(&str, &str)] = &[
+        // Nothing was interrupted.
+        ("A---", "-"),
+        ("----", "-"),
+        ("A-L-", "-"),
+        // Stop-first, after the switch.
+        ("AR--", "run app retained"),
+        ("aR--", "broken app retained"),
+        ("-R--", "broken - retained"),
+        ("ARL-", "run app retained"),
+        // A first deploy interrupted: its container carries the lock's
+        // deployment.
+        ("d-L-", "run app -"),
+        ("d---", "-"),
+        // Start-first: the container beside is the new release.
+        ("A--S", "run+moved next app"),
+        ("A--s", "broken next app"),
+        ("A--N", "broken next app"),
+        ("---S", "run+moved next -"),
+        ("-R-N", "broken next -"),
+    ];
+
+    #[test]
+    fn adoption_follows_the_table() {
+        for (seen, expected) in TABLE {
+            let codes: Vec<char> = seen.chars().collect();
+            let app = match codes[0] {
+                'A' => Some(container("app", true, Some("other"))),
+                'a' => Some(container("app", false, None)),
+                'd' => Some(container("app", true, Some("d1"))),
+                _ => None,
+            };
+            let retained =
+                (codes[1] == 'R').then(|| container("app--rollback-retained", false, None));
+            let lock = (codes[2] == 'L').then(|| lock("d1"));
+            let beside = match codes[3] {
+                'S' => Some((container("next", true, None), true)),
+                's' => Some((container("next", false, None), true)),
+                'N' => Some((container("next", true, None), false)),
+                _ => None,
+            };
+            let observed = Observed::new("app", app.as_ref())
+                .retained(retained.as_ref())
+                .lock(lock.as_ref())
+                .beside(beside.as_ref().map(|(c, s)| (c, *s)));
+            let got = match adopt(&observed) {
+                None => "-".to_owned(),
+                Some((adoption, kept)) => {
+                    let (how, id) = match adoption {
+                        Adoption::Running {
+                            container,
+                            traffic_moved: false,
+                        } => ("run", Some(container)),
+                        Adoption::Running { container, .. } => ("run+moved", Some(container)),
+                        Adoption::Broken { container, .. } => ("broken", container),
+                    };
+                    let name = |id: Option<&ContainerId>| {
+                        id.map_or("-".to_owned(), |id| {
+                            id.0.trim_end_matches("-id")
+                                .trim_start_matches("app--rollback-")
+                                .to_owned()
+                        })
+                    };
+                    format!(
+                        "{how} {} {}",
+                        name(id.as_ref()),
+                        name(kept.as_ref().map(|k| &k.container))
+                    )
+                }
+            };
+            assert_eq!(&got, expected, "{seen}");
+        }
+    }
+
+    #[test]
+    fn a_broken_adoption_says_why() {
+        let stopped = container("app", false, None);
+        let retained = container("app--rollback-retained", false, None);
+        let seen = Observed::new("app", Some(&stopped)).retained(Some(&retained));
+        let Some((Adoption::Broken { reason, .. }, _)) = adopt(&seen) else {
+            panic!("expected broken");
+        };
+        assert_eq!(reason.message(), "app is exited with code 1");
+        let seen = Observed::new("app", None).retained(Some(&retained));
+        let Some((Adoption::Broken { reason, .. }, _)) = adopt(&seen) else {
+            panic!("expected broken");
+        };
+        assert_eq!(reason.kind(), ErrorKind::NotFound);
+        let running = container("app", true, None);
+        let beside = container("next", true, None);
+        let seen = Observed::new("app", Some(&running)).beside(Some((&beside, false)));
+        let Some((Adoption::Broken { reason, .. }, _)) = adopt(&seen) else {
+            panic!("expected broken");
+        };
+        assert_eq!(reason.kind(), ErrorKind::Cancelled);
+    }
+
+    fn d(n: u8) -> Digest {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_host_behind_is_the_first_untouched_one_without_the_new_release() {
+        let (new, old) = (d(2), d(1));
+        // Codes: `a` adopted running the new release, `u` untouched running
+        // the new one, `o` untouched running the old one, `x` untouched
+        // running nothing, `b` adopted broken.
+        let table: &[(&str, Option<usize>)] = &[
+            ("aa", None),
+            ("au", None),
+            ("ao", Some(1)),
+            ("aox", Some(1)),
+            ("aux", Some(2)),
+            ("oa", Some(0)),
+            // No adopted running host: no new release to be behind.
+            ("bo", None),
+            ("oo", None),
+        ];
+        for (codes, expected) in table {
+            let hosts: Vec<Reached<'_>> = codes
+                .chars()
+                .map(|c| Reached {
+                    adopted_running: c == 'a',
+                    untouched: matches!(c, 'u' | 'o' | 'x'),
+                    runs: match c {
+                        'a' | 'u' => Some(&new),
+                        'o' => Some(&old),
+                        _ => None,
+                    },
+                })
+                .collect();
+            let (found, behind) = behind(&hosts);
+            assert_eq!(behind, *expected, "{codes}");
+            assert_eq!(found, codes.contains('a').then_some(&new), "{codes}");
+        }
+    }
+
+    /// The release to promote and the stable digest the deploy began with.
+    type Agreed = Option<(Digest, Option<Digest>)>;
+
+    #[test]
+    fn promotion_needs_the_verified_hosts_to_agree_on_their_labels() {
+        let labelled = |digest: Option<&Digest>, before: Option<&Digest>| {
+            let mut c = container("app", true, None);
+            if let Some(digest) = digest {
+                c.labels
+                    .insert(labels::DIGEST.to_owned(), digest.to_string());
+            }
+            if let Some(before) = before {
+                c.labels
+                    .insert(labels::STABLE_BEFORE.to_owned(), before.to_string());
+            }
+            c
+        };
+        let (new, old, other) = (d(2), d(1), d(3));
+        let a = labelled(Some(&new), Some(&old));
+        let first = labelled(Some(&new), None);
+        let b = labelled(Some(&other), Some(&old));
+        let c = labelled(Some(&new), Some(&other));
+        let none = labelled(None, None);
+        let table: Vec<(Vec<&ContainerInfo>, Agreed)> = vec![
+            (vec![&a, &a], Some((new.clone(), Some(old.clone())))),
+            (vec![&a], Some((new.clone(), Some(old.clone())))),
+            (vec![&first, &first], Some((new.clone(), None))),
+            // Another release, or another stable tag at the start.
+            (vec![&a, &b], None),
+            (vec![&a, &c], None),
+            (vec![&a, &first], None),
+            (vec![&none, &none], None),
+            (vec![], None),
+        ];
+        for (i, (verified, expected)) in table.into_iter().enumerate() {
+            assert_eq!(agreed_release(&verified), expected, "row {i}");
+        }
+    }
+}
