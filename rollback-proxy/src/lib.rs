@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod caddy;
+pub mod cert;
 pub mod container;
 pub mod probe;
 mod shell;
