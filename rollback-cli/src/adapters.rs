@@ -151,8 +151,9 @@ pub fn proxy_container(
         .image
         .parse()
         .map_err(|e| CliError::bad_argument(format_args!("proxy.image {:?}", config.image), &e))?;
-    Caddy::container(runtime, Some(image), &config.listen)
-        .map_err(|e| CliError::bad_argument(format_args!("proxy.listen {:?}", config.listen), &e))
+    Ok(Caddy::container(runtime, Some(image), &config.listen)
+        .map_err(|e| CliError::bad_argument(format_args!("proxy.listen {:?}", config.listen), &e))?
+        .with_name(&config.name))
 }
 
 /// The start-first strategy `[proxy]` describes for `app` on the host of

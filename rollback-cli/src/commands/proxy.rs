@@ -1,7 +1,6 @@
 //! `rollback proxy boot|status|remove`: the `[proxy]` container on each host.
 
 use rollback_core::TrafficSwitch;
-use rollback_proxy::container::DEFAULT_NAME;
 use rollback_proxy::{Booted, Caddy};
 use serde::Serialize;
 
@@ -116,7 +115,7 @@ pub async fn run(ctx: &Context, command: &ProxyCommand) -> Result<i32, CliError>
         if out.is_json() {
             out.json(&line);
         } else {
-            out.line(&human(&line, &app, DEFAULT_NAME));
+            out.line(&human(&line, &app, &proxy.name));
         }
     }
     let code = if failed { exit::FAILED } else { exit::OK };
