@@ -46,6 +46,6 @@ pub mod container;
 pub mod probe;
 mod shell;
 
-pub use caddy::{Caddy, Route};
+pub use caddy::{AppCertificate, Caddy, Route, Tls};
 pub use container::{Booted, ProxyContainer};
 pub use probe::DirectProbe;

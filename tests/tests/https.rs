@@ -1,0 +1,331 @@
+//! HTTPS behind `[proxy]` end to end: the `caddy:2` stand-in as the proxy,
+//! a second Caddy as a local ACME CA (its `acme_server`), certificates
+//! obtained through a real HTTP challenge, and clients (`curl --resolve`,
+//! SNI set, no /etc/hosts) that verify against the CA's root.
+//!
+//! Each test runs a proxy of its own (`[proxy] name`) on ports of its own,
+//! so they run beside each other and beside the other proxy tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rollback_e2e::*;
+
+/// The network rollback puts the proxy and the apps on.
+const NETWORK: &str = "rollback";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Containers (and the proxy's volume) removed on drop.
+struct Cleanup {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker_output(None, &["rm", "-f", c]);
+        }
+        for v in &self.volumes {
+            let _ = docker_output(None, &["volume", "rm", "-f", v]);
+        }
+    }
+}
+
+/// A test's proxy: its name, HTTP and HTTPS ports, and the cleanup of it.
+struct Proxy {
+    name: String,
+    http: u16,
+    https: u16,
+    _cleanup: Cleanup,
+}
+
+impl Proxy {
+    fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        Proxy {
+            http: free_port(),
+            https: free_port(),
+            _cleanup: Cleanup {
+                containers: vec![name.clone()],
+                volumes: vec![format!("{name}-data")],
+            },
+            name,
+        }
+    }
+
+    /// Give the proxy container `hosts` as names on the network, so the
+    /// CA's HTTP challenge for them reaches it (what public DNS does for a
+    /// real host).
+    fn answer_for(&self, hosts: &[&str]) {
+        let _ = docker_output(None, &["network", "disconnect", NETWORK, &self.name]);
+        let mut args = vec!["network", "connect"];
+        for h in hosts {
+            args.extend(["--alias", h]);
+        }
+        args.extend([NETWORK, self.name.as_str()]);
+        docker(None, &args);
+    }
+}
+
+/// A local ACME CA: Caddy's `acme_server` on the proxy's network, its root
+/// copied out for the clients and the proxy.
+struct Ca {
+    name: String,
+    root: PathBuf,
+    _cleanup: Cleanup,
+}
+
+impl Ca {
+    fn start(dir: &Path) -> Self {
+        let name = unique("tls-ca");
+        let cleanup = Cleanup {
+            containers: vec![name.clone()],
+            volumes: Vec::new(),
+        };
+        let _ = docker_output(None, &["network", "create", NETWORK]);
+        // `log`: every ACME request is an access log line, so orders can be counted.
+        let caddyfile = format!(
+            "{{\n  skip_install_trust\n  admin off\n}}\n{name} {{\n  tls internal\n  log\n  acme_server\n}}\n"
+        );
+        docker(
+            None,
+            &[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                NETWORK,
+                "-e",
+                &format!("CADDYFILE={caddyfile}"),
+                "caddy:2",
+                "sh",
+                "-c",
+                "printf '%s' \"$CADDYFILE\" > /tmp/Caddyfile && exec caddy run --config /tmp/Caddyfile",
+            ],
+        );
+        let root = dir.join("ca.pem");
+        let end = Instant::now() + WAIT;
+        loop {
+            let out = docker_output(
+                None,
+                &[
+                    "exec",
+                    &name,
+                    "cat",
+                    "/data/caddy/pki/authorities/local/root.crt",
+                ],
+            );
+            if out.status.success() && !out.stdout.is_empty() {
+                std::fs::write(&root, &out.stdout).unwrap();
+                break;
+            }
+            assert!(Instant::now() < end, "the CA {name} made no root");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ca {
+            name,
+            root,
+            _cleanup: cleanup,
+        }
+    }
+
+    fn directory(&self) -> String {
+        format!("https://{}/acme/local/directory", self.name)
+    }
+
+    /// How many certificate orders the CA has taken.
+    fn orders(&self) -> usize {
+        let out = docker_output(None, &["logs", &self.name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        text.lines()
+            .filter(|l| l.contains("\"uri\":\"/acme/local/new-order"))
+            .count()
+    }
+}
+
+/// `rollback.toml` for `fleet` behind `proxy`, served over HTTPS for
+/// `host`; `tls` holds the `tls` key and its companions.
+fn write_config(fleet: &Fleet, proxy: &Proxy, host: &str, tls: &str) {
+    let text = format!(
+        r#"[app]
+name = "{app}"
+repository = "{repo}"
+
+[container]
+stop_timeout = "1s"
+
+[proxy]
+name = "{name}"
+listen = "127.0.0.1:{http}"
+tls_listen = "127.0.0.1:{https}"
+app_port = 8080
+drain = "1s"
+host = "{host}"
+{tls}
+
+[health]
+path = "/health"
+json_pointer = "/status"
+expect = "UP"
+interval = "200ms"
+timeout = "1s"
+deadline = "10s"
+stable_for = "1s"
+
+[[hosts]]
+name = "prod-a"
+"#,
+        app = fleet.app,
+        repo = fleet.repo,
+        name = proxy.name,
+        http = proxy.http,
+        https = proxy.https,
+    );
+    std::fs::write(fleet.dir().join("rollback.toml"), text).unwrap();
+}
+
+/// GET `https://host:port/path` with `curl`, verifying against `root`:
+/// the status and body, or what went wrong.
+fn https_get(port: u16, host: &str, path: &str, root: &Path) -> Result<(u16, String), String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "3",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(root)
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = status
+        .split(' ')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))?;
+    Ok((code, body.trim().to_owned()))
+}
+
+/// The HTTP version and body of a 200 answer over HTTPS, waiting up to
+/// `WAIT` for one (a certificate may still be on its way).
+fn wait_https(port: u16, host: &str, root: &Path, want: &str) -> String {
+    let end = Instant::now() + WAIT;
+    loop {
+        let last = https_get(port, host, "/version", root);
+        if let Ok((200, body)) = &last {
+            if body == want {
+                return body.clone();
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "https://{host}:{port}/version never answered {want}: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The status and `Location` of a plain HTTP GET.
+fn http_redirect(port: u16, host: &str, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("http://{host}:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, location) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.to_owned(), location.to_owned())
+}
+
+fn http_version(port: u16, host: &str, root: &Path) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_version}"])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(root)
+        .arg(format!("https://{host}:{port}/version"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn acme_issues_redirects_and_reuses_the_certificate_after_a_restart() {
+    let fleet = Fleet::new("tls-acme", &[("prod-a", None)]);
+    let ca = Ca::start(fleet.dir());
+    let proxy = Proxy::new("tls-px");
+    let host = format!("{}.test", fleet.app);
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "healthy");
+    let tls = format!(
+        "tls = \"acme\"\nacme_email = \"ops@example.com\"\nacme_ca = \"{}\"\nacme_ca_root = \"ca.pem\"\n",
+        ca.directory()
+    );
+    write_config(&fleet, &proxy, &host, &tls);
+
+    let run = fleet.run(&["proxy", "boot"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    proxy.answer_for(&[&host]);
+    fleet.deploy_ok("v1");
+    assert_eq!(wait_https(proxy.https, &host, &ca.root, "v1"), "v1");
+    assert_eq!(http_version(proxy.https, &host, &ca.root), "2");
+    // A config change while the first order runs (the switch) may start it again.
+    let orders = ca.orders();
+    assert!(orders >= 1, "the CA took no order");
+
+    // Plain HTTP goes to HTTPS, path and query kept.
+    let (code, location) = http_redirect(proxy.http, &host, "/version?x=1");
+    assert_eq!(code, "308");
+    assert_eq!(
+        location,
+        format!("https://{host}:{}/version?x=1", proxy.https)
+    );
+
+    // The certificate outlives the proxy container: a restart and a
+    // redeploy ask the CA for nothing.
+    docker(None, &["restart", &proxy.name]);
+    fleet.deploy_ok("v2");
+    assert_eq!(wait_https(proxy.https, &host, &ca.root, "v2"), "v2");
+    assert_eq!(
+        ca.orders(),
+        orders,
+        "no new order after a restart and a redeploy"
+    );
+
+    let run = rollback(fleet.dir(), &["proxy", "status"], &[]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert!(
+        run.stdout.contains(&format!("{} ({host})", fleet.app))
+            && run.stdout.contains("https, certificate (acme) from"),
+        "{}",
+        run.explain()
+    );
+    let run = fleet.run(&["proxy", "status"]);
+    let line = &run.json_lines()[0];
+    let app = &line["apps"][0];
+    assert_eq!(app["host"], host.as_str(), "{line}");
+    assert_eq!(app["tls"]["source"], "acme", "{line}");
+    assert!(app["tls"]["issuer"].as_str().is_some(), "{line}");
+}
