@@ -74,10 +74,6 @@ const TLS_ROUTES: &str = "rollback.routes.tls";
 const TLS_DIR: &str = "/data/rollback/tls";
 /// Where Caddy keeps the certificates it obtains.
 const CERT_STORE: &str = "/data/caddy/certificates";
-/// A certificate with less than this left is flagged by [`Caddy::certificates`]:
-/// Caddy renews ACME certificates a third of their lifetime before they
-/// expire (30 days for Let's Encrypt's), so one this close has failed to renew.
-pub const EXPIRES_SOON: Duration = Duration::from_secs(14 * 24 * 3600);
 /// How long one admin call may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a freshly started Caddy gets to answer its admin API.

@@ -18,6 +18,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// What counts as expiring soon for a long-lived certificate: 14 days.
+pub const EXPIRES_SOON: Duration = Duration::from_secs(14 * 24 * 3600);
+
 /// A certificate file and its key, read and checked.
 pub struct CertFiles {
     /// The certificate chain as read, PEM, leaf first.
@@ -59,6 +62,19 @@ impl CertInfo {
     /// How long until it expires (zero once expired).
     pub fn remaining(&self, now: SystemTime) -> Duration {
         self.not_after.duration_since(now).unwrap_or_default()
+    }
+
+    /// Whether it expires soon: less than [`EXPIRES_SOON`] left, or for a
+    /// short-lived certificate less than a sixth of its lifetime. Caddy
+    /// renews an ACME certificate when a third of its lifetime is left
+    /// (30 days of Let's Encrypt's 90), so one this close failed to renew;
+    /// a certificate from files is renewed by nobody.
+    pub fn expires_soon(&self, now: SystemTime) -> bool {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.remaining(now) < EXPIRES_SOON.min(lifetime / 6)
     }
 
     /// Whether it is valid for `host` (an exact name, or a `*.` name
@@ -278,6 +294,29 @@ mod tests {
         let left = files.info.remaining(SystemTime::now());
         assert!(left > Duration::from_secs(29 * 86400) && left <= Duration::from_secs(30 * 86400));
         assert!(!format!("{files:?}").contains("PRIVATE KEY"));
+        assert!(!files.info.expires_soon(SystemTime::now()));
+    }
+
+    #[test]
+    fn soon_is_two_weeks_or_a_sixth_of_a_short_lifetime() {
+        let day = Duration::from_secs(86400);
+        let now = SystemTime::now();
+        let info = |from: Duration, left: Duration| CertInfo {
+            subject: String::new(),
+            issuer: String::new(),
+            names: Vec::new(),
+            not_before: now - from,
+            not_after: now + left,
+        };
+        assert!(info(80 * day, 5 * day).expires_soon(now));
+        assert!(!info(60 * day, 30 * day).expires_soon(now));
+        // A 12-hour certificate from a local CA halfway through: not soon.
+        assert!(!info(
+            6 * 3600 * Duration::from_secs(1),
+            Duration::from_secs(6 * 3600)
+        )
+        .expires_soon(now));
+        assert!(info(Duration::from_secs(11 * 3600), Duration::from_secs(3600)).expires_soon(now));
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
 use rollback_e2e::*;
 
 /// The network rollback puts the proxy and the apps on.
@@ -328,4 +330,186 @@ fn acme_issues_redirects_and_reuses_the_certificate_after_a_restart() {
     assert_eq!(app["host"], host.as_str(), "{line}");
     assert_eq!(app["tls"]["source"], "acme", "{line}");
     assert!(app["tls"]["issuer"].as_str().is_some(), "{line}");
+}
+
+/// A CA of the test's own, signing certificate files.
+struct FileCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl FileCa {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rollback test files CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        FileCa { cert, key }
+    }
+
+    /// A certificate for `name` valid from `from` to `to` days from now,
+    /// and its key, both PEM.
+    fn issue(&self, name: &str, from: i64, to: i64) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from);
+        params.not_after = now + time::Duration::days(to);
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write_pair(dir: &Path, cert: &str, key: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("shop.crt"), cert).unwrap();
+    let key_file = certs.join("shop.key");
+    let _ = std::fs::remove_file(&key_file);
+    std::fs::write(&key_file, key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn certificate_files_good_bad_and_expiring_soon() {
+    let fleet = Fleet::new("tls-files", &[("prod-a", None)]);
+    let proxy = Proxy::new("tls-px");
+    let host = format!("{}.test", fleet.app);
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    push_release(&fleet.repo, "v2", "v2", "healthy");
+    let ca = FileCa::new();
+    let root = fleet.dir().join("files-ca.pem");
+    std::fs::write(&root, ca.cert.pem()).unwrap();
+    // Valid, but for 5 more days of 85: `proxy status` flags it.
+    let (cert, key) = ca.issue(&host, -80, 5);
+    write_pair(fleet.dir(), &cert, &key);
+    write_config(
+        &fleet,
+        &proxy,
+        &host,
+        "tls = { cert = \"certs/shop.crt\", key = \"certs/shop.key\" }\n",
+    );
+
+    let run = rollback(fleet.dir(), &["config", "check"], &[]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert!(
+        run.stdout
+            .contains("certs/shop.crt (issuer CN=rollback test files CA"),
+        "{}",
+        run.explain()
+    );
+    fleet.deploy_ok("v1");
+    assert_eq!(wait_https(proxy.https, &host, &root, "v1"), "v1");
+    let key_body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+
+    let run = rollback(fleet.dir(), &["proxy", "status"], &[]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    assert!(
+        run.stdout
+            .contains("certificate (files) from CN=rollback test files CA")
+            && run.stdout.contains("EXPIRES SOON"),
+        "{}",
+        run.explain()
+    );
+    let run = fleet.run(&["proxy", "status"]);
+    let app = &run.json_lines()[0]["apps"][0];
+    assert_eq!(app["tls"]["expires_soon"], true, "{app}");
+    assert_eq!(app["tls"]["days_left"], 4, "{app}");
+
+    // A key others can read: a warning, and the deploy goes on.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key_file = fleet.dir().join("certs/shop.key");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let run = rollback(fleet.dir(), &["config", "check"], &[]);
+        assert_eq!(run.code, 0, "{}", run.explain());
+        assert!(
+            run.stderr
+                .contains("certs/shop.key: the private key is readable by others (mode 644)"),
+            "{}",
+            run.explain()
+        );
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    // Each bad pair: exit 2 naming the file and the reason, no key in the
+    // output, and the release and certificate served are left as they were.
+    let proxy_id = docker(None, &["inspect", "-f", "{{.Id}}", &proxy.name]);
+    let (other_cert, other_key) = ca.issue(&host, -1, 30);
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        {
+            let (c, k) = ca.issue(&host, -30, -1);
+            ("certs/shop.crt", c, k, "expired on ")
+        },
+        {
+            let (c, k) = ca.issue(&host, 2, 30);
+            ("certs/shop.crt", c, k, "not valid yet")
+        },
+        {
+            let (c, k) = ca.issue("other.test", -1, 30);
+            ("certs/shop.crt", c, k, "does not cover the host")
+        },
+        (
+            "certs/shop.key",
+            other_cert.clone(),
+            key.clone(),
+            "does not match the certificate",
+        ),
+        (
+            "certs/shop.crt",
+            "not a certificate\n".to_owned(),
+            other_key.clone(),
+            "holds no PEM certificate",
+        ),
+        (
+            "certs/shop.key",
+            other_cert.clone(),
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n".to_owned(),
+            "not a supported private key",
+        ),
+    ];
+    for (file, c, k, reason) in cases {
+        write_pair(fleet.dir(), &c, &k);
+        let run = fleet.run(&["deploy", "--tag", "v2"]);
+        assert_eq!(run.code, 2, "{reason}: {}", run.explain());
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            said.contains(file) && said.contains(reason),
+            "{reason}: {}",
+            run.explain()
+        );
+        for line in k.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!said.contains(line), "key material in the output");
+        }
+        for line in &key_body {
+            assert!(!said.contains(line), "key material in the output");
+        }
+        assert_eq!(wait_https(proxy.https, &host, &root, "v1"), "v1");
+    }
+    std::fs::remove_file(fleet.dir().join("certs/shop.key")).unwrap();
+    let run = fleet.run(&["deploy", "--tag", "v2"]);
+    assert_eq!(run.code, 2, "{}", run.explain());
+    assert!(
+        run.stdout.contains("certs/shop.key: cannot be read")
+            || run.stderr.contains("certs/shop.key: cannot be read"),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(
+        docker(None, &["inspect", "-f", "{{.Id}}", &proxy.name]),
+        proxy_id,
+        "the proxy was left alone"
+    );
+
+    // A good new pair: deployed, and the proxy serves the new certificate.
+    write_pair(fleet.dir(), &other_cert, &other_key);
+    fleet.deploy_ok("v2");
+    assert_eq!(wait_https(proxy.https, &host, &root, "v2"), "v2");
+    let run = fleet.run(&["proxy", "status"]);
+    let app = &run.json_lines()[0]["apps"][0];
+    assert_eq!(app["tls"]["expires_soon"], false, "{app}");
 }

@@ -7,8 +7,6 @@ use serde::Serialize;
 
 use std::time::SystemTime;
 
-use rollback_proxy::caddy::EXPIRES_SOON;
-
 use crate::adapters::{self, proxy_container};
 use crate::cli::ProxyCommand;
 use crate::commands::{json_done, Context};
@@ -52,7 +50,7 @@ struct CertLine {
     issuer: Option<String>,
     not_after: Option<String>,
     days_left: Option<u64>,
-    /// Less than [`EXPIRES_SOON`] left.
+    /// Less than 14 days left, or a sixth of a shorter lifetime.
     expires_soon: bool,
 }
 
@@ -174,7 +172,7 @@ async fn apps(caddy: &Caddy) -> rollback_core::Result<Vec<AppLine>> {
                         .as_ref()
                         .map(|i| humantime::format_rfc3339_seconds(i.not_after).to_string()),
                     days_left: left.map(|l| l.as_secs() / 86400),
-                    expires_soon: left.is_some_and(|l| l < EXPIRES_SOON),
+                    expires_soon: c.info.as_ref().is_some_and(|i| i.expires_soon(now)),
                 }
             });
             AppLine {
