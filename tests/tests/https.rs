@@ -513,3 +513,130 @@ fn certificate_files_good_bad_and_expiring_soon() {
     let app = &run.json_lines()[0]["apps"][0];
     assert_eq!(app["tls"]["expires_soon"], false, "{app}");
 }
+
+/// GET `/version` over HTTPS from `threads` threads until stopped, each
+/// request a new `curl`, so a new TLS connection: what failed (status,
+/// TLS, refused, timeout), and the versions answered in order.
+struct HttpsLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<Vec<Result<String, String>>>>,
+}
+
+impl HttpsLoad {
+    fn start(port: u16, host: &str, root: &Path, threads: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                let (host, root) = (host.to_owned(), root.to_owned());
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        seen.push(match https_get(port, &host, "/version", &root) {
+                            Ok((200, body)) => Ok(body),
+                            Ok((code, body)) => Err(format!("{code} {body}")),
+                            Err(e) => Err(e),
+                        });
+                        std::thread::sleep(Duration::from_millis(30));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        HttpsLoad { stop, workers }
+    }
+
+    /// (requests, failures, versions in the order first seen)
+    fn stop(self) -> (usize, Vec<String>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0;
+        let mut failed = Vec::new();
+        let mut versions: Vec<String> = Vec::new();
+        for w in self.workers {
+            for r in w.join().unwrap() {
+                total += 1;
+                match r {
+                    Ok(v) if !versions.contains(&v) => versions.push(v),
+                    Ok(_) => {}
+                    Err(e) => failed.push(e),
+                }
+            }
+        }
+        (total, failed, versions)
+    }
+}
+
+#[test]
+fn two_apps_on_one_proxy_each_deployed_under_the_others_load() {
+    let a = Fleet::new("tls-a", &[("prod-a", None)]);
+    let b = Fleet::new("tls-b", &[("prod-a", None)]);
+    let ca = Ca::start(a.dir());
+    std::fs::copy(&ca.root, b.dir().join("ca.pem")).unwrap();
+    let proxy = Proxy::new("tls-px");
+    let tls = format!(
+        "tls = \"acme\"\nacme_ca = \"{}\"\nacme_ca_root = \"ca.pem\"\n",
+        ca.directory()
+    );
+    let (host_a, host_b) = (format!("{}.test", a.app), format!("{}.test", b.app));
+    for (fleet, host) in [(&a, &host_a), (&b, &host_b)] {
+        push_release(&fleet.repo, "v1", "v1", "healthy");
+        push_release(&fleet.repo, "v2", "v2", "healthy");
+        write_config(fleet, &proxy, host, &tls);
+    }
+    let run = a.run(&["proxy", "boot"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    proxy.answer_for(&[&host_a, &host_b]);
+    a.deploy_ok("v1");
+    b.deploy_ok("v1");
+    wait_https(proxy.https, &host_a, &ca.root, "v1");
+    wait_https(proxy.https, &host_b, &ca.root, "v1");
+
+    let load_a = HttpsLoad::start(proxy.https, &host_a, &ca.root, 2);
+    let load_b = HttpsLoad::start(proxy.https, &host_b, &ca.root, 2);
+    std::thread::sleep(Duration::from_secs(1));
+    a.deploy_ok("v2");
+    std::thread::sleep(Duration::from_secs(1));
+    b.deploy_ok("v2");
+    std::thread::sleep(Duration::from_secs(1));
+    let (total_a, failed_a, versions_a) = load_a.stop();
+    let (total_b, failed_b, versions_b) = load_b.stop();
+    assert!(
+        total_a > 20 && total_b > 20,
+        "{total_a} and {total_b} requests"
+    );
+    assert!(
+        failed_a.is_empty(),
+        "{} of {total_a} failed on {host_a}: {:?}",
+        failed_a.len(),
+        &failed_a[..failed_a.len().min(5)]
+    );
+    assert!(
+        failed_b.is_empty(),
+        "{} of {total_b} failed on {host_b}: {:?}",
+        failed_b.len(),
+        &failed_b[..failed_b.len().min(5)]
+    );
+    assert_eq!(versions_a, ["v1", "v2"]);
+    assert_eq!(versions_b, ["v1", "v2"]);
+
+    // Each app has its own route and certificate in the one proxy.
+    let run = a.run(&["proxy", "status"]);
+    let apps = run.json_lines()[0]["apps"].clone();
+    let hosts: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["host"].as_str())
+        .collect();
+    assert!(
+        hosts.contains(&host_a.as_str()) && hosts.contains(&host_b.as_str()),
+        "{apps}"
+    );
+    assert!(
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["tls"]["issuer"].is_string()),
+        "{apps}"
+    );
+}
