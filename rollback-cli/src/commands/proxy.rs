@@ -224,7 +224,10 @@ fn human(line: &ProxyLine<'_>, app: &str, name: &str) -> String {
             "; container {} {state}, {} on {}",
             &id[..id.len().min(12)],
             line.image.as_deref().unwrap_or("?"),
-            line.listen.unwrap_or("?")
+            match line.tls_listen {
+                Some(tls) => format!("{} and {tls}", line.listen.unwrap_or("?")),
+                None => line.listen.unwrap_or("?").to_owned(),
+            }
         )),
         _ if line.action == Some("removed") || line.action == Some("not there") => {}
         _ => text.push_str("; no proxy container"),
