@@ -36,6 +36,24 @@
 //! the proxy container ([`ProxyContainer::exec`]), so a call costs a `wget`
 //! forked in the container, not an exec through the engine.
 //!
+//! # HTTPS
+//!
+//! An app [`Caddy::with_tls`] has its route in a second server,
+//! `rollback-tls`, on `:443` in the container (published to the proxy's
+//! `tls_listen`), HTTP/1.1 and HTTP/2, matched by its host and the
+//! certificate chosen by SNI. The HTTP server keeps, for that host, only a
+//! `308` redirect to HTTPS; Caddy answers ACME HTTP challenges before any
+//! route. The app's certificate is its own: an automation policy for its
+//! host (ACME, with the CA, contact and trusted root given; or Caddy's
+//! internal CA) plus the host in `certificates.automate`, or a
+//! `load_files` entry naming files written into the container through the
+//! shell's standard input ([`ProxyContainer::write_file`]), named by their
+//! contents so that new files are a config change and the same ones none.
+//! Each part carries an `@id` naming the app, so setting one app up leaves
+//! every other app's parts as they are, and a setup that is already in
+//! place changes nothing (no reload, no new ACME order). Certificates and
+//! ACME accounts are kept under `/data`, the proxy's volume.
+//!
 //! # Requests in flight and long connections
 //!
 //! A config change makes Caddy start a new server on the same listener;
@@ -898,7 +916,7 @@ fn route_id(app: &str) -> String {
 fn base_server() -> Value {
     json!({
         "listen": [format!(":{CONTAINER_PORT}")],
-        // Certificates are not rollback's business; Caddy must not fetch any.
+        // Names and certificates are set per app (with_tls), never guessed from routes.
         "automatic_https": {"disable": true},
         "routes": [
             {"@id": HOST_ROUTES, "handle": [{"handler": "subroute", "routes": []}]},

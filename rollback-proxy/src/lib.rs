@@ -18,6 +18,8 @@
 //! on a socket inside the container), nginx (a config written and
 //! `nginx -s reload`).
 //!
+//! [`cert`] checks certificate files before anything changes.
+//!
 //! [`DirectProbe`] checks a new release's health from inside the proxy
 //! container, straight at the container's address, never through the
 //! proxy's routing.

@@ -640,3 +640,39 @@ fn two_apps_on_one_proxy_each_deployed_under_the_others_load() {
         "{apps}"
     );
 }
+
+#[test]
+fn the_proxys_own_ca_serves_internal_names() {
+    let fleet = Fleet::new("tls-int", &[("prod-a", None)]);
+    let proxy = Proxy::new("tls-px");
+    let host = format!("{}.internal", fleet.app);
+    push_release(&fleet.repo, "v1", "v1", "healthy");
+    write_config(&fleet, &proxy, &host, "tls = \"internal\"\n");
+    fleet.deploy_ok("v1");
+    // Clients trust the proxy's own root, kept in its volume.
+    let root = fleet.dir().join("proxy-root.pem");
+    let end = Instant::now() + WAIT;
+    loop {
+        let out = docker_output(
+            None,
+            &[
+                "exec",
+                &proxy.name,
+                "cat",
+                "/data/caddy/pki/authorities/local/root.crt",
+            ],
+        );
+        if out.status.success() && !out.stdout.is_empty() {
+            std::fs::write(&root, &out.stdout).unwrap();
+            break;
+        }
+        assert!(Instant::now() < end, "the proxy made no root");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(wait_https(proxy.https, &host, &root, "v1"), "v1");
+    let run = fleet.run(&["proxy", "status"]);
+    let app = &run.json_lines()[0]["apps"][0];
+    assert_eq!(app["tls"]["source"], "internal", "{app}");
+    // A 12-hour certificate just issued is not expiring soon.
+    assert_eq!(app["tls"]["expires_soon"], false, "{app}");
+}
