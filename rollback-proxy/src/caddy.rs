@@ -591,10 +591,10 @@ fn without_tls(config: &Value, app: &str) -> Value {
             list.push(route);
         }
     }
-    let tls = &mut config["apps"]["tls"];
-    if !tls.is_object() {
+    // Indexing a Value mutably inserts a null: look before touching.
+    let Some(tls) = config.pointer_mut("/apps/tls").filter(|t| t.is_object()) else {
         return config;
-    }
+    };
     let policy_id = format!("rollback.tls.{app}");
     let mut names: Vec<Value> = Vec::new();
     if let Some(policies) = tls
@@ -1110,6 +1110,12 @@ mod tests {
             once["apps"]["tls"]["certificates"]["automate"],
             json!(["shop.test"])
         );
+    }
+
+    #[test]
+    fn a_proxy_without_https_is_left_as_it_is() {
+        assert_eq!(without_tls(&base(), "shop"), base());
+        assert_eq!(without_tls(&Value::Null, "shop"), Value::Null);
     }
 
     #[test]
