@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, Runtime, StartFirst, TcpProbe};
 use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
-use rollback_proxy::{Caddy, DirectProbe, ProxyContainer};
+use rollback_proxy::{Caddy, DirectProbe, ProxyContainer, Tls};
 use rollback_registry::OciRegistry;
 
-use crate::config::{HealthCheck, HostConfig, ProxyConfig};
+use crate::config::{HealthCheck, HostConfig, ProxyConfig, TlsConfig};
 use crate::exit::CliError;
 
 /// A host's engine, deploy lock and probe, connected.
@@ -151,8 +151,39 @@ pub fn proxy_container(
         .image
         .parse()
         .map_err(|e| CliError::bad_argument(format_args!("proxy.image {:?}", config.image), &e))?;
-    Caddy::container(runtime, Some(image), &config.listen)
-        .map_err(|e| CliError::bad_argument(format_args!("proxy.listen {:?}", config.listen), &e))
+    let mut container = Caddy::container(runtime, Some(image), &config.listen)
+        .map_err(|e| CliError::bad_argument(format_args!("proxy.listen {:?}", config.listen), &e))?
+        .with_name(&config.name);
+    if let Some(listen) = &config.tls_listen {
+        container = container
+            .with_tls_listen(listen, rollback_proxy::caddy::TLS_CONTAINER_PORT)
+            .map_err(|e| CliError::bad_argument(format_args!("proxy.tls_listen {listen:?}"), &e))?;
+    }
+    Ok(container)
+}
+
+/// The switch of `app`'s traffic in the proxy `[proxy]` describes: routed
+/// by its `host`, over HTTPS with `tls`.
+pub fn caddy(container: ProxyContainer, config: &ProxyConfig, app: &str) -> Caddy {
+    let mut caddy = Caddy::new(container, app);
+    if let Some(host) = &config.host {
+        caddy = caddy.with_host(host);
+    }
+    if let Some(tls) = &config.tls {
+        caddy = caddy.with_tls(match tls {
+            TlsConfig::Acme { email, ca, ca_root } => Tls::Acme {
+                email: email.clone(),
+                ca: ca.clone(),
+                ca_root_pem: ca_root.clone(),
+            },
+            TlsConfig::Internal => Tls::Internal,
+            TlsConfig::Files(files) => Tls::Files {
+                cert_pem: files.cert_pem.clone(),
+                key_pem: files.key_pem.expose().to_owned(),
+            },
+        });
+    }
+    caddy
 }
 
 /// The start-first strategy `[proxy]` describes for `app` on the host of
@@ -164,10 +195,7 @@ pub fn start_first(
 ) -> Result<StartFirst, CliError> {
     let container = proxy_container(runtime, config)?;
     let network = container.network().to_owned();
-    let mut caddy = Caddy::new(container, app);
-    if let Some(host) = &config.host {
-        caddy = caddy.with_host(host);
-    }
+    let caddy = caddy(container, config, app);
     Ok(StartFirst::new(Arc::new(caddy), network, config.app_port).with_drain(config.drain))
 }
 

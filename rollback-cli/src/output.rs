@@ -99,7 +99,20 @@ pub fn secrets_of(config: &Config) -> Vec<String> {
         std::iter::once(url).chain(password)
     });
     let substituted = config.substituted.values().map(|s| s.expose().to_owned());
-    env.chain(substituted).chain(webhook).collect()
+    // A private key's base64 lines: never printed even if an engine or
+    // proxy message quoted one.
+    let key = config.proxy.iter().flat_map(|p| match &p.tls {
+        Some(crate::config::TlsConfig::Files(f)) => f
+            .key_pem
+            .expose()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    });
+    env.chain(substituted).chain(webhook).chain(key).collect()
 }
 
 /// The printer every command writes through.

@@ -36,6 +36,24 @@
 //! the proxy container ([`ProxyContainer::exec`]), so a call costs a `wget`
 //! forked in the container, not an exec through the engine.
 //!
+//! # HTTPS
+//!
+//! An app [`Caddy::with_tls`] has its route in a second server,
+//! `rollback-tls`, on `:443` in the container (published to the proxy's
+//! `tls_listen`), HTTP/1.1 and HTTP/2, matched by its host and the
+//! certificate chosen by SNI. The HTTP server keeps, for that host, only a
+//! `308` redirect to HTTPS; Caddy answers ACME HTTP challenges before any
+//! route. The app's certificate is its own: an automation policy for its
+//! host (ACME, with the CA, contact and trusted root given; or Caddy's
+//! internal CA) plus the host in `certificates.automate`, or a
+//! `load_files` entry naming files written into the container through the
+//! shell's standard input ([`ProxyContainer::write_file`]), named by their
+//! contents so that new files are a config change and the same ones none.
+//! Each part carries an `@id` naming the app, so setting one app up leaves
+//! every other app's parts as they are, and a setup that is already in
+//! place changes nothing (no reload, no new ACME order). Certificates and
+//! ACME accounts are kept under `/data`, the proxy's volume.
+//!
 //! # Requests in flight and long connections
 //!
 //! A config change makes Caddy start a new server on the same listener;
@@ -66,6 +84,14 @@ const ADMIN: &str = "http://127.0.0.1:2019";
 const SERVER: &str = "rollback";
 const HOST_ROUTES: &str = "rollback.routes.host";
 const ANY_ROUTES: &str = "rollback.routes.any";
+/// The port Caddy serves HTTPS on inside the container.
+pub const TLS_CONTAINER_PORT: u16 = 443;
+const TLS_SERVER: &str = "rollback-tls";
+const TLS_ROUTES: &str = "rollback.routes.tls";
+/// Files rollback writes into the proxy (certificates, a private CA's root), in its volume.
+const TLS_DIR: &str = "/data/rollback/tls";
+/// Where Caddy keeps the certificates it obtains.
+const CERT_STORE: &str = "/data/caddy/certificates";
 /// How long one admin call may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a freshly started Caddy gets to answer its admin API.
@@ -88,12 +114,63 @@ pub struct Route {
     pub fallback: String,
 }
 
+/// Where an app's certificate comes from, with `tls` on.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// An ACME CA, through an HTTP challenge on the proxy's port 80.
+    Acme {
+        /// The account's contact.
+        email: Option<String>,
+        /// The CA's directory URL; Let's Encrypt's when `None`.
+        ca: Option<String>,
+        /// The CA's root (PEM), for a CA the proxy does not trust otherwise.
+        ca_root_pem: Option<String>,
+    },
+    /// The proxy's own CA.
+    Internal,
+    /// A certificate chain and its key (PEM), written into the proxy.
+    Files {
+        /// The chain, leaf first.
+        cert_pem: String,
+        /// The private key.
+        key_pem: String,
+    },
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tls::Acme { email, ca, .. } => f
+                .debug_struct("Acme")
+                .field("email", email)
+                .field("ca", ca)
+                .finish_non_exhaustive(),
+            Tls::Internal => f.write_str("Internal"),
+            Tls::Files { .. } => f.write_str("Files"),
+        }
+    }
+}
+
+/// An app's certificate in the proxy, as `proxy status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCertificate {
+    /// The app.
+    pub app: String,
+    /// The name it is served for.
+    pub host: String,
+    /// `acme`, `internal` or `files`.
+    pub source: String,
+    /// The certificate in use, when the proxy has one yet.
+    pub info: Option<crate::cert::CertInfo>,
+}
+
 /// The traffic switch of one app on one host, through a Caddy 2 proxy.
 #[derive(Debug, Clone)]
 pub struct Caddy {
     proxy: ProxyContainer,
     app: String,
     host: Option<String>,
+    tls: Option<Tls>,
 }
 
 impl Caddy {
@@ -119,7 +196,17 @@ impl Caddy {
             proxy,
             app: app.to_owned(),
             host: None,
+            tls: None,
         }
+    }
+
+    /// Serve the app over HTTPS on the proxy's TLS address (see
+    /// [`ProxyContainer::with_tls_listen`]), with a certificate for its
+    /// [`Caddy::with_host`] name from `tls`; plain HTTP requests for the
+    /// name are redirected to HTTPS.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Route only requests for this `Host` to the app, so that several
@@ -149,8 +236,11 @@ impl Caddy {
     pub async fn routes(&self) -> Result<Vec<Route>> {
         let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
         let mut routes = Vec::new();
-        let server = &config["apps"]["http"]["servers"][SERVER]["routes"];
-        for group in server.as_array().into_iter().flatten() {
+        let servers = &config["apps"]["http"]["servers"];
+        let groups = [SERVER, TLS_SERVER]
+            .into_iter()
+            .flat_map(|s| servers[s]["routes"].as_array().into_iter().flatten());
+        for group in groups {
             for route in group["handle"][0]["routes"]
                 .as_array()
                 .into_iter()
@@ -179,18 +269,9 @@ impl Caddy {
             return Ok(false);
         }
         // The admin API's DELETE is out of wget's reach: write the groups back without it.
-        let mut config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
-        let groups = config
-            .pointer_mut(&format!("/apps/http/servers/{SERVER}/routes"))
-            .and_then(Value::as_array_mut);
-        for group in groups.into_iter().flatten() {
-            if let Some(list) = group
-                .pointer_mut("/handle/0/routes")
-                .and_then(Value::as_array_mut)
-            {
-                list.retain(|r| r["@id"] != self.route_id());
-            }
-        }
+        let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
+        let mut config = without_tls(&config, &self.app);
+        take_route(&mut config, &self.route_id());
         self.admin_post("/load", &config).await?;
         Ok(true)
     }
@@ -300,12 +381,413 @@ impl Caddy {
     }
 }
 
+impl Caddy {
+    /// Bring the app's HTTPS setup in the proxy to what `self.tls` says:
+    /// the files it needs written, then (only when something differs) the
+    /// config, in one change. A redeploy with the same setup changes
+    /// nothing here, so the CA is not asked again.
+    async fn ensure_tls(&self) -> Result<()> {
+        let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
+        let Some(tls) = &self.tls else {
+            let desired = without_tls(&config, &self.app);
+            if desired != config {
+                self.admin_post("/load", &desired)
+                    .await
+                    .map_err(|e| e.context(format!("take HTTPS off {}", self.app)))?;
+            }
+            return Ok(());
+        };
+        let host = self.host.as_deref().ok_or_else(|| {
+            Error::invalid_input(format!("HTTPS for {} needs its host name", self.app))
+        })?;
+        let port = self.proxy.tls_port().ok_or_else(|| {
+            Error::invalid_input(format!(
+                "HTTPS for {} needs the proxy's HTTPS address",
+                self.app
+            ))
+        })?;
+        let mut files = TlsFiles::default();
+        match tls {
+            Tls::Files { cert_pem, key_pem } => {
+                // Named by their contents: new files are a config change
+                // Caddy loads, the same files are none.
+                let tag = digest(&[cert_pem, key_pem]);
+                let cert = format!("{TLS_DIR}/{}-{tag}.crt", self.app);
+                let key = format!("{TLS_DIR}/{}-{tag}.key", self.app);
+                self.proxy
+                    .write_file(&cert, cert_pem, ADMIN_TIMEOUT)
+                    .await?;
+                self.proxy.write_file(&key, key_pem, ADMIN_TIMEOUT).await?;
+                files.cert = Some((cert, key));
+            }
+            Tls::Acme {
+                ca_root_pem: Some(pem),
+                ..
+            } => {
+                let root = format!("{TLS_DIR}/{}-ca-{}.pem", self.app, digest(&[pem]));
+                self.proxy.write_file(&root, pem, ADMIN_TIMEOUT).await?;
+                files.ca_root = Some(root);
+            }
+            _ => {}
+        }
+        let desired = with_tls(&config, &self.app, host, port, tls, &files);
+        if desired != config {
+            self.admin_post("/load", &desired)
+                .await
+                .map_err(|e| e.context(format!("set up HTTPS for {host}")))?;
+        }
+        Ok(())
+    }
+
+    /// Every app served over HTTPS by the proxy, with the certificate it
+    /// has for the app's name (none yet while an ACME order is under way).
+    pub async fn certificates(&self) -> Result<Vec<AppCertificate>> {
+        let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
+        let mut found = Vec::new();
+        let redirects = config
+            .pointer(&format!("/apps/http/servers/{SERVER}/routes"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|g| g["@id"] == HOST_ROUTES)
+            .flat_map(|g| g["handle"][0]["routes"].as_array().into_iter().flatten());
+        for route in redirects {
+            let Some(app) = route["@id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("rollback.redirect."))
+            else {
+                continue;
+            };
+            let Some(host) = route["match"][0]["host"][0].as_str() else {
+                continue;
+            };
+            let loaded = config["apps"]["tls"]["certificates"]["load_files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["@id"] == format!("rollback.cert.{app}").as_str());
+            let policy = config["apps"]["tls"]["automation"]["policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["@id"] == format!("rollback.tls.{app}").as_str());
+            let (source, pem) = if let Some(file) = loaded {
+                let path = file["certificate"].as_str().unwrap_or_default();
+                (
+                    "files",
+                    self.read(&["cat".to_owned(), path.to_owned()]).await?,
+                )
+            } else {
+                let source = if policy.is_some_and(|p| p["issuers"][0]["module"] == "internal") {
+                    "internal"
+                } else {
+                    "acme"
+                };
+                // The newest of the issuers' folders: a changed CA leaves the old one behind.
+                let newest = format!(
+                    "ls -t {CERT_STORE}/*/{host}/{host}.crt 2>/dev/null | head -n 1 | xargs -r cat"
+                );
+                (
+                    source,
+                    self.read(&["sh".into(), "-c".into(), newest]).await?,
+                )
+            };
+            found.push(AppCertificate {
+                app: app.to_owned(),
+                host: host.to_owned(),
+                source: source.to_owned(),
+                info: pem
+                    .as_deref()
+                    .and_then(|p| crate::cert::inspect_pem(p.as_bytes())),
+            });
+        }
+        Ok(found)
+    }
+
+    /// The output of `cmd` in the proxy, `None` when it fails or prints nothing.
+    async fn read(&self, cmd: &[String]) -> Result<Option<String>> {
+        let out = self.proxy.exec(cmd, ADMIN_TIMEOUT).await?;
+        Ok((out.success() && !out.output.trim().is_empty()).then_some(out.output))
+    }
+}
+
+/// Files written into the proxy that the config names.
+#[derive(Default)]
+struct TlsFiles {
+    cert: Option<(String, String)>,
+    ca_root: Option<String>,
+}
+
+fn digest(parts: &[&String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..6])
+}
+
+/// Take the route with `id` out of every group of both servers; returns it.
+fn take_route(config: &mut Value, id: &str) -> Option<Value> {
+    let mut taken = None;
+    for server in [SERVER, TLS_SERVER] {
+        let groups = config
+            .pointer_mut(&format!("/apps/http/servers/{server}/routes"))
+            .and_then(Value::as_array_mut);
+        for group in groups.into_iter().flatten() {
+            if let Some(list) = group
+                .pointer_mut("/handle/0/routes")
+                .and_then(Value::as_array_mut)
+            {
+                if let Some(at) = list.iter().position(|r| r["@id"] == id) {
+                    taken = Some(list.remove(at));
+                }
+            }
+        }
+    }
+    taken
+}
+
+/// The routes of the group `group` of `server`, created empty if missing.
+fn group_routes<'a>(
+    config: &'a mut Value,
+    server: &str,
+    group: &str,
+) -> Option<&'a mut Vec<Value>> {
+    config
+        .pointer_mut(&format!("/apps/http/servers/{server}/routes"))?
+        .as_array_mut()?
+        .iter_mut()
+        .find(|g| g["@id"] == group)?
+        .pointer_mut("/handle/0/routes")?
+        .as_array_mut()
+}
+
+/// `config` with nothing of `app`'s HTTPS: no redirect, policy, certificate
+/// files or automated name; its route back among the plain HTTP ones.
+fn without_tls(config: &Value, app: &str) -> Value {
+    let mut config = config.clone();
+    take_route(&mut config, &format!("rollback.redirect.{app}"));
+    let route = config
+        .pointer(&format!("/apps/http/servers/{TLS_SERVER}/routes"))
+        .and_then(Value::as_array)
+        .is_some_and(|groups| {
+            groups.iter().any(|g| {
+                g["handle"][0]["routes"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|r| r["@id"] == route_id(app).as_str()))
+            })
+        })
+        .then(|| take_route(&mut config, &route_id(app)))
+        .flatten();
+    if let Some(route) = route {
+        let group = if route.get("match").is_some() {
+            HOST_ROUTES
+        } else {
+            ANY_ROUTES
+        };
+        if let Some(list) = group_routes(&mut config, SERVER, group) {
+            list.push(route);
+        }
+    }
+    // Indexing a Value mutably inserts a null: look before touching.
+    let Some(tls) = config.pointer_mut("/apps/tls").filter(|t| t.is_object()) else {
+        return config;
+    };
+    let policy_id = format!("rollback.tls.{app}");
+    let mut names: Vec<Value> = Vec::new();
+    if let Some(policies) = tls
+        .pointer_mut("/automation/policies")
+        .and_then(Value::as_array_mut)
+    {
+        for p in policies.iter().filter(|p| p["@id"] == policy_id.as_str()) {
+            names.extend(p["subjects"].as_array().cloned().unwrap_or_default());
+        }
+        policies.retain(|p| p["@id"] != policy_id.as_str());
+    }
+    if let Some(automate) = tls
+        .pointer_mut("/certificates/automate")
+        .and_then(Value::as_array_mut)
+    {
+        automate.retain(|n| !names.contains(n));
+    }
+    if let Some(loaded) = tls
+        .pointer_mut("/certificates/load_files")
+        .and_then(Value::as_array_mut)
+    {
+        loaded.retain(|f| f["@id"] != format!("rollback.cert.{app}").as_str());
+    }
+    config
+}
+
+/// `config` with `app` served over HTTPS for `host` as `tls` says: the TLS
+/// server, the app's route in it, a redirect from plain HTTP, and its
+/// certificate's policy or files. Other apps' parts are left as they are,
+/// and what is already as wanted keeps its place, so that the same setup
+/// gives back the same config (no change, no reload).
+fn with_tls(
+    config: &Value,
+    app: &str,
+    host: &str,
+    port: u16,
+    tls: &Tls,
+    files: &TlsFiles,
+) -> Value {
+    let mut config = if config.is_object() {
+        config.clone()
+    } else {
+        json!({})
+    };
+    let has_tls_server = config
+        .pointer(&format!("/apps/http/servers/{TLS_SERVER}/routes"))
+        .and_then(Value::as_array)
+        .is_some_and(|groups| groups.iter().any(|g| g["@id"] == TLS_ROUTES));
+    if !has_tls_server {
+        config["apps"]["http"]["servers"][TLS_SERVER] = tls_server();
+    }
+    let id = route_id(app);
+    let in_tls = group_routes(&mut config, TLS_SERVER, TLS_ROUTES)
+        .is_some_and(|l| l.iter().any(|r| r["@id"] == id.as_str()));
+    if !in_tls {
+        if let Some(route) = take_route(&mut config, &id) {
+            if let Some(list) = group_routes(&mut config, TLS_SERVER, TLS_ROUTES) {
+                list.push(route);
+            }
+        }
+    }
+    if let Some(list) = group_routes(&mut config, SERVER, HOST_ROUTES) {
+        upsert(list, redirect_route(app, host, port));
+    }
+    let tls_app = &mut config["apps"]["tls"];
+    if !tls_app.is_object() {
+        *tls_app = json!({});
+    }
+    let policy_id = format!("rollback.tls.{app}");
+    let cert_id = format!("rollback.cert.{app}");
+    let policy = match tls {
+        Tls::Acme { email, ca, .. } => {
+            let mut issuer = json!({
+                "module": "acme",
+                // The HTTP challenge on port 80, which the proxy always serves.
+                "challenges": {"tls-alpn": {"disabled": true}}
+            });
+            if let Some(email) = email {
+                issuer["email"] = json!(email);
+            }
+            if let Some(ca) = ca {
+                issuer["ca"] = json!(ca);
+            }
+            if let Some(root) = &files.ca_root {
+                issuer["trusted_roots_pem_files"] = json!([root]);
+            }
+            Some(json!({"@id": policy_id, "subjects": [host], "issuers": [issuer]}))
+        }
+        Tls::Internal => {
+            Some(json!({"@id": policy_id, "subjects": [host], "issuers": [{"module": "internal"}]}))
+        }
+        Tls::Files { .. } => None,
+    };
+    // The names an earlier policy of this app had, if not this one.
+    let old_names: Vec<Value> = array(tls_app, "/automation/policies")
+        .iter()
+        .filter(|p| p["@id"] == policy_id.as_str())
+        .flat_map(|p| p["subjects"].as_array().cloned().unwrap_or_default())
+        .filter(|n| n != host)
+        .collect();
+    let automate = array(tls_app, "/certificates/automate");
+    automate.retain(|n| !old_names.contains(n));
+    if policy.is_some() && !automate.iter().any(|n| n == host) {
+        automate.push(json!(host));
+    }
+    let policies = array(tls_app, "/automation/policies");
+    match policy {
+        Some(policy) => upsert(policies, policy),
+        None => policies.retain(|p| p["@id"] != policy_id.as_str()),
+    }
+    let loaded = array(tls_app, "/certificates/load_files");
+    match &files.cert {
+        Some((cert, key)) => upsert(
+            loaded,
+            json!({"@id": cert_id, "certificate": cert, "key": key, "format": "pem"}),
+        ),
+        None => loaded.retain(|f| f["@id"] != cert_id.as_str()),
+    }
+    config
+}
+
+/// The array at `pointer` (`/a/b`) under `value`, created empty if missing.
+fn array<'a>(value: &'a mut Value, pointer: &str) -> &'a mut Vec<Value> {
+    let mut at = value;
+    for key in pointer.trim_start_matches('/').split('/') {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        at = &mut at[key];
+    }
+    if !at.is_array() {
+        *at = json!([]);
+    }
+    match at {
+        Value::Array(list) => list,
+        _ => unreachable!("made an array above"),
+    }
+}
+
+/// Replace the entry with `item`'s `@id` in place, or append `item`.
+fn upsert(list: &mut Vec<Value>, item: Value) {
+    match list.iter_mut().find(|e| e["@id"] == item["@id"]) {
+        Some(entry) => *entry = item,
+        None => list.push(item),
+    }
+}
+
+fn tls_server() -> Value {
+    json!({
+        "listen": [format!(":{TLS_CONTAINER_PORT}")],
+        // Names and certificates are set per app below, never guessed from routes.
+        "automatic_https": {"disable": true},
+        "tls_connection_policies": [{}],
+        // HTTP/3 would need UDP published as well.
+        "protocols": ["h1", "h2"],
+        "routes": [
+            {"@id": TLS_ROUTES, "handle": [{"handler": "subroute", "routes": []}]},
+            {"handle": [{
+                "handler": "static_response",
+                "status_code": 503,
+                "body": "no release of an app is routed here\n"
+            }]}
+        ]
+    })
+}
+
+/// Plain HTTP for `host` goes to HTTPS; the ACME challenge is answered by
+/// Caddy before any route.
+fn redirect_route(app: &str, host: &str, port: u16) -> Value {
+    let authority = if port == 443 {
+        "{http.request.host}".to_owned()
+    } else {
+        format!("{{http.request.host}}:{port}")
+    };
+    json!({
+        "@id": format!("rollback.redirect.{app}"),
+        "match": [{"host": [host]}],
+        "handle": [{
+            "handler": "static_response",
+            "status_code": 308,
+            "headers": {"Location": [format!("https://{authority}{{http.request.uri}}")]}
+        }],
+        "terminal": true
+    })
+}
+
 #[async_trait]
 impl TrafficSwitch for Caddy {
     async fn ensure(&self) -> Result<()> {
         let booted = self.proxy.ensure().await?;
         let config = self.wait_admin(&booted).await?;
-        self.ensure_base(&config).await
+        self.ensure_base(&config).await?;
+        self.ensure_tls().await
     }
 
     async fn current(&self) -> Result<Option<Upstream>> {
@@ -334,7 +816,9 @@ impl TrafficSwitch for Caddy {
     async fn switch(&self, to: &Upstream) -> Result<()> {
         match self.route().await? {
             None => {
-                let group = if self.host.is_some() {
+                let group = if self.tls.is_some() {
+                    TLS_ROUTES
+                } else if self.host.is_some() {
                     HOST_ROUTES
                 } else {
                     ANY_ROUTES
@@ -432,7 +916,7 @@ fn route_id(app: &str) -> String {
 fn base_server() -> Value {
     json!({
         "listen": [format!(":{CONTAINER_PORT}")],
-        // Certificates are not rollback's business; Caddy must not fetch any.
+        // Names and certificates are set per app (with_tls), never guessed from routes.
         "automatic_https": {"disable": true},
         "routes": [
             {"@id": HOST_ROUTES, "handle": [{"handler": "subroute", "routes": []}]},
@@ -559,6 +1043,128 @@ mod tests {
         );
         let route = app_route("shop", None, "abc:8080");
         assert_eq!(parse_route(&route).unwrap().host, None);
+    }
+
+    fn base() -> Value {
+        let mut config = json!({});
+        config["apps"]["http"]["servers"][SERVER] = base_server();
+        config
+    }
+
+    fn acme() -> Tls {
+        Tls::Acme {
+            email: Some("ops@example.com".into()),
+            ca: Some("https://ca.test/acme/local/directory".into()),
+            ca_root_pem: Some("pem".into()),
+        }
+    }
+
+    fn files(root: &str) -> TlsFiles {
+        TlsFiles {
+            cert: None,
+            ca_root: Some(root.into()),
+        }
+    }
+
+    #[test]
+    fn the_same_https_setup_is_no_change() {
+        let mut config = base();
+        let route = app_route("shop", Some("shop.test"), "abc:8080");
+        config
+            .pointer_mut(&format!(
+                "/apps/http/servers/{SERVER}/routes/0/handle/0/routes"
+            ))
+            .unwrap()
+            .as_array_mut()
+            .unwrap()
+            .push(route);
+        let once = with_tls(
+            &config,
+            "shop",
+            "shop.test",
+            18443,
+            &acme(),
+            &files("/r.pem"),
+        );
+        assert_ne!(once, config);
+        let twice = with_tls(&once, "shop", "shop.test", 18443, &acme(), &files("/r.pem"));
+        assert_eq!(once, twice);
+        // The route moved to the TLS server; plain HTTP redirects.
+        let tls_routes =
+            &once["apps"]["http"]["servers"][TLS_SERVER]["routes"][0]["handle"][0]["routes"];
+        assert_eq!(tls_routes[0]["@id"], "rollback.app.shop");
+        let http_routes =
+            &once["apps"]["http"]["servers"][SERVER]["routes"][0]["handle"][0]["routes"];
+        assert_eq!(http_routes.as_array().unwrap().len(), 1);
+        assert_eq!(
+            http_routes[0]["handle"][0]["headers"]["Location"][0],
+            "https://{http.request.host}:18443{http.request.uri}"
+        );
+        let policy = &once["apps"]["tls"]["automation"]["policies"][0];
+        assert_eq!(policy["subjects"], json!(["shop.test"]));
+        assert_eq!(
+            policy["issuers"][0]["trusted_roots_pem_files"],
+            json!(["/r.pem"])
+        );
+        assert_eq!(
+            once["apps"]["tls"]["certificates"]["automate"],
+            json!(["shop.test"])
+        );
+    }
+
+    #[test]
+    fn a_proxy_without_https_is_left_as_it_is() {
+        assert_eq!(without_tls(&base(), "shop"), base());
+        assert_eq!(without_tls(&Value::Null, "shop"), Value::Null);
+    }
+
+    #[test]
+    fn apps_keep_their_own_https_parts() {
+        let a = with_tls(&base(), "shop", "shop.test", 443, &acme(), &files("/r.pem"));
+        let cert = TlsFiles {
+            cert: Some(("/c.crt".into(), "/c.key".into())),
+            ca_root: None,
+        };
+        let files_tls = Tls::Files {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        };
+        let ab = with_tls(&a, "blog", "blog.test", 443, &files_tls, &cert);
+        assert_eq!(
+            ab["apps"]["tls"]["automation"]["policies"],
+            a["apps"]["tls"]["automation"]["policies"]
+        );
+        assert_eq!(
+            ab["apps"]["tls"]["certificates"]["load_files"][0]["certificate"],
+            "/c.crt"
+        );
+        let redirect = &ab["apps"]["http"]["servers"][SERVER]["routes"][0]["handle"][0]["routes"];
+        assert_eq!(redirect.as_array().unwrap().len(), 2);
+        assert_eq!(
+            redirect[0]["handle"][0]["headers"]["Location"][0],
+            "https://{http.request.host}{http.request.uri}"
+        );
+        // Taking one app's HTTPS off leaves the other's.
+        let b = without_tls(&ab, "shop");
+        assert_eq!(b["apps"]["tls"]["automation"]["policies"], json!([]));
+        assert_eq!(b["apps"]["tls"]["certificates"]["automate"], json!([]));
+        assert_eq!(
+            b["apps"]["tls"]["certificates"]["load_files"],
+            ab["apps"]["tls"]["certificates"]["load_files"]
+        );
+        assert_eq!(
+            without_tls(&b, "blog"),
+            without_tls(&without_tls(&b, "blog"), "blog")
+        );
+    }
+
+    #[test]
+    fn tls_debug_hides_the_key() {
+        let tls = Tls::Files {
+            cert_pem: "CERT".into(),
+            key_pem: "SECRET KEY".into(),
+        };
+        assert!(!format!("{tls:?}").contains("SECRET"));
     }
 
     #[test]

@@ -25,6 +25,11 @@ const MAX_SHELLS: usize = 4;
 pub const PROXY_LABEL: &str = "io.rollback.proxy";
 /// Label recording the public address a proxy container publishes.
 pub const LISTEN_LABEL: &str = "io.rollback.proxy.listen";
+/// Label recording the public HTTPS address a proxy container publishes.
+pub const TLS_LISTEN_LABEL: &str = "io.rollback.proxy.tls-listen";
+/// Where the proxy's volume (`<name>-data`) is mounted: certificates, ACME
+/// accounts and the files rollback writes outlast the container.
+pub const DATA_DIR: &str = "/data";
 
 /// How a call to [`ProxyContainer::ensure`] found the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct ProxyContainer {
     network: String,
     listen: PortMapping,
     listen_text: String,
+    /// The public HTTPS address and its mapping, when the proxy serves TLS.
+    tls_listen: Option<(String, PortMapping)>,
     command: Vec<String>,
     kind: String,
     /// Shells kept open in the container, shared by the clones that speak
@@ -76,6 +83,7 @@ impl std::fmt::Debug for ProxyContainer {
             .field("image", &self.image)
             .field("network", &self.network)
             .field("listen", &self.listen_text)
+            .field("tls_listen", &self.tls_listen.as_ref().map(|l| &l.0))
             .finish()
     }
 }
@@ -101,6 +109,7 @@ impl ProxyContainer {
             network: DEFAULT_NETWORK.to_owned(),
             listen_text: listen.0,
             listen: listen.1,
+            tls_listen: None,
             command,
             kind: kind.to_owned(),
             shells: Arc::default(),
@@ -112,6 +121,28 @@ impl ProxyContainer {
         self.name = name.to_owned();
         self.shells = Arc::default();
         self
+    }
+
+    /// Also publish `listen` (as for [`ProxyContainer::new`]) to
+    /// `container_port`: the proxy's HTTPS address.
+    pub fn with_tls_listen(mut self, listen: &str, container_port: u16) -> Result<Self> {
+        self.tls_listen = Some(parse_listen(listen, container_port)?);
+        Ok(self)
+    }
+
+    /// The public HTTPS address as configured, if any.
+    pub fn tls_listen(&self) -> Option<&str> {
+        self.tls_listen.as_ref().map(|l| l.0.as_str())
+    }
+
+    /// The public HTTPS port, if any.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_listen.as_ref().and_then(|l| l.1.host_port)
+    }
+
+    /// The named volume mounted at [`DATA_DIR`]: `<name>-data`.
+    pub fn data_volume(&self) -> String {
+        format!("{}-data", self.name)
     }
 
     /// Use this network instead of [`DEFAULT_NETWORK`].
@@ -325,7 +356,68 @@ impl ProxyContainer {
                 self.name, self.listen_text
             ))),
             _ => Ok(()),
+        }?;
+        // HTTPS is published when the container is created, never later.
+        if let Some((wanted, _)) = &self.tls_listen {
+            match info.labels.get(TLS_LISTEN_LABEL) {
+                Some(listen) if listen == wanted => {}
+                Some(listen) => {
+                    return Err(Error::conflict(format!(
+                        "the proxy container {} publishes HTTPS on {listen}, not {wanted}: every app on a host shares one proxy; \
+                         use tls_listen = {listen:?}, or `rollback proxy remove` first",
+                        self.name
+                    )))
+                }
+                None => {
+                    return Err(Error::conflict(format!(
+                        "the proxy container {} was created without an HTTPS address; \
+                         `rollback proxy remove` it and deploy again to publish tls_listen {wanted}",
+                        self.name
+                    )))
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Write `contents` to `path` in the running proxy container (mode
+    /// 600, replacing the file whole), through the standard input of a
+    /// shell there: a certificate's key never appears in a command line,
+    /// an engine event or a label.
+    pub async fn write_file(&self, path: &str, contents: &str, timeout: Duration) -> Result<()> {
+        let what = || format!("write {path} in the proxy container {}", self.name);
+        // A pooled shell may have ended with a restarted proxy: then once more in a new one.
+        for pooled in [true, false] {
+            let shell = match pooled.then(|| self.pooled_shell()).flatten() {
+                Some(shell) => shell,
+                None if pooled => continue,
+                None => {
+                    let id = self.running().await?;
+                    match self
+                        .runtime
+                        .exec_session(&id, &[shell::PROGRAM.to_owned()])
+                        .await
+                    {
+                        Ok(session) => Shell::new(session),
+                        Err(e) => return Err(e.context(what())),
+                    }
+                }
+            };
+            let mut shell = shell;
+            match tokio::time::timeout(timeout, shell.write(path, contents)).await {
+                Ok(Ok(out)) => {
+                    self.pool(shell);
+                    if out.success() {
+                        return Ok(());
+                    }
+                    return Err(Error::other(format!("{}: {}", what(), out.output.trim())));
+                }
+                Ok(Err(ShellError::Gone)) => self.drop_shells(),
+                Ok(Err(ShellError::Broken(e))) => return Err(e.context(what())),
+                Err(_) => return Err(Error::timeout(format!("{}: not done in time", what()))),
+            }
+        }
+        Err(Error::unavailable(format!("{}: the shell ended", what())))
     }
 
     fn spec(&self, migrate: bool) -> ContainerSpec {
@@ -337,7 +429,17 @@ impl ProxyContainer {
             // each change; with it the kernel hands them to the new one.
             template = template.sysctl(MIGRATE_REQ, "1");
         }
+        if let Some((_, mapping)) = &self.tls_listen {
+            template = template.port(mapping.clone()).label(
+                TLS_LISTEN_LABEL,
+                self.tls_listen
+                    .as_ref()
+                    .map(|l| l.0.clone())
+                    .unwrap_or_default(),
+            );
+        }
         let template = template
+            .volume(format!("{}:{DATA_DIR}", self.data_volume()))
             .port(self.listen.clone())
             .network(self.network.clone())
             .restart(RestartPolicy::UnlessStopped)

@@ -18,6 +18,8 @@
 //! on a socket inside the container), nginx (a config written and
 //! `nginx -s reload`).
 //!
+//! [`cert`] checks certificate files before anything changes.
+//!
 //! [`DirectProbe`] checks a new release's health from inside the proxy
 //! container, straight at the container's address, never through the
 //! proxy's routing.
@@ -41,10 +43,11 @@
 #![warn(missing_docs)]
 
 pub mod caddy;
+pub mod cert;
 pub mod container;
 pub mod probe;
 mod shell;
 
-pub use caddy::{Caddy, Route};
+pub use caddy::{AppCertificate, Caddy, Route, Tls};
 pub use container::{Booted, ProxyContainer};
 pub use probe::DirectProbe;

@@ -50,6 +50,15 @@ impl Shell {
             "echo {start}; {} </dev/null 2>&1; rc=$?; echo; echo {end} $rc\n",
             words.join(" ")
         );
+        self.send_and_wait(line, &start, &end).await
+    }
+
+    async fn send_and_wait(
+        &mut self,
+        line: String,
+        start: &str,
+        end: &str,
+    ) -> std::result::Result<ExecOutput, ShellError> {
         self.session
             .send(line.as_bytes())
             .await
@@ -57,7 +66,7 @@ impl Shell {
         let mut seen = Vec::new();
         let mut began = false;
         loop {
-            if let Some(output) = parse(&seen, &start, &end) {
+            if let Some(output) = parse(&seen, start, end) {
                 return Ok(output);
             }
             began = began || find(&seen, format!("{start}\n").as_bytes()).is_some();
@@ -78,6 +87,38 @@ impl Shell {
                 Err(_) => return Err(ShellError::Gone),
             }
         }
+    }
+}
+
+impl Shell {
+    /// Write `contents` to `path` (mode 600, through a temporary file
+    /// renamed over it) from a here-document on the shell's standard
+    /// input: the contents never appear in a command line.
+    pub(crate) async fn write(
+        &mut self,
+        path: &str,
+        contents: &str,
+    ) -> std::result::Result<ExecOutput, ShellError> {
+        self.calls += 1;
+        let start = format!("@@rollback-start-{}", self.calls);
+        let end = format!("@@rollback-end-{}", self.calls);
+        let eof = format!("@@rollback-eof-{}", self.calls);
+        if contents.lines().any(|l| l == eof) {
+            return Ok(ExecOutput::new(1, "the contents hold the end marker"));
+        }
+        let dir = path.rsplit_once('/').map_or(".", |(d, _)| d);
+        let tmp = format!("{path}.tmp");
+        let mut body = contents.to_owned();
+        if !body.ends_with('\n') {
+            body.push('\n');
+        }
+        let line = format!(
+            "echo {start}; (umask 077 && mkdir -p {d} && cat > {t} && mv {t} {p}) 2>&1 <<'{eof}'; rc=$?; echo; echo {end} $rc\n{body}{eof}\n",
+            d = quote(dir),
+            t = quote(&tmp),
+            p = quote(path),
+        );
+        self.send_and_wait(line, &start, &end).await
     }
 }
 

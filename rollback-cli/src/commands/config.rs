@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::cli::{ConfigCommand, InitArgs};
 use crate::commands::Context;
-use crate::config::{self, Config, HealthCheck};
+use crate::config::{self, Config, HealthCheck, ProxyConfig, TlsConfig};
 use crate::exit::{self, CliError};
 use crate::output::Output;
 
@@ -39,6 +39,7 @@ fn check(ctx: &Context) -> Result<i32, CliError> {
         None => "stop-first".to_owned(),
     };
     let health = config.hosts.first().and_then(|h| h.health.as_ref());
+    let tls = config.proxy.as_ref().and_then(tls_summary);
     if ctx.output.is_json() {
         ctx.output.json(&json!({
             "outcome": "valid",
@@ -49,6 +50,7 @@ fn check(ctx: &Context) -> Result<i32, CliError> {
             "hosts": config.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
             "strategy": if config.proxy.is_some() { "start-first" } else { "stop-first" },
             "health": health.map(kind),
+            "tls": tls.as_ref().map(|(_, json)| json),
         }));
         return Ok(exit::OK);
     }
@@ -69,8 +71,47 @@ fn check(ctx: &Context) -> Result<i32, CliError> {
     if let Some(h) = health {
         out.line(&format!("  health: {h}"));
     }
+    if let Some((text, _)) = &tls {
+        out.line(&format!("  tls: {text}"));
+    }
     out.line("no host or registry was contacted");
     Ok(exit::OK)
+}
+
+/// `[proxy] tls` in a line and as JSON; a certificate file is described by
+/// what it says about itself, never by its key.
+fn tls_summary(proxy: &ProxyConfig) -> Option<(String, serde_json::Value)> {
+    let tls = proxy.tls.as_ref()?;
+    let host = proxy.host.as_deref().unwrap_or_default();
+    let listen = proxy.tls_listen.as_deref().unwrap_or_default();
+    Some(match tls {
+        TlsConfig::Acme { email, ca, .. } => {
+            let ca = ca.as_deref().unwrap_or("Let's Encrypt");
+            (
+                format!("{host} on {listen}, certificate from ACME ({ca})"),
+                json!({"mode": "acme", "host": host, "listen": listen, "ca": ca, "email": email}),
+            )
+        }
+        TlsConfig::Internal => (
+            format!("{host} on {listen}, certificate from the proxy's own CA"),
+            json!({"mode": "internal", "host": host, "listen": listen}),
+        ),
+        TlsConfig::Files(f) => {
+            let expires = humantime::format_rfc3339_seconds(f.info.not_after).to_string();
+            (
+                format!(
+                    "{host} on {listen}, certificate {} (issuer {}, expires {expires})",
+                    f.cert.display(),
+                    f.info.issuer
+                ),
+                json!({
+                    "mode": "files", "host": host, "listen": listen,
+                    "cert": f.cert.display().to_string(), "key": f.key.display().to_string(),
+                    "issuer": f.info.issuer, "not_after": expires,
+                }),
+            )
+        }
+    })
 }
 
 fn kind(check: &HealthCheck) -> &'static str {

@@ -88,6 +88,9 @@ pub async fn run(cli: Cli, adapters: Arc<dyn Adapters>) -> i32 {
     };
     if let Some(c) = &config {
         output.set_redactor(Redactor::from_config(c));
+        for warning in &c.warnings {
+            output.warn(warning);
+        }
     }
     run_with(cli, config, Arc::new(output), adapters).await
 }

@@ -1,11 +1,13 @@
 //! `rollback proxy boot|status|remove`: the `[proxy]` container on each host.
 
 use rollback_core::TrafficSwitch;
-use rollback_proxy::container::DEFAULT_NAME;
 use rollback_proxy::{Booted, Caddy};
+
 use serde::Serialize;
 
-use crate::adapters::proxy_container;
+use std::time::SystemTime;
+
+use crate::adapters::{self, proxy_container};
 use crate::cli::ProxyCommand;
 use crate::commands::{json_done, Context};
 use crate::config::ProxyConfig;
@@ -22,8 +24,34 @@ struct ProxyLine<'a> {
     primary: Option<String>,
     /// Tried when `primary` refuses a connection.
     fallback: Option<String>,
+    /// The HTTPS address, when the proxy serves it.
+    tls_listen: Option<&'a str>,
+    /// Every app routed by the proxy, with its certificate.
+    apps: Vec<AppLine>,
     action: Option<&'static str>,
     error: Option<String>,
+}
+
+/// One app in the proxy.
+#[derive(Serialize)]
+struct AppLine {
+    app: String,
+    host: Option<String>,
+    primary: String,
+    tls: Option<CertLine>,
+}
+
+/// The certificate an app is served with.
+#[derive(Serialize)]
+struct CertLine {
+    /// `acme`, `internal` or `files`.
+    source: String,
+    /// `None` while the proxy has none yet (an ACME order under way).
+    issuer: Option<String>,
+    not_after: Option<String>,
+    days_left: Option<u64>,
+    /// Less than 14 days left, or a sixth of a shorter lifetime.
+    expires_soon: bool,
 }
 
 /// The `[proxy]` table, or an error naming the file.
@@ -49,15 +77,13 @@ pub async fn run(ctx: &Context, command: &ProxyCommand) -> Result<i32, CliError>
         let mut line = ProxyLine {
             host: name,
             listen: Some(&proxy.listen),
+            tls_listen: proxy.tls_listen.as_deref(),
             ..ProxyLine::default()
         };
         let result = async {
             let runtime = ctx.adapters.host(host).await?.runtime;
             let container = proxy_container(runtime, proxy)?;
-            let mut caddy = Caddy::new(container.clone(), &app);
-            if let Some(h) = &proxy.host {
-                caddy = caddy.with_host(h);
-            }
+            let caddy = adapters::caddy(container.clone(), proxy, &app);
             let engine =
                 |what: &'static str| move |e: rollback_core::Error| CliError::core(what, &e);
             match command {
@@ -104,6 +130,9 @@ pub async fn run(ctx: &Context, command: &ProxyCommand) -> Result<i32, CliError>
                         line.fallback = (route.fallback != route.primary).then_some(route.fallback);
                         line.primary = Some(route.primary);
                     }
+                    line.apps = apps(&caddy)
+                        .await
+                        .map_err(engine("read the proxy's routes"))?;
                 }
             }
             Ok::<_, CliError>(())
@@ -116,12 +145,69 @@ pub async fn run(ctx: &Context, command: &ProxyCommand) -> Result<i32, CliError>
         if out.is_json() {
             out.json(&line);
         } else {
-            out.line(&human(&line, &app, DEFAULT_NAME));
+            out.line(&human(&line, &app, &proxy.name));
         }
     }
     let code = if failed { exit::FAILED } else { exit::OK };
     json_done(out, if failed { "failed" } else { "ok" }, code);
     Ok(code)
+}
+
+/// Every app in the proxy with its host and, over HTTPS, its certificate.
+async fn apps(caddy: &Caddy) -> rollback_core::Result<Vec<AppLine>> {
+    let certs = caddy.certificates().await?;
+    let now = SystemTime::now();
+    Ok(caddy
+        .routes()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let tls = certs.iter().find(|c| c.app == r.app).map(|c| {
+                let left = c.info.as_ref().map(|i| i.remaining(now));
+                CertLine {
+                    source: c.source.clone(),
+                    issuer: c.info.as_ref().map(|i| i.issuer.clone()),
+                    not_after: c
+                        .info
+                        .as_ref()
+                        .map(|i| humantime::format_rfc3339_seconds(i.not_after).to_string()),
+                    days_left: left.map(|l| l.as_secs() / 86400),
+                    expires_soon: c.info.as_ref().is_some_and(|i| i.expires_soon(now)),
+                }
+            });
+            AppLine {
+                app: r.app,
+                host: r.host,
+                primary: r.primary,
+                tls,
+            }
+        })
+        .collect())
+}
+
+fn app_human(a: &AppLine) -> String {
+    let host = a.host.as_deref().unwrap_or("any host");
+    let mut text = format!("  {} ({host}) -> {}", a.app, a.primary);
+    match &a.tls {
+        None => text.push_str(", http"),
+        Some(CertLine {
+            source,
+            issuer: Some(issuer),
+            not_after: Some(until),
+            days_left,
+            expires_soon,
+        }) => {
+            text.push_str(&format!(
+                ", https, certificate ({source}) from {issuer}, expires {until} ({} days)",
+                days_left.unwrap_or_default()
+            ));
+            if *expires_soon {
+                text.push_str(" EXPIRES SOON");
+            }
+        }
+        Some(c) => text.push_str(&format!(", https, no certificate yet ({})", c.source)),
+    }
+    text
 }
 
 fn human(line: &ProxyLine<'_>, app: &str, name: &str) -> String {
@@ -138,7 +224,10 @@ fn human(line: &ProxyLine<'_>, app: &str, name: &str) -> String {
             "; container {} {state}, {} on {}",
             &id[..id.len().min(12)],
             line.image.as_deref().unwrap_or("?"),
-            line.listen.unwrap_or("?")
+            match line.tls_listen {
+                Some(tls) => format!("{} and {tls}", line.listen.unwrap_or("?")),
+                None => line.listen.unwrap_or("?").to_owned(),
+            }
         )),
         _ if line.action == Some("removed") || line.action == Some("not there") => {}
         _ => text.push_str("; no proxy container"),
@@ -148,6 +237,10 @@ fn human(line: &ProxyLine<'_>, app: &str, name: &str) -> String {
         (Some(p), None) => text.push_str(&format!("; {app} -> {p}")),
         _ if line.state.is_some() => text.push_str(&format!("; no route for {app}")),
         _ => {}
+    }
+    for a in &line.apps {
+        text.push('\n');
+        text.push_str(&app_human(a));
     }
     text
 }

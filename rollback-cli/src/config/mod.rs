@@ -79,6 +79,9 @@ pub struct Config {
     /// `env_file` name), by name: each value is a secret of its own, even
     /// when it is only part of a value.
     pub substituted: BTreeMap<String, Secret>,
+    /// Things in the file worth a warning that do not stop a command (a
+    /// key file others can read).
+    pub warnings: Vec<String>,
 }
 
 /// Commands run around deploy, undo and recover (`[hooks]`).
@@ -128,10 +131,53 @@ pub struct ProxyConfig {
     pub drain: Duration,
     /// Route only requests for this `Host` to the app.
     pub host: Option<String>,
+    /// The proxy container's name on each host (`[proxy] name`).
+    pub name: String,
+    /// The public HTTPS address on each host, with `tls`.
+    pub tls_listen: Option<String>,
+    /// Where the certificate for `host` comes from; `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[proxy] tls`: where the app's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsConfig {
+    /// Issued by an ACME CA (Let's Encrypt unless `acme_ca` names another)
+    /// through an HTTP challenge on `listen`.
+    Acme {
+        /// `acme_email`: the account's contact.
+        email: Option<String>,
+        /// `acme_ca`: the CA's directory URL.
+        ca: Option<String>,
+        /// `acme_ca_root`: the CA's root certificate (PEM) as read, for a
+        /// private CA the proxy would not trust otherwise.
+        ca_root: Option<String>,
+    },
+    /// Issued by the proxy's own CA (clients must trust its root).
+    Internal,
+    /// Files where rollback runs, checked, then written into the proxy.
+    Files(TlsFiles),
+}
+
+/// `tls = { cert, key }`, read and checked when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate file, as resolved from the config's folder.
+    pub cert: PathBuf,
+    /// The key file.
+    pub key: PathBuf,
+    /// The certificate chain, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM; never shown.
+    pub key_pem: Secret,
+    /// The leaf certificate.
+    pub info: rollback_proxy::cert::CertInfo,
 }
 
 /// The proxy image when `[proxy] image` is not set.
 pub const DEFAULT_PROXY_IMAGE: &str = "caddy:2";
+/// `[proxy] tls_listen` when `tls` is set and it is not.
+pub const DEFAULT_TLS_LISTEN: &str = "443";
 /// `[proxy] drain` when not set.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 

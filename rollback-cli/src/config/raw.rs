@@ -83,6 +83,60 @@ pub(super) struct RawProxy {
     pub(super) drain: Option<HumanDuration>,
     #[schemars(with = "Option<String>")]
     pub(super) host: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::ContainerName>")]
+    pub(super) name: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::Listen>")]
+    pub(super) tls_listen: Option<Spanned<String>>,
+    #[schemars(with = "Option<RawTls>")]
+    pub(super) tls: Option<Spanned<RawTls>>,
+    #[schemars(with = "Option<String>")]
+    pub(super) acme_email: Option<Spanned<String>>,
+    #[schemars(with = "Option<schema::HttpUrl>")]
+    pub(super) acme_ca: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    pub(super) acme_ca_root: Option<Spanned<String>>,
+}
+
+/// `[proxy] tls`: `"acme"`, `"internal"`, or `{ cert, key }` files.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Tls")]
+pub(super) enum RawTls {
+    #[schemars(with = "schema::TlsMode")]
+    Mode(String),
+    Files(RawTlsFiles),
+}
+
+// By hand rather than untagged: a table missing `key` is reported as such,
+// not as "did not match any variant".
+impl<'de> Deserialize<'de> for RawTls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"acme\", \"internal\" or { cert = \"...\", key = \"...\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawTls, E> {
+                Ok(RawTls::Mode(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawTls, A::Error> {
+                RawTlsFiles::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawTls::Files)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "TlsFiles")]
+pub(super) struct RawTlsFiles {
+    /// The certificate chain (PEM), leaf first, where rollback runs.
+    pub(super) cert: String,
+    /// Its private key (PEM), where rollback runs.
+    pub(super) key: String,
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -198,6 +198,13 @@ string_type!(
 );
 
 string_type!(
+    /// `[proxy] tls` as a word: certificates from an ACME CA, or from the
+    /// proxy's own CA.
+    TlsMode,
+    { "type": "string", "enum": ["acme", "internal"] }
+);
+
+string_type!(
     /// A hook: a `sh -c` line.
     Command,
     { "type": "string", "pattern": r"\S" }

@@ -694,6 +694,9 @@ fn proxy_defaults_and_the_direct_check() {
             image: "caddy:2".into(),
             drain: Duration::from_secs(30),
             host: None,
+            name: "rollback-proxy".into(),
+            tls_listen: None,
+            tls: None,
         }
     );
     assert_eq!(c.hosts[0].proxy.as_ref(), Some(&p));
@@ -822,4 +825,168 @@ fn load_names_a_missing_file() {
             .starts_with("/nonexistent/rollback.toml: cannot read the config file"),
         "{e}"
     );
+}
+
+/// A folder holding a config's certificate files, made with `openssl`.
+struct CertDir(std::path::PathBuf);
+
+impl CertDir {
+    fn new(name: &str, san: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rollback-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let status = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+            .args([
+                "-subj",
+                "/CN=shop",
+                "-addext",
+                &format!("subjectAltName=DNS:{san}"),
+            ])
+            .arg("-keyout")
+            .arg(dir.join("certs/shop.key"))
+            .arg("-out")
+            .arg(dir.join("certs/shop.crt"))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("certs/shop.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        CertDir(dir)
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &self.0.join("rollback.toml"), &env)
+    }
+}
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tls(keys: &str) -> String {
+    PROXY.replace(
+        "app_port = 8080\n",
+        &format!("app_port = 8080\nhost = \"shop.example.com\"\n{keys}"),
+    )
+}
+
+#[test]
+fn tls_acme_and_internal_with_their_defaults() {
+    let p = parse(&tls("tls = \"acme\"\nacme_email = \"ops@example.com\"\n"))
+        .unwrap()
+        .proxy
+        .unwrap();
+    assert_eq!(p.tls_listen.as_deref(), Some("443"));
+    assert_eq!(
+        p.tls,
+        Some(TlsConfig::Acme {
+            email: Some("ops@example.com".into()),
+            ca: None,
+            ca_root: None
+        })
+    );
+    let p = parse(&tls(
+        "tls = \"internal\"\ntls_listen = \"127.0.0.1:18443\"\nname = \"edge\"\n",
+    ))
+    .unwrap()
+    .proxy
+    .unwrap();
+    assert_eq!(p.tls, Some(TlsConfig::Internal));
+    assert_eq!(p.tls_listen.as_deref(), Some("127.0.0.1:18443"));
+    assert_eq!(p.name, "edge");
+}
+
+#[test]
+fn tls_errors_name_line_and_key() {
+    let e = error(&PROXY.replace("app_port = 8080\n", "app_port = 8080\ntls = \"acme\"\n"));
+    assert!(
+        e.starts_with("rollback.toml:7: proxy.tls: needs proxy.host"),
+        "{e}"
+    );
+    let e = error(&tls("tls = \"letsencrypt\"\n"));
+    assert!(
+        e.starts_with("rollback.toml:8: proxy.tls: \"letsencrypt\" is not one of"),
+        "{e}"
+    );
+    let e = error(&tls("acme_email = \"ops@example.com\"\n"));
+    assert!(
+        e.starts_with("rollback.toml:8: proxy: this key applies with proxy.tls"),
+        "{e}"
+    );
+    let e = error(&tls(
+        "tls = \"internal\"\nacme_email = \"ops@example.com\"\n",
+    ));
+    assert!(
+        e.contains(":9: proxy: acme_email, acme_ca and acme_ca_root apply with tls = \"acme\""),
+        "{e}"
+    );
+    let e = error(&tls("tls = \"acme\"\nacme_email = \"ops\"\n"));
+    assert!(
+        e.contains(":9: proxy.acme_email: \"ops\" is not an email"),
+        "{e}"
+    );
+    let e = error(&tls(
+        "tls = \"acme\"\nacme_ca = \"http://ca.internal/dir\"\n",
+    ));
+    assert!(e.contains(":9: proxy.acme_ca:"), "{e}");
+    let e = error(&tls("tls = \"acme\"\nacme_ca_root = \"nowhere.pem\"\n"));
+    assert!(e.contains("nowhere.pem: cannot be read"), "{e}");
+    let e = error(&tls("tls = \"acme\"\ntls_listen = \"127.0.0.1:18080\"\n"));
+    assert!(
+        e.contains(":9: proxy.tls_listen:") && e.contains("port of proxy.listen"),
+        "{e}"
+    );
+    let e = error(&tls("tls = { cert = \"certs/shop.crt\" }\n"));
+    assert!(
+        e.contains(":8:") && e.contains("missing field `key`"),
+        "{e}"
+    );
+    let e = error(&tls("name = \"bad name\"\n"));
+    assert!(
+        e.contains(":8: proxy.name: \"bad name\" is not a container name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tls_files_are_read_and_checked_from_the_config_folder() {
+    let dir = CertDir::new("good", "shop.example.com");
+    let text = tls("tls = { cert = \"certs/shop.crt\", key = \"certs/shop.key\" }\n");
+    let c = dir.parse(&text).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let Some(TlsConfig::Files(files)) = c.proxy.unwrap().tls else {
+        panic!("not files");
+    };
+    assert_eq!(files.cert, dir.0.join("certs/shop.crt"));
+    assert_eq!(files.info.names, ["shop.example.com"]);
+    assert!(files.key_pem.expose().contains("PRIVATE KEY"));
+    assert!(!format!("{files:?}").contains("PRIVATE KEY"));
+
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.0.join("certs/shop.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let c = dir.parse(&text).unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("shop.key: the private key is readable by others"));
+
+    let other = CertDir::new("other", "other.example.com");
+    let e = other.parse(&text).unwrap_err().to_string();
+    assert!(e.contains(":8: proxy.tls: "), "{e}");
+    assert!(
+        e.contains("certs/shop.crt: does not cover the host \"shop.example.com\": it names other.example.com"),
+        "{e}"
+    );
+    // Another pair's key: named, never shown.
+    std::fs::copy(other.0.join("certs/shop.key"), &key).unwrap();
+    let e = dir.parse(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("certs/shop.key: does not match the certificate"),
+        "{e}"
+    );
+    assert!(!e.contains("PRIVATE"), "{e}");
 }

@@ -153,7 +153,12 @@ impl Ctx<'_> {
         let container = self.container(&raw.container, &dir, lookup)?;
         let hooks = self.hooks(&raw.hooks, &dir)?;
         let notify = self.notify(&raw.notify, lookup)?;
-        let proxy = raw.proxy.as_ref().map(|p| self.proxy(p)).transpose()?;
+        let mut warnings = Vec::new();
+        let proxy = raw
+            .proxy
+            .as_ref()
+            .map(|p| self.proxy(p, &dir, &mut warnings))
+            .transpose()?;
         let (check, expect, health) =
             self.health(raw.health.as_ref(), proxy.as_ref().map(|p| p.app_port))?;
         if let Some(p) = &proxy {
@@ -261,6 +266,7 @@ impl Ctx<'_> {
             hooks,
             notify,
             substituted: BTreeMap::new(),
+            warnings,
         })
     }
 
@@ -344,7 +350,12 @@ impl Ctx<'_> {
         }))
     }
 
-    fn proxy(&self, raw: &Spanned<RawProxy>) -> Result<ProxyConfig, ConfigError> {
+    fn proxy(
+        &self,
+        raw: &Spanned<RawProxy>,
+        dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Result<ProxyConfig, ConfigError> {
         let p = raw.get_ref();
         let listen = p.listen.get_ref().trim();
         // The host side of a `docker -p` mapping: an optional address and a port.
@@ -382,13 +393,170 @@ impl Ctx<'_> {
             }
             None => None,
         };
+        let name = match &p.name {
+            Some(n) => {
+                let v = n.get_ref().trim();
+                if v.parse::<rollback_core::ContainerName>().is_err() {
+                    return Err(self.at(n, format!("proxy.name: {v:?} is not a container name")));
+                }
+                v.to_owned()
+            }
+            None => rollback_proxy::container::DEFAULT_NAME.to_owned(),
+        };
+        let tls = match &p.tls {
+            Some(t) => Some(self.tls(p, t, host.as_deref(), dir, warnings)?),
+            None => {
+                let acme = [&p.tls_listen, &p.acme_email, &p.acme_ca, &p.acme_ca_root];
+                if let Some(v) = acme.into_iter().flatten().next() {
+                    return Err(self.at(v, "proxy: this key applies with proxy.tls: set tls = \"acme\", \"internal\" or { cert, key }"));
+                }
+                None
+            }
+        };
+        let tls_listen = match (&tls, &p.tls_listen) {
+            (None, _) => None,
+            (Some(_), None) => Some(DEFAULT_TLS_LISTEN.to_owned()),
+            (Some(_), Some(l)) => {
+                let v = l.get_ref().trim();
+                let port = |a: &str| {
+                    format!("{a}:1")
+                        .parse::<PortMapping>()
+                        .ok()
+                        .and_then(|m| m.host_port)
+                };
+                if v.is_empty() || v.contains('/') || port(v).is_none() {
+                    return Err(self.at(l, format!("proxy.tls_listen: {v:?} is not a public address (\"443\", \"0.0.0.0:443\", \"127.0.0.1:18443\")")));
+                }
+                if port(v) == port(listen) {
+                    return Err(self.at(l, format!("proxy.tls_listen: {v:?} uses the port of proxy.listen; HTTPS needs a port of its own")));
+                }
+                Some(v.to_owned())
+            }
+        };
         Ok(ProxyConfig {
             listen: listen.to_owned(),
             app_port,
             image,
             drain: p.drain.map(|d| d.0).unwrap_or(DEFAULT_DRAIN),
             host,
+            name,
+            tls_listen,
+            tls,
         })
+    }
+
+    fn tls(
+        &self,
+        p: &RawProxy,
+        raw: &Spanned<RawTls>,
+        host: Option<&str>,
+        dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Result<TlsConfig, ConfigError> {
+        let Some(host) = host else {
+            return Err(self.at(
+                raw,
+                "proxy.tls: needs proxy.host, the name the certificate is for",
+            ));
+        };
+        let mode = match raw.get_ref() {
+            RawTls::Mode(m) => m.as_str(),
+            RawTls::Files(_) => "files",
+        };
+        if mode != "acme" {
+            let acme = [&p.acme_email, &p.acme_ca, &p.acme_ca_root];
+            if let Some(v) = acme.into_iter().flatten().next() {
+                return Err(self.at(
+                    v,
+                    "proxy: acme_email, acme_ca and acme_ca_root apply with tls = \"acme\"",
+                ));
+            }
+        }
+        match raw.get_ref() {
+            RawTls::Mode(m) if m == "acme" => {
+                if host.contains('*') {
+                    return Err(self.at(raw, format!("proxy.tls: an ACME HTTP challenge cannot prove the wildcard {host:?}: use tls = {{ cert, key }}")));
+                }
+                let email = match &p.acme_email {
+                    Some(e) => {
+                        let v = e.get_ref().trim();
+                        let ok = v.split_once('@').is_some_and(|(user, domain)| {
+                            !user.is_empty()
+                                && domain.contains('.')
+                                && !v.contains(char::is_whitespace)
+                        });
+                        if !ok {
+                            return Err(self.at(
+                                e,
+                                format!("proxy.acme_email: {v:?} is not an email address"),
+                            ));
+                        }
+                        Some(v.to_owned())
+                    }
+                    None => None,
+                };
+                let ca = match &p.acme_ca {
+                    Some(c) => {
+                        let v = self.url("proxy.acme_ca", c)?;
+                        if !v.starts_with("https://") {
+                            return Err(self.at(
+                                c,
+                                format!(
+                                    "proxy.acme_ca: {v:?}: an ACME directory is an https:// URL"
+                                ),
+                            ));
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                };
+                let ca_root = match &p.acme_ca_root {
+                    Some(r) => {
+                        let path = dir.join(r.get_ref());
+                        let shown = path.display();
+                        let pem = std::fs::read(&path).map_err(|e| {
+                            self.at(
+                                r,
+                                format!("proxy.acme_ca_root: {shown}: cannot be read: {e}"),
+                            )
+                        })?;
+                        if rollback_proxy::cert::inspect_pem(&pem).is_none() {
+                            return Err(self.at(
+                                r,
+                                format!("proxy.acme_ca_root: {shown}: not a PEM certificate"),
+                            ));
+                        }
+                        Some(String::from_utf8_lossy(&pem).into_owned())
+                    }
+                    None => None,
+                };
+                Ok(TlsConfig::Acme { email, ca, ca_root })
+            }
+            RawTls::Mode(m) if m == "internal" => Ok(TlsConfig::Internal),
+            RawTls::Mode(m) => Err(self.at(
+                raw,
+                format!("proxy.tls: {m:?} is not one of \"acme\", \"internal\" or {{ cert, key }}"),
+            )),
+            RawTls::Files(f) => {
+                let cert = dir.join(&f.cert);
+                let key = dir.join(&f.key);
+                let files = rollback_proxy::cert::check_files(
+                    &cert,
+                    &key,
+                    host,
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| self.at(raw, format!("proxy.tls: {e}")))?;
+                warnings.extend(files.warnings.iter().cloned());
+                Ok(TlsConfig::Files(TlsFiles {
+                    cert,
+                    key,
+                    key_pem: Secret::new(files.key_pem.clone()),
+                    cert_pem: files.cert_pem.clone(),
+                    info: files.info.clone(),
+                }))
+            }
+        }
     }
 
     /// The proxy owns the public address and the app's port: no port
