@@ -12,6 +12,10 @@
 //! how many points were explored; with `CRASH_CLASSES=1` it also prints one
 //! example of each kind of violation found.
 
+mod common;
+
+use common::{digest, release, repo};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::pending;
@@ -26,28 +30,12 @@ use rollback_core::{
     ContainerSpec, ContainerTemplate, CopyReport, DeployLock, Deployer, DeploymentId, Digest,
     ExecOutput, HealthPolicy, HealthProbe, HostTarget, ImageInfo, ImageRef, LockAttempt, LockInfo,
     OnFailure, ProbeResult, ProgressSink, Registry, Release, Repository, Result, RolloutPolicy,
-    Runtime, StartFirst, Strategy, Tag, Target, TrafficSwitch, Upstream,
+    Runtime, StartFirst, Strategy, Target, TrafficSwitch, Upstream,
 };
 use tokio::sync::Notify;
 
 const S: Duration = Duration::from_secs(1);
 const APP: &str = "app";
-
-fn digest(c: char) -> Digest {
-    format!("sha256:{}", c.to_string().repeat(64))
-        .parse()
-        .expect("a valid digest")
-}
-
-fn repo() -> Repository {
-    "127.0.0.1:5000/team/app"
-        .parse()
-        .expect("a valid repository")
-}
-
-fn release(tag: &str, c: char) -> Release {
-    Release::new(repo(), digest(c)).with_tag(tag.parse::<Tag>().expect("a valid tag"))
-}
 
 /// Where the deploy dies: when the `n`th (1-based) effect call is made,
 /// before it takes effect or right after.

@@ -2,6 +2,10 @@
 //! crate against the public [`DeployStrategy`] trait, and driven by the
 //! engine like the built-in ones.
 
+mod common;
+
+use common::{digest, release, repo};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use rollback_core::machine::{CapturedRelease, Input};
 use rollback_core::{
     async_trait, App, CancellationToken, ContainerId, ContainerInfo, ContainerTemplate,
     DeployStrategy, Deployer, Digest, Error, HealthPolicy, HostTarget, Outcome, Phase, Release,
-    Repository, StopFirst, Strategy, StrategyCx, Target,
+    StopFirst, Strategy, StrategyCx, Target,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -112,23 +116,6 @@ impl DeployStrategy for Audited {
         self.log(cx, "retire");
         StopFirst.retire(cx, retained, new).await
     }
-}
-
-fn digest(c: char) -> Digest {
-    format!("sha256:{}", c.to_string().repeat(64))
-        .parse()
-        .expect("a valid digest")
-}
-
-fn repo() -> Repository {
-    "127.0.0.1:5000/team/app"
-        .parse()
-        .expect("a valid repository")
-}
-
-fn release(tag: &str, c: char) -> Release {
-    Release::new(repo(), digest(c))
-        .with_tag(tag.parse::<rollback_core::Tag>().expect("a valid tag"))
 }
 
 /// One host running v1, v2 pushed; deployed with [`Audited`].
