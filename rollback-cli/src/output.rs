@@ -492,7 +492,10 @@ pub fn human_report(
             release_text(h.after.as_ref()),
             h.container
                 .as_ref()
-                .map(|c| format!(" (container {})", short_id(c)))
+                .map(|w| match w.container() {
+                    Some(c) => format!(" (container {})", short_id(c)),
+                    None => format!(" ({w})"),
+                })
                 .unwrap_or_default()
         ));
         if let Some(error) = &h.error {
@@ -719,7 +722,7 @@ mod tests {
             .with_target(Some(release("v2", 'b')))
             .with_hosts(vec![HostReport::new("prod-a".into(), Phase::RolledBack)
                 .with_releases(Some(release("v1", 'a')), Some(release("v1", 'a')))
-                .with_container(Some(ContainerId("0123456789abcdef".into())))
+                .with_container(Some(ContainerId("0123456789abcdef".into()).into()))
                 .with_error(Some("container exited with code 1".into()))
                 .with_trail(
                     vec!["starting v2".into(), "fatal: no config".into()],

@@ -72,18 +72,18 @@ impl<'a> Observed<'a> {
 ///   deployment of the lock left behind: an interrupted first deploy.
 pub fn adopt(seen: &Observed<'_>) -> Option<(Adoption, Option<CapturedRelease>)> {
     let captured = |c: &ContainerInfo| CapturedRelease {
-        container: c.id.clone(),
+        container: c.id.clone().into(),
         release: c.release.clone(),
     };
     if let Some((beside, serving)) = seen.beside {
         let adoption = if serving && beside.state.is_running() {
             Adoption::Running {
-                container: beside.id.clone(),
+                container: beside.id.clone().into(),
                 traffic_moved: true,
             }
         } else {
             Adoption::Broken {
-                container: Some(beside.id.clone()),
+                container: Some(beside.id.clone().into()),
                 reason: if serving {
                     Error::unhealthy(format!("{} is {}", beside.name, beside.state))
                 } else {
@@ -105,12 +105,12 @@ pub fn adopt(seen: &Observed<'_>) -> Option<(Adoption, Option<CapturedRelease>)>
     }
     let adoption = match seen.app {
         Some(app) if app.state.is_running() => Adoption::Running {
-            container: app.id.clone(),
+            container: app.id.clone().into(),
             traffic_moved: false,
         },
         Some(app) => Adoption::Broken {
             reason: Error::unhealthy(format!("{} is {}", seen.app_name, app.state)),
-            container: Some(app.id.clone()),
+            container: Some(app.id.clone().into()),
         },
         None => Adoption::Broken {
             container: None,
@@ -174,7 +174,7 @@ pub fn agreed_release(verified: &[&ContainerInfo]) -> Option<(Digest, Option<Dig
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ContainerId, ContainerState, DeploymentId};
+    use crate::types::{ContainerId, ContainerState, DeploymentId, Workload};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
@@ -272,9 +272,10 @@ mod tests {
                         Adoption::Running { container, .. } => ("run+moved", Some(container)),
                         Adoption::Broken { container, .. } => ("broken", container),
                     };
-                    let name = |id: Option<&ContainerId>| {
+                    let name = |id: Option<&Workload>| {
                         id.map_or("-".to_owned(), |id| {
-                            id.0.trim_end_matches("-id")
+                            id.to_string()
+                                .trim_end_matches("-id")
                                 .trim_start_matches("app--rollback-")
                                 .to_owned()
                         })

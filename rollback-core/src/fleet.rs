@@ -465,10 +465,10 @@ pub fn promotion_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ContainerId, DeploymentId, LockInfo};
+    use crate::types::{DeploymentId, LockInfo, Workload};
 
-    fn c(id: &str) -> ContainerId {
-        ContainerId(id.into())
+    fn c(id: &str) -> Workload {
+        Workload::from(id)
     }
 
     /// A host state by a one-letter code.

@@ -132,7 +132,7 @@ pub use types::{
     labels, next_name, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerName,
     ContainerSpec, ContainerState, ContainerTemplate, DeploymentId, Digest, EnvValue, HealthStatus,
     HostId, ImageRef, LockAttempt, LockInfo, PortMapping, ProgressSink, PullProgress, Release,
-    Repository, RestartPolicy, RunOptions, Secret, Tag,
+    Repository, RestartPolicy, RunOptions, Secret, Tag, Workload,
 };
 
 #[cfg(any(test, feature = "mock"))]

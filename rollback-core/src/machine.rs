@@ -44,13 +44,13 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind};
 use crate::event::Phase;
 use crate::policy::HealthPolicy;
-use crate::types::{ContainerExit, ContainerId, LockInfo, Release};
+use crate::types::{ContainerExit, LockInfo, Release, Workload};
 
 /// The release that ran on a host before the deploy, pinned by its container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CapturedRelease {
     /// The container that ran it (and is kept, stopped, during the deploy).
-    pub container: ContainerId,
+    pub container: Workload,
     /// The release it runs, when its labels or repo digest tell.
     pub release: Option<Release>,
 }
@@ -255,7 +255,7 @@ pub enum HostState {
     /// The new release runs in place of the old one, which is kept.
     Switched {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, kept stopped under the retained name.
         retained: Option<CapturedRelease>,
         /// Whether a traffic switch sends users' requests to the new
@@ -267,14 +267,14 @@ pub enum HostState {
     /// takes every request; nothing is probed yet.
     Started {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, running.
         retained: Option<CapturedRelease>,
     },
     /// Start-first: probing the new release directly; no request reaches it.
     Warming {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, running and taking every request.
         retained: Option<CapturedRelease>,
         /// How far the verification has come.
@@ -284,7 +284,7 @@ pub enum HostState {
     /// it the traffic next.
     Ready {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, running and taking every request.
         retained: Option<CapturedRelease>,
         /// How far the verification has come.
@@ -294,7 +294,7 @@ pub enum HostState {
     /// probed through the stable window; the old one keeps running.
     Serving {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, running, the proxy's fallback.
         retained: Option<CapturedRelease>,
         /// How far the verification has come.
@@ -303,7 +303,7 @@ pub enum HostState {
     /// Probing the new release.
     Verifying {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, kept stopped.
         retained: Option<CapturedRelease>,
         /// How far the verification has come.
@@ -314,7 +314,7 @@ pub enum HostState {
     /// The new release proved healthy; the old container is still kept.
     Verified {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The old container, kept stopped until promotion.
         retained: Option<CapturedRelease>,
         /// Whether a traffic switch sends users' requests to it.
@@ -323,17 +323,17 @@ pub enum HostState {
     /// The new release runs and the old container is no longer needed.
     Done {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
         /// The release that ran before.
         previous: Option<Release>,
         /// The old container, when removing it failed (the next deploy
         /// removes it).
-        leftover: Option<ContainerId>,
+        leftover: Option<Workload>,
     },
     /// The new release failed: the previous release goes back.
     RollingBack {
         /// The container of the failed release, if one was created.
-        failed_container: Option<ContainerId>,
+        failed_container: Option<Workload>,
         /// The release to restore, `None` on a first deploy.
         retained: Option<CapturedRelease>,
         /// Why the new release was abandoned.
@@ -376,7 +376,7 @@ pub enum HostState {
     /// release stays, a human decides.
     Halted {
         /// The container of the failed release, left in place.
-        failed_container: Option<ContainerId>,
+        failed_container: Option<Workload>,
         /// The previous release's container, kept.
         retained: Option<CapturedRelease>,
         /// Why the new release failed.
@@ -398,14 +398,14 @@ pub enum Adoption {
     /// The app container runs: it is verified like a fresh switch.
     Running {
         /// The app container.
-        container: ContainerId,
+        container: Workload,
         /// Whether a traffic switch sends users' requests to it.
         traffic_moved: bool,
     },
     /// The app container is missing or stopped: the previous release goes back.
     Broken {
         /// The app container, if one exists.
-        container: Option<ContainerId>,
+        container: Option<Workload>,
         /// What is wrong with it.
         reason: Error,
     },
@@ -432,12 +432,12 @@ pub enum Input {
     /// The old container is stopped and kept, the new one runs.
     Switched {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
     },
     /// Start-first: the new release runs beside the old one.
     StartedBeside {
         /// The new container.
-        new_container: ContainerId,
+        new_container: Workload,
     },
     /// Start-first: the proxy sends the traffic to the new release now.
     TrafficSwitched {
@@ -452,7 +452,7 @@ pub enum Input {
     /// A step of the switch failed.
     SwitchFailed {
         /// The new container, if it was created.
-        new_container: Option<ContainerId>,
+        new_container: Option<Workload>,
         /// What failed.
         reason: Error,
     },
@@ -1304,8 +1304,8 @@ mod tests {
     use crate::types::DeploymentId;
     use std::time::SystemTime;
 
-    fn c(id: &str) -> ContainerId {
-        ContainerId(id.into())
+    fn c(id: &str) -> Workload {
+        Workload::from(id)
     }
 
     fn previous() -> Option<CapturedRelease> {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::event::Phase;
 use crate::exit::ExitCode;
-use crate::types::{ContainerId, HostId, LockInfo, Release};
+use crate::types::{HostId, LockInfo, Release, Workload};
 
 /// How a deploy (or undo, or recover) ended. Each maps to one exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -77,7 +77,7 @@ pub struct HostReport {
     /// The release that runs now, if any.
     pub after: Option<Release>,
     /// The container that runs the app now.
-    pub container: Option<ContainerId>,
+    pub container: Option<Workload>,
     /// Why this host failed, if it did.
     pub error: Option<String>,
     /// Last output lines of the failed container.
@@ -118,7 +118,7 @@ impl HostReport {
     }
 
     /// The container that runs the app now.
-    pub fn with_container(mut self, container: Option<ContainerId>) -> Self {
+    pub fn with_container(mut self, container: Option<Workload>) -> Self {
         self.container = container;
         self
     }

@@ -613,6 +613,88 @@ string_id!(
     ContainerId
 );
 
+/// What runs a release on a host, as a deploy's states hold it: a
+/// container, or a service at a spec version (an orchestrator such as
+/// Swarm, where the tasks come and go and the service is what a deploy
+/// changes).
+///
+/// Serialized as the container id (a string), or as
+/// `{"service": NAME, "version": N}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Workload {
+    /// A container of the engine.
+    Container(ContainerId),
+    /// A service, at the version index of its spec.
+    Service {
+        /// The service's name.
+        service: String,
+        /// The version index of the spec the workload runs.
+        version: u64,
+    },
+}
+
+impl Workload {
+    /// A service at the version index of its spec.
+    pub fn service(name: impl Into<String>, version: u64) -> Self {
+        Workload::Service {
+            service: name.into(),
+            version,
+        }
+    }
+
+    /// The container, when the workload is one.
+    pub fn container(&self) -> Option<&ContainerId> {
+        match self {
+            Workload::Container(id) => Some(id),
+            Workload::Service { .. } => None,
+        }
+    }
+
+    /// The container, or an error naming what the workload is instead:
+    /// for effects that only work on containers.
+    pub fn expect_container(&self) -> Result<&ContainerId, crate::Error> {
+        self.container()
+            .ok_or_else(|| crate::Error::invalid_input(format!("{self} is not a container")))
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workload::Container(id) => f.write_str(id.as_str()),
+            Workload::Service { service, version } => {
+                write!(f, "service {service} (version {version})")
+            }
+        }
+    }
+}
+
+impl From<ContainerId> for Workload {
+    fn from(id: ContainerId) -> Self {
+        Workload::Container(id)
+    }
+}
+
+impl From<&ContainerId> for Workload {
+    fn from(id: &ContainerId) -> Self {
+        Workload::Container(id.clone())
+    }
+}
+
+impl From<&str> for Workload {
+    fn from(id: &str) -> Self {
+        Workload::Container(ContainerId::from(id))
+    }
+}
+
+impl PartialEq<ContainerId> for Workload {
+    fn eq(&self, other: &ContainerId) -> bool {
+        self.container() == Some(other)
+    }
+}
+
 impl DeploymentId {
     /// A new id, unique enough across processes and hosts: time and pid.
     pub fn generate() -> Self {

@@ -12,9 +12,9 @@ use std::time::Duration;
 use rollback_core::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime};
 use rollback_core::machine::{CapturedRelease, Input};
 use rollback_core::{
-    async_trait, App, CancellationToken, ContainerId, ContainerInfo, ContainerTemplate,
-    DeployStrategy, Deployer, Digest, Error, HealthPolicy, HostTarget, Outcome, Phase, Release,
-    StopFirst, Strategy, StrategyCx, Target,
+    async_trait, App, CancellationToken, ContainerInfo, ContainerTemplate, DeployStrategy,
+    Deployer, Digest, Error, HealthPolicy, HostTarget, Outcome, Phase, Release, StopFirst,
+    Strategy, StrategyCx, Target, Workload,
 };
 
 const S: Duration = Duration::from_secs(1);
@@ -81,8 +81,8 @@ impl DeployStrategy for Audited {
     async fn release_failed(
         &self,
         cx: &StrategyCx<'_>,
-        failed: ContainerId,
-    ) -> Result<Option<ContainerId>, Error> {
+        failed: Workload,
+    ) -> Result<Option<Workload>, Error> {
         self.log(cx, "release_failed");
         StopFirst.release_failed(cx, failed).await
     }
@@ -90,7 +90,7 @@ impl DeployStrategy for Audited {
     async fn restart_previous(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> Result<(), Error> {
         self.log(cx, "restart_previous");
@@ -100,7 +100,7 @@ impl DeployStrategy for Audited {
     async fn tidy(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> (Option<Vec<String>>, Result<(), Error>) {
         self.log(cx, "tidy");
@@ -110,8 +110,8 @@ impl DeployStrategy for Audited {
     async fn retire(
         &self,
         cx: &StrategyCx<'_>,
-        retained: Option<&ContainerId>,
-        new: &ContainerId,
+        retained: Option<&Workload>,
+        new: &Workload,
     ) -> Result<(), Error> {
         self.log(cx, "retire");
         StopFirst.retire(cx, retained, new).await

@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use rollback_core::fleet::{self, FleetAction, FleetView, Promotion};
 use rollback_core::machine::{Adoption, VerifyLimits};
 use rollback_core::{
-    step, CapturedRelease, ContainerExit, ContainerId, DeploymentId, Error, HostState, Input,
-    LockInfo, OnFailure, Outcome,
+    step, CapturedRelease, ContainerExit, DeploymentId, Error, HostState, Input, LockInfo,
+    OnFailure, Outcome, Workload,
 };
 
 const STABLE_FOR: Duration = Duration::from_secs(3);
@@ -24,8 +24,8 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-fn c(id: &str) -> ContainerId {
-    ContainerId(id.into())
+fn c(id: &str) -> Workload {
+    Workload::from(id)
 }
 
 fn previous() -> Option<CapturedRelease> {

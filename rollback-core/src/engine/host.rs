@@ -15,7 +15,7 @@ use crate::machine::{self, step, CapturedRelease, HostState, Input, RestoreCheck
 use crate::outcome::HostReport;
 use crate::traits::ProbeResult;
 use crate::types::{
-    retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release,
+    retained_name, ContainerExit, ContainerId, Digest, LockAttempt, LockInfo, Release, Workload,
 };
 
 /// What the tidying beside a restore gives back: the failed container's
@@ -290,7 +290,7 @@ impl Deployer {
         if cancel.is_cancelled() {
             return self.advance(ev, host, run, Input::Cancelled);
         }
-        let input = match self.capture(ev, host).await {
+        let input = match host.strategy.get().capture(&self.cx(Some(ev), host)).await {
             Ok(previous) => Input::Captured(previous),
             Err(e) => Input::CaptureFailed(e),
         };
@@ -364,9 +364,9 @@ impl Deployer {
 
     /// The running release and its container; removes a leftover retained
     /// container only when the app container runs.
-    async fn capture(
+    pub(crate) async fn capture_container(
         &self,
-        ev: &Emitter,
+        ev: Option<&Emitter>,
         host: &HostTarget,
     ) -> Result<Option<CapturedRelease>, Error> {
         let limit = self.timeouts.engine;
@@ -376,7 +376,6 @@ impl Deployer {
             host.runtime.current(&self.app.name),
         )
         .await?;
-        host.strategy.get().check(&self.cx(Some(ev), host)).await?;
         let retained = retained_name(&self.app.name);
         let leftover = timed(
             limit,
@@ -393,14 +392,16 @@ impl Deployer {
                         host.runtime.remove(&leftover.id),
                     )
                     .await?;
-                    ev.note(
-                        &Scope::Host(host.id.clone()),
-                        Phase::Locked,
-                        format!(
-                            "removed container {} ({retained}) left by an earlier deploy",
-                            leftover.id
-                        ),
-                    );
+                    if let Some(ev) = ev {
+                        ev.note(
+                            &Scope::Host(host.id.clone()),
+                            Phase::Locked,
+                            format!(
+                                "removed container {} ({retained}) left by an earlier deploy",
+                                leftover.id
+                            ),
+                        );
+                    }
                 }
                 _ => {
                     return Err(Error::conflict(format!(
@@ -411,7 +412,7 @@ impl Deployer {
             }
         }
         Ok(current.map(|c| CapturedRelease {
-            container: c.id,
+            container: c.id.into(),
             release: c.release,
         }))
     }
@@ -423,7 +424,7 @@ impl Deployer {
         ev: &Emitter,
         host: &HostTarget,
         run: &mut HostRun,
-        container: &ContainerId,
+        container: &Workload,
         cancel: &CancellationToken,
     ) {
         let policy = self.health;
@@ -474,7 +475,7 @@ impl Deployer {
         ev: &Emitter,
         host: &HostTarget,
         run: &mut HostRun,
-        container: &ContainerId,
+        container: &Workload,
         cancel: Option<&CancellationToken>,
         tidy: Option<T>,
     ) where
@@ -487,11 +488,11 @@ impl Deployer {
         };
         let started = Instant::now();
         let deadline_at = started + limits.deadline;
-        let mut exit = host.runtime.wait_exit(container);
-        let mut watching = true;
         // What the strategy watches besides (start-first: the proxy, which
         // the release verified is reached through).
         let cx = self.cx(Some(ev), host);
+        let mut exit = host.strategy.get().wait_exit(&cx, container);
+        let mut watching = true;
         let mut strategy_watched = true;
         let strategy_watch = host.strategy.get().watch(&cx);
         tokio::pin!(strategy_watch);
@@ -542,7 +543,7 @@ impl Deployer {
             let probe = async {
                 tokio::time::sleep_until(next_probe).await;
                 let began = Instant::now();
-                (began, self.probe_once(host, container).await)
+                (began, host.strategy.get().probe(&cx, container).await)
             };
             let input = tokio::select! {
                 biased;
@@ -646,8 +647,8 @@ impl Deployer {
         self.checkpoint(Stage::RollingBack, host).await;
         let Some(retained) = retained else {
             let input = match &failed {
-                Some(id) => {
-                    let (logs, cleared) = self.clear_failed(ev, host, id).await;
+                Some(failed) => {
+                    let (logs, cleared) = strategy.clear(&cx, failed).await;
                     run.logs = logs;
                     cleared.map_or_else(Input::RestoreFailed, |()| Input::Cleared)
                 }
@@ -661,7 +662,7 @@ impl Deployer {
         {
             // Both containers stay as they are, stopped, for `recover` or a
             // human; the failed one's logs still go into the report.
-            if let Some(failed) = &failed {
+            if let Some(failed) = failed.as_ref().and_then(Workload::container) {
                 run.logs = self.failed_logs(ev, host, failed).await;
             }
             return self.advance(ev, host, run, Input::RestoreFailed(e));

@@ -39,9 +39,10 @@ use crate::error::Error;
 use crate::event::{Phase, Scope};
 use crate::machine::{CapturedRelease, Input};
 use crate::traffic::{TrafficSwitch, Upstream};
+use crate::traits::ProbeResult;
 use crate::types::{
-    labels, next_name, retained_name, ContainerId, ContainerInfo, ContainerSpec, Digest, Release,
-    Tag,
+    labels, next_name, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
+    Digest, Release, Tag, Workload,
 };
 
 /// Default time between SIGTERM and SIGKILL when the spec names none.
@@ -76,6 +77,39 @@ pub trait DeployStrategy: Send + Sync {
         Ok(())
     }
 
+    /// Read the release running on the host (`Locked → Captured`), after
+    /// [`check`](Self::check); `None` on a first deploy. The default reads
+    /// the app's container and removes a retained container an earlier
+    /// deploy left beside a running app.
+    async fn capture(&self, cx: &StrategyCx<'_>) -> Result<Option<CapturedRelease>, Error> {
+        self.check(cx).await?;
+        cx.deployer.capture_container(cx.ev, cx.host).await
+    }
+
+    /// One health answer of `workload` within the policy's timeout. The
+    /// default asks the host's [`HealthProbe`](crate::HealthProbe) about the
+    /// container.
+    async fn probe(&self, cx: &StrategyCx<'_>, workload: &Workload) -> ProbeResult {
+        match workload.expect_container() {
+            Ok(id) => cx.deployer.probe_once(cx.host, id).await,
+            Err(e) => ProbeResult::Unhealthy(e.report()),
+        }
+    }
+
+    /// Wait until `workload` fails while it is verified: its container
+    /// exits, restarts or disappears (for a service, one of its tasks
+    /// fails). The default watches the container on the host's engine.
+    async fn wait_exit(
+        &self,
+        cx: &StrategyCx<'_>,
+        workload: &Workload,
+    ) -> Result<ContainerExit, Error> {
+        cx.host
+            .runtime
+            .wait_exit(workload.expect_container()?)
+            .await
+    }
+
     /// What the strategy needs on the host before anything changes there;
     /// a failure here leaves the running release untouched.
     async fn prepare(
@@ -105,7 +139,7 @@ pub trait DeployStrategy: Send + Sync {
     async fn traffic_switch(
         &self,
         _cx: &StrategyCx<'_>,
-        _new: &ContainerId,
+        _new: &Workload,
         _verifying_since: tokio::time::Instant,
     ) -> Input {
         Input::TrafficSwitchFailed(Error::other(format!(
@@ -127,14 +161,14 @@ pub trait DeployStrategy: Send + Sync {
     async fn release_failed(
         &self,
         cx: &StrategyCx<'_>,
-        failed: ContainerId,
-    ) -> Result<Option<ContainerId>, Error>;
+        failed: Workload,
+    ) -> Result<Option<Workload>, Error>;
 
     /// Run the retained release again, once the failed one is out of its way.
     async fn restart_previous(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> Result<(), Error>;
 
@@ -152,16 +186,29 @@ pub trait DeployStrategy: Send + Sync {
     async fn tidy(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> (Option<Vec<String>>, Result<(), Error>);
+
+    /// A failed first release (nothing ran before it): keep its last log
+    /// lines and remove it, so that nothing of it runs.
+    async fn clear(
+        &self,
+        cx: &StrategyCx<'_>,
+        failed: &Workload,
+    ) -> (Vec<String>, Result<(), Error>) {
+        match failed.expect_container() {
+            Ok(id) => cx.clear_failed(id).await,
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    }
 
     /// The previous release is no longer needed: drop what kept it.
     async fn retire(
         &self,
         cx: &StrategyCx<'_>,
-        retained: Option<&ContainerId>,
-        new: &ContainerId,
+        retained: Option<&Workload>,
+        new: &Workload,
     ) -> Result<(), Error>;
 
     /// `recover`: the new release's container of an interrupted deploy
@@ -543,14 +590,17 @@ impl DeployStrategy for StopFirst {
         let cancelled = |new: Option<ContainerId>| (new, Error::cancelled());
         let result = async {
             if let Some(previous) = previous {
+                let old = previous
+                    .container
+                    .expect_container()
+                    .map_err(|e| (None, e))?;
                 // Renamed before it stops: a deploy that dies between the two
                 // leaves a retained container `recover` restores, never a
                 // stopped app container under the app's own name.
                 timed(
                     limit,
-                    format!("rename container {}", previous.container),
-                    host.runtime
-                        .rename(&previous.container, &retained_name(cx.app_name())),
+                    format!("rename container {old}"),
+                    host.runtime.rename(old, &retained_name(cx.app_name())),
                 )
                 .await
                 .map_err(|e| (None, e))?;
@@ -560,8 +610,8 @@ impl DeployStrategy for StopFirst {
                 let stop = cx.stop_timeout();
                 timed(
                     stop + d.timeouts.stop_grace,
-                    format!("stop container {}", previous.container),
-                    host.runtime.stop(&previous.container, stop),
+                    format!("stop container {old}"),
+                    host.runtime.stop(old, stop),
                 )
                 .await
                 .map_err(|e| (None, e))?;
@@ -573,9 +623,11 @@ impl DeployStrategy for StopFirst {
             cx.create_and_start(&spec, None, cancel).await
         };
         match result.await {
-            Ok(new_container) => Input::Switched { new_container },
+            Ok(new_container) => Input::Switched {
+                new_container: new_container.into(),
+            },
             Err((new_container, reason)) => Input::SwitchFailed {
-                new_container,
+                new_container: new_container.map(Workload::from),
                 reason,
             },
         }
@@ -584,8 +636,9 @@ impl DeployStrategy for StopFirst {
     async fn release_failed(
         &self,
         cx: &StrategyCx<'_>,
-        id: ContainerId,
-    ) -> Result<Option<ContainerId>, Error> {
+        failed: Workload,
+    ) -> Result<Option<Workload>, Error> {
+        let id = failed.expect_container()?.clone();
         let stop = cx.stop_timeout();
         match timed(
             stop + cx.deployer.timeouts.stop_grace,
@@ -594,7 +647,7 @@ impl DeployStrategy for StopFirst {
         )
         .await
         {
-            Ok(()) => Ok(Some(id)),
+            Ok(()) => Ok(Some(failed)),
             Err(e) => {
                 cx.note(Phase::RollingBack, e.report());
                 // Not known to be stopped: it may still hold the
@@ -608,12 +661,13 @@ impl DeployStrategy for StopFirst {
     async fn restart_previous(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> Result<(), Error> {
         let limit = cx.engine_timeout();
         let rt = &cx.host.runtime;
-        let id = &retained.container;
+        let id = retained.container.expect_container()?;
+        let failed = failed.and_then(Workload::container);
         // A container created under the app name whose id never
         // reached us (a lost answer) could hold the port and blocks
         // the rename back.
@@ -629,13 +683,16 @@ impl DeployStrategy for StopFirst {
     async fn tidy(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> (Option<Vec<String>>, Result<(), Error>) {
         let limit = cx.engine_timeout();
         let rt = &cx.host.runtime;
-        let id = &retained.container;
-        let (logs, removed) = match failed {
+        let id = match retained.container.expect_container() {
+            Ok(id) => id,
+            Err(e) => return (None, Err(e)),
+        };
+        let (logs, removed) = match failed.and_then(Workload::container) {
             Some(failed) => {
                 let (logs, removed) = cx.clear_failed(failed).await;
                 (Some(logs), removed)
@@ -661,11 +718,11 @@ impl DeployStrategy for StopFirst {
     async fn retire(
         &self,
         cx: &StrategyCx<'_>,
-        retained: Option<&ContainerId>,
-        _new: &ContainerId,
+        retained: Option<&Workload>,
+        _new: &Workload,
     ) -> Result<(), Error> {
         match retained {
-            Some(retained) => cx.remove(retained).await,
+            Some(retained) => cx.remove(retained.expect_container()?).await,
             None => Ok(()),
         }
     }
@@ -769,25 +826,21 @@ impl DeployStrategy for StartFirst {
         let Some(previous) = previous else {
             return Ok(());
         };
+        let old = previous.container.expect_container()?;
         // The old release is the fallback and the way back: the proxy must
         // reach it and send it the traffic before the new one starts.
         timed(
             limit,
-            format!(
-                "connect container {} to network {}",
-                previous.container, self.network
-            ),
-            cx.host
-                .runtime
-                .connect_network(&previous.container, &self.network),
+            format!("connect container {old} to network {}", self.network),
+            cx.host.runtime.connect_network(old, &self.network),
         )
         .await?;
         let current = timed(limit, "read the proxy's route", self.switch.current()).await?;
-        if current.map(|u| u.container) != Some(previous.container.clone()) {
+        if current.map(|u| u.container).as_ref() != Some(old) {
             timed(
                 limit,
-                format!("switch the proxy to container {}", previous.container),
-                self.switch.switch(&self.upstream(&previous.container)),
+                format!("switch the proxy to container {old}"),
+                self.switch.switch(&self.upstream(old)),
             )
             .await?;
         }
@@ -822,9 +875,11 @@ impl DeployStrategy for StartFirst {
             cx.create_and_start(&spec, extra, cancel).await
         };
         match result.await {
-            Ok(new_container) => Input::StartedBeside { new_container },
+            Ok(new_container) => Input::StartedBeside {
+                new_container: new_container.into(),
+            },
             Err((new_container, reason)) => Input::SwitchFailed {
-                new_container,
+                new_container: new_container.map(Workload::from),
                 reason,
             },
         }
@@ -833,9 +888,13 @@ impl DeployStrategy for StartFirst {
     async fn traffic_switch(
         &self,
         cx: &StrategyCx<'_>,
-        new: &ContainerId,
+        new: &Workload,
         verifying_since: tokio::time::Instant,
     ) -> Input {
+        let new = match new.expect_container() {
+            Ok(id) => id,
+            Err(e) => return Input::TrafficSwitchFailed(e),
+        };
         match timed(
             cx.engine_timeout(),
             format!("switch the proxy to container {new}"),
@@ -872,20 +931,20 @@ impl DeployStrategy for StartFirst {
     async fn release_failed(
         &self,
         _cx: &StrategyCx<'_>,
-        failed: ContainerId,
-    ) -> Result<Option<ContainerId>, Error> {
+        failed: Workload,
+    ) -> Result<Option<Workload>, Error> {
         Ok(Some(failed))
     }
 
     async fn restart_previous(
         &self,
         cx: &StrategyCx<'_>,
-        _failed: Option<&ContainerId>,
+        _failed: Option<&Workload>,
         retained: &CapturedRelease,
     ) -> Result<(), Error> {
         let limit = cx.engine_timeout();
         let rt = &cx.host.runtime;
-        let id = &retained.container;
+        let id = retained.container.expect_container()?;
         // It never stopped, unless an interrupted retirement stopped it.
         let info = timed(limit, format!("inspect container {id}"), rt.inspect(id)).await?;
         if !info.state.is_running() {
@@ -920,10 +979,10 @@ impl DeployStrategy for StartFirst {
     async fn tidy(
         &self,
         cx: &StrategyCx<'_>,
-        failed: Option<&ContainerId>,
+        failed: Option<&Workload>,
         _retained: &CapturedRelease,
     ) -> (Option<Vec<String>>, Result<(), Error>) {
-        let Some(failed) = failed else {
+        let Some(failed) = failed.and_then(Workload::container) else {
             return (None, Ok(()));
         };
         self.drain(cx, failed).await;
@@ -934,12 +993,14 @@ impl DeployStrategy for StartFirst {
     async fn retire(
         &self,
         cx: &StrategyCx<'_>,
-        retained: Option<&ContainerId>,
-        new: &ContainerId,
+        retained: Option<&Workload>,
+        new: &Workload,
     ) -> Result<(), Error> {
         let limit = cx.engine_timeout();
         let rt = &cx.host.runtime;
+        let new = new.expect_container()?;
         if let Some(old) = retained {
+            let old = old.expect_container()?;
             cx.checkpoint(Stage::Draining).await;
             self.drain(cx, old).await;
             let stop = cx.stop_timeout();

@@ -11,7 +11,7 @@ use crate::fake::{Behavior, FakeProbe, FakeRegistry, FakeRuntime, FakeSwitch};
 use crate::outcome::{DeployReport, Outcome};
 use crate::policy::{OnFailure, RolloutPolicy};
 use crate::traffic::Upstream;
-use crate::types::{labels, ContainerSpec, ContainerState, ImageRef, LockInfo};
+use crate::types::{labels, ContainerSpec, ContainerState, ImageRef, LockInfo, Workload};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -286,7 +286,7 @@ async fn healthy_release_is_switched_verified_and_promoted() {
     assert_eq!(host.phase, Phase::Done);
     assert_eq!(host.before, Some(v1()));
     assert_eq!(host.after, Some(v2()));
-    assert_eq!(host.container, Some(ContainerId("c2".into())));
+    assert_eq!(host.container, Some(Workload::from("c2")));
     let events = fleet.events();
     assert!(events
         .iter()
@@ -957,7 +957,7 @@ async fn fleet_halt_leaves_the_failed_host_as_it_is() {
     assert_eq!(halted.after.as_ref().map(|r| &r.digest), Some(&digest('2')));
     assert_eq!(
         halted.container.as_ref(),
-        Some(&fleet.hosts[1].named("app").unwrap().id)
+        Some(&fleet.hosts[1].named("app").unwrap().id.into())
     );
     assert!(fleet.hosts[1].named("app--rollback-previous").is_some());
     assert_eq!(
@@ -1704,7 +1704,7 @@ async fn start_first_moves_the_traffic_once_healthy_and_retires_the_old_release_
     );
     let host = &report.hosts[0];
     assert_eq!(host.switch_back_ms, None);
-    assert_eq!(host.container, Some(ContainerId("c2".into())));
+    assert_eq!(host.container, Some(Workload::from("c2")));
     // The new container publishes nothing and joins the proxy's network.
     let created = fleet.hosts[0]
         .containers()
@@ -2056,9 +2056,9 @@ async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
     let pump = super::emit::Pump::start(deployer.observer.clone());
     let mut run = super::host::HostRun::new(0);
     run.state = HostState::Verified {
-        new_container: ContainerId("c2".into()),
+        new_container: Workload::from("c2"),
         retained: Some(CapturedRelease {
-            container: ContainerId("c1".into()),
+            container: Workload::from("c1"),
             release: Some(v1()),
         }),
         traffic_moved: false,
@@ -2080,10 +2080,10 @@ async fn an_invalid_transition_is_an_error_event_and_a_safe_stop() {
     else {
         panic!("expected rolling back, got {:?}", run.state);
     };
-    assert_eq!(failed_container, &Some(ContainerId("c2".into())));
+    assert_eq!(failed_container, &Some(Workload::from("c2")));
     assert_eq!(
         retained.as_ref().map(|r| &r.container),
-        Some(&ContainerId("c1".into()))
+        Some(&Workload::from("c1"))
     );
     assert_eq!(reason.kind(), crate::error::ErrorKind::Internal);
     let events = fleet.events();
