@@ -5,12 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rollback_core::{DeployLock, HealthProbe, HttpProbe, Registry, Runtime, StartFirst, TcpProbe};
-use rollback_docker::{DockerExecProbe, DockerHealthProbe, DockerRuntime};
+use rollback_core::{
+    ContainerId, DeployLock, HealthProbe, HttpProbe, ProbeResult, Registry, Runtime, StartFirst,
+    Strategy, TcpProbe,
+};
+use rollback_docker::swarm::{Swarm, TaskTemplate};
+use rollback_docker::{
+    DockerExecProbe, DockerHealthProbe, DockerRuntime, SwarmStrategy, TaskHealth,
+};
 use rollback_proxy::{Caddy, DirectProbe, ProxyContainer, Tls};
 use rollback_registry::OciRegistry;
 
-use crate::config::{HealthCheck, HostConfig, ProxyConfig, TlsConfig};
+use crate::config::{HealthCheck, HostConfig, ProxyConfig, SwarmConfig, TlsConfig};
 use crate::exit::CliError;
 
 /// A host's engine, deploy lock and probe, connected.
@@ -21,6 +27,9 @@ pub struct Connected {
     pub lock: Arc<dyn DeployLock>,
     /// The health probe of the release.
     pub probe: Arc<dyn HealthProbe>,
+    /// The strategy the engine itself calls for (a Swarm manager's
+    /// service), when it is not the config's container strategy.
+    pub strategy: Option<Strategy>,
 }
 
 /// Where the commands get their registry, engines, locks and probes from.
@@ -68,6 +77,18 @@ impl Adapters for RealAdapters {
 
     async fn host(&self, host: &HostConfig) -> Result<Connected, CliError> {
         let docker = self.docker(host).await?;
+        if let (Some(swarm), Some(health)) = (&host.swarm, &host.health) {
+            let strategy = swarm_strategy(&docker, swarm, health)?;
+            let docker = Arc::new(docker);
+            return Ok(Connected {
+                runtime: docker.clone(),
+                lock: docker,
+                probe: Arc::new(ServiceTasks {
+                    what: strategy.describe_probe(),
+                }),
+                strategy: Some(Strategy::new(strategy)),
+            });
+        }
         let probe: Arc<dyn HealthProbe> = match &host.health {
             Some(HealthCheck::Docker) => Arc::new(DockerHealthProbe::new(docker.clone())),
             Some(HealthCheck::Direct {
@@ -110,7 +131,69 @@ impl Adapters for RealAdapters {
             runtime: docker.clone(),
             lock: docker,
             probe,
+            strategy: None,
         })
+    }
+}
+
+/// The Swarm strategy `[swarm]` describes on the manager `docker` reaches.
+fn swarm_strategy(
+    docker: &DockerRuntime,
+    config: &SwarmConfig,
+    health: &HealthCheck,
+) -> Result<SwarmStrategy, CliError> {
+    let HealthCheck::Direct {
+        path,
+        expect_status,
+        expect_json,
+        ..
+    } = health
+    else {
+        return Err(CliError::usage(
+            "[swarm] needs health.path: each task is probed directly",
+        ));
+    };
+    let template = TaskTemplate {
+        replicas: config.replicas,
+        network: config.network.clone(),
+        port: config.port,
+        publish: config.publish.clone(),
+        parallelism: config.parallelism,
+        healthcheck: config.healthcheck.clone(),
+        health_interval: config.health_interval,
+        ..Default::default()
+    };
+    let health = TaskHealth {
+        path: path.clone(),
+        expect_status: *expect_status,
+        expect_json: expect_json.clone(),
+    };
+    Ok(SwarmStrategy::new(
+        Swarm::new(docker),
+        &config.service,
+        template,
+        &config.probe_image,
+        health,
+    ))
+}
+
+/// What the plan and `status` say of a service's health check; the
+/// strategy probes each task itself, so this is never asked to.
+struct ServiceTasks {
+    what: String,
+}
+
+#[async_trait]
+impl HealthProbe for ServiceTasks {
+    async fn check(&self, _container: &ContainerId, _timeout: Duration) -> ProbeResult {
+        ProbeResult::Unhealthy(format!(
+            "{}: a service's tasks are probed by its strategy",
+            self.what
+        ))
+    }
+
+    fn describe(&self) -> String {
+        self.what.clone()
     }
 }
 

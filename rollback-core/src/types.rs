@@ -630,17 +630,21 @@ pub enum Workload {
     Service {
         /// The service's name.
         service: String,
-        /// The version index of the spec the workload runs.
+        /// The version index of the spec, as read or written.
         version: u64,
+        /// The image reference the spec runs (`repo:tag@sha256:...`): its
+        /// tasks are the ones that run it.
+        image: String,
     },
 }
 
 impl Workload {
-    /// A service at the version index of its spec.
-    pub fn service(name: impl Into<String>, version: u64) -> Self {
+    /// A service at the version index of its spec, running `image`.
+    pub fn service(name: impl Into<String>, version: u64, image: impl Into<String>) -> Self {
         Workload::Service {
             service: name.into(),
             version,
+            image: image.into(),
         }
     }
 
@@ -664,9 +668,9 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Workload::Container(id) => f.write_str(id.as_str()),
-            Workload::Service { service, version } => {
-                write!(f, "service {service} (version {version})")
-            }
+            Workload::Service {
+                service, version, ..
+            } => write!(f, "service {service} (version {version})"),
         }
     }
 }
@@ -1188,6 +1192,13 @@ pub enum ContainerExit {
     },
     /// The container was removed or killed from outside.
     Gone,
+    /// A workload that is not one container failed, as its strategy tells
+    /// (a service's task failed or was rejected, the service was changed
+    /// by someone else).
+    Failed {
+        /// What happened, for people.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ContainerExit {
@@ -1198,6 +1209,7 @@ impl fmt::Display for ContainerExit {
                 write!(f, "container restarted (restart count {restart_count})")
             }
             ContainerExit::Gone => f.write_str("container disappeared"),
+            ContainerExit::Failed { reason } => f.write_str(reason),
         }
     }
 }

@@ -35,6 +35,8 @@
 pub mod lock;
 pub mod swarm;
 
+mod service;
+
 mod connect;
 mod convert;
 mod error;
@@ -46,3 +48,4 @@ mod ssh;
 pub use connect::DEFAULT_DOCKER_URL;
 pub use probe::{DockerExecProbe, DockerHealthProbe};
 pub use runtime::DockerRuntime;
+pub use service::{SwarmStrategy, TaskHealth};

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use bollard::errors::Error as EngineError;
 use bollard::models::{
     ContainerCreateBody, EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSettings,
-    EndpointSpec, EndpointSpecModeEnum, HostConfig, NetworkAttachmentConfig, NetworkCreateRequest,
-    NetworkingConfig, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
-    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskState,
+    EndpointSpec, EndpointSpecModeEnum, HealthConfig, HostConfig, NetworkAttachmentConfig,
+    NetworkCreateRequest, NetworkingConfig, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, Task, TaskSpec, TaskSpecContainerSpec, TaskState,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectNetworkOptions, ListTasksOptions, LogsOptions,
@@ -56,6 +56,37 @@ pub struct TaskTemplate {
     pub publish: Vec<(u16, u16)>,
     /// Tasks updated at once.
     pub parallelism: u64,
+    /// The tasks' HEALTHCHECK test (`["CMD", ...]` or `["CMD-SHELL", ...]`),
+    /// checked every `health_interval`: Swarm adds a task to the service's
+    /// DNS only once it passes; `None` keeps the image's own.
+    pub healthcheck: Option<Vec<String>>,
+    /// Time between two runs of the HEALTHCHECK.
+    pub health_interval: Duration,
+}
+
+impl TaskTemplate {
+    /// The task's container spec running `image`.
+    fn container_spec(&self, image: &str) -> TaskSpecContainerSpec {
+        TaskSpecContainerSpec {
+            image: Some(image.to_owned()),
+            env: Some(self.env.clone()),
+            args: self.command.clone(),
+            labels: Some(self.labels.clone().into_iter().collect()),
+            health_check: self.healthcheck.as_ref().map(|test| HealthConfig {
+                test: Some(test.clone()),
+                interval: Some(nanos(self.health_interval)),
+                timeout: Some(nanos(self.health_interval)),
+                start_period: Some(0),
+                retries: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.max(Duration::from_millis(100)).as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// A service as the manager reports it.
@@ -78,6 +109,9 @@ pub struct ServiceState {
     pub update_state: Option<String>,
     /// Swarm's message about that update.
     pub update_message: Option<String>,
+    /// When the last update (or rollback) began, on the manager's clock:
+    /// the tasks it started were created after.
+    pub update_started: Option<std::time::SystemTime>,
 }
 
 impl ServiceState {
@@ -98,6 +132,10 @@ impl ServiceState {
                 .as_ref()
                 .and_then(|u| u.state.map(|s| s.to_string()))
                 .filter(|s| !s.is_empty()),
+            update_started: update
+                .as_ref()
+                .and_then(|u| u.started_at.as_deref())
+                .and_then(crate::convert::parse_time),
             update_message: update.and_then(|u| u.message),
             spec,
         })
@@ -134,6 +172,8 @@ pub struct TaskInfo {
     pub address: Option<String>,
     /// Its container id, once it has one.
     pub container_id: Option<String>,
+    /// When the manager created it.
+    pub created: Option<std::time::SystemTime>,
 }
 
 impl TaskInfo {
@@ -208,6 +248,24 @@ impl Swarm {
     /// Connect to the manager at `url` (as [`DockerRuntime::connect`]).
     pub async fn connect(url: Option<&str>, timeout: Duration) -> Result<Self> {
         Ok(Swarm::new(&DockerRuntime::connect(url, timeout).await?))
+    }
+
+    /// An adapter whose calls go nowhere, for unit tests of what it
+    /// decides without a manager.
+    #[cfg(test)]
+    pub(crate) fn from_docker_for_tests() -> Self {
+        let docker =
+            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .expect("a client that never connects");
+        Swarm {
+            docker,
+            url: "tcp://127.0.0.1:9".into(),
+        }
+    }
+
+    /// The manager's address, as given.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     fn err(&self, what: &str, e: EngineError) -> Error {
@@ -304,12 +362,7 @@ impl Swarm {
             name: Some(name.to_owned()),
             labels: Some(template.labels.clone().into_iter().collect()),
             task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec {
-                    image: Some(image.to_owned()),
-                    env: Some(template.env.clone()),
-                    args: template.command.clone(),
-                    ..Default::default()
-                }),
+                container_spec: Some(template.container_spec(image)),
                 ..Default::default()
             }),
             mode: Some(ServiceSpecMode {
@@ -378,6 +431,48 @@ impl Swarm {
         .await
     }
 
+    /// Update `current` (as read before) to run `image` (pinned by
+    /// digest) from `template`: the task's environment, command, labels
+    /// and HEALTHCHECK as the template says, the service's labels merged
+    /// (rollback's replaced, others kept), start-first with `FailureAction:
+    /// pause`. Fails with [`rollback_core::ErrorKind::Conflict`] when the
+    /// service changed since `current` was read.
+    pub async fn deploy(
+        &self,
+        current: &ServiceState,
+        image: &str,
+        template: &TaskTemplate,
+    ) -> Result<ServiceState> {
+        if !image.contains("@sha256:") {
+            return Err(Error::invalid_input(format!(
+                "image {image} is not pinned by digest"
+            )));
+        }
+        self.resolve(image).await?;
+        let mut spec = current.spec.clone();
+        let task = spec.task_template.get_or_insert_with(Default::default);
+        let old = task.container_spec.take().unwrap_or_default();
+        // What the template does not say (mounts, user, ...) stays as the
+        // service had it.
+        task.container_spec = Some(TaskSpecContainerSpec {
+            mounts: old.mounts,
+            user: old.user,
+            hostname: old.hostname,
+            ..template.container_spec(image)
+        });
+        let labels = spec.labels.get_or_insert_with(Default::default);
+        labels.retain(|k, _| !k.starts_with("io.rollback."));
+        labels.extend(template.labels.clone());
+        spec.update_config = Some(update_config(template.parallelism));
+        spec.rollback_config = Some(rollback_config(template.parallelism));
+        self.write_spec(
+            current,
+            spec,
+            &format!("update service {} to {image}", current.name),
+        )
+        .await
+    }
+
     async fn write_spec(
         &self,
         current: &ServiceState,
@@ -438,8 +533,29 @@ impl Swarm {
             .map(|t| task_info(t, &addresses))
             .filter(|t| image.is_none_or(|i| t.image == i))
             .collect();
+        // The network lists a task only once Swarm bound it to the service,
+        // after its HEALTHCHECK passed; a task still `starting` on this
+        // node is found through its container.
+        if let Some(net) = &network {
+            for task in out.iter_mut().filter(|t| t.address.is_none()) {
+                if let Some(id) = task.container_id.clone() {
+                    task.address = self.container_address(&id, net).await;
+                }
+            }
+        }
         out.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
         Ok(out)
+    }
+
+    /// The address of container `id` (on this node) on `network`.
+    async fn container_address(&self, id: &str, network: &str) -> Option<String> {
+        let info = self.docker.inspect_container(id, None).await.ok()?;
+        let networks = info.network_settings?.networks?;
+        networks
+            .iter()
+            .find(|(name, n)| name.as_str() == network || n.network_id.as_deref() == Some(network))
+            .and_then(|(_, n)| n.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
     }
 
     /// Task id -> address on the overlay network `network`, from the
@@ -825,6 +941,10 @@ fn task_info(task: Task, addresses: &HashMap<String, String>) -> TaskInfo {
             .unwrap_or_default(),
         address: addresses.get(&id).cloned(),
         container_id: container.container_id.filter(|c| !c.is_empty()),
+        created: task
+            .created_at
+            .as_deref()
+            .and_then(crate::convert::parse_time),
         id,
     }
 }
@@ -877,6 +997,7 @@ mod tests {
             message: String::new(),
             address: None,
             container_id: None,
+            created: None,
         }
     }
 

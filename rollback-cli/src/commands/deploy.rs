@@ -82,13 +82,14 @@ pub(crate) async fn deployer(
         }
         match connected {
             Ok(connected) => {
-                let strategy = match &host.proxy {
-                    Some(proxy) => Strategy::start_first(start_first(
+                let strategy = match (&connected.strategy, &host.proxy) {
+                    (Some(strategy), _) => strategy.clone(),
+                    (None, Some(proxy)) => Strategy::start_first(start_first(
                         connected.runtime.clone(),
                         proxy,
                         &app.name,
                     )?),
-                    None => Strategy::stop_first(),
+                    (None, None) => Strategy::stop_first(),
                 };
                 hosts.push(
                     HostTarget::new(

@@ -83,6 +83,7 @@ impl Adapters for FakeAdapters {
             runtime,
             lock,
             probe,
+            strategy: None,
         })
     }
 }

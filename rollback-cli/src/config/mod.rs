@@ -69,6 +69,8 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     /// The `[proxy]` table: start-first deploys behind a proxy on each host.
     pub proxy: Option<ProxyConfig>,
+    /// The `[swarm]` table: the app is a Swarm service on each host.
+    pub swarm: Option<SwarmConfig>,
     /// Images of this many releases stay on each host (`[app] retain`).
     pub retain: Retain,
     /// The `[hooks]` table.
@@ -138,6 +140,32 @@ pub struct ProxyConfig {
     /// Where the certificate for `host` comes from; `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
 }
+
+/// The `[swarm]` table: the app is a Swarm service on each host, a manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmConfig {
+    /// The service's name (the app's by default).
+    pub service: String,
+    /// Replicas when the service is created.
+    pub replicas: u64,
+    /// The attachable overlay network of the tasks, where probes run.
+    pub network: String,
+    /// The tasks' port that probes use.
+    pub port: u16,
+    /// Tasks updated at once.
+    pub parallelism: u64,
+    /// Host-mode published ports, `(published, target)`.
+    pub publish: Vec<(u16, u16)>,
+    /// The tasks' HEALTHCHECK test; `None` keeps the image's own.
+    pub healthcheck: Option<Vec<String>>,
+    /// The image of the probe containers.
+    pub probe_image: String,
+    /// How often the HEALTHCHECK runs: `[health] interval`.
+    pub health_interval: Duration,
+}
+
+/// `[swarm] probe_image` when not set: a busybox has `sh`, `timeout` and `wget`.
+pub const DEFAULT_PROBE_IMAGE: &str = "busybox:1.36";
 
 /// `[proxy] tls`: where the app's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +302,8 @@ pub struct HostConfig {
     pub env: BTreeMap<String, EnvValue>,
     /// `[proxy]`, the same on every host.
     pub proxy: Option<ProxyConfig>,
+    /// `[swarm]`, the same on every host (each a manager of its swarm).
+    pub swarm: Option<SwarmConfig>,
 }
 
 impl Config {

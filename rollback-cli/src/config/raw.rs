@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub(super) hosts: Vec<Spanned<RawHost>>,
     #[schemars(with = "Option<RawProxy>")]
     pub(super) proxy: Option<Spanned<RawProxy>>,
+    #[schemars(with = "Option<RawSwarm>")]
+    pub(super) swarm: Option<Spanned<RawSwarm>>,
     #[serde(default)]
     pub(super) hooks: RawHooks,
     #[serde(default)]
@@ -95,6 +97,30 @@ pub(super) struct RawProxy {
     pub(super) acme_ca: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     pub(super) acme_ca_root: Option<Spanned<String>>,
+}
+
+/// `[swarm]`: every host is a Swarm manager and the app is a service.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Swarm")]
+pub(super) struct RawSwarm {
+    #[schemars(with = "Option<schema::ContainerName>")]
+    pub(super) service: Option<Spanned<String>>,
+    #[schemars(with = "Option<u32>")]
+    pub(super) replicas: Option<Spanned<u64>>,
+    #[schemars(with = "Option<schema::ContainerName>")]
+    pub(super) network: Option<Spanned<String>>,
+    #[schemars(with = "Port")]
+    pub(super) port: Spanned<Port>,
+    #[schemars(with = "Option<u32>")]
+    pub(super) parallelism: Option<Spanned<u64>>,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(super) publish: Vec<Spanned<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(super) healthcheck: Option<Spanned<Vec<String>>>,
+    #[schemars(with = "Option<String>")]
+    pub(super) probe_image: Option<Spanned<String>>,
 }
 
 /// `[proxy] tls`: `"acme"`, `"internal"`, or `{ cert, key }` files.

@@ -159,8 +159,47 @@ impl Ctx<'_> {
             .as_ref()
             .map(|p| self.proxy(p, &dir, &mut warnings))
             .transpose()?;
-        let (check, expect, health) =
-            self.health(raw.health.as_ref(), proxy.as_ref().map(|p| p.app_port))?;
+        if let (Some(_), Some(s)) = (&raw.proxy, &raw.swarm) {
+            return Err(self.at(
+                s,
+                "swarm: a service is reached through its tasks' network, not [proxy]: remove one of [proxy] and [swarm]",
+            ));
+        }
+        let swarm = raw
+            .swarm
+            .as_ref()
+            .map(|s| self.swarm(s, app.as_ref()))
+            .transpose()?;
+        let direct_port = proxy
+            .as_ref()
+            .map(|p| p.app_port)
+            .or(swarm.as_ref().map(|s| s.port));
+        let (check, expect, health) = self.health(raw.health.as_ref(), direct_port)?;
+        let swarm = match (swarm, &check) {
+            (
+                Some(mut s),
+                Some(HealthCheck::Direct {
+                    path,
+                    port,
+                    expect_json,
+                    ..
+                }),
+            ) => {
+                if s.healthcheck.is_none() {
+                    s.healthcheck = Some(default_healthcheck(*port, path, expect_json.as_ref()));
+                }
+                s.healthcheck = s.healthcheck.filter(|h| !h.is_empty());
+                s.health_interval = health.interval();
+                Some(s)
+            }
+            (Some(_), _) => {
+                return Err(self.err(
+                    raw.swarm.as_ref().map(|s| s.span()),
+                    "swarm: each task is probed directly: set health.path",
+                ))
+            }
+            (None, _) => None,
+        };
         if let Some(p) = &proxy {
             self.proxy_ports(p, &raw.container.ports, "container.ports")?;
             let mode = raw.container.network.as_ref();
@@ -189,6 +228,14 @@ impl Ctx<'_> {
                 ));
             }
             let docker = h.docker.as_ref().map(|d| d.0.clone());
+            if swarm.is_some() {
+                if let Some(v) = h.health_url.as_ref().or(h.tcp.as_ref()) {
+                    return Err(self.at(
+                        v,
+                        format!("{key}: with [swarm] every task is probed directly at [health] path: remove health_url and tcp"),
+                    ));
+                }
+            }
             if proxy.is_some() {
                 if let Some(v) = h.health_url.as_ref().or(h.tcp.as_ref()) {
                     return Err(self.at(
@@ -236,6 +283,7 @@ impl Ctx<'_> {
                 ports,
                 env,
                 proxy: proxy.clone(),
+                swarm: swarm.clone(),
             });
         }
         if hosts.is_empty() {
@@ -252,6 +300,7 @@ impl Ctx<'_> {
                 ports: container.ports.clone(),
                 env: container.env.clone(),
                 proxy: proxy.clone(),
+                swarm: swarm.clone(),
             });
         }
         Ok(Config {
@@ -262,6 +311,7 @@ impl Ctx<'_> {
             rollout,
             hosts,
             proxy,
+            swarm,
             retain,
             hooks,
             notify,
@@ -348,6 +398,82 @@ impl Ctx<'_> {
             webhook_origin,
             timeout,
         }))
+    }
+
+    fn swarm(
+        &self,
+        raw: &Spanned<RawSwarm>,
+        app: Option<&App>,
+    ) -> Result<SwarmConfig, ConfigError> {
+        let s = raw.get_ref();
+        let name = |key: &str, v: &Spanned<String>| {
+            let text = v.get_ref().trim();
+            if text.parse::<rollback_core::ContainerName>().is_err() {
+                return Err(self.at(v, format!("swarm.{key}: {text:?} is not a valid name")));
+            }
+            Ok(text.to_owned())
+        };
+        let service = match &s.service {
+            Some(v) => name("service", v)?,
+            None => match app {
+                Some(app) => app.name.to_string(),
+                None => {
+                    return Err(self.at(raw, "swarm.service: needs a name, or [app] name"));
+                }
+            },
+        };
+        let network = match &s.network {
+            Some(v) => name("network", v)?,
+            None => format!("{service}-net"),
+        };
+        let count = |key: &str, v: &Option<Spanned<u64>>, default: u64| match v {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 1000 => Err(self.at(
+                n,
+                format!("swarm.{key}: {} is not between 1 and 1000", n.get_ref()),
+            )),
+            Some(n) => Ok(*n.get_ref()),
+            None => Ok(default),
+        };
+        let mut publish = Vec::new();
+        for (i, p) in s.publish.iter().enumerate() {
+            let text = p.get_ref().trim();
+            let parsed = text
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
+            match parsed {
+                Some((a, b)) if a > 0 && b > 0 => publish.push((a, b)),
+                _ => return Err(self.at(
+                    p,
+                    format!(
+                        "swarm.publish[{i}]: {text:?} is not \"PUBLISHED:TARGET\" (\"8080:8080\")"
+                    ),
+                )),
+            }
+        }
+        let probe_image = match &s.probe_image {
+            Some(v) => {
+                let text = v.get_ref().trim();
+                if text.parse::<rollback_core::ImageRef>().is_err() {
+                    return Err(self.at(
+                        v,
+                        format!("swarm.probe_image: {text:?} is not an image reference"),
+                    ));
+                }
+                text.to_owned()
+            }
+            None => DEFAULT_PROBE_IMAGE.to_owned(),
+        };
+        Ok(SwarmConfig {
+            service,
+            replicas: count("replicas", &s.replicas, 1)?,
+            network,
+            port: s.port.get_ref().0,
+            parallelism: count("parallelism", &s.parallelism, 1)?,
+            publish,
+            healthcheck: s.healthcheck.as_ref().map(|h| h.get_ref().clone()),
+            probe_image,
+            health_interval: Duration::from_secs(1),
+        })
     }
 
     fn proxy(
@@ -837,7 +963,7 @@ impl Ctx<'_> {
             if proxy_port.is_none() {
                 return Err(self.at(
                     p,
-                    "health.path: applies with [proxy] (the new container is probed directly); without [proxy] set health.http",
+                    "health.path: applies with [proxy] or [swarm] (the new release is probed directly); without them set health.http",
                 ));
             }
             chosen.push("path");
@@ -1077,4 +1203,25 @@ pub(super) fn is_hostname(s: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// The tasks' HEALTHCHECK when `[swarm] healthcheck` is not set: Swarm adds
+/// a task to the service's DNS only once it passes, so no request reaches a
+/// task before it answers at `[health] path` (with the expected value in
+/// its body, when `[health] expect` names one). Needs `wget` and `sh` in
+/// the image; `healthcheck = []` keeps the image's own.
+fn default_healthcheck(port: u16, path: &str, expect: Option<&(String, String)>) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match expect {
+        Some((_, value)) => {
+            let quoted = value.replace('\'', "'\\''");
+            vec![
+                "CMD-SHELL".into(),
+                format!("wget -q -O - '{url}' | grep -qF '{quoted}'"),
+            ]
+        }
+        None => ["CMD", "wget", "-q", "-O", "/dev/null", &url]
+            .map(String::from)
+            .to_vec(),
+    }
 }

@@ -104,18 +104,37 @@ impl HostRun {
     }
 }
 
+/// `container ID`, or the service at its version.
+fn named(w: &Workload) -> String {
+    match w.container() {
+        Some(id) => format!("container {id}"),
+        None => w.to_string(),
+    }
+}
+
 fn describe(state: &HostState, app: &str) -> String {
     match state {
+        HostState::Switched {
+            new_container: new @ Workload::Service { .. },
+            retained,
+            ..
+        } => match retained {
+            Some(r) => format!(
+                "updated {new}; the previous spec ({}) is kept by Swarm",
+                r.container
+            ),
+            None => format!("created {new}"),
+        },
         HostState::Planned => "planned".into(),
         HostState::Locked => "deploy lock taken".into(),
         HostState::Captured { previous: None } => "no running release: first deploy".into(),
         HostState::Captured { previous: Some(p) } => format!(
-            "running release {} in container {}",
+            "running release {} in {}",
             p.release
                 .as_ref()
                 .map(Release::display_name)
                 .unwrap_or_else(|| "of unknown image".into()),
-            p.container
+            named(&p.container)
         ),
         HostState::Pulled { .. } => "image present".into(),
         HostState::Switched {
@@ -131,7 +150,7 @@ fn describe(state: &HostState, app: &str) -> String {
             None => format!("started container {new_container}"),
         },
         HostState::Verifying { new_container, .. } => {
-            format!("verifying container {new_container}")
+            format!("verifying {}", named(new_container))
         }
         HostState::Started {
             new_container,
@@ -173,7 +192,7 @@ fn describe(state: &HostState, app: &str) -> String {
         } => format!("previous release {} restored and healthy", r.display_name()),
         HostState::RolledBack {
             restored: Some(r), ..
-        } => format!("previous container {} restored and healthy", r.container),
+        } => format!("previous {} restored and healthy", named(&r.container)),
         HostState::RolledBack { restored: None, .. } => {
             "failed container removed; there was no previous release to restore".into()
         }
