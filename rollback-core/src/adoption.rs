@@ -9,7 +9,9 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::machine::{Adoption, CapturedRelease};
-use crate::types::{labels, ContainerInfo, Digest, LockInfo};
+use std::time::SystemTime;
+
+use crate::types::{labels, ContainerInfo, DeploymentId, Digest, LockInfo, Workload};
 
 /// What recover read on one host.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +122,77 @@ pub fn adopt(seen: &Observed<'_>) -> Option<(Adoption, Option<CapturedRelease>)>
     Some((adoption, seen.retained.map(captured)))
 }
 
+/// What recover read of a service (a Swarm strategy's workload).
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceObserved<'a> {
+    /// The service as its spec runs it now.
+    pub current: &'a Workload,
+    /// The deployment named in the spec's labels.
+    pub deployment: Option<&'a DeploymentId>,
+    /// The release the spec's labels say it replaced, as the workload it
+    /// ran (`None` on a service the deploy created).
+    pub replaced: Option<&'a CapturedRelease>,
+    /// What the current spec runs, as a captured release.
+    pub running: &'a CapturedRelease,
+    /// Swarm's update state (`updating`, `paused`, `completed`,
+    /// `rollback_started`, ...).
+    pub update_state: Option<&'a str>,
+    /// Swarm's message about it.
+    pub update_message: Option<&'a str>,
+    /// When the last update or rollback began.
+    pub update_started: Option<SystemTime>,
+    /// The app's lock, when one was left.
+    pub lock: Option<&'a LockInfo>,
+}
+
+/// How recover takes a service over: `None` when no deploy was
+/// interrupted there after its update (nothing to recover).
+///
+/// - The spec carries the deployment of the lock left behind: that deploy
+///   wrote it. Swarm paused the update (a task failed): broken, the
+///   replaced release goes back. Otherwise it is adopted running (its tasks
+///   take requests once their HEALTHCHECK passes) and verified.
+/// - The spec is another's, but a rollback began after the lock was
+///   taken: the interrupted deploy was restoring; the spec it went back to
+///   is verified as the release restored.
+pub fn adopt_service(seen: &ServiceObserved<'_>) -> Option<(Adoption, Option<CapturedRelease>)> {
+    let lock = seen.lock?;
+    if seen.deployment == Some(&lock.deployment) {
+        let adoption = match seen.update_state {
+            Some(state @ ("paused" | "rollback_paused")) => Adoption::Broken {
+                container: Some(seen.current.clone()),
+                reason: Error::unhealthy(format!(
+                    "Swarm {state}: {}",
+                    seen.update_message.unwrap_or("no reason given")
+                )),
+            },
+            _ => Adoption::Running {
+                container: seen.current.clone(),
+                traffic_moved: true,
+            },
+        };
+        return Some((adoption, seen.replaced.cloned()));
+    }
+    let restoring = matches!(
+        seen.update_state,
+        Some("rollback_started" | "rollback_paused" | "rollback_completed")
+    ) && seen
+        .update_started
+        .is_some_and(|started| started >= lock.started_at);
+    restoring.then(|| {
+        (
+            Adoption::Broken {
+                container: None,
+                reason: Error::new(
+                    ErrorKind::Cancelled,
+                    "interrupted while the service went back to its previous spec",
+                ),
+            },
+            Some(seen.running.clone()),
+        )
+    })
+}
+
 /// One host as [`behind`] weighs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reached<'a> {
@@ -177,6 +250,129 @@ mod tests {
     use crate::types::{ContainerId, ContainerState, DeploymentId, Workload};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
+
+    #[test]
+    fn a_service_is_adopted_by_what_its_spec_and_update_state_say() {
+        let taken = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        let lock = LockInfo {
+            app: "shop".into(),
+            deployment: DeploymentId("d1".into()),
+            holder: "ci".into(),
+            target: "v2".into(),
+            started_at: taken,
+        };
+        let new = Workload::service("shop", 12, "r/shop:v2@sha256:2");
+        let old = Workload::service("shop", 10, "r/shop:v1@sha256:1");
+        let captured = |w: &Workload| CapturedRelease {
+            container: w.clone(),
+            release: None,
+        };
+        let (replaced, running_new, running_old) = (captured(&old), captured(&new), captured(&old));
+        let ours = DeploymentId("d1".into());
+        let theirs = DeploymentId("d0".into());
+        let before = taken - std::time::Duration::from_secs(60);
+        let after = taken + std::time::Duration::from_secs(5);
+        // (spec's deployment, update state, update began after the lock, lock left) -> adoption
+        type Row<'a> = (
+            Option<&'a DeploymentId>,
+            Option<&'a str>,
+            bool,
+            bool,
+            &'a str,
+        );
+        let table: &[Row<'_>] = &[
+            (
+                Some(&ours),
+                Some("updating"),
+                true,
+                true,
+                "run+moved new, keep old",
+            ),
+            (
+                Some(&ours),
+                Some("completed"),
+                true,
+                true,
+                "run+moved new, keep old",
+            ),
+            (Some(&ours), None, false, true, "run+moved new, keep old"),
+            (
+                Some(&ours),
+                Some("paused"),
+                true,
+                true,
+                "broken new, keep old",
+            ),
+            (
+                Some(&theirs),
+                Some("rollback_started"),
+                true,
+                true,
+                "broken -, keep old",
+            ),
+            (
+                Some(&theirs),
+                Some("rollback_completed"),
+                true,
+                true,
+                "broken -, keep old",
+            ),
+            (
+                Some(&theirs),
+                Some("rollback_completed"),
+                false,
+                true,
+                "none",
+            ),
+            (Some(&theirs), Some("completed"), true, true, "none"),
+            (None, Some("updating"), true, true, "none"),
+            (Some(&ours), Some("updating"), true, false, "none"),
+        ];
+        for (deployment, state, began_after, locked, expected) in table {
+            let running = if *deployment == Some(&ours) {
+                &running_new
+            } else {
+                &running_old
+            };
+            let seen = ServiceObserved {
+                current: &running.container,
+                deployment: *deployment,
+                replaced: Some(&replaced),
+                running,
+                update_state: *state,
+                update_message: Some("task failed"),
+                update_started: Some(if *began_after { after } else { before }),
+                lock: locked.then_some(&lock),
+            };
+            let name = |w: Option<&Workload>| match w {
+                Some(w) if *w == new => "new",
+                Some(_) => "old",
+                None => "-",
+            };
+            let got = match adopt_service(&seen) {
+                None => "none".to_owned(),
+                Some((adoption, kept)) => {
+                    let (how, w) = match &adoption {
+                        Adoption::Running {
+                            container,
+                            traffic_moved: true,
+                        } => ("run+moved", Some(container)),
+                        Adoption::Running { container, .. } => ("run", Some(container)),
+                        Adoption::Broken { container, .. } => ("broken", container.as_ref()),
+                    };
+                    format!(
+                        "{how} {}, keep {}",
+                        name(w),
+                        name(kept.as_ref().map(|k| &k.container))
+                    )
+                }
+            };
+            assert_eq!(
+                &got, expected,
+                "{deployment:?} {state:?} after={began_after} locked={locked}"
+            );
+        }
+    }
 
     fn container(name: &str, running: bool, deployment: Option<&str>) -> ContainerInfo {
         let mut labels = BTreeMap::new();

@@ -108,8 +108,8 @@ pub use async_trait::async_trait;
 pub use checkpoint::{Checkpoint, NoCheckpoint, Stage};
 pub use engine::{
     App, CancellationToken, DeployStrategy, Deployer, FailedRemoval, History, HostPlan, HostPrune,
-    HostStatus, HostTarget, Plan, PruneReport, StartFirst, StopFirst, Strategy, StrategyCx, Target,
-    UndoTarget,
+    HostStatus, HostTarget, Interrupted, Plan, PruneReport, StartFirst, StopFirst, Strategy,
+    StrategyCx, Target, UndoTarget,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, NoopObserver, Observer, Phase, Scope};

@@ -14,11 +14,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rollback_core::event::Phase;
+use std::collections::BTreeMap;
+
+use rollback_core::adoption::{adopt_service, ServiceObserved};
 use rollback_core::machine::{CapturedRelease, Input};
 use rollback_core::probe::judge_json;
+use rollback_core::types::labels;
 use rollback_core::{
-    CancellationToken, ContainerExit, ContainerInfo, DeployStrategy, Digest, Error, ProbeResult,
-    Release, StrategyCx, Workload,
+    CancellationToken, ContainerExit, ContainerId, ContainerInfo, ContainerState, DeployStrategy,
+    DeploymentId, Digest, Error, Interrupted, LockInfo, ProbeResult, Release, StrategyCx, Workload,
 };
 
 use crate::convert::{release_from_labels, release_from_reference};
@@ -124,7 +128,7 @@ impl SwarmStrategy {
     ) -> Result<ServiceState, ContainerExit> {
         let changed = |reason: String| ContainerExit::Failed { reason };
         match self.read(cx).await {
-            Ok(Some(st)) if st.image == image => Ok(st),
+            Ok(Some(st)) if same_image(&st.image, image) => Ok(st),
             Ok(Some(st)) => Err(changed(format!(
                 "service {} was changed by someone else: it runs {} instead of {image}",
                 self.service, st.image
@@ -216,7 +220,8 @@ impl SwarmStrategy {
         }
         let network = &self.template.network;
         let limit = cx.health().timeout();
-        let mut details = Vec::with_capacity(running.len());
+        let mut healthy = Vec::with_capacity(running.len());
+        let mut waiting = Vec::new();
         for task in running {
             let address = task.address.as_deref().unwrap_or_default();
             let answer = self
@@ -236,22 +241,30 @@ impl SwarmStrategy {
             };
             let slot = task.slot.map(|s| format!("slot {s}")).unwrap_or_default();
             match result {
-                ProbeResult::Healthy(d) => details.push(format!("{slot} {d}")),
+                ProbeResult::Healthy(d) => healthy.push(format!("{slot} {d}")),
+                // A task Swarm has not bound yet takes no request: a bad
+                // answer there is not yet a verdict (its HEALTHCHECK or its
+                // exit decides, and the watch sees that).
+                ProbeResult::Unhealthy(d) | ProbeResult::Starting(d) if task.state != "running" => {
+                    waiting.push(format!("task {slot} at {address} (starting): {d}"))
+                }
                 ProbeResult::Unhealthy(d) => {
                     return ProbeResult::Unhealthy(format!("task {slot} at {address}: {d}"))
                 }
-                ProbeResult::Starting(d) => {
-                    return ProbeResult::Starting(format!("task {slot} at {address}: {d}"))
-                }
+                ProbeResult::Starting(d) => waiting.push(format!("task {slot} at {address}: {d}")),
             }
         }
-        // Every task that runs answered well; an update of `parallelism`
+        let details = healthy;
+        // Tasks beyond the replicas (a start-first update's or rollback's
+        // extra one) may still be starting; the service is healthy once
+        // as many as it wants answer well. An update of `parallelism`
         // tasks at a time starts the rest once these pass.
         if details.len() < wanted {
             return ProbeResult::Starting(format!(
-                "{} of {wanted} tasks healthy ({})",
+                "{} of {wanted} tasks healthy ({}){}",
                 details.len(),
-                details.join(", ")
+                details.join(", "),
+                waiting.iter().map(|w| format!("; {w}")).collect::<String>()
             ));
         }
         ProbeResult::Healthy(format!(
@@ -315,6 +328,37 @@ fn pinned(release: &Release) -> String {
         Some(tag) => format!("{}:{tag}@{}", release.repository, release.digest),
         None => format!("{}@{}", release.repository, release.digest),
     }
+}
+
+/// Whether two image references name the same content: the same
+/// reference, or the same pinned digest.
+fn same_image(a: &str, b: &str) -> bool {
+    let digest = |r: &str| r.split_once('@').map(|(_, d)| d.to_owned());
+    a == b || (digest(a).is_some() && digest(a) == digest(b))
+}
+
+fn spec_labels(st: &ServiceState) -> BTreeMap<String, String> {
+    st.spec
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// The release the spec's labels say this deploy replaced, as the
+/// workload that ran it: what `rollback=previous` goes back to.
+fn replaced_of(st: &ServiceState, labels: &BTreeMap<String, String>) -> Option<CapturedRelease> {
+    let repository = labels.get(labels::REPOSITORY)?.parse().ok()?;
+    let digest = labels.get(labels::REPLACED_DIGEST)?.parse().ok()?;
+    let tag = labels
+        .get(labels::REPLACED_TAG)
+        .and_then(|t| t.parse().ok());
+    let release = Release::new(repository, digest).with_tag(tag);
+    Some(CapturedRelease {
+        container: Workload::service(&st.name, 0, pinned(&release)),
+        release: Some(release),
+    })
 }
 
 /// The release a service runs: its labels when they name the image it
@@ -492,12 +536,12 @@ impl DeployStrategy for SwarmStrategy {
                 self.service
             ))
         })?;
-        if current.image == before {
+        if same_image(&current.image, before) {
             // The update never took (or was already undone).
             return Ok(());
         }
         let ours = failed.and_then(|f| Self::image_of(f).ok());
-        if ours != Some(current.image.as_str()) {
+        if !ours.is_some_and(|ours| same_image(ours, &current.image)) {
             return Err(Error::conflict(format!(
                 "service {} was changed by someone else: it runs {}, neither this deploy's release nor the previous one {before}; nothing was overwritten",
                 self.service, current.image
@@ -505,7 +549,7 @@ impl DeployStrategy for SwarmStrategy {
         }
         let limit = cx.health().deadline() + cx.engine_timeout();
         let restored = limited(limit, &self.swarm, self.swarm.rollback(&current)).await?;
-        if restored.image != before {
+        if !same_image(&restored.image, before) {
             return Err(Error::conflict(format!(
                 "service {}'s previous spec runs {}, not {before} as captured: someone else updated it meanwhile",
                 self.service, restored.image
@@ -546,7 +590,7 @@ impl DeployStrategy for SwarmStrategy {
         let removed = async {
             let image = Self::image_of(failed)?;
             match self.read(cx).await? {
-                Some(st) if st.image != image => Err(Error::conflict(format!(
+                Some(st) if !same_image(&st.image, image) => Err(Error::conflict(format!(
                     "service {} was changed by someone else (it runs {}); left as it is",
                     self.service, st.image
                 ))),
@@ -561,6 +605,46 @@ impl DeployStrategy for SwarmStrategy {
             }
         };
         (Vec::new(), removed.await)
+    }
+
+    async fn interrupted(
+        &self,
+        cx: &StrategyCx<'_>,
+        lock: Option<&LockInfo>,
+    ) -> Result<Option<Interrupted>, Error> {
+        let Some(st) = self.read(cx).await? else {
+            return Ok(Some(Interrupted::default()));
+        };
+        let labels = spec_labels(&st);
+        let running = CapturedRelease {
+            container: Workload::service(&st.name, st.version, &st.image),
+            release: release_of(&st),
+        };
+        let replaced = replaced_of(&st, &labels);
+        let deployment = labels.get(labels::DEPLOYMENT).cloned().map(DeploymentId);
+        let seen = ServiceObserved {
+            current: &running.container,
+            deployment: deployment.as_ref(),
+            replaced: replaced.as_ref(),
+            running: &running,
+            update_state: st.update_state.as_deref(),
+            update_message: st.update_message.as_deref(),
+            update_started: st.update_started,
+            lock,
+        };
+        let adoption = adopt_service(&seen);
+        // What recover promotes from: the spec's labels, as a container's.
+        let app = ContainerInfo {
+            id: ContainerId(st.id.clone()),
+            name: cx.app_name().to_owned(),
+            image_id: String::new(),
+            release: running.release.clone(),
+            labels,
+            state: ContainerState::Running { health: None },
+            restart_count: 0,
+            started_at: None,
+        };
+        Ok(Some(Interrupted::new(adoption, Some(app))))
     }
 
     /// Swarm keeps the previous spec itself.

@@ -286,3 +286,175 @@ async fn an_update_by_someone_else_during_the_deploy_is_not_overwritten() {
     assert_ne!(app.tag_digest("latest").as_deref(), Some(v2.as_str()));
     assert!(!app.lock_left());
 }
+
+impl SwarmApp {
+    /// Start `deploy --tag tag`, SIGKILL it once the host reached `phase`,
+    /// then run `recover`.
+    fn killed_at_then_recovered(&self, tag: &str, phase: &str) -> Run {
+        let mut deploy = rollback_e2e::spawn_rollback(
+            self.dir(),
+            &["deploy", "--tag", tag, "--output", "json"],
+            &[],
+        );
+        deploy.wait_event("swarm", phase, Duration::from_secs(60));
+        deploy.kill();
+        rollback(self.dir(), &["recover", "--output", "json"], &[])
+    }
+
+    /// One release runs, healthy on every task, `latest` names it, and no
+    /// lock is left.
+    async fn assert_one_release(&self, version: &str, digest: &str) {
+        assert!(
+            self.service_image().ends_with(digest),
+            "the service runs {version}: {}",
+            self.service_image()
+        );
+        for answer in self.answers().await {
+            assert!(
+                answer.contains("\"UP\"") && answer.contains(version),
+                "every task answers {version} UP: {answer}"
+            );
+        }
+        assert_eq!(self.tag_digest("latest").as_deref(), Some(digest));
+        assert!(!self.lock_left(), "no lock is left");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_killed_at_each_swarm_phase_is_recovered_to_one_verified_release() {
+    let app = SwarmApp::new("swd-kill", "3s");
+    let mut running = ("v1".to_owned(), app.with_v1().await);
+    // Before the update, while its tasks start, in the stable window: a
+    // healthy release is finished by recover, a crashing one reverted.
+    let cases = [
+        ("v2", "healthy", "captured"),
+        ("v3", "healthy", "verifying"),
+        ("v4", "crash", "verifying"),
+        ("v5", "healthy", "verified"),
+    ];
+    for (tag, mode, phase) in cases {
+        let digest = app.push(tag, mode);
+        let run = app.killed_at_then_recovered(tag, phase);
+        let expected = match (mode, phase) {
+            ("healthy", "captured") => 0,
+            ("healthy", _) => 0,
+            _ => 3,
+        };
+        assert_eq!(
+            run.code,
+            expected,
+            "{tag} ({mode}) killed at {phase}, then recover: {}",
+            run.explain()
+        );
+        if mode == "healthy" && phase != "captured" {
+            running = (tag.to_owned(), digest);
+        }
+        app.assert_one_release(&running.0, &running.1).await;
+    }
+}
+
+/// A relay of the manager's socket that the test can cut: the manager
+/// becomes unreachable for rollback and comes back.
+struct Relay {
+    path: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(dir: &Path) -> Self {
+        let path = dir.join("manager.sock");
+        let target = swarm()
+            .strip_prefix("unix://")
+            .expect("the test swarm is a unix socket")
+            .to_owned();
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind the relay");
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stopped.changed() => return,
+                };
+                let Ok((mut client, _)) = accepted else {
+                    return;
+                };
+                let target = target.clone();
+                let mut cut = stopped.clone();
+                tokio::spawn(async move {
+                    let Ok(mut engine) = tokio::net::UnixStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut engine) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { path, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn cut(&self) {
+        let _ = self.stop.send(true);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_unreachable_mid_update_fails_clearly_and_recover_restores() {
+    let app = SwarmApp::new("swd-gone", "20s");
+    let v1 = app.with_v1().await;
+    app.push("v2", "healthy");
+    let relay = Relay::start(app.dir()).await;
+    let config = std::fs::read_to_string(app.dir().join("rollback.toml")).unwrap();
+    std::fs::write(
+        app.dir().join("rollback.toml"),
+        config.replace(
+            &format!("docker = \"{}\"", swarm()),
+            &format!("docker = \"{}\"", relay.url()),
+        ),
+    )
+    .unwrap();
+    let mut deploy = rollback_e2e::spawn_rollback(
+        app.dir(),
+        &["deploy", "--tag", "v2", "--output", "json"],
+        &[],
+    );
+    deploy.wait_event("swarm", "verifying", Duration::from_secs(60));
+    relay.cut();
+    let run = deploy.finish();
+    assert_eq!(run.code, 4, "the manager is gone: {}", run.explain());
+    assert!(
+        run.all_output().contains("manager.sock"),
+        "the error names the manager: {}",
+        run.explain()
+    );
+    assert_eq!(
+        app.tag_digest("latest").as_deref(),
+        Some(v1.as_str()),
+        "no tag moved"
+    );
+
+    // The manager is back (its own address): recover ends the update.
+    let config = std::fs::read_to_string(app.dir().join("rollback.toml")).unwrap();
+    std::fs::write(
+        app.dir().join("rollback.toml"),
+        config.replace(&relay.url(), &swarm()),
+    )
+    .unwrap();
+    let recovered = rollback(app.dir(), &["recover", "--output", "json"], &[]);
+    assert!(
+        [0, 3].contains(&recovered.code),
+        "recover finishes or reverts the update: {}",
+        recovered.explain()
+    );
+    let (version, digest) = match recovered.code {
+        0 => ("v2", app.tag_digest("v2").unwrap()),
+        _ => ("v1", v1.clone()),
+    };
+    app.assert_one_release(version, &digest).await;
+}

@@ -32,7 +32,7 @@ mod strategy;
 mod tests;
 
 pub use prune::{FailedRemoval, HostPrune, PruneReport};
-pub use strategy::{DeployStrategy, StartFirst, StopFirst, Strategy, StrategyCx};
+pub use strategy::{DeployStrategy, Interrupted, StartFirst, StopFirst, Strategy, StrategyCx};
 pub use tokio_util::sync::CancellationToken;
 
 /// The application being deployed.

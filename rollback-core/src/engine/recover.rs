@@ -350,6 +350,24 @@ impl Deployer {
                 None
             }
         };
+        let cx = self.cx(Some(ev), host);
+        match host.strategy.get().interrupted(&cx, lock.as_ref()).await {
+            Ok(Some(interrupted)) => {
+                found.adoption = interrupted.adoption;
+                found.app = interrupted.app;
+                if found.adoption.is_none() {
+                    ev.note(&scope, Phase::Done, "nothing to recover");
+                }
+                return found;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                found
+                    .errors
+                    .push(format!("host {}: {}", host.id, e.report()));
+                return found;
+            }
+        }
         let containers = match timed(
             limit,
             "list the app containers",
@@ -366,7 +384,6 @@ impl Deployer {
             }
         };
         let app = containers.iter().find(|c| c.name == self.app.name).cloned();
-        let cx = self.cx(Some(ev), host);
         let beside = match host
             .strategy
             .get()

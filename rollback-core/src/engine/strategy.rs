@@ -37,12 +37,12 @@ use crate::checkpoint::Stage;
 use crate::engine::CancellationToken;
 use crate::error::Error;
 use crate::event::{Phase, Scope};
-use crate::machine::{CapturedRelease, Input};
+use crate::machine::{Adoption, CapturedRelease, Input};
 use crate::traffic::{TrafficSwitch, Upstream};
 use crate::traits::ProbeResult;
 use crate::types::{
     labels, next_name, retained_name, ContainerExit, ContainerId, ContainerInfo, ContainerSpec,
-    Digest, Release, Tag, Workload,
+    Digest, LockInfo, Release, Tag, Workload,
 };
 
 /// Default time between SIGTERM and SIGKILL when the spec names none.
@@ -211,6 +211,18 @@ pub trait DeployStrategy: Send + Sync {
         new: &Workload,
     ) -> Result<(), Error>;
 
+    /// `recover`, for a strategy whose workload is not the app's
+    /// containers: what an interrupted deploy left on the host, read
+    /// through the strategy (the lock left behind is `lock`). `None`, the
+    /// default, reads the app's containers instead.
+    async fn interrupted(
+        &self,
+        _cx: &StrategyCx<'_>,
+        _lock: Option<&LockInfo>,
+    ) -> Result<Option<Interrupted>, Error> {
+        Ok(None)
+    }
+
     /// `recover`: the new release's container of an interrupted deploy
     /// that runs beside the app's, among `containers`, and whether the
     /// traffic goes to it; `None` when the strategy starts none beside.
@@ -220,6 +232,28 @@ pub trait DeployStrategy: Send + Sync {
         _containers: &[ContainerInfo],
     ) -> Result<Option<(ContainerInfo, bool)>, Error> {
         Ok(None)
+    }
+}
+
+/// What [`DeployStrategy::interrupted`] found on a host.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Interrupted {
+    /// How to take the host over ([`crate::adoption`]), when a deploy was
+    /// interrupted there after its switch.
+    pub adoption: Option<(Adoption, Option<CapturedRelease>)>,
+    /// What runs the app now, as a container would show it (its labels
+    /// and release): what recover promotes from.
+    pub app: Option<ContainerInfo>,
+}
+
+impl Interrupted {
+    /// An adoption (or none) and what runs the app.
+    pub fn new(
+        adoption: Option<(Adoption, Option<CapturedRelease>)>,
+        app: Option<ContainerInfo>,
+    ) -> Self {
+        Self { adoption, app }
     }
 }
 
