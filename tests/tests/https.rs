@@ -788,3 +788,70 @@ fn a_plain_http_app_and_an_https_app_share_one_proxy() {
     assert_eq!(tls[0]["host"], host_s.as_str(), "{apps}");
     assert!(tls[0]["tls"]["issuer"].is_string(), "{apps}");
 }
+
+/// The proxy's own root, once it made one.
+fn proxy_root(proxy: &Proxy, dir: &Path) -> PathBuf {
+    let root = dir.join("proxy-root.pem");
+    let end = Instant::now() + WAIT;
+    loop {
+        let out = docker_output(
+            None,
+            &[
+                "exec",
+                &proxy.name,
+                "cat",
+                "/data/caddy/pki/authorities/local/root.crt",
+            ],
+        );
+        if out.status.success() && !out.stdout.is_empty() {
+            std::fs::write(&root, &out.stdout).unwrap();
+            return root;
+        }
+        assert!(Instant::now() < end, "the proxy made no root");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn apps_set_up_at_once_on_one_proxy_are_all_routed() {
+    let fleets: Vec<Fleet> = (0..3)
+        .map(|i| Fleet::new(&format!("tls-cc{i}"), &[("prod-a", None)]))
+        .collect();
+    let proxy = Proxy::new("tls-px");
+    let hosts: Vec<String> = fleets
+        .iter()
+        .map(|f| format!("{}.internal", f.app))
+        .collect();
+    for (fleet, host) in fleets.iter().zip(&hosts) {
+        push_release(&fleet.repo, "v1", "v1", "healthy");
+        write_config(fleet, &proxy, host, "tls = \"internal\"\n");
+    }
+    let run = fleets[0].run(&["proxy", "boot"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    // Each deploy reads the proxy's whole config and writes it back with
+    // its own HTTPS parts; at once, a write made on a config that another
+    // changed in between must not undo that other's parts.
+    let deploys: Vec<Spawned> = fleets
+        .iter()
+        .map(|f| f.spawn(&["deploy", "--tag", "v1"], &[]))
+        .collect();
+    for (deploy, fleet) in deploys.into_iter().zip(&fleets) {
+        let run = deploy.finish();
+        assert_eq!(run.code, 0, "{}: {}", fleet.app, run.explain());
+    }
+    let root = proxy_root(&proxy, fleets[0].dir());
+    for host in &hosts {
+        assert_eq!(wait_https(proxy.https, host, &root, "v1"), "v1");
+    }
+    let run = fleets[0].run(&["proxy", "status"]);
+    let apps = run.json_lines()[0]["apps"].clone();
+    for host in &hosts {
+        assert!(
+            apps.as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["host"] == host.as_str() && a["tls"]["source"] == "internal"),
+            "{host} in {apps}"
+        );
+    }
+}
