@@ -477,7 +477,7 @@ impl Caddy {
                 (desired != *config).then_some(desired)
             })
             .await?;
-            return Ok(());
+            return self.remove_old_files(&[]).await;
         };
         let host = self.host.as_deref().ok_or_else(|| {
             Error::invalid_input(format!("HTTPS for {} needs its host name", self.app))
@@ -517,6 +517,41 @@ impl Caddy {
             (desired != *config).then_some(desired)
         })
         .await?;
+        let mut keep: Vec<&str> = files.ca_root.iter().map(String::as_str).collect();
+        if let Some((cert, key)) = &files.cert {
+            keep.extend([cert.as_str(), key.as_str()]);
+        }
+        self.remove_old_files(&keep).await
+    }
+
+    /// Remove the files written for this app into the proxy but `keep`, once
+    /// the config names them no more: replaced certificates, keys and CA
+    /// roots are not left in the volume.
+    async fn remove_old_files(&self, keep: &[&str]) -> Result<()> {
+        let app = &self.app;
+        // The tag's exact length keeps an app whose name begins with this
+        // one's out of the patterns.
+        let tag = "[0-9a-f]".repeat(12);
+        let keep: Vec<&str> = keep.iter().filter_map(|k| k.rsplit('/').next()).collect();
+        let keep = if keep.is_empty() {
+            "''".to_owned()
+        } else {
+            keep.join("|")
+        };
+        let script = format!(
+            "cd {TLS_DIR} 2>/dev/null || exit 0; \
+             for f in {app}-{tag}.crt {app}-{tag}.key {app}-ca-{tag}.pem; do \
+             [ -e \"$f\" ] || continue; case \"$f\" in {keep}) ;; *) rm -f -- \"$f\" ;; esac; done"
+        );
+        let cmd = ["sh", "-c", &script].map(str::to_owned);
+        let out = self.proxy.exec(&cmd, ADMIN_TIMEOUT).await?;
+        if !out.success() {
+            return Err(Error::other(format!(
+                "remove the replaced certificate files of {app} in the proxy {}: {}",
+                self.proxy.name(),
+                out.output.trim()
+            )));
+        }
         Ok(())
     }
 

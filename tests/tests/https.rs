@@ -533,6 +533,13 @@ fn certificate_files_good_bad_and_expiring_soon() {
     let run = fleet.run(&["proxy", "status"]);
     let app = &run.json_lines()[0]["apps"][0];
     assert_eq!(app["tls"]["expires_soon"], false, "{app}");
+    // The replaced pair is gone from the proxy's volume.
+    let listed = docker(None, &["exec", &proxy.name, "ls", "/data/rollback/tls"]);
+    let kept: Vec<&str> = listed
+        .lines()
+        .filter(|f| f.starts_with(&format!("{}-", fleet.app)))
+        .collect();
+    assert_eq!(kept.len(), 2, "{listed}");
 }
 
 /// GET `/version` over HTTPS (HTTP/1.1) from `threads` threads until
