@@ -653,6 +653,26 @@ async fn https_setups_made_at_once_on_one_proxy_keep_every_app() {
         })
         .collect();
     apps[0].ensure().await.unwrap();
+    // Another app's switches change the config all along: a whole-config
+    // write computed before one of them would undo it.
+    let busy = Caddy::new(proxy.clone(), "busy");
+    busy.ensure().await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let switches = {
+        let (busy, done) = (busy.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !done.load(Ordering::Relaxed) || n < 10 {
+                n += 1;
+                let to = rollback_core::Upstream::new(
+                    ContainerId(format!("busy{n}")),
+                    format!("busy{n}:8080"),
+                );
+                busy.switch(&to).await?;
+            }
+            Ok::<_, rollback_core::Error>(n)
+        })
+    };
     // Each setup reads the whole config and writes it back with its own
     // parts: at once, a write on a config another changed in between
     // would undo that other's parts, unless Caddy refuses it (If-Match).
@@ -671,6 +691,13 @@ async fn https_setups_made_at_once_on_one_proxy_keep_every_app() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
+    done.store(true, Ordering::Relaxed);
+    let n = switches.await.unwrap().unwrap();
+    assert_eq!(
+        busy.route().await.unwrap().map(|r| r.primary),
+        Some(format!("busy{n}:8080")),
+        "no switch undone"
+    );
     let mut set_up: Vec<String> = apps[0]
         .certificates()
         .await
