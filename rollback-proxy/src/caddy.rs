@@ -54,6 +54,12 @@
 //! place changes nothing (no reload, no new ACME order). Certificates and
 //! ACME accounts are kept under `/data`, the proxy's volume.
 //!
+//! These parts (and a route's removal) change several places of the
+//! config at once, so they are written as a whole config, which could undo
+//! a change another app made in between (its switch, its own setup): the
+//! whole config is written only with `If-Match` on the `Etag` it was
+//! computed from, and computed again when Caddy answers `412`.
+//!
 //! # Requests in flight and long connections
 //!
 //! A config change makes Caddy start a new server on the same listener;
