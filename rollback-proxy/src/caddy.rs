@@ -54,6 +54,12 @@
 //! place changes nothing (no reload, no new ACME order). Certificates and
 //! ACME accounts are kept under `/data`, the proxy's volume.
 //!
+//! These parts (and a route's removal) change several places of the
+//! config at once, so they are written as a whole config, which could undo
+//! a change another app made in between (its switch, its own setup): the
+//! whole config is written only with `If-Match` on the `Etag` it was
+//! computed from, and computed again when Caddy answers `412`.
+//!
 //! # Requests in flight and long connections
 //!
 //! A config change makes Caddy start a new server on the same listener;
@@ -99,6 +105,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a request waits for an upstream that accepts a connection.
 const TRY_DURATION: &str = "5s";
 const POLL: Duration = Duration::from_millis(100);
+/// How many times a whole-config change is read and tried again when
+/// another change got in between (Caddy's `412 Precondition Failed`).
+const UPDATE_TRIES: u32 = 8;
 
 /// One app's route in the proxy, as read back from Caddy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,10 +278,12 @@ impl Caddy {
             return Ok(false);
         }
         // The admin API's DELETE is out of wget's reach: write the groups back without it.
-        let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
-        let mut config = without_tls(&config, &self.app);
-        take_route(&mut config, &self.route_id());
-        self.admin_post("/load", &config).await?;
+        let id = self.route_id();
+        self.update_config("remove the route", |config| {
+            let mut config = without_tls(config, &self.app);
+            take_route(&mut config, &id).map(|_| config)
+        })
+        .await?;
         Ok(true)
     }
 
@@ -329,16 +340,20 @@ impl Caddy {
     }
 
     async fn admin_post(&self, path: &str, body: &Value) -> Result<()> {
+        self.admin_post_with(path, body, &[]).await
+    }
+
+    /// POST with more `wget` options (headers).
+    async fn admin_post_with(&self, path: &str, body: &Value, options: &[&str]) -> Result<()> {
         let body = body.to_string();
-        let cmd = wget(
-            &[
-                "--header",
-                "Content-Type: application/json",
-                "--post-data",
-                &body,
-            ],
-            &format!("{ADMIN}{path}"),
-        );
+        let mut all = vec![
+            "--header",
+            "Content-Type: application/json",
+            "--post-data",
+            &body,
+        ];
+        all.extend_from_slice(options);
+        let cmd = wget(&all, &format!("{ADMIN}{path}"));
         let out = self.proxy.exec(&cmd, ADMIN_TIMEOUT).await?;
         if out.success() {
             return Ok(());
@@ -360,24 +375,99 @@ impl Caddy {
     }
 
     async fn ensure_base(&self, config: &Value) -> Result<()> {
-        let routes = &config["apps"]["http"]["servers"][SERVER]["routes"];
-        let has = |id: &str| {
-            routes
-                .as_array()
-                .is_some_and(|groups| groups.iter().any(|g| g["@id"] == id))
-        };
-        if has(HOST_ROUTES) && has(ANY_ROUTES) {
+        if has_base(config) {
             return Ok(());
         }
-        let mut config = if config.is_object() {
-            config.clone()
-        } else {
-            json!({})
-        };
-        config["apps"]["http"]["servers"][SERVER] = base_server();
-        self.admin_post("/load", &config)
-            .await
-            .map_err(|e| e.context("load the proxy's base config"))
+        self.update_config("load the proxy's base config", |config| {
+            if has_base(config) {
+                return None;
+            }
+            let mut config = if config.is_object() {
+                config.clone()
+            } else {
+                json!({})
+            };
+            config["apps"]["http"]["servers"][SERVER] = base_server();
+            Some(config)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The whole config and its `Etag`, read in one request. Caddy 2.6
+    /// sends the `Etag` of `GET /config/` as an HTTP trailer, which the
+    /// image's `wget` drops: the request goes through `nc` and the answer
+    /// is read here. `None` for the tag when the image has no `nc`, or
+    /// the Caddy no `Etag`.
+    async fn config_tagged(&self) -> Result<(Value, Option<String>)> {
+        let script = format!(
+            "printf 'GET /config/ HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | nc {addr}",
+            host = ADMIN.trim_start_matches("http://"),
+            addr = ADMIN.trim_start_matches("http://").replace(':', " "),
+        );
+        let cmd = ["sh", "-c", &script].map(str::to_owned);
+        let out = self.proxy.exec(&cmd, ADMIN_TIMEOUT).await?;
+        if let Some((200, body, etag)) = out.success().then(|| parse_http(&out.output)).flatten() {
+            let text = body.trim();
+            let config = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(text).map_err(|e| {
+                    Error::other(format!(
+                        "the proxy's admin API answered /config/ with something not JSON: {e}"
+                    ))
+                })?
+            };
+            return Ok((config, etag));
+        }
+        let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
+        Ok((config, None))
+    }
+
+    /// Change the whole config as `change` says (`None`: nothing to
+    /// change), on the config as it is: a change that another one
+    /// overtook between the read and the write (two apps set up at once
+    /// on one proxy) is refused by Caddy (`If-Match`) and made again on
+    /// the new config, so that neither is lost. Returns whether the
+    /// config was changed.
+    async fn update_config(
+        &self,
+        what: &str,
+        change: impl Fn(&Value) -> Option<Value>,
+    ) -> Result<bool> {
+        for _ in 0..UPDATE_TRIES {
+            let (config, etag) = self.config_tagged().await?;
+            let Some(desired) = change(&config) else {
+                return Ok(false);
+            };
+            let Some(etag) = etag else {
+                // No tag to check against: as before, the last writer wins.
+                self.admin_post("/load", &desired)
+                    .await
+                    .map_err(|e| e.context(what.to_owned()))?;
+                return Ok(true);
+            };
+            match self
+                .admin_post_with(
+                    "/config/",
+                    &desired,
+                    &["--header", &format!("If-Match: {etag}")],
+                )
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(e) if e.message().contains(" 412 ") => {
+                    // Another change got in: read again, after a pause
+                    // that differs between callers so that they part.
+                    let pause = 20 + u64::from(std::process::id() % 7) * 15;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(e.context(what.to_owned())),
+            }
+        }
+        Err(Error::conflict(format!(
+            "{what}: the proxy's config kept changing under {UPDATE_TRIES} tries"
+        )))
     }
 }
 
@@ -387,15 +477,13 @@ impl Caddy {
     /// config, in one change. A redeploy with the same setup changes
     /// nothing here, so the CA is not asked again.
     async fn ensure_tls(&self) -> Result<()> {
-        let config = self.admin_get("/config/").await?.unwrap_or(Value::Null);
         let Some(tls) = &self.tls else {
-            let desired = without_tls(&config, &self.app);
-            if desired != config {
-                self.admin_post("/load", &desired)
-                    .await
-                    .map_err(|e| e.context(format!("take HTTPS off {}", self.app)))?;
-            }
-            return Ok(());
+            self.update_config(&format!("take HTTPS off {}", self.app), |config| {
+                let desired = without_tls(config, &self.app);
+                (desired != *config).then_some(desired)
+            })
+            .await?;
+            return self.remove_old_files(&[]).await;
         };
         let host = self.host.as_deref().ok_or_else(|| {
             Error::invalid_input(format!("HTTPS for {} needs its host name", self.app))
@@ -430,11 +518,45 @@ impl Caddy {
             }
             _ => {}
         }
-        let desired = with_tls(&config, &self.app, host, port, tls, &files);
-        if desired != config {
-            self.admin_post("/load", &desired)
-                .await
-                .map_err(|e| e.context(format!("set up HTTPS for {host}")))?;
+        self.update_config(&format!("set up HTTPS for {host}"), |config| {
+            let desired = with_tls(config, &self.app, host, port, tls, &files);
+            (desired != *config).then_some(desired)
+        })
+        .await?;
+        let mut keep: Vec<&str> = files.ca_root.iter().map(String::as_str).collect();
+        if let Some((cert, key)) = &files.cert {
+            keep.extend([cert.as_str(), key.as_str()]);
+        }
+        self.remove_old_files(&keep).await
+    }
+
+    /// Remove the files written for this app into the proxy but `keep`, once
+    /// the config names them no more: replaced certificates, keys and CA
+    /// roots are not left in the volume.
+    async fn remove_old_files(&self, keep: &[&str]) -> Result<()> {
+        let app = &self.app;
+        // The tag's exact length keeps an app whose name begins with this
+        // one's out of the patterns.
+        let tag = "[0-9a-f]".repeat(12);
+        let keep: Vec<&str> = keep.iter().filter_map(|k| k.rsplit('/').next()).collect();
+        let keep = if keep.is_empty() {
+            "''".to_owned()
+        } else {
+            keep.join("|")
+        };
+        let script = format!(
+            "cd {TLS_DIR} 2>/dev/null || exit 0; \
+             for f in {app}-{tag}.crt {app}-{tag}.key {app}-ca-{tag}.pem; do \
+             [ -e \"$f\" ] || continue; case \"$f\" in {keep}) ;; *) rm -f -- \"$f\" ;; esac; done"
+        );
+        let cmd = ["sh", "-c", &script].map(str::to_owned);
+        let out = self.proxy.exec(&cmd, ADMIN_TIMEOUT).await?;
+        if !out.success() {
+            return Err(Error::other(format!(
+                "remove the replaced certificate files of {app} in the proxy {}: {}",
+                self.proxy.name(),
+                out.output.trim()
+            )));
         }
         Ok(())
     }
@@ -913,6 +1035,63 @@ fn route_id(app: &str) -> String {
     format!("rollback.app.{app}")
 }
 
+/// Whether the HTTP server has both groups of routes.
+fn has_base(config: &Value) -> bool {
+    let routes = &config["apps"]["http"]["servers"][SERVER]["routes"];
+    let has = |id: &str| {
+        routes
+            .as_array()
+            .is_some_and(|groups| groups.iter().any(|g| g["@id"] == id))
+    };
+    has(HOST_ROUTES) && has(ANY_ROUTES)
+}
+
+/// The status, body and `Etag` (a header or a trailer) of a raw HTTP/1.1
+/// answer, its body whole or chunked.
+fn parse_http(raw: &str) -> Option<(u16, String, Option<String>)> {
+    let (head, rest) = raw.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut etag = header("etag");
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if !chunked {
+        let body = match header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+            Some(len) => rest.get(..len)?.to_owned(),
+            None => rest.to_owned(),
+        };
+        return Some((status, body, etag));
+    }
+    let mut body = String::new();
+    let mut rest = rest;
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            // The trailers, up to the empty line.
+            for line in after.split("\r\n").take_while(|l| !l.is_empty()) {
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.trim().eq_ignore_ascii_case("etag") {
+                        etag = Some(v.trim().to_owned());
+                    }
+                }
+            }
+            return Some((status, body, etag));
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
 fn base_server() -> Value {
     json!({
         "listen": [format!(":{CONTAINER_PORT}")],
@@ -1156,6 +1335,20 @@ mod tests {
             without_tls(&b, "blog"),
             without_tls(&without_tls(&b, "blog"), "blog")
         );
+    }
+
+    #[test]
+    fn an_answer_with_its_etag_in_a_trailer() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTrailer: ETag\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3\r\n1}\n\r\n0\r\n\
+                   Etag: \"/config/ 87d98e07\"\r\n\r\n\n";
+        let (status, body, etag) = parse_http(raw).unwrap();
+        assert_eq!((status, body.as_str()), (200, "{\"a\":1}\n"));
+        assert_eq!(etag.as_deref(), Some("\"/config/ 87d98e07\""));
+        let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nEtag: \"x\"\r\n\r\nnull\n";
+        let (_, body, etag) = parse_http(raw).unwrap();
+        assert_eq!((body.as_str(), etag.as_deref()), ("null\n", Some("\"x\"")));
+        assert_eq!(parse_http("sh: nc: not found\n"), None);
     }
 
     #[test]

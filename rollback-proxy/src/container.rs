@@ -370,8 +370,8 @@ impl ProxyContainer {
                 }
                 None => {
                     return Err(Error::conflict(format!(
-                        "the proxy container {} was created without an HTTPS address; \
-                         `rollback proxy remove` it and deploy again to publish tls_listen {wanted}",
+                        "the proxy container {} was created without an HTTPS address (by an app without tls_listen); \
+                         give every app on this host tls_listen = {wanted:?}, then `rollback proxy remove` it and deploy again",
                         self.name
                     )))
                 }

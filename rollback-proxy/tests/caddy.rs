@@ -633,3 +633,93 @@ async fn a_switch_and_a_switch_back_are_one_change_each() {
         "switch {forward:?}, switch back {back:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_setups_made_at_once_on_one_proxy_keep_every_app() {
+    let s = setup("at-once").await;
+    let proxy = s
+        .proxy
+        .clone()
+        .with_tls_listen(
+            &format!("127.0.0.1:{}", free_port()),
+            rollback_proxy::caddy::TLS_CONTAINER_PORT,
+        )
+        .unwrap();
+    let apps: Vec<Caddy> = (0..8)
+        .map(|i| {
+            Caddy::new(proxy.clone(), &format!("app{i}"))
+                .with_host(&format!("app{i}.internal"))
+                .with_tls(rollback_proxy::Tls::Internal)
+        })
+        .collect();
+    apps[0].ensure().await.unwrap();
+    // Another app's switches change the config all along: a whole-config
+    // write computed before one of them would undo it.
+    let busy = Caddy::new(proxy.clone(), "busy");
+    busy.ensure().await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let switches = {
+        let (busy, done) = (busy.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !done.load(Ordering::Relaxed) || n < 10 {
+                n += 1;
+                let to = rollback_core::Upstream::new(
+                    ContainerId(format!("busy{n}")),
+                    format!("busy{n}:8080"),
+                );
+                busy.switch(&to).await?;
+            }
+            Ok::<_, rollback_core::Error>(n)
+        })
+    };
+    // Each setup reads the whole config and writes it back with its own
+    // parts: at once, a write on a config another changed in between
+    // would undo that other's parts, unless Caddy refuses it (If-Match).
+    let start = Arc::new(tokio::sync::Barrier::new(apps.len()));
+    let tasks: Vec<_> = apps
+        .iter()
+        .cloned()
+        .map(|c| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                c.ensure().await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let n = switches.await.unwrap().unwrap();
+    assert_eq!(
+        busy.route().await.unwrap().map(|r| r.primary),
+        Some(format!("busy{n}:8080")),
+        "no switch undone"
+    );
+    let mut set_up: Vec<String> = apps[0]
+        .certificates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.app)
+        .collect();
+    set_up.sort();
+    let want: Vec<String> = (0..8).map(|i| format!("app{i}")).collect();
+    assert_eq!(set_up, want, "{}", s.proxy_errors());
+    // The whole-config changes went the checked way (POST /config/ with
+    // If-Match), not the unchecked /load kept for a proxy without `nc`.
+    let out = docker(&["logs", s.proxy.name()]);
+    let logs =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let posts = |uri: &str| {
+        logs.lines()
+            .filter(|l| {
+                l.contains("\"method\":\"POST\"") && l.contains(&format!("\"uri\":\"{uri}\""))
+            })
+            .count()
+    };
+    assert!(posts("/config/") >= 8, "{logs}");
+    assert_eq!(posts("/load"), 0, "{logs}");
+}

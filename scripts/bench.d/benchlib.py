@@ -554,6 +554,8 @@ def load_figures(load_path, deploy_path, old):
     good = sorted((r for r in recs if r["status"] == 200), key=lambda r: r["t1"])
     failed = [r for r in recs if r["status"] != 200]
     out = {"requests": len(recs), "failed": len(failed)}
+    if any("resent" in r for r in recs):
+        out["resent"] = sum(1 for r in recs if r.get("resent"))
     if len(good) >= 2:
         gap = max(b["t1"] - a["t1"] for a, b in zip(good, good[1:]))
         # Failures after the last good answer are a gap that never closed.
@@ -742,6 +744,8 @@ def report(results, meta_path, out_path):
         part7(w, m, n, rows, meta, targets)
     if not skipped(8, "8. Costs at scale and reactions at the limit"):
         part8(w, m, n, rows, meta)
+    if not skipped(9, "9. HTTPS behind `[proxy]`: two apps on one proxy"):
+        part9(w, m, n, rows, meta, targets)
     finish(w, L, rows, targets, out_path)
 
 
@@ -1251,6 +1255,294 @@ def part8(w, m, n, rows, meta):
         w("")
 
 
+# --- part 9: HTTPS behind [proxy] -------------------------------------------------
+
+TLS_LOAD_THREADS = 2
+TLS_LOAD_RATE = 40  # requests per second per loop; four loops run at once
+
+
+def _tls_conn(port, host, cafile, timeout):
+    """An HTTPS connection to 127.0.0.1:PORT that sends HOST as SNI and in
+    Host, and verifies the certificate for HOST against CAFILE."""
+    import socket
+    import ssl
+    ctx = ssl.create_default_context(cafile=cafile)
+    # HTTP/1.1 only: the figures are the proxy's, not HTTP/2's GOAWAY at a config load.
+    ctx.set_alpn_protocols(["http/1.1"])
+    conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=ctx)
+    conn._create_connection = lambda addr, *a, **kw: socket.create_connection(("127.0.0.1", addr[1]), *a, **kw)
+    return conn
+
+
+def _conn(scheme, port, host, cafile, timeout):
+    if scheme == "https":
+        return _tls_conn(port, host, cafile, timeout)
+    return http.client.HTTPConnection("127.0.0.1", int(port), timeout=timeout)
+
+
+def _get(conn, host, keep):
+    headers = {"Host": host}
+    if not keep:
+        headers["Connection"] = "close"
+    conn.request("GET", "/version", headers=headers)
+    r = conn.getresponse()
+    return r.status, r.read().decode("utf-8", "replace").strip()
+
+
+def tls_get(port, host, cafile):
+    """The body of one verified HTTPS GET /version, empty on any failure."""
+    conn = _tls_conn(port, host, cafile, 2)
+    try:
+        status, body = _get(conn, host, False)
+        print(body if status == 200 else "")
+    except Exception:
+        print("")
+    finally:
+        conn.close()
+
+
+def tls_wait(port, host, cafile, want, limit):
+    """Exit 0 at the first verified HTTPS answer WANT for HOST, 1 after LIMIT seconds."""
+    end = time.monotonic() + float(limit)
+    while time.monotonic() < end:
+        conn = _tls_conn(port, host, cafile, 2)
+        try:
+            status, body = _get(conn, host, False)
+            if status == 200 and body == want:
+                return
+        except Exception:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    sys.exit(1)
+
+
+# A request that fails on a kept connection before any answer came: the
+# server closed it while idle (a config load does, for every idle
+# connection). Clients (curl, browsers, urllib3) send such a request again
+# on a new connection, as HTTP allows for GET; so does the loop, and counts it.
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def tls_load(port, host, cafile, mode, out, stop_file, ready_file):
+    """GET https://HOST:PORT/version (SNI HOST, to 127.0.0.1, verified
+    against CAFILE) from TLS_LOAD_THREADS threads at TLS_LOAD_RATE requests/s
+    until STOP_FILE exists. MODE new: a new TLS connection per request;
+    keep: one kept connection per thread, opened again after a failure.
+    Records as `load` does, plus `resent` for a GET sent again once on a new
+    connection after its kept one was found closed."""
+    keep = mode == "keep"
+    period = TLS_LOAD_THREADS / TLS_LOAD_RATE
+    records, lock = [], threading.Lock()
+    stop, ready = threading.Event(), threading.Event()
+
+    def worker(k):
+        due = time.monotonic() + k * period / TLS_LOAD_THREADS
+        conn, used = None, False
+        while not stop.is_set():
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            t0 = time.time()
+            status, body, error, resent = None, "", None, False
+            for attempt in (0, 1):
+                if conn is None:
+                    conn, used = _tls_conn(port, host, cafile, LOAD_TIMEOUT), False
+                try:
+                    status, body = _get(conn, host, keep)
+                    error = None
+                    used = True
+                    if not keep:
+                        conn.close()
+                        conn = None
+                    break
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}"[:120]
+                    was_used = used
+                    conn.close()
+                    conn = None
+                    if keep and was_used and attempt == 0 and isinstance(e, STALE):
+                        resent = True
+                        continue
+                    break
+            t1 = time.time()
+            with lock:
+                records.append({"t0": t0, "t1": t1, "status": status, "body": body[:64],
+                                "error": error, "resent": resent})
+            if status == 200 and not ready.is_set():
+                ready.set()
+                with open(ready_file, "w") as f:
+                    f.write(f"{t1}\n")
+            due = max(due + period, time.monotonic())
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(TLS_LOAD_THREADS)]
+    for t in threads:
+        t.start()
+    while not os.path.exists(stop_file):
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join(LOAD_TIMEOUT * 2 + 1)
+    with lock:
+        done = sorted(records, key=lambda r: r["t0"])
+    with open(out, "w") as f:
+        for r in done:
+            f.write(json.dumps(r) + "\n")
+
+
+def latency(scheme, port, host, cafile, mode, samples):
+    """SAMPLES sequential GET /version to the proxy for HOST over SCHEME
+    (http or https), a new connection each (MODE new) or one kept
+    connection (keep), after 5 not counted: median and 95th percentile in ms."""
+    samples = int(samples)
+    keep = mode == "keep"
+    times = []
+    conn = None
+    for i in range(samples + 5):
+        if conn is None:
+            conn = _conn(scheme, port, host, cafile, 5)
+        t0 = time.perf_counter()
+        status, body = _get(conn, host, keep)
+        dt = time.perf_counter() - t0
+        if status != 200:
+            sys.exit(f"{scheme} {host}: HTTP {status} {body}")
+        if not keep:
+            conn.close()
+            conn = None
+        if i >= 5:
+            times.append(dt * 1000)
+    if conn is not None:
+        conn.close()
+    times.sort()
+    p95 = times[min(len(times) - 1, int(round(0.95 * len(times))) - 1)]
+    print(json.dumps({"median_ms": round(statistics.median(times), 3), "p95_ms": round(p95, 3),
+                      "samples": samples}))
+
+
+P9_RELEASES = {
+    "healthy": "a healthy `v2`",
+    "crash": "exits 1 at start (`crash`)",
+    "down": "answers `{\"status\":\"DOWN\"}` (`down`)",
+    "flaky": "dies 4 s after its start, after its first UP and inside `stable_for` (`flaky`, `FLAKY_SECS=4`)",
+}
+
+
+def part9(w, m, n, rows, meta, targets):
+    p9 = meta.get("p9") or {}
+    w("## 9. HTTPS behind `[proxy]`: two apps on one proxy")
+    w("")
+    w("Two apps, **a** and **b**, on one proxy container of the bench's own (`[proxy] name`, "
+      "`listen` and `tls_listen` on loopback ports, `app_port = 8080`, `drain = "
+      f"\"{p9.get('drain', 'n/a')}\"`), each with its own `host` and `tls = \"acme\"` from a local "
+      "ACME CA: a Caddy `acme_server` on the proxy's network, which reaches the proxy's port 80 for "
+      "the HTTP challenge under the apps' names (network aliases, as public DNS would). Clients "
+      "send the app's name as SNI to 127.0.0.1 and verify the certificate against the CA's root. "
+      f"Health: `stable_for` {p9.get('stable_for', 'n/a')}, `deadline` {p9.get('deadline', 'n/a')}, "
+      f"interval {meta['interval']}, probe timeout {p9.get('timeout', 'n/a')}. Measured with `"
+      + meta["command"] + "` (this part alone: `scripts/bench --parts 9`).")
+    w("")
+    w("### Failed requests on both apps while a deploys")
+    w("")
+    w("Before each deploy **a** serves `v1` over HTTPS (deployed again when the case before left "
+      "another release). Four load loops run from before the deploy until 1 s after it "
+      "(`benchlib.py tls-load`, each 2 threads, 40 requests/s, `GET /version`, 1 s timeout, "
+      "HTTP/1.1): on **a** and on **b**, one with a **new TLS connection** per request and one "
+      "with **keep-alive** (a connection per thread, kept). A keep-alive GET that finds its "
+      "connection closed by the proxy before any answer (a config load closes idle connections) "
+      "is sent once more on a new connection, as curl, browsers and urllib3 do; *resent* counts "
+      "those, and only a request without an answer after that is failed. Figures: failed of "
+      "requests (median of the runs; in brackets the most of one run).")
+    w("")
+    w("| release deployed to a | exit | a, new connection | a, keep-alive | b, new connection | b, keep-alive | a resent | b resent | wall time | served on a | runs |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    lost, sent = 0, 0
+    for rel in meta.get("p9_releases") or list(P9_RELEASES):
+        if not [r for r in rows if r["part"] == 9 and r["case"] == rel and r["metric"] == "failed"]:
+            w(f"| {rel} | n/a | | | | | | | | not measured | 0 |")
+            continue
+        exits = sorted({int(x) for x in texts(rows, 9, rel, "deploy", "exit_code")})
+        cells = []
+        for tool in ("a-new", "a-keep", "b-new", "b-keep"):
+            vals = texts(rows, 9, rel, tool, "failed")
+            lost += sum(vals)
+            sent += sum(texts(rows, 9, rel, tool, "requests"))
+            shown = f"{m(9, rel, tool, 'failed'):g} of {m(9, rel, tool, 'requests'):g}"
+            if len(vals) > 1:
+                shown += f" ({max(vals):g})"
+            cells.append(shown)
+        resent = []
+        for app in ("a", "b"):
+            rs = 0
+            for path_rows in [r for r in rows if r["part"] == 9 and r["case"] == rel
+                              and r["tool"] == f"{app}-keep" and r["metric"] == "resent"]:
+                rs += path_rows["value"]
+            resent.append(f"{rs:g}")
+        served = texts(rows, 9, rel, "a-new", "served")
+        w(f"| {rel} | {', '.join(map(str, exits))} | {' | '.join(cells)} | {' | '.join(resent)} | "
+          f"{fmt_s(m(9, rel, 'deploy', 'wall_s'))} | {served[0] if served else 'n/a'} | "
+          f"{n(9, rel, 'deploy', 'wall_s')} |")
+    w("")
+    w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P9_RELEASES.items()
+                                    if k in (meta.get("p9_releases") or P9_RELEASES)) + ". "
+      "Expected exits: 0 for healthy, 3 (rolled back) for the others. *Resent* is the sum over "
+      "the runs.")
+    w("")
+    measured = bool([r for r in rows if r["part"] == 9 and r["metric"] == "failed"])
+    targets.append(("HTTPS behind [proxy]: no request lost on either app while one deploys "
+                    "(healthy, crash, DOWN, dies after its first UP)",
+                    f"{lost:g} of {sent:g}" if measured else "n/a",
+                    verdict(lost == 0 if measured else None)))
+
+    w("### TLS at the proxy against plain HTTP")
+    w("")
+    w(f"App **a** on the same proxy, first served over plain HTTP (no `tls`, the same `host`), then "
+      f"over HTTPS: {meta.get('p9_samples', 'n/a')} sequential `GET /version` from one client "
+      "(`benchlib.py latency`, Python's `http.client`, after 5 not counted), each on a new "
+      "connection, and all on one kept connection.")
+    w("")
+    w("| connection | plain HTTP median | HTTPS median | added by TLS | plain HTTP p95 | HTTPS p95 |")
+    w("|---|---|---|---|---|---|")
+    for mode, name in (("new", "a new one per request (TCP + TLS handshake)"), ("keep", "kept (keep-alive)")):
+        hm, tm = m(9, "plain", f"http-{mode}", "median_ms"), m(9, "tls", f"https-{mode}", "median_ms")
+        hp, tp = m(9, "plain", f"http-{mode}", "p95_ms"), m(9, "tls", f"https-{mode}", "p95_ms")
+        def f(v):
+            return "n/a" if v is None else f"{v:.2f} ms"
+        added = "n/a" if hm is None or tm is None else f"{tm - hm:+.2f} ms"
+        w(f"| {name} | {f(hm)} | {f(tm)} | {added} | {f(hp)} | {f(tp)} |")
+    w("")
+
+    w("### Certificates: first deploy against a redeploy")
+    w("")
+    w("From the start of `rollback deploy` to the first HTTPS answer of the release that verifies "
+      "against the CA's root (*to HTTPS*), and the ACME requests the CA answered in that time "
+      "(its access log; *orders*: `new-order` requests). **First deploy**: the app's first "
+      "deploy with `tls` (a had been served over plain HTTP; b had none). **Redeploy**: a new "
+      "release of a with the same setup, without load (*redeploy*) and the healthy deploys under "
+      "load above (*under load*, CA requests summed over the runs).")
+    w("")
+    w("| deploy | deploy wall time | to HTTPS | CA requests | orders |")
+    w("|---|---|---|---|---|")
+    for case, name in (("first-a", "first, a (plain HTTP before)"), ("first-b", "first, b"),
+                       ("redeploy-a", "redeploy, a")):
+        if m(9, case, "deploy", "wall_s") is None:
+            w(f"| {name} | n/a | n/a | n/a | n/a |")
+            continue
+        w(f"| {name} | {fmt_s(m(9, case, 'deploy', 'wall_s'))} | {fmt_s(m(9, case, 'deploy', 'https_s'))} | "
+          f"{m(9, case, 'deploy', 'ca_requests'):g} | {m(9, case, 'deploy', 'ca_orders'):g} |")
+    loaded = texts(rows, 9, "redeploy", "deploy", "ca_requests")
+    orders = texts(rows, 9, "redeploy", "deploy", "ca_orders")
+    if loaded:
+        w(f"| redeploy under load, a ({len(loaded)} deploys) | {fmt_s(m(9, 'healthy', 'deploy', 'wall_s'))} | — | "
+          f"{sum(loaded):g} | {sum(orders):g} |")
+    w("")
+    re_req = texts(rows, 9, "redeploy-a", "deploy", "ca_requests") + loaded
+    targets.append(("HTTPS: no CA request on a redeploy", f"{sum(re_req):g}" if re_req else "n/a",
+                    verdict(sum(re_req) == 0 if re_req else None)))
+
+
 def finish(w, L, rows, targets, out_path):
     # Counted by the registry tests, or measured apart (the install), not
     # timed here: the same text every run.
@@ -1298,6 +1590,14 @@ def main(argv):
         load(*args)
     elif cmd == "load-figures":
         print(json.dumps(load_figures(*args), ensure_ascii=False))
+    elif cmd == "tls-load":
+        tls_load(*args)
+    elif cmd == "tls-wait":
+        tls_wait(*args)
+    elif cmd == "tls-get":
+        tls_get(*args)
+    elif cmd == "latency":
+        latency(*args)
     elif cmd == "report":
         report(*args)
     else:

@@ -152,6 +152,17 @@ impl Ca {
 /// `rollback.toml` for `fleet` behind `proxy`, served over HTTPS for
 /// `host`; `tls` holds the `tls` key and its companions.
 fn write_config(fleet: &Fleet, proxy: &Proxy, host: &str, tls: &str) {
+    write_config_with(
+        fleet,
+        proxy,
+        host,
+        &format!("tls_listen = \"127.0.0.1:{}\"\n{tls}", proxy.https),
+    );
+}
+
+/// `rollback.toml` for `fleet` behind `proxy` for `host`, with `extra`
+/// as the rest of `[proxy]` (`tls_listen`, `tls`, ...).
+fn write_config_with(fleet: &Fleet, proxy: &Proxy, host: &str, extra: &str) {
     let text = format!(
         r#"[app]
 name = "{app}"
@@ -163,11 +174,10 @@ stop_timeout = "1s"
 [proxy]
 name = "{name}"
 listen = "127.0.0.1:{http}"
-tls_listen = "127.0.0.1:{https}"
 app_port = 8080
 drain = "1s"
 host = "{host}"
-{tls}
+{extra}
 
 [health]
 path = "/health"
@@ -185,7 +195,6 @@ name = "prod-a"
         repo = fleet.repo,
         name = proxy.name,
         http = proxy.http,
-        https = proxy.https,
     );
     std::fs::write(fleet.dir().join("rollback.toml"), text).unwrap();
 }
@@ -524,6 +533,13 @@ fn certificate_files_good_bad_and_expiring_soon() {
     let run = fleet.run(&["proxy", "status"]);
     let app = &run.json_lines()[0]["apps"][0];
     assert_eq!(app["tls"]["expires_soon"], false, "{app}");
+    // The replaced pair is gone from the proxy's volume.
+    let listed = docker(None, &["exec", &proxy.name, "ls", "/data/rollback/tls"]);
+    let kept: Vec<&str> = listed
+        .lines()
+        .filter(|f| f.starts_with(&format!("{}-", fleet.app)))
+        .collect();
+    assert_eq!(kept.len(), 2, "{listed}");
 }
 
 /// GET `/version` over HTTPS (HTTP/1.1) from `threads` threads until
@@ -693,4 +709,156 @@ fn the_proxys_own_ca_serves_internal_names() {
     assert_eq!(app["tls"]["source"], "internal", "{app}");
     // A 12-hour certificate just issued is not expiring soon.
     assert_eq!(app["tls"]["expires_soon"], false, "{app}");
+}
+
+/// GET `http://host:port/version` (Host `host`): the status and body.
+fn http_get_host(port: u16, host: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "3", "-w", "\n%{http_code}"])
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("http://{host}:{port}/version"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_owned(), body.trim().to_owned())
+}
+
+#[test]
+fn a_plain_http_app_and_an_https_app_share_one_proxy() {
+    let plain = Fleet::new("tls-plain", &[("prod-a", None)]);
+    let secure = Fleet::new("tls-mix", &[("prod-a", None)]);
+    let ca = Ca::start(secure.dir());
+    let proxy = Proxy::new("tls-px");
+    let (host_p, host_s) = (
+        format!("{}.test", plain.app),
+        format!("{}.test", secure.app),
+    );
+    for fleet in [&plain, &secure] {
+        push_release(&fleet.repo, "v1", "v1", "healthy");
+        push_release(&fleet.repo, "v2", "v2", "healthy");
+    }
+    // The plain app names the proxy's HTTPS address without serving HTTPS
+    // itself, so the proxy it boots publishes it for the other app.
+    write_config_with(
+        &plain,
+        &proxy,
+        &host_p,
+        &format!("tls_listen = \"127.0.0.1:{}\"\n", proxy.https),
+    );
+    write_config(
+        &secure,
+        &proxy,
+        &host_s,
+        &format!(
+            "tls = \"acme\"\nacme_ca = \"{}\"\nacme_ca_root = \"ca.pem\"\n",
+            ca.directory()
+        ),
+    );
+    plain.deploy_ok("v1");
+    assert_eq!(
+        http_get_host(proxy.http, &host_p),
+        ("200".into(), "v1".into())
+    );
+    proxy.answer_for(&[&host_s]);
+    secure.deploy_ok("v1");
+    assert_eq!(wait_https(proxy.https, &host_s, &ca.root, "v1"), "v1");
+    let (code, _) = http_redirect(proxy.http, &host_s, "/version");
+    assert_eq!(code, "308");
+
+    // A plain app's redeploy leaves the other's certificate and route alone;
+    // an app without tls_listen (written before HTTPS) deploys to that proxy too.
+    write_config_with(&plain, &proxy, &host_p, "");
+    plain.deploy_ok("v2");
+    assert_eq!(
+        http_get_host(proxy.http, &host_p),
+        ("200".into(), "v2".into())
+    );
+    assert_eq!(wait_https(proxy.https, &host_s, &ca.root, "v1"), "v1");
+    secure.deploy_ok("v2");
+    assert_eq!(wait_https(proxy.https, &host_s, &ca.root, "v2"), "v2");
+    assert_eq!(
+        http_get_host(proxy.http, &host_p),
+        ("200".into(), "v2".into())
+    );
+
+    let run = secure.run(&["proxy", "status"]);
+    let apps = run.json_lines()[0]["apps"].clone();
+    let tls: Vec<_> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["tls"].is_object())
+        .collect();
+    assert_eq!(tls.len(), 1, "{apps}");
+    assert_eq!(tls[0]["host"], host_s.as_str(), "{apps}");
+    assert!(tls[0]["tls"]["issuer"].is_string(), "{apps}");
+}
+
+/// The proxy's own root, once it made one.
+fn proxy_root(proxy: &Proxy, dir: &Path) -> PathBuf {
+    let root = dir.join("proxy-root.pem");
+    let end = Instant::now() + WAIT;
+    loop {
+        let out = docker_output(
+            None,
+            &[
+                "exec",
+                &proxy.name,
+                "cat",
+                "/data/caddy/pki/authorities/local/root.crt",
+            ],
+        );
+        if out.status.success() && !out.stdout.is_empty() {
+            std::fs::write(&root, &out.stdout).unwrap();
+            return root;
+        }
+        assert!(Instant::now() < end, "the proxy made no root");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn apps_set_up_at_once_on_one_proxy_are_all_routed() {
+    let fleets: Vec<Fleet> = (0..3)
+        .map(|i| Fleet::new(&format!("tls-cc{i}"), &[("prod-a", None)]))
+        .collect();
+    let proxy = Proxy::new("tls-px");
+    let hosts: Vec<String> = fleets
+        .iter()
+        .map(|f| format!("{}.internal", f.app))
+        .collect();
+    for (fleet, host) in fleets.iter().zip(&hosts) {
+        push_release(&fleet.repo, "v1", "v1", "healthy");
+        write_config(fleet, &proxy, host, "tls = \"internal\"\n");
+    }
+    let run = fleets[0].run(&["proxy", "boot"]);
+    assert_eq!(run.code, 0, "{}", run.explain());
+    // Each deploy reads the proxy's whole config and writes it back with
+    // its own HTTPS parts; at once, a write made on a config that another
+    // changed in between must not undo that other's parts.
+    let deploys: Vec<Spawned> = fleets
+        .iter()
+        .map(|f| f.spawn(&["deploy", "--tag", "v1"], &[]))
+        .collect();
+    for (deploy, fleet) in deploys.into_iter().zip(&fleets) {
+        let run = deploy.finish();
+        assert_eq!(run.code, 0, "{}: {}", fleet.app, run.explain());
+    }
+    let root = proxy_root(&proxy, fleets[0].dir());
+    for host in &hosts {
+        assert_eq!(wait_https(proxy.https, host, &root, "v1"), "v1");
+    }
+    let run = fleets[0].run(&["proxy", "status"]);
+    let apps = run.json_lines()[0]["apps"].clone();
+    for host in &hosts {
+        assert!(
+            apps.as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["host"] == host.as_str() && a["tls"]["source"] == "internal"),
+            "{host} in {apps}"
+        );
+    }
 }

@@ -135,7 +135,8 @@ pub struct ProxyConfig {
     pub host: Option<String>,
     /// The proxy container's name on each host (`[proxy] name`).
     pub name: String,
-    /// The public HTTPS address on each host, with `tls`.
+    /// The public HTTPS address on each host: `443` by default with
+    /// `tls`; without, the one a proxy this app boots publishes for others.
     pub tls_listen: Option<String>,
     /// Where the certificate for `host` comes from; `None`: plain HTTP.
     pub tls: Option<TlsConfig>,

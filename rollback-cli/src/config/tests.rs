@@ -899,6 +899,15 @@ fn tls_acme_and_internal_with_their_defaults() {
     assert_eq!(p.tls, Some(TlsConfig::Internal));
     assert_eq!(p.tls_listen.as_deref(), Some("127.0.0.1:18443"));
     assert_eq!(p.name, "edge");
+    // A plain HTTP app on a proxy that serves others over HTTPS.
+    let p = parse(&tls("tls_listen = \"127.0.0.1:18443\"\n"))
+        .unwrap()
+        .proxy
+        .unwrap();
+    assert_eq!(p.tls, None);
+    assert_eq!(p.tls_listen.as_deref(), Some("127.0.0.1:18443"));
+    let e = error(&tls("tls_listen = \"127.0.0.1:18080\"\n"));
+    assert!(e.contains("port of proxy.listen"), "{e}");
 }
 
 #[test]

@@ -534,7 +534,9 @@ impl Ctx<'_> {
         let tls = match &p.tls {
             Some(t) => Some(self.tls(p, t, host.as_deref(), dir, warnings)?),
             None => {
-                let acme = [&p.tls_listen, &p.acme_email, &p.acme_ca, &p.acme_ca_root];
+                // tls_listen stays: a plain HTTP app can share a proxy that
+                // publishes HTTPS for the others, and may be the one booting it.
+                let acme = [&p.acme_email, &p.acme_ca, &p.acme_ca_root];
                 if let Some(v) = acme.into_iter().flatten().next() {
                     return Err(self.at(v, "proxy: this key applies with proxy.tls: set tls = \"acme\", \"internal\" or { cert, key }"));
                 }
@@ -542,9 +544,9 @@ impl Ctx<'_> {
             }
         };
         let tls_listen = match (&tls, &p.tls_listen) {
-            (None, _) => None,
+            (None, None) => None,
             (Some(_), None) => Some(DEFAULT_TLS_LISTEN.to_owned()),
-            (Some(_), Some(l)) => {
+            (_, Some(l)) => {
                 let v = l.get_ref().trim();
                 let port = |a: &str| {
                     format!("{a}:1")
