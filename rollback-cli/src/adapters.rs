@@ -161,6 +161,7 @@ fn swarm_strategy(
         parallelism: config.parallelism,
         healthcheck: config.healthcheck.clone(),
         health_interval: config.health_interval,
+        health_timeout: config.health_timeout,
         ..Default::default()
     };
     let health = TaskHealth {

@@ -1304,8 +1304,18 @@ mod tests {
     use crate::types::DeploymentId;
     use std::time::SystemTime;
 
+    thread_local! {
+        /// Whether [`c`] names services (a Swarm host's workloads) instead
+        /// of containers: the same rows hold for both.
+        static AS_SERVICES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     fn c(id: &str) -> Workload {
-        Workload::from(id)
+        if AS_SERVICES.get() {
+            Workload::service("app", id.len() as u64, format!("r/app:{id}@sha256:{id}"))
+        } else {
+            Workload::from(id)
+        }
     }
 
     fn previous() -> Option<CapturedRelease> {
@@ -1959,6 +1969,48 @@ mod tests {
 
     #[test]
     fn every_state_input_pair_follows_the_table() {
+        check_every_pair();
+    }
+
+    /// The swarm rows: a Swarm host's states hold services at a version,
+    /// its failures are a task's (`ContainerExit::Failed`), and every
+    /// state and input pair decides as on a container host.
+    #[test]
+    fn every_state_input_pair_follows_the_table_for_services() {
+        AS_SERVICES.set(true);
+        check_every_pair();
+        let failed = Input::ContainerExited(ContainerExit::Failed {
+            reason: "task t1 (slot 1) failed, exit 1".into(),
+        });
+        for (label, state) in states() {
+            let plain = step(
+                state.clone(),
+                Input::ContainerExited(ContainerExit::Exited { code: 1 }),
+            );
+            let task = step(state.clone(), failed.clone());
+            assert_eq!(
+                plain.as_ref().map(HostState::name).ok(),
+                task.as_ref().map(HostState::name).ok(),
+                "{label}"
+            );
+            if let (
+                HostState::Verifying { new_container, .. },
+                Ok(HostState::RollingBack {
+                    failed_container,
+                    reason,
+                    ..
+                }),
+            ) = (&state, &task)
+            {
+                assert_eq!(failed_container.as_ref(), Some(new_container), "{label}");
+                assert!(matches!(new_container, Workload::Service { .. }));
+                assert!(reason.message().contains("exit 1"), "{label}: {reason}");
+            }
+        }
+        AS_SERVICES.set(false);
+    }
+
+    fn check_every_pair() {
         let table = table();
         let mut checked = 0;
         for (label, state) in states() {

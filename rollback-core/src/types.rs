@@ -630,7 +630,8 @@ pub enum Workload {
     Service {
         /// The service's name.
         service: String,
-        /// The version index of the spec, as read or written.
+        /// The version index of the spec, as read or written; 0 when not
+        /// known (a spec named by the labels of the one that replaced it).
         version: u64,
         /// The image reference the spec runs (`repo:tag@sha256:...`): its
         /// tasks are the ones that run it.
@@ -668,6 +669,11 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Workload::Container(id) => f.write_str(id.as_str()),
+            Workload::Service {
+                service,
+                version: 0,
+                ..
+            } => write!(f, "service {service}"),
             Workload::Service {
                 service, version, ..
             } => write!(f, "service {service} (version {version})"),

@@ -62,6 +62,8 @@ pub struct TaskTemplate {
     pub healthcheck: Option<Vec<String>>,
     /// Time between two runs of the HEALTHCHECK.
     pub health_interval: Duration,
+    /// How long one run of the HEALTHCHECK may take.
+    pub health_timeout: Duration,
 }
 
 impl TaskTemplate {
@@ -75,9 +77,10 @@ impl TaskTemplate {
             health_check: self.healthcheck.as_ref().map(|test| HealthConfig {
                 test: Some(test.clone()),
                 interval: Some(nanos(self.health_interval)),
-                timeout: Some(nanos(self.health_interval)),
+                timeout: Some(nanos(self.health_timeout)),
                 start_period: Some(0),
-                retries: Some(1),
+                // One slow answer on a busy node must not kill a task.
+                retries: Some(3),
                 ..Default::default()
             }),
             ..Default::default()

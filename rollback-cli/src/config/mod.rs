@@ -163,6 +163,8 @@ pub struct SwarmConfig {
     pub probe_image: String,
     /// How often the HEALTHCHECK runs: `[health] interval`.
     pub health_interval: Duration,
+    /// How long one run may take: `[health] timeout`.
+    pub health_timeout: Duration,
 }
 
 /// `[swarm] probe_image` when not set: a busybox has `sh`, `timeout` and `wget`.

@@ -190,6 +190,7 @@ impl Ctx<'_> {
                 }
                 s.healthcheck = s.healthcheck.filter(|h| !h.is_empty());
                 s.health_interval = health.interval();
+                s.health_timeout = health.timeout();
                 Some(s)
             }
             (Some(_), _) => {
@@ -475,6 +476,7 @@ impl Ctx<'_> {
             healthcheck: s.healthcheck.as_ref().map(|h| h.get_ref().clone()),
             probe_image,
             health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
         })
     }
 

@@ -690,8 +690,8 @@ impl Deployer {
             let took = run.failed_at.map(|t| t.elapsed()).unwrap_or_default();
             run.switch_back = Some(took);
             format!(
-                "traffic switched back to container {} {} ms after the failure; verifying it",
-                retained.container,
+                "traffic switched back to {} {} ms after the failure; verifying it",
+                named(&retained.container),
                 took.as_millis()
             )
         } else {
