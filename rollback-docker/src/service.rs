@@ -361,6 +361,22 @@ fn replaced_of(st: &ServiceState, labels: &BTreeMap<String, String>) -> Option<C
     })
 }
 
+/// A service as a container shows: named as the service, its spec's image
+/// as the image, its spec's labels and release. Swarm keeps its tasks
+/// running, so it reads as running.
+fn service_view(st: &ServiceState) -> ContainerInfo {
+    ContainerInfo {
+        id: ContainerId(st.id.clone()),
+        name: st.name.clone(),
+        image_id: st.image.clone(),
+        release: release_of(st),
+        labels: spec_labels(st),
+        state: ContainerState::Running { health: None },
+        restart_count: 0,
+        started_at: None,
+    }
+}
+
 /// The release a service runs: its labels when they name the image it
 /// runs, else the digest in its image reference.
 fn release_of(st: &ServiceState) -> Option<Release> {
@@ -634,17 +650,16 @@ impl DeployStrategy for SwarmStrategy {
         };
         let adoption = adopt_service(&seen);
         // What recover promotes from: the spec's labels, as a container's.
-        let app = ContainerInfo {
-            id: ContainerId(st.id.clone()),
-            name: cx.app_name().to_owned(),
-            image_id: String::new(),
-            release: running.release.clone(),
-            labels,
-            state: ContainerState::Running { health: None },
-            restart_count: 0,
-            started_at: None,
-        };
-        Ok(Some(Interrupted::new(adoption, Some(app))))
+        Ok(Some(Interrupted::new(adoption, Some(service_view(&st)))))
+    }
+
+    async fn running(&self, cx: &StrategyCx<'_>) -> Result<Option<ContainerInfo>, Error> {
+        Ok(self.read(cx).await?.map(|st| service_view(&st)))
+    }
+
+    /// The view's image id is the image the spec runs.
+    fn workload_of(&self, running: &ContainerInfo) -> Workload {
+        Workload::service(&self.service, 0, &running.image_id)
     }
 
     /// Swarm keeps the previous spec itself.

@@ -498,13 +498,12 @@ impl Deployer {
         let mut hosts = Vec::with_capacity(self.hosts.len());
         for host in &self.hosts {
             let ctx = |e: Error| e.context(format!("host {}", host.id));
-            let current = timed(
-                limit,
-                "read the app container",
-                host.runtime.current(&self.app.name),
-            )
-            .await
-            .map_err(ctx)?;
+            let current = host
+                .strategy
+                .get()
+                .running(&self.cx(None, host))
+                .await
+                .map_err(ctx)?;
             let lock = timed(limit, "read the lock", host.lock.status(&self.app.name))
                 .await
                 .map_err(ctx)?;
@@ -537,13 +536,9 @@ impl Deployer {
     async fn host_status(&self, host: &HostTarget) -> HostStatus {
         let limit = self.timeouts.engine;
         let mut errors = Vec::new();
-        let container = match timed(
-            limit,
-            "read the app container",
-            host.runtime.current(&self.app.name),
-        )
-        .await
-        {
+        let cx = self.cx(None, host);
+        let strategy = host.strategy.get();
+        let container = match strategy.running(&cx).await {
             Ok(c) => c,
             Err(e) => {
                 errors.push(e.report());
@@ -558,7 +553,9 @@ impl Deployer {
             }
         };
         let probe = match &container {
-            Some(c) if c.state.is_running() => Some(self.probe_once(host, &c.id).await),
+            Some(c) if c.state.is_running() => {
+                Some(strategy.probe(&cx, &strategy.workload_of(c)).await)
+            }
             _ => None,
         };
         HostStatus::new(host.id.clone())

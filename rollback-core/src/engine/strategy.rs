@@ -86,6 +86,23 @@ pub trait DeployStrategy: Send + Sync {
         cx.deployer.capture_container(cx.ev, cx.host).await
     }
 
+    /// `status` and the plan: what runs the app on the host, as a
+    /// container shows it (release, labels, state). The default reads the
+    /// app's container.
+    async fn running(&self, cx: &StrategyCx<'_>) -> Result<Option<ContainerInfo>, Error> {
+        timed(
+            cx.engine_timeout(),
+            "read the app container",
+            cx.host.runtime.current(cx.app_name()),
+        )
+        .await
+    }
+
+    /// The workload `running` showed, as probes and watches name it.
+    fn workload_of(&self, running: &ContainerInfo) -> Workload {
+        Workload::Container(running.id.clone())
+    }
+
     /// One health answer of `workload` within the policy's timeout. The
     /// default asks the host's [`HealthProbe`](crate::HealthProbe) about the
     /// container.
