@@ -7,9 +7,14 @@
 //! [`FleetAction::Finish`]. `deploy`, `undo` and `recover` all go through
 //! it, so the outcome is decided in one place ([`outcome`]).
 //!
+//! [`IndexedFleet`] asks the same questions of a fleet whose states change
+//! a few hosts at a time, without reading every host for each decision.
+//!
 //! Hosts waiting for their batch are `Locked`; hosts `recover` found
 //! nothing to do on are `Planned`, and one the interrupted deploy never
 //! reached is named by [`FleetView::behind`].
+
+use std::collections::BTreeSet;
 
 use crate::error::{Error, ErrorKind};
 use crate::machine::HostState;
@@ -311,6 +316,291 @@ pub fn next(view: &FleetView<'_>) -> FleetAction {
             FleetAction::Retire(verified)
         }
         _ => finish(),
+    }
+}
+
+/// What [`IndexedFleet`] keeps an ordered set of hosts for: each is a
+/// question the fleet policy asks of every host.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Refused,
+    /// Refused because another deploy holds the lock.
+    Held,
+    Failed,
+    /// Failed by itself, not sent back for another host or a cancel.
+    FailedItself,
+    RollingBack,
+    Verified,
+    Switched,
+    /// Switched but not verified.
+    Unverified,
+    Locked,
+    /// Rollback failed, or halted: maybe without a healthy release.
+    Broken,
+    /// Runs a healthy release after the deploy: rolled back, verified, done.
+    Kept,
+    /// Mid-step: the fleet never decides while a host is here.
+    Midway,
+}
+
+const KINDS: [Kind; 12] = [
+    Kind::Refused,
+    Kind::Held,
+    Kind::Failed,
+    Kind::FailedItself,
+    Kind::RollingBack,
+    Kind::Verified,
+    Kind::Switched,
+    Kind::Unverified,
+    Kind::Locked,
+    Kind::Broken,
+    Kind::Kept,
+    Kind::Midway,
+];
+
+impl Kind {
+    fn holds(self, s: &HostState) -> bool {
+        let sent_back = || s.failure().map(Error::kind) == Some(ErrorKind::Cancelled);
+        match self {
+            Kind::Refused => matches!(s, HostState::Refused { .. }),
+            Kind::Held => matches!(
+                s,
+                HostState::Refused {
+                    holder: Some(_),
+                    ..
+                }
+            ),
+            Kind::Failed => failed(s),
+            Kind::FailedItself => failed(s) && !sent_back(),
+            Kind::RollingBack => matches!(s, HostState::RollingBack { .. }),
+            Kind::Verified => matches!(s, HostState::Verified { .. }),
+            Kind::Switched => s.is_switched(),
+            Kind::Unverified => s.is_switched() && !matches!(s, HostState::Verified { .. }),
+            Kind::Locked => matches!(s, HostState::Locked),
+            Kind::Broken => matches!(
+                s,
+                HostState::RollbackFailed { .. } | HostState::Halted { .. }
+            ),
+            Kind::Kept => matches!(
+                s,
+                HostState::RolledBack { .. } | HostState::Verified { .. } | HostState::Done { .. }
+            ),
+            Kind::Midway => matches!(
+                s,
+                HostState::Captured { .. }
+                    | HostState::Pulled { .. }
+                    | HostState::Verifying { .. }
+                    | HostState::Warming { .. }
+                    | HostState::Ready { .. }
+                    | HostState::Serving { .. }
+                    | HostState::Restoring { .. }
+            ),
+        }
+    }
+}
+
+/// The hosts' states with, beside them, the hosts of each kind the fleet
+/// policy asks about, kept up to date as states change: the driver's way to
+/// ask [`next`], [`cause`] and [`outcome`] once per batch without reading
+/// every host each time. Changing a host costs O(log hosts), a decision
+/// the hosts it names; the decisions are exactly those of the pure
+/// functions over the same [`FleetView`] (a property test holds them to it).
+#[derive(Debug, Clone)]
+pub struct IndexedFleet {
+    hosts: Vec<HostState>,
+    on_failure: OnFailure,
+    batch: usize,
+    promote: bool,
+    behind: Option<usize>,
+    /// The hosts of each kind, by `Kind as usize`, in config order.
+    kinds: Vec<BTreeSet<usize>>,
+}
+
+impl IndexedFleet {
+    /// A fleet of `hosts`, promoted when verified, nobody behind.
+    pub fn new(hosts: Vec<HostState>, on_failure: OnFailure, batch: usize) -> Self {
+        let mut kinds = vec![BTreeSet::new(); KINDS.len()];
+        for (i, state) in hosts.iter().enumerate() {
+            for kind in KINDS {
+                if kind.holds(state) {
+                    kinds[kind as usize].insert(i);
+                }
+            }
+        }
+        Self {
+            hosts,
+            on_failure,
+            batch: batch.max(1),
+            promote: true,
+            behind: None,
+            kinds,
+        }
+    }
+
+    /// Whether verified hosts are promoted.
+    pub fn promote(mut self, promote: bool) -> Self {
+        self.promote = promote;
+        self
+    }
+
+    /// A host that does not run the new release and will not get it.
+    pub fn behind(mut self, host: Option<usize>) -> Self {
+        self.behind = host;
+        self
+    }
+
+    /// Every host's state, in config order.
+    pub fn hosts(&self) -> &[HostState] {
+        &self.hosts
+    }
+
+    /// Host `i` is in `state` now.
+    ///
+    /// # Panics
+    ///
+    /// When there is no host `i`.
+    pub fn set(&mut self, i: usize, state: HostState) {
+        for kind in KINDS {
+            let set = &mut self.kinds[kind as usize];
+            match (kind.holds(&self.hosts[i]), kind.holds(&state)) {
+                (false, true) => {
+                    set.insert(i);
+                }
+                (true, false) => {
+                    set.remove(&i);
+                }
+                _ => {}
+            }
+        }
+        self.hosts[i] = state;
+    }
+
+    /// The same fleet as a [`FleetView`], for the pure functions.
+    pub fn view(&self, cancelled: bool, promotion: Promotion) -> FleetView<'_> {
+        FleetView::new(&self.hosts, self.on_failure, self.batch)
+            .cancelled(cancelled)
+            .promotion(promotion)
+            .promote(self.promote)
+            .behind(self.behind)
+    }
+
+    fn of(&self, kind: Kind) -> &BTreeSet<usize> {
+        &self.kinds[kind as usize]
+    }
+
+    fn list(&self, kind: Kind) -> Vec<usize> {
+        self.of(kind).iter().copied().collect()
+    }
+
+    /// Whether a host refused the deploy (a lock or an engine).
+    pub fn refused(&self) -> bool {
+        !self.of(Kind::Refused).is_empty()
+    }
+
+    /// As [`cause`] says of [`IndexedFleet::view`].
+    pub fn cause(&self, cancelled: bool) -> Option<Cause> {
+        if let Some(&i) = self.of(Kind::FailedItself).first() {
+            return Some(Cause::Host(i));
+        }
+        let changed = !self.of(Kind::Switched).is_empty() || !self.of(Kind::Failed).is_empty();
+        match self.behind {
+            Some(i) if changed => return Some(Cause::Behind(i)),
+            _ => {}
+        }
+        if let Some(&i) = self.of(Kind::Failed).first() {
+            return Some(Cause::Host(i));
+        }
+        cancelled.then_some(Cause::Cancelled)
+    }
+
+    /// As [`outcome`] says of [`IndexedFleet::view`].
+    pub fn outcome(&self, cancelled: bool, promotion: Promotion) -> Outcome {
+        if !self.of(Kind::Held).is_empty() {
+            return Outcome::Locked;
+        }
+        if self.refused() {
+            return Outcome::Failed;
+        }
+        if !self.of(Kind::Broken).is_empty() {
+            return Outcome::RollbackFailed;
+        }
+        if self.cause(cancelled).is_some() {
+            return if self.of(Kind::Kept).is_empty() {
+                Outcome::Failed
+            } else {
+                Outcome::RolledBack
+            };
+        }
+        match promotion {
+            Promotion::Failed => Outcome::PromotionFailed,
+            Promotion::StableMoved => Outcome::StableMoved,
+            _ => Outcome::Deployed,
+        }
+    }
+
+    /// As [`next`] says of [`IndexedFleet::view`], in the same order of
+    /// questions.
+    pub fn next(&self, cancelled: bool, promotion: Promotion) -> FleetAction {
+        debug_assert!(
+            self.of(Kind::Midway).is_empty(),
+            "the fleet decides between steps, not while a host is mid-way: {:?}",
+            self.hosts
+        );
+        let finish = || FleetAction::Finish {
+            outcome: self.outcome(cancelled, promotion),
+            cause: self.cause(cancelled),
+        };
+        if self.refused() {
+            return finish();
+        }
+        let rolling_back = !self.of(Kind::RollingBack).is_empty();
+        let verified = !self.of(Kind::Verified).is_empty();
+        if let Some(cause) = self.cause(cancelled) {
+            let policy = if cancelled {
+                OnFailure::RollbackAll
+            } else {
+                self.on_failure
+            };
+            return match policy {
+                OnFailure::RollbackAll => {
+                    if !self.of(Kind::Switched).is_empty() {
+                        FleetAction::Revert {
+                            hosts: self.list(Kind::Switched),
+                            cause,
+                        }
+                    } else if rolling_back {
+                        FleetAction::Restore(self.list(Kind::RollingBack))
+                    } else {
+                        finish()
+                    }
+                }
+                OnFailure::RollbackHost if rolling_back => {
+                    FleetAction::Restore(self.list(Kind::RollingBack))
+                }
+                OnFailure::RollbackHost if verified => {
+                    FleetAction::Retire(self.list(Kind::Verified))
+                }
+                OnFailure::Halt if rolling_back => FleetAction::Halt(self.list(Kind::RollingBack)),
+                _ => finish(),
+            };
+        }
+        if let Some(&first) = self.of(Kind::Unverified).first() {
+            return FleetAction::Revert {
+                hosts: self.list(Kind::Unverified),
+                cause: Cause::Host(first),
+            };
+        }
+        let waiting = self.of(Kind::Locked);
+        if !waiting.is_empty() {
+            return FleetAction::Deploy(waiting.iter().copied().take(self.batch).collect());
+        }
+        match promotion {
+            Promotion::Pending if verified && self.promote => FleetAction::Promote,
+            Promotion::Pending | Promotion::Done | Promotion::StableMoved if verified => {
+                FleetAction::Retire(self.list(Kind::Verified))
+            }
+            _ => finish(),
+        }
     }
 }
 
@@ -811,6 +1101,12 @@ mod tests {
                 next(&view),
                 expected,
                 "{hosts} {on_failure} cancelled={cancelled} {promotion:?} behind={behind:?}"
+            );
+            let indexed = IndexedFleet::new(states.clone(), on_failure, 2).behind(behind);
+            assert_eq!(
+                indexed.next(cancelled, promotion),
+                expected,
+                "indexed: {hosts} {on_failure} cancelled={cancelled} {promotion:?} behind={behind:?}"
             );
         }
     }

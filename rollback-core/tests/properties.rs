@@ -347,3 +347,71 @@ proptest! {
         }
     }
 }
+
+/// A host state the fleet decides between, or one refused because another
+/// deploy holds the lock.
+fn fleet_host() -> impl Strategy<Value = HostState> {
+    prop_oneof![
+        12 => between_steps(),
+        1 => Just(HostState::Refused {
+            reason: Error::conflict("held"),
+            holder: Some(LockInfo {
+                app: "app".into(),
+                deployment: DeploymentId("d".into()),
+                holder: "someone".into(),
+                target: "v2".into(),
+                started_at: std::time::SystemTime::UNIX_EPOCH,
+            }),
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// The indexed fleet the driver keeps decides as the pure policy does
+    /// over the same states, after any sequence of changes.
+    #[test]
+    fn the_indexed_fleet_decides_as_the_pure_policy(
+        hosts in prop::collection::vec(fleet_host(), 1..10),
+        on_failure in on_failure(),
+        batch in 1usize..5,
+        promote in any::<bool>(),
+        behind in prop::option::of(0usize..10),
+        changes in prop::collection::vec(
+            (
+                any::<prop::sample::Index>(),
+                fleet_host(),
+                any::<bool>(),
+                prop_oneof![promotion(), Just(Promotion::StableMoved)],
+            ),
+            0..40,
+        ),
+    ) {
+        let behind = behind.filter(|i| *i < hosts.len());
+        let mut indexed = fleet::IndexedFleet::new(hosts.clone(), on_failure, batch)
+            .promote(promote)
+            .behind(behind);
+        let mut states = hosts;
+        let check = |indexed: &fleet::IndexedFleet, states: &[HostState], cancelled: bool, promotion: Promotion| {
+            let view = FleetView::new(states, on_failure, batch)
+                .cancelled(cancelled)
+                .promotion(promotion)
+                .promote(promote)
+                .behind(behind);
+            let seen = format!("{:?}", states.iter().map(HostState::name).collect::<Vec<_>>());
+            prop_assert_eq!(indexed.hosts(), states, "{}", seen);
+            prop_assert_eq!(indexed.next(cancelled, promotion), fleet::next(&view), "{}", seen);
+            prop_assert_eq!(indexed.cause(cancelled), fleet::cause(&view), "{}", seen);
+            prop_assert_eq!(indexed.outcome(cancelled, promotion), fleet::outcome(&view), "{}", seen);
+            Ok(())
+        };
+        check(&indexed, &states, false, Promotion::Pending)?;
+        for (at, state, cancelled, promotion) in changes {
+            let i = at.index(states.len());
+            states[i] = state.clone();
+            indexed.set(i, state);
+            check(&indexed, &states, cancelled, promotion)?;
+        }
+    }
+}

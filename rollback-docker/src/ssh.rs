@@ -298,6 +298,10 @@ pub(crate) struct SshSession {
     target: SshTarget,
     control: PathBuf,
     connect_timeout: u64,
+    /// A channel opened ahead of need: a new one costs the `ssh` client,
+    /// the server's session and the remote `docker` CLI's start, which the
+    /// next new HTTP connection then does not wait for.
+    spare: Mutex<Option<Channel>>,
     /// The master `ssh`, killed on drop (kill_on_drop), which ends its channels.
     _master: Mutex<Child>,
     /// Holds the control socket; declared after the master so it is removed last.
@@ -365,7 +369,21 @@ impl SshSession {
             _master: Mutex::new(child),
             _dir: dir,
             channel_stderr: StderrTail::default(),
+            spare: Mutex::new(None),
         })
+    }
+
+    /// A channel for a new HTTP connection: the spare when there is one,
+    /// and a new spare opened behind it.
+    fn take_channel(&self) -> io::Result<Channel> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = match spare.take() {
+            Some(channel) => channel,
+            None => self.open_channel()?,
+        };
+        // Without a spare the next connection opens its own channel.
+        *spare = self.open_channel().ok();
+        Ok(channel)
     }
 
     /// A new channel running `docker system dial-stdio` on the host.
@@ -465,7 +483,7 @@ impl Connection for Channel {
     }
 }
 
-/// hyper's connector: every new connection is a new channel.
+/// hyper's connector: every new connection is a channel of its own.
 #[derive(Clone)]
 struct DialStdio(Arc<SshSession>);
 
@@ -479,7 +497,7 @@ impl tower_service::Service<hyper::Uri> for DialStdio {
     }
 
     fn call(&mut self, _: hyper::Uri) -> Self::Future {
-        let channel = self.0.open_channel();
+        let channel = self.0.take_channel();
         Box::pin(async move { channel })
     }
 }

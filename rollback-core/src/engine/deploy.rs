@@ -8,7 +8,7 @@ use super::{timed, CancellationToken, Deployer, Target};
 use crate::checkpoint::Stage;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
-use crate::fleet::{self, Cause, FleetAction, FleetView, Promotion, TagMoves, UndoPlan};
+use crate::fleet::{self, Cause, FleetAction, IndexedFleet, Promotion, TagMoves, UndoPlan};
 use crate::machine::{HostState, Input};
 use crate::outcome::{DeployReport, HostReport, Outcome};
 use crate::policy::OnFailure;
@@ -314,30 +314,31 @@ impl Deployer {
         let mut promotion = Promotion::Pending;
         let mut promotion_failure = None;
         let mut noted = false;
-        // The hosts' states as the fleet policy reads them, copied again
-        // only for the hosts the last action touched: copying every host's
-        // state at each batch made a fleet quadratic in hosts.
-        let mut states: Vec<HostState> = runs.iter().map(|r| r.state.clone()).collect();
+        let on_failure = self.rollout.on_failure();
+        // The hosts' states as the fleet policy reads them, indexed by what
+        // it asks, and updated only for the hosts the last action touched:
+        // reading every host at each batch made a fleet quadratic in hosts.
+        let mut fleet = IndexedFleet::new(
+            runs.iter().map(|r| r.state.clone()).collect(),
+            on_failure,
+            self.rollout.batch(),
+        )
+        .promote(promote);
         let mut touched: Vec<usize> = Vec::new();
         loop {
             for &i in &touched {
                 if let Some(run) = runs.get(i) {
-                    states[i] = run.state.clone();
+                    fleet.set(i, run.state.clone());
                 }
             }
-            let view = FleetView::new(&states, self.rollout.on_failure(), self.rollout.batch())
-                .cancelled(cancel.is_cancelled())
-                .promotion(promotion)
-                .promote(promote);
-            let refused = states
-                .iter()
-                .any(|s| matches!(s, HostState::Refused { .. }));
-            if let (Some(cause), false, false) = (fleet::cause(&view), refused, noted) {
+            let cancelled = cancel.is_cancelled();
+            let cause = fleet.cause(cancelled);
+            if let (Some(cause), false, false) = (cause, fleet.refused(), noted) {
                 noted = true;
-                let policy = if view.cancelled {
+                let policy = if cancelled {
                     OnFailure::RollbackAll
                 } else {
-                    view.on_failure
+                    on_failure
                 };
                 ev.note(
                     &Scope::Fleet,
@@ -345,7 +346,7 @@ impl Deployer {
                     format!("{}; on failure: {policy}", self.cause_text(runs, cause)),
                 );
             }
-            let action = fleet::next(&view);
+            let action = fleet.next(cancelled, promotion);
             touched = match &action {
                 FleetAction::Deploy(hosts)
                 | FleetAction::Revert { hosts, .. }
@@ -356,17 +357,14 @@ impl Deployer {
             };
             match action {
                 FleetAction::Deploy(batch) => {
-                    let work = runs.iter_mut().filter(|r| batch.contains(&r.index)).map(
-                        |run| async move {
-                            let host = &self.hosts[run.index];
-                            self.deploy_host(ev, host, run, release, stable_before, cancel)
-                                .await;
-                            let policy = self.rollout.on_failure();
-                            if fleet::restore_at_once(policy, &run.state) {
-                                self.restore_host(ev, host, run).await;
-                            }
-                        },
-                    );
+                    let work = runs_of(runs, &batch).into_iter().map(|run| async move {
+                        let host = &self.hosts[run.index];
+                        self.deploy_host(ev, host, run, release, stable_before, cancel)
+                            .await;
+                        if fleet::restore_at_once(on_failure, &run.state) {
+                            self.restore_host(ev, host, run).await;
+                        }
+                    });
                     join_all(work).await;
                 }
                 FleetAction::Promote => {
@@ -389,7 +387,7 @@ impl Deployer {
                         ErrorKind::Cancelled,
                         format!("reverted because {}", self.cause_text(runs, cause)),
                     );
-                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                    for run in runs_of(runs, &hosts) {
                         let input = if cancel.is_cancelled() {
                             Input::Cancelled
                         } else {
@@ -400,12 +398,12 @@ impl Deployer {
                 }
                 FleetAction::Restore(hosts) => self.restore_all(ev, runs, &hosts).await,
                 FleetAction::Halt(hosts) => {
-                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                    for run in runs_of(runs, &hosts) {
                         self.advance(ev, &self.hosts[run.index], run, Input::Halt);
                     }
                 }
                 FleetAction::Retire(hosts) => {
-                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                    for run in runs_of(runs, &hosts) {
                         self.retire_host(ev, &self.hosts[run.index], run).await;
                     }
                 }
@@ -471,9 +469,8 @@ impl Deployer {
 
     /// Restore the hosts `which`, at once.
     pub(crate) async fn restore_all(&self, ev: &Emitter, runs: &mut [HostRun], which: &[usize]) {
-        let work = runs
-            .iter_mut()
-            .filter(|r| which.contains(&r.index))
+        let work = runs_of(runs, which)
+            .into_iter()
             .map(|run| self.restore_host(ev, &self.hosts[run.index], run));
         join_all(work).await;
     }
@@ -644,4 +641,30 @@ pub(crate) struct Ending {
     pub(crate) cause: Option<Cause>,
     pub(crate) promotion: Promotion,
     pub(crate) promotion_failure: Option<String>,
+}
+
+/// The runs of the hosts `which`, in config order, each once: found by
+/// index, not by a search of every run, so a batch costs its own hosts.
+/// `runs[i]` is host `i`'s run.
+pub(crate) fn runs_of<'a>(mut runs: &'a mut [HostRun], which: &[usize]) -> Vec<&'a mut HostRun> {
+    let mut which = which.to_vec();
+    which.sort_unstable();
+    which.dedup();
+    let mut picked = Vec::with_capacity(which.len());
+    // Where `runs` now starts in the original slice.
+    let mut start = 0;
+    for i in which {
+        let Some(at) = i.checked_sub(start).filter(|&at| at < runs.len()) else {
+            continue;
+        };
+        let (_, rest) = std::mem::take(&mut runs).split_at_mut(at);
+        let Some((run, rest)) = rest.split_first_mut() else {
+            break;
+        };
+        debug_assert_eq!(run.index, i, "runs[i] is host i's run");
+        picked.push(run);
+        runs = rest;
+        start = i + 1;
+    }
+    picked
 }

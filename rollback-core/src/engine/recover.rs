@@ -2,7 +2,7 @@
 
 use futures_util::future::join_all;
 
-use super::deploy::announce_outcome;
+use super::deploy::{announce_outcome, runs_of};
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
 use super::{timed, CancellationToken, Deployer, HostTarget};
@@ -283,7 +283,7 @@ impl Deployer {
             match fleet::next(&view) {
                 FleetAction::Revert { hosts, cause } => {
                     let reason = Error::new(ErrorKind::Cancelled, why(cause));
-                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                    for run in runs_of(runs, &hosts) {
                         let input = if cancel.is_cancelled() {
                             Input::Cancelled
                         } else {
@@ -300,7 +300,7 @@ impl Deployer {
                     promotion_failure = why;
                 }
                 FleetAction::Retire(hosts) => {
-                    for run in runs.iter_mut().filter(|r| hosts.contains(&r.index)) {
+                    for run in runs_of(runs, &hosts) {
                         self.retire_host(ev, &self.hosts[run.index], run).await;
                     }
                 }
