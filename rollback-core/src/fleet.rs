@@ -757,8 +757,18 @@ mod tests {
     use super::*;
     use crate::types::{DeploymentId, LockInfo, Workload};
 
+    thread_local! {
+        /// Whether [`c`] names services (Swarm hosts, each a manager)
+        /// instead of containers.
+        static AS_SERVICES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     fn c(id: &str) -> Workload {
-        Workload::from(id)
+        if AS_SERVICES.get() {
+            Workload::service("app", 3, format!("r/app:{id}@sha256:{id}"))
+        } else {
+            Workload::from(id)
+        }
     }
 
     /// A host state by a one-letter code.
@@ -1091,6 +1101,26 @@ mod tests {
 
     #[test]
     fn the_fleet_follows_the_table() {
+        check_table();
+    }
+
+    /// The swarm rows: a fleet of managers, each host's workload a
+    /// service, is decided alike (batches count swarms, not tasks).
+    #[test]
+    fn a_fleet_of_swarms_follows_the_table() {
+        AS_SERVICES.set(true);
+        assert!(matches!(
+            host('v'),
+            HostState::Verified {
+                new_container: Workload::Service { .. },
+                ..
+            }
+        ));
+        check_table();
+        AS_SERVICES.set(false);
+    }
+
+    fn check_table() {
         for (hosts, on_failure, cancelled, promotion, behind, expected) in table() {
             let states: Vec<HostState> = hosts.chars().map(host).collect();
             let view = FleetView::new(&states, on_failure, 2)

@@ -806,7 +806,7 @@ fn proxy_errors_name_file_line_and_key() {
         "http = \"http://127.0.0.1:18080/health\"",
     ));
     assert!(
-        e.contains("health: with [proxy] the new release is probed directly"),
+        e.contains("health: with [proxy] or [swarm] the new release is probed directly"),
         "{e}"
     );
     let e = error(&with_app("path = \"/health\"\n"));
@@ -998,4 +998,87 @@ fn tls_files_are_read_and_checked_from_the_config_folder() {
         "{e}"
     );
     assert!(!e.contains("PRIVATE"), "{e}");
+}
+
+const SWARM: &str = "[app]\nname = \"shop\"\nrepository = \"127.0.0.1:5000/team/shop\"\n[health]\npath = \"/health\"\njson_pointer = \"/status\"\nexpect = \"UP\"\n[swarm]\nport = 8080\n";
+
+#[test]
+fn swarm_defaults_and_the_healthcheck_built_from_health() {
+    let c = parse(SWARM).unwrap();
+    let s = c.swarm.clone().unwrap();
+    assert_eq!(s.service, "shop");
+    assert_eq!(s.network, "shop-net");
+    assert_eq!((s.replicas, s.parallelism, s.port), (1, 1, 8080));
+    assert_eq!(s.probe_image, DEFAULT_PROBE_IMAGE);
+    assert_eq!(
+        s.healthcheck,
+        Some(vec![
+            "CMD-SHELL".to_owned(),
+            "wget -q -O - 'http://127.0.0.1:8080/health' | grep -qF 'UP'".to_owned()
+        ])
+    );
+    assert_eq!(c.hosts[0].swarm.as_ref(), Some(&s));
+    assert!(matches!(
+        c.hosts[0].health,
+        Some(HealthCheck::Direct { port: 8080, .. })
+    ));
+    let s = parse(&format!(
+        "{SWARM}service = \"web\"\nnetwork = \"front\"\nreplicas = 3\nparallelism = 2\npublish = [\"18080:8080\"]\nhealthcheck = []\nprobe_image = \"reg/probe:1\"\n"
+    ))
+    .unwrap()
+    .swarm
+    .unwrap();
+    assert_eq!((s.service.as_str(), s.network.as_str()), ("web", "front"));
+    assert_eq!((s.replicas, s.parallelism), (3, 2));
+    assert_eq!(s.publish, vec![(18080, 8080)]);
+    assert_eq!(s.healthcheck, None, "[] keeps the image's own");
+    assert_eq!(s.probe_image, "reg/probe:1");
+}
+
+#[test]
+fn swarm_errors_name_file_line_and_key() {
+    let e = error(&format!("{SWARM}publish = [\"80\"]\n"));
+    assert!(
+        e.starts_with("rollback.toml:10: swarm.publish[0]: \"80\" is not \"PUBLISHED:TARGET\""),
+        "{e}"
+    );
+    let e = error(&format!("{SWARM}replicas = 0\n"));
+    assert!(
+        e.starts_with("rollback.toml:10: swarm.replicas: 0 is not between 1 and 1000"),
+        "{e}"
+    );
+    let e = error(&format!("{SWARM}service = \"no spaces\"\n"));
+    assert!(
+        e.contains("swarm.service: \"no spaces\" is not a valid name"),
+        "{e}"
+    );
+    let e = error(&SWARM.replace(
+        "path = \"/health\"\n",
+        "http = \"http://127.0.0.1:1/health\"\n",
+    ));
+    assert!(
+        e.contains("health: with [proxy] or [swarm] the new release is probed directly"),
+        "{e}"
+    );
+    let e = error(&SWARM.replace(
+        "path = \"/health\"\njson_pointer = \"/status\"\nexpect = \"UP\"\n",
+        "docker = true\n",
+    ));
+    assert!(
+        e.contains("swarm: each task is probed directly: set health.path"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{SWARM}[proxy]\nlisten = \"80\"\napp_port = 8080\n"
+    ));
+    assert!(e.contains("remove one of [proxy] and [swarm]"), "{e}");
+    let e = error(&format!(
+        "{SWARM}[[hosts]]\nname = \"m\"\nhealth_url = \"http://127.0.0.1:1/\"\n"
+    ));
+    assert!(
+        e.contains("hosts[0]: with [swarm] every task is probed directly"),
+        "{e}"
+    );
+    let e = error(&format!("{SWARM}mode = \"global\"\n"));
+    assert!(e.contains("mode"), "an unknown key is named: {e}");
 }

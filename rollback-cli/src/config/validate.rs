@@ -978,7 +978,7 @@ impl Ctx<'_> {
             if let Some(v) = h.http.as_ref().or(h.tcp.as_ref()) {
                 return Err(self.at(
                     v,
-                    "health: with [proxy] the new release is probed directly: set health.path (or docker = true) instead of http or tcp",
+                    "health: with [proxy] or [swarm] the new release is probed directly: set health.path (or docker = true with [proxy]) instead of http or tcp",
                 ));
             }
         }
