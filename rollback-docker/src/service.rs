@@ -106,6 +106,7 @@ impl SwarmStrategy {
                 .collect(),
             labels: spec.labels.clone(),
             command: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            stop_grace: spec.stop_timeout,
             ..self.template.clone()
         }
     }
@@ -296,19 +297,13 @@ impl SwarmStrategy {
                     format!("cannot read the tasks: {}", e.report()),
                 ),
             }
-            // An update's `paused` is left out: Swarm pauses on a task
-            // failure, seen above with its exit code, and the state can
-            // still read `paused` for a moment after the rollback began.
-            if st.update_state.as_deref() == Some("rollback_paused") {
-                return ContainerExit::Failed {
-                    reason: format!(
-                        "Swarm paused the rollback of service {}: {}",
-                        self.service,
-                        st.update_message.as_deref().unwrap_or("no reason given")
-                    ),
-                };
-            }
-
+            // Swarm's update state is left out: it pauses on a task failure,
+            // seen above with its exit code; and when rollback sends the
+            // service back before Swarm's own updater saw the failure, that
+            // updater still pauses, and marks the rollback `rollback_paused`
+            // with a message about the failed release's task, while the
+            // restored tasks run. The restored tasks' own failures and
+            // probes decide.
             tokio::time::sleep(WATCH_EVERY).await;
         }
     }

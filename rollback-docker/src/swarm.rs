@@ -64,6 +64,9 @@ pub struct TaskTemplate {
     pub health_interval: Duration,
     /// How long one run of the HEALTHCHECK may take.
     pub health_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a task stops (`[container]
+    /// stop_timeout`); Swarm's default (10 s) when `None`.
+    pub stop_grace: Option<Duration>,
 }
 
 impl TaskTemplate {
@@ -74,6 +77,7 @@ impl TaskTemplate {
             env: Some(self.env.clone()),
             args: self.command.clone(),
             labels: Some(self.labels.clone().into_iter().collect()),
+            stop_grace_period: self.stop_grace.map(nanos),
             health_check: self.healthcheck.as_ref().map(|test| HealthConfig {
                 test: Some(test.clone()),
                 interval: Some(nanos(self.health_interval)),

@@ -34,9 +34,13 @@ fn check(ctx: &Context) -> Result<i32, CliError> {
             None => format!("{} (local engine)", h.name),
         })
         .collect();
-    let strategy = match &config.proxy {
-        Some(p) => format!("start-first behind [proxy] on {}", p.listen),
-        None => "stop-first".to_owned(),
+    let strategy = match (&config.proxy, &config.swarm) {
+        (Some(p), _) => format!("start-first behind [proxy] on {}", p.listen),
+        (None, Some(s)) => format!(
+            "update of Swarm service {} ({} replica(s) when created, {} task(s) at a time)",
+            s.service, s.replicas, s.parallelism
+        ),
+        (None, None) => "stop-first".to_owned(),
     };
     let health = config.hosts.first().and_then(|h| h.health.as_ref());
     let tls = config.proxy.as_ref().and_then(tls_summary);
@@ -48,7 +52,11 @@ fn check(ctx: &Context) -> Result<i32, CliError> {
             "app": app.name.as_str(),
             "repository": app.repository.to_string(),
             "hosts": config.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
-            "strategy": if config.proxy.is_some() { "start-first" } else { "stop-first" },
+            "strategy": match (&config.proxy, &config.swarm) {
+                (Some(_), _) => "start-first",
+                (None, Some(_)) => "swarm",
+                (None, None) => "stop-first",
+            },
             "health": health.map(kind),
             "tls": tls.as_ref().map(|(_, json)| json),
         }));

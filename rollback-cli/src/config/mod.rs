@@ -282,7 +282,7 @@ impl fmt::Display for HealthCheck {
             HealthCheck::Tcp { address } => write!(f, "tcp {address}"),
             HealthCheck::Docker => f.write_str("docker HEALTHCHECK"),
             HealthCheck::Direct { path, port, .. } => {
-                write!(f, "GET {path} on port {port} of the new container")
+                write!(f, "GET {path} on port {port} of each new container or task")
             }
             HealthCheck::Exec { command } => write!(f, "exec {:?}", command.join(" ")),
         }

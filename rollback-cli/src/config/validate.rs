@@ -170,6 +170,39 @@ impl Ctx<'_> {
             .as_ref()
             .map(|s| self.swarm(s, app.as_ref()))
             .transpose()?;
+        if let Some(table) = &raw.swarm {
+            // Only what the task template takes from [container] is
+            // accepted; anything else would be silently left out.
+            let c = &raw.container;
+            let set = [
+                ("ports", !c.ports.is_empty()),
+                ("volumes", !c.volumes.is_empty()),
+                ("platform", c.platform.is_some()),
+                ("network", c.network.is_some()),
+                ("restart", c.restart.is_some()),
+                ("memory", c.memory.is_some()),
+                ("cpus", c.cpus.is_some()),
+                ("user", c.user.is_some()),
+                ("entrypoint", c.entrypoint.is_some()),
+                ("hostname", c.hostname.is_some()),
+                ("add_hosts", !c.add_hosts.is_empty()),
+                ("log_driver", c.log_driver.is_some()),
+                ("log_options", !c.log_options.is_empty()),
+                ("networks", !c.networks.is_empty()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
+                let hint = if *key == "ports" {
+                    "use swarm.publish"
+                } else {
+                    "remove it (a service takes env, command, labels and stop_timeout from [container])"
+                };
+                let span = c.ports.first().filter(|_| *key == "ports").map(|p| p.span());
+                return Err(self.err(
+                    span.or_else(|| Some(table.span())),
+                    format!("container.{key}: not applied to a Swarm service: {hint}"),
+                ));
+            }
+        }
         let direct_port = proxy
             .as_ref()
             .map(|p| p.app_port)
