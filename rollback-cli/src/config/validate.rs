@@ -442,12 +442,14 @@ impl Ctx<'_> {
                 .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)));
             match parsed {
                 Some((a, b)) if a > 0 && b > 0 => publish.push((a, b)),
-                _ => return Err(self.at(
-                    p,
-                    format!(
+                _ => {
+                    return Err(self.at(
+                        p,
+                        format!(
                         "swarm.publish[{i}]: {text:?} is not \"PUBLISHED:TARGET\" (\"8080:8080\")"
                     ),
-                )),
+                    ))
+                }
             }
         }
         let probe_image = match &s.probe_image {
