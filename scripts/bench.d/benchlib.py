@@ -1430,7 +1430,33 @@ def part9(w, m, n, rows, meta):
     w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P9_RELEASES.items()
                                    if k in (p9.get("releases") or P9_RELEASES)) + ". "
       "`rollback` must exit 0 for healthy and 3 (rolled back) for the others. *served* lists "
-      "the releases that answered, in order, in the first run.")
+      "the releases that answered, in order of their first answer, in the first run (with the "
+      "number of changes when old and new tasks answered in turn).")
+    w("")
+    w("What the figures say:")
+    w("")
+    w("- **No request is lost by either tool** here, and that is the HEALTHCHECK's doing, not "
+      "the update order's: with `endpoint_mode: dnsrr` a task enters the service's DNS only "
+      "once its HEALTHCHECK passed, so a release that crashes or answers DOWN never gets a "
+      "request, and start-first keeps the old tasks until then. (Issue #19's measurement of a "
+      "plain stop-first `docker service update` lost 340 requests on a healthy update.)")
+    w("- **`docker service update` exits 0 after Swarm rolled back by itself**: a pipeline "
+      "that trusts its exit code promotes a release that does not run. `rollback` exits 3.")
+    w("- **The DOWN release is acted on only when Swarm kills its task.** `rollback` sees "
+      "`\"status\":\"DOWN\"` at its first probe, about a second after the update began, but "
+      "before a release's first healthy answer an unhealthy one is retried until the deadline "
+      "(as on every host); what ends the wait is Swarm stopping the unhealthy task (exit 137), "
+      "after the task's stop grace period (Swarm's default 10 s: `[container] stop_timeout` "
+      "is not applied to a service, and the fixture's `httpd` ignores SIGTERM). Swarm's own "
+      "rollback waits for a kill too; its range above shows whether it took the first one "
+      "(about 14 s here) or only a later one.")
+    w("- **During a healthy update both serve old and new in turn**: the DNS round robin "
+      "lists old and new tasks until the last old one stops.")
+    fours = [r for r in rows if r["part"] == 9 and r["tool"] == "rollback"
+             and r["metric"] == "exit_code" and r["value"] == 4]
+    if fours:
+        w(f"- **`rollback` exited 4 in {len(fours)} run(s)** ({', '.join(sorted({r['case'] for r in fours}))}): "
+          "see *Failures during this run* below.")
     w("")
 
 
