@@ -837,8 +837,8 @@ def report(results, meta_path, out_path):
         part7(w, m, n, rows, meta, targets)
     if not skipped(8, "8. Costs at scale and reactions at the limit"):
         part8(w, m, n, rows, meta)
-    if not skipped(9, "9. A Swarm service: `rollback` against `docker service update` under load"):
-        part9(w, m, n, rows, meta)
+    if not skipped(10, "10. A Swarm service: `rollback` against `docker service update` under load"):
+        part10(w, m, n, rows, meta)
     finish(w, L, rows, targets, out_path)
 
 
@@ -1348,15 +1348,15 @@ def part8(w, m, n, rows, meta):
         w("")
 
 
-P9_RELEASES = {
+P10_RELEASES = {
     "healthy": "a healthy `v2`",
     "crash": "exits 1 at start",
     "down": "serves `{\"status\":\"DOWN\"}` with status 200",
 }
 
 
-def part9(w, m, n, rows, meta):
-    p9 = meta.get("p9") or {}
+def part10(w, m, n, rows, meta):
+    p10 = meta.get("p10") or {}
     w("## 9. A Swarm service: `rollback` against `docker service update` under load")
     w("")
     w("A replicated service (2 replicas, `endpoint_mode: dnsrr`, no routing mesh) on the test "
@@ -1365,15 +1365,15 @@ def part9(w, m, n, rows, meta):
     w("")
     w("- **rollback**: `rollback deploy --tag RELEASE` with `[swarm] replicas = 2, port = 8080` "
       "and `[health] path = \"/health\"`, `json_pointer = \"/status\"`, `expect = \"UP\"`, "
-      f"`interval = \"{p9.get('interval', 'n/a')}\"`, `stable_for = \"{p9.get('stable_for', 'n/a')}\"`. "
+      f"`interval = \"{p10.get('interval', 'n/a')}\"`, `stable_for = \"{p10.get('stable_for', 'n/a')}\"`. "
       "It writes the update (start-first, `FailureAction: pause`), probes every new task "
       "directly, and on a failure updates the service back with `rollback=previous`.")
     w("- **swarm**: `docker service update --update-order start-first --update-failure-action "
       "rollback --image REPO:RELEASE@DIGEST SERVICE` (it waits for the update, or Swarm's own "
       "rollback, to converge). The service was created with the HEALTHCHECK `rollback` builds "
-      f"from `[health]` (`{p9.get('health_cmd', 'n/a')}`, interval and timeout "
-      f"{p9.get('interval', 'n/a')}, 1 retry, no start period: the same as rollback's tasks get), "
-      f"`--update-monitor {p9.get('monitor', 'n/a')}` (as long as rollback's `stable_for`) and "
+      f"from `[health]` (`{p10.get('health_cmd', 'n/a')}`, interval and timeout "
+      f"{p10.get('interval', 'n/a')}, 1 retry, no start period: the same as rollback's tasks get), "
+      f"`--update-monitor {p10.get('monitor', 'n/a')}` (as long as rollback's `stable_for`) and "
       "`--rollback-order start-first`. Without a HEALTHCHECK, Swarm would take the DOWN release "
       "as healthy.")
     w("")
@@ -1399,7 +1399,7 @@ def part9(w, m, n, rows, meta):
     w("- **only v1 again**: until every later answer is `v1`; — when no request ever failed or "
       "got another release.")
     w("- **exit**: of the command. Measured with `" + meta["command"] + "` (this part alone: "
-      "`scripts/bench --parts 9`).")
+      "`scripts/bench --parts 10`).")
     w("")
     w(f"This part's run: {meta.get('date', 'n/a')}, commit {meta.get('commit', 'n/a')}, "
       f"{meta.get('rollback', 'n/a')}, load average {meta.get('load', 'n/a')}; the swarm's "
@@ -1407,28 +1407,28 @@ def part9(w, m, n, rows, meta):
     w("")
     w("| release | tool | exit | failed requests | start-up | failure acted on | Swarm done | verified | only v1 again | wall time | served | Swarm's UpdateStatus | runs: range |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for rel in p9.get("releases") or list(P9_RELEASES):
+    for rel in p10.get("releases") or list(P10_RELEASES):
         for tool in ("rollback", "swarm"):
-            vals = [r["value"] for r in rows if r["part"] == 9 and r["case"] == rel
+            vals = [r["value"] for r in rows if r["part"] == 10 and r["case"] == rel
                     and r["tool"] == tool and r["metric"] == "failed"]
             if not vals:
                 w(f"| {rel} | {tool} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | not measured | | 0 |")
                 continue
             exits = sorted({int(x) for x in texts(rows, 9, rel, tool, "exit_code")})
-            shown = f"{m(9, rel, tool, 'failed'):g} of {m(9, rel, tool, 'requests'):g}"
+            shown = f"{m(10, rel, tool, 'failed'):g} of {m(10, rel, tool, 'requests'):g}"
             if len(vals) > 1:
                 shown += f" (max {max(vals):g})"
             served = texts(rows, 9, rel, tool, "served")
             states = texts(rows, 9, rel, tool, "swarm_states")
-            dash = lambda k: "—" if m(9, rel, tool, k) is None else fmt_s(m(9, rel, tool, k))  # noqa: E731
+            dash = lambda k: "—" if m(10, rel, tool, k) is None else fmt_s(m(10, rel, tool, k))  # noqa: E731
             w(f"| {rel} | {tool} | {', '.join(map(str, exits))} | {shown} | {dash('start_lag_s')} | "
               f"{dash('detect_s')} | {dash('swarm_done_s')} | {dash('verified_s')} | "
-              f"{dash('old_only_s')} | {fmt_s(m(9, rel, tool, 'wall_s'))} | "
+              f"{dash('old_only_s')} | {fmt_s(m(10, rel, tool, 'wall_s'))} | "
               f"{served[0] if served else 'n/a'} | {states[0] if states else ''} | "
-              f"{n(9, rel, tool, 'wall_s')} |")
+              f"{n(10, rel, tool, 'wall_s')} |")
     w("")
-    w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P9_RELEASES.items()
-                                   if k in (p9.get("releases") or P9_RELEASES)) + ". "
+    w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P10_RELEASES.items()
+                                   if k in (p10.get("releases") or P10_RELEASES)) + ". "
       "`rollback` must exit 0 for healthy and 3 (rolled back) for the others. *served* lists "
       "the releases that answered, in order of their first answer, in the first run (with the "
       "number of changes when old and new tasks answered in turn).")
@@ -1452,7 +1452,7 @@ def part9(w, m, n, rows, meta):
       "(about 14 s here) or only a later one.")
     w("- **During a healthy update both serve old and new in turn**: the DNS round robin "
       "lists old and new tasks until the last old one stops.")
-    fours = [r for r in rows if r["part"] == 9 and r["tool"] == "rollback"
+    fours = [r for r in rows if r["part"] == 10 and r["tool"] == "rollback"
              and r["metric"] == "exit_code" and r["value"] == 4]
     if fours:
         w(f"- **`rollback` exited 4 in {len(fours)} run(s)** ({', '.join(sorted({r['case'] for r in fours}))}): "
