@@ -11,6 +11,7 @@ a load generator and its figures, and the markdown report. Standard library only
     benchlib.py segments DEPLOY_JSON T_START T_END
     benchlib.py load URL HOST OUT STOP_FILE READY_FILE
     benchlib.py load-figures LOAD DEPLOY_JSON OLD_VERSION
+    benchlib.py swarm-figures LOAD STATUS OUT T_START T_END OLD_VERSION
     benchlib.py report RESULTS META OUT
 """
 
@@ -590,6 +591,100 @@ def load_figures(load_path, deploy_path, old):
     return out
 
 
+def swarm_figures(load_path, status_path, out_path, t0, t1, old):
+    """What the clients of a Swarm service saw during one update, and when
+    the tool (rollback's events, or Swarm's UpdateStatus) saw the failure.
+
+    LOAD is `docker logs -t` of the load client (`TIME ok VERSION` or `TIME
+    fail`), STATUS the service's UpdateStatus polled as `EPOCH JSON` lines,
+    OUT the tool's output (rollback's JSON events, or docker's text). Times
+    count from the update's start as Swarm records it (UpdateStatus
+    StartedAt of `updating`), so neither tool's own start-up is in them."""
+    t0, t1 = float(t0), float(t1)
+    states = []
+    with open(status_path) as f:
+        for line in f:
+            at, _, text = line.strip().partition(" ")
+            try:
+                st = json.loads(text) if text and text != "null" else {}
+            except ValueError:
+                continue
+            states.append((float(at), st or {}))
+    def stamp(st, field):
+        """Swarm's own time of a status's FIELD, when it set one."""
+        value = st.get(field) or ""
+        try:
+            return logrus_time(value) if value and not value.startswith("0001") else None
+        except (AttributeError, ValueError):
+            return None
+
+    # The update's start: the first `updating` status that began after
+    # the command did. A status left by the update before (its state
+    # stays until the next) began earlier and is not this update's.
+    begin = next((stamp(st, "StartedAt") for at, st in states
+                  if at >= t0 and st.get("State") == "updating"
+                  and (stamp(st, "StartedAt") or 0) >= t0 - 0.5), None) or t0
+    ours = [(at, st) for at, st in states
+            if at >= t0 and (stamp(st, "StartedAt") or 0) >= begin - 0.0005]
+    seen = {}
+    for at, st in ours:
+        seen.setdefault(st.get("State"), (at, st))
+    # Back on the old spec: Swarm's rollback of this update finished, or
+    # (rollback's `rollback=previous`, an update of its own) the update
+    # that began after this one did.
+    back = next((stamp(st, "CompletedAt") for at, st in ours
+                 if stamp(st, "CompletedAt") and (
+                     st.get("State") == "rollback_completed"
+                     or (st.get("State") == "completed" and stamp(st, "StartedAt") > begin + 0.0005))),
+                None)
+    done = next((stamp(st, "CompletedAt") for at, st in ours
+                 if st.get("State") == "completed" and abs(stamp(st, "StartedAt") - begin) < 0.0005),
+                None)
+    out = {"start_lag_s": diff(t0, begin)}
+    recs = []
+    with open(load_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 2 or parts[1] not in ("ok", "fail"):
+                continue
+            recs.append((logrus_time(parts[0]), parts[1] == "ok", parts[2] if len(parts) > 2 else ""))
+    # From the first good answer on: the client's own start is not the update's.
+    first = next((i for i, r in enumerate(recs) if r[1]), len(recs))
+    recs = recs[first:]
+    out["requests"] = len(recs)
+    out["failed"] = sum(1 for r in recs if not r[1])
+    served, changes = [], -1
+    last = None
+    for _, ok, v in recs:
+        if ok and v != last:
+            changes += 1
+            last = v
+            if v not in served:
+                served.append(v)
+    out["served"] = " → ".join(served)
+    if changes > len(served) - 1:
+        # DNS round robin over old and new tasks: answers alternate.
+        out["served"] += f" ({changes} changes)"
+    bad = [r for r in recs if not r[1] or r[2] != old]
+    if bad:
+        later = [r[0] for r in recs if r[0] > bad[-1][0]]
+        if later:
+            # Every answer from this one on came from the old release.
+            out["old_only_s"] = diff(begin, later[0])
+    phases, outcome = deploy_result(out_path)
+    if phases:
+        out["detect_s"] = diff(begin, phases.get("rolling_back"))
+        out["verified_s"] = diff(begin, phases.get("rolled_back") or phases.get("verified"))
+        out["outcome"] = outcome and outcome.get("outcome")
+    elif "rollback_started" in seen:
+        # Swarm keeps the update's StartedAt when it turns to its rollback:
+        # the first poll that saw it is the time (within one poll, ~0.25 s).
+        out["detect_s"] = diff(begin, seen["rollback_started"][0])
+    out["swarm_done_s"] = diff(begin, back or done)
+    out["swarm_states"] = " → ".join(s for s in seen if s)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 # --- report -------------------------------------------------------------------
 
 
@@ -746,6 +841,8 @@ def report(results, meta_path, out_path):
         part8(w, m, n, rows, meta)
     if not skipped(9, "9. HTTPS behind `[proxy]`: two apps on one proxy"):
         part9(w, m, n, rows, meta, targets)
+    if not skipped(10, "10. A Swarm service: `rollback` against `docker service update` under load"):
+        part10(w, m, n, rows, meta)
     finish(w, L, rows, targets, out_path)
 
 
@@ -1542,6 +1639,117 @@ def part9(w, m, n, rows, meta, targets):
     targets.append(("HTTPS: no CA request on a redeploy", f"{sum(re_req):g}" if re_req else "n/a",
                     verdict(sum(re_req) == 0 if re_req else None)))
 
+P10_RELEASES = {
+    "healthy": "a healthy `v2`",
+    "crash": "exits 1 at start",
+    "down": "serves `{\"status\":\"DOWN\"}` with status 200",
+}
+
+
+def part10(w, m, n, rows, meta):
+    p10 = meta.get("p10") or {}
+    w("## 9. A Swarm service: `rollback` against `docker service update` under load")
+    w("")
+    w("A replicated service (2 replicas, `endpoint_mode: dnsrr`, no routing mesh) on the test "
+      "swarm (engine C of `scripts/test-env`, a single node), running `v1`, is updated to each "
+      "release twice, each time on a service of its own:")
+    w("")
+    w("- **rollback**: `rollback deploy --tag RELEASE` with `[swarm] replicas = 2, port = 8080` "
+      "and `[health] path = \"/health\"`, `json_pointer = \"/status\"`, `expect = \"UP\"`, "
+      f"`interval = \"{p10.get('interval', 'n/a')}\"`, `stable_for = \"{p10.get('stable_for', 'n/a')}\"`. "
+      "It writes the update (start-first, `FailureAction: pause`), probes every new task "
+      "directly, and on a failure updates the service back with `rollback=previous`.")
+    w("- **swarm**: `docker service update --update-order start-first --update-failure-action "
+      "rollback --image REPO:RELEASE@DIGEST SERVICE` (it waits for the update, or Swarm's own "
+      "rollback, to converge). The service was created with the HEALTHCHECK `rollback` builds "
+      f"from `[health]` (`{p10.get('health_cmd', 'n/a')}`, interval and timeout "
+      f"{p10.get('interval', 'n/a')}, 1 retry, no start period: the same as rollback's tasks get), "
+      f"`--update-monitor {p10.get('monitor', 'n/a')}` (as long as rollback's `stable_for`) and "
+      "`--rollback-order start-first`. Without a HEALTHCHECK, Swarm would take the DOWN release "
+      "as healthy.")
+    w("")
+    w("Users reach the service by its name, so the load loop runs on the service's overlay "
+      "network: a client container (busybox) doing `wget http://SERVICE:8080/version` with a 1 s "
+      "timeout, then 20 ms of sleep, one line per request stamped by the engine (`docker logs "
+      "-t`); it starts before the update and stops 3 s after the command ends. Times count from "
+      "**the update's start as Swarm records it** (the service's `UpdateStatus.StartedAt` when "
+      "it turns `updating`, polled every ~0.25 s for both tools), so neither command's own "
+      "start-up is in them; *start-up* is the time from the command's start to that moment.")
+    w("")
+    w("- **failed requests**: wget failures (refused, reset, timed out, no address) out of all "
+      "requests of the window.")
+    w("- **failure acted on**: `rollback`: its `rolling_back` event; Swarm: the first poll that "
+      "saw `UpdateStatus` turn `rollback_started` (Swarm keeps the update's `StartedAt` then, "
+      "so this is accurate to one poll).")
+    w("- **Swarm done**: `UpdateStatus.CompletedAt` of the update that ended it, for both: for "
+      "a failing release, Swarm's own rollback (`rollback_completed`) or rollback's "
+      "`rollback=previous` (`completed`), the old spec's tasks running again; for the healthy "
+      "one, the update (`completed`). For `rollback`, *verified* is its `rolled_back` event: "
+      "the restored tasks probed and stable through `stable_for` (for the healthy release, "
+      "`verified`).")
+    w("- **only v1 again**: until every later answer is `v1`; — when no request ever failed or "
+      "got another release.")
+    w("- **exit**: of the command. Measured with `" + meta["command"] + "` (this part alone: "
+      "`scripts/bench --parts 10`).")
+    w("")
+    w(f"This part's run: {meta.get('date', 'n/a')}, commit {meta.get('commit', 'n/a')}, "
+      f"{meta.get('rollback', 'n/a')}, load average {meta.get('load', 'n/a')}; the swarm's "
+      "engine is the test environment's engine C (the machine's Docker, a single node).")
+    w("")
+    w("| release | tool | exit | failed requests | start-up | failure acted on | Swarm done | verified | only v1 again | wall time | served | Swarm's UpdateStatus | runs: range |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for rel in p10.get("releases") or list(P10_RELEASES):
+        for tool in ("rollback", "swarm"):
+            vals = [r["value"] for r in rows if r["part"] == 10 and r["case"] == rel
+                    and r["tool"] == tool and r["metric"] == "failed"]
+            if not vals:
+                w(f"| {rel} | {tool} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | not measured | | 0 |")
+                continue
+            exits = sorted({int(x) for x in texts(rows, 9, rel, tool, "exit_code")})
+            shown = f"{m(10, rel, tool, 'failed'):g} of {m(10, rel, tool, 'requests'):g}"
+            if len(vals) > 1:
+                shown += f" (max {max(vals):g})"
+            served = texts(rows, 9, rel, tool, "served")
+            states = texts(rows, 9, rel, tool, "swarm_states")
+            dash = lambda k: "—" if m(10, rel, tool, k) is None else fmt_s(m(10, rel, tool, k))  # noqa: E731
+            w(f"| {rel} | {tool} | {', '.join(map(str, exits))} | {shown} | {dash('start_lag_s')} | "
+              f"{dash('detect_s')} | {dash('swarm_done_s')} | {dash('verified_s')} | "
+              f"{dash('old_only_s')} | {fmt_s(m(10, rel, tool, 'wall_s'))} | "
+              f"{served[0] if served else 'n/a'} | {states[0] if states else ''} | "
+              f"{n(10, rel, tool, 'wall_s')} |")
+    w("")
+    w("The releases: " + "; ".join(f"**{k}** {v}" for k, v in P10_RELEASES.items()
+                                   if k in (p10.get("releases") or P10_RELEASES)) + ". "
+      "`rollback` must exit 0 for healthy and 3 (rolled back) for the others. *served* lists "
+      "the releases that answered, in order of their first answer, in the first run (with the "
+      "number of changes when old and new tasks answered in turn).")
+    w("")
+    w("What the figures say:")
+    w("")
+    w("- **No request is lost by either tool** here, and that is the HEALTHCHECK's doing, not "
+      "the update order's: with `endpoint_mode: dnsrr` a task enters the service's DNS only "
+      "once its HEALTHCHECK passed, so a release that crashes or answers DOWN never gets a "
+      "request, and start-first keeps the old tasks until then. (Issue #19's measurement of a "
+      "plain stop-first `docker service update` lost 340 requests on a healthy update.)")
+    w("- **`docker service update` exits 0 after Swarm rolled back by itself**: a pipeline "
+      "that trusts its exit code promotes a release that does not run. `rollback` exits 3.")
+    w("- **The DOWN release is acted on only when Swarm kills its task.** `rollback` sees "
+      "`\"status\":\"DOWN\"` at its first probe, about a second after the update began, but "
+      "before a release's first healthy answer an unhealthy one is retried until the deadline "
+      "(as on every host); what ends the wait is Swarm stopping the unhealthy task (exit 137), "
+      "after the task's stop grace period (Swarm's default 10 s: `[container] stop_timeout` "
+      "is not applied to a service, and the fixture's `httpd` ignores SIGTERM). Swarm's own "
+      "rollback waits for a kill too; its range above shows whether it took the first one "
+      "(about 14 s here) or only a later one.")
+    w("- **During a healthy update both serve old and new in turn**: the DNS round robin "
+      "lists old and new tasks until the last old one stops.")
+    fours = [r for r in rows if r["part"] == 10 and r["tool"] == "rollback"
+             and r["metric"] == "exit_code" and r["value"] == 4]
+    if fours:
+        w(f"- **`rollback` exited 4 in {len(fours)} run(s)** ({', '.join(sorted({r['case'] for r in fours}))}): "
+          "see *Failures during this run* below.")
+    w("")
+
 
 def finish(w, L, rows, targets, out_path):
     # Counted by the registry tests, or measured apart (the install), not
@@ -1598,6 +1806,8 @@ def main(argv):
         tls_get(*args)
     elif cmd == "latency":
         latency(*args)
+    elif cmd == "swarm-figures":
+        print(json.dumps(swarm_figures(*args), ensure_ascii=False))
     elif cmd == "report":
         report(*args)
     else:
