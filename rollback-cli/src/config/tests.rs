@@ -1079,16 +1079,21 @@ fn swarm_errors_name_file_line_and_key() {
         e.contains("hosts[0]: with [swarm] every task is probed directly"),
         "{e}"
     );
-    let e = error(&SWARM.replace(
-        "[swarm]",
-        "[container]\nports = [\"8080:8080\"]\n[swarm]",
-    ));
+    let e = error(&SWARM.replace("[swarm]", "[container]\nports = [\"8080:8080\"]\n[swarm]"));
     assert!(
-        e.starts_with("rollback.toml:10: container.ports: not applied to a Swarm service: use swarm.publish"),
+        e.starts_with(
+            "rollback.toml:9: container.ports: not applied to a Swarm service: use swarm.publish"
+        ),
         "{e}"
     );
-    let e = error(&SWARM.replace("[swarm]", "[container]\nvolumes = [\"/data:/data\"]\n[swarm]"));
-    assert!(e.contains("container.volumes: not applied to a Swarm service"), "{e}");
+    let e = error(&SWARM.replace(
+        "[swarm]",
+        "[container]\nvolumes = [\"/data:/data\"]\n[swarm]",
+    ));
+    assert!(
+        e.contains("container.volumes: not applied to a Swarm service"),
+        "{e}"
+    );
     assert!(parse(&SWARM.replace(
         "[swarm]",
         "[container]\nenv = { A = \"1\" }\ncommand = [\"serve\"]\nstop_timeout = \"3s\"\n[swarm]"

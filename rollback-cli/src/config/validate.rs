@@ -196,7 +196,11 @@ impl Ctx<'_> {
                 } else {
                     "remove it (a service takes env, command, labels and stop_timeout from [container])"
                 };
-                let span = c.ports.first().filter(|_| *key == "ports").map(|p| p.span());
+                let span = c
+                    .ports
+                    .first()
+                    .filter(|_| *key == "ports")
+                    .map(|p| p.span());
                 return Err(self.err(
                     span.or_else(|| Some(table.span())),
                     format!("container.{key}: not applied to a Swarm service: {hint}"),
