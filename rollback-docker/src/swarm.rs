@@ -418,13 +418,7 @@ impl Swarm {
         image: &str,
         parallelism: u64,
     ) -> Result<ServiceState> {
-        if !image.contains("@sha256:") {
-            return Err(Error::invalid_input(format!(
-                "image {image} is not pinned by digest"
-            )));
-        }
-        self.resolve(image).await?;
-        let mut spec = current.spec.clone();
+        let mut spec = self.spec_for(current, image).await?;
         let task = spec.task_template.get_or_insert_with(Default::default);
         let container = task.container_spec.get_or_insert_with(Default::default);
         container.image = Some(image.to_owned());
@@ -450,13 +444,7 @@ impl Swarm {
         image: &str,
         template: &TaskTemplate,
     ) -> Result<ServiceState> {
-        if !image.contains("@sha256:") {
-            return Err(Error::invalid_input(format!(
-                "image {image} is not pinned by digest"
-            )));
-        }
-        self.resolve(image).await?;
-        let mut spec = current.spec.clone();
+        let mut spec = self.spec_for(current, image).await?;
         let task = spec.task_template.get_or_insert_with(Default::default);
         let old = task.container_spec.take().unwrap_or_default();
         // What the template does not say (mounts, user, ...) stays as the
@@ -478,6 +466,18 @@ impl Swarm {
             &format!("update service {} to {image}", current.name),
         )
         .await
+    }
+
+    /// The spec of `current`, to be changed to run `image`, which must be
+    /// pinned by digest and resolve in its registry from the manager.
+    async fn spec_for(&self, current: &ServiceState, image: &str) -> Result<ServiceSpec> {
+        if !image.contains("@sha256:") {
+            return Err(Error::invalid_input(format!(
+                "image {image} is not pinned by digest"
+            )));
+        }
+        self.resolve(image).await?;
+        Ok(current.spec.clone())
     }
 
     async fn write_spec(
