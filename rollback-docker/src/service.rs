@@ -325,6 +325,29 @@ fn pinned(release: &Release) -> String {
     }
 }
 
+/// What a restore does, from the image the service runs now, the one it
+/// ran before the deploy and the one this deploy wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WayBack {
+    /// It runs the previous release already: the update never took, or
+    /// was undone.
+    There,
+    /// It runs what this deploy wrote: back to the previous spec.
+    RollBack,
+    /// It runs something else, written by someone else: left as it is.
+    Theirs,
+}
+
+fn way_back(current: &str, before: &str, ours: Option<&str>) -> WayBack {
+    if same_image(current, before) {
+        WayBack::There
+    } else if ours.is_some_and(|ours| same_image(ours, current)) {
+        WayBack::RollBack
+    } else {
+        WayBack::Theirs
+    }
+}
+
 /// Whether two image references name the same content: the same
 /// reference, or the same pinned digest.
 fn same_image(a: &str, b: &str) -> bool {
@@ -547,16 +570,16 @@ impl DeployStrategy for SwarmStrategy {
                 self.service
             ))
         })?;
-        if same_image(&current.image, before) {
-            // The update never took (or was already undone).
-            return Ok(());
-        }
         let ours = failed.and_then(|f| Self::image_of(f).ok());
-        if !ours.is_some_and(|ours| same_image(ours, &current.image)) {
-            return Err(Error::conflict(format!(
-                "service {} was changed by someone else: it runs {}, neither this deploy's release nor the previous one {before}; nothing was overwritten",
-                self.service, current.image
-            )));
+        match way_back(&current.image, before, ours) {
+            WayBack::There => return Ok(()),
+            WayBack::Theirs => {
+                return Err(Error::conflict(format!(
+                    "service {} was changed by someone else: it runs {}, neither this deploy's release nor the previous one {before}; nothing was overwritten",
+                    self.service, current.image
+                )))
+            }
+            WayBack::RollBack => {}
         }
         let limit = cx.health().deadline() + cx.engine_timeout();
         let restored = limited(limit, &self.swarm, self.swarm.rollback(&current)).await?;
@@ -705,6 +728,35 @@ mod tests {
         assert!(!json
             .judge(&answer(Some(201), r#"{"status":"UP"}"#))
             .is_healthy());
+    }
+
+    #[test]
+    fn a_restore_overwrites_only_what_this_deploy_wrote() {
+        let v1 = "r/app:v1@sha256:1";
+        let v2 = "r/app:v2@sha256:2";
+        let v3 = "r/app:v3@sha256:3";
+        // (runs now, ran before, this deploy wrote) -> what the restore does
+        let table = [
+            (v1, v1, Some(v2), WayBack::There),
+            (v2, v1, Some(v2), WayBack::RollBack),
+            // The same digest under another tag or none is the same release.
+            ("r/app@sha256:2", v1, Some(v2), WayBack::RollBack),
+            ("r/app:latest@sha256:1", v1, Some(v2), WayBack::There),
+            (v3, v1, Some(v2), WayBack::Theirs),
+            // The switch failed before this deploy wrote anything.
+            (v3, v1, None, WayBack::Theirs),
+            (v1, v1, None, WayBack::There),
+            // A reference without a digest is compared whole.
+            ("r/app:v2", v1, Some("r/app:v2"), WayBack::RollBack),
+            ("r/app:v2", "r/app:v1", Some(v2), WayBack::Theirs),
+        ];
+        for (now, before, ours, expected) in table {
+            assert_eq!(
+                way_back(now, before, ours),
+                expected,
+                "{now} {before} {ours:?}"
+            );
+        }
     }
 
     #[test]
