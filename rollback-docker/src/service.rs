@@ -221,8 +221,7 @@ impl SwarmStrategy {
         }
         let network = &self.template.network;
         let limit = cx.health().timeout();
-        let mut healthy = Vec::with_capacity(running.len());
-        let mut waiting = Vec::new();
+        let mut answers = Vec::with_capacity(running.len());
         for task in running {
             let address = task.address.as_deref().unwrap_or_default();
             let answer = self
@@ -241,38 +240,13 @@ impl SwarmStrategy {
                 Err(e) => ProbeResult::Unhealthy(e.report()),
             };
             let slot = task.slot.map(|s| format!("slot {s}")).unwrap_or_default();
-            match result {
-                ProbeResult::Healthy(d) => healthy.push(format!("{slot} {d}")),
-                // A task Swarm has not bound yet takes no request: a bad
-                // answer there is not yet a verdict (its HEALTHCHECK or its
-                // exit decides, and the watch sees that).
-                ProbeResult::Unhealthy(d) | ProbeResult::Starting(d) if task.state != "running" => {
-                    waiting.push(format!("task {slot} at {address} (starting): {d}"))
-                }
-                ProbeResult::Unhealthy(d) => {
-                    return ProbeResult::Unhealthy(format!("task {slot} at {address}: {d}"))
-                }
-                ProbeResult::Starting(d) => waiting.push(format!("task {slot} at {address}: {d}")),
-            }
+            answers.push(TaskAnswer {
+                task: format!("task {slot} at {address}"),
+                bound: task.state == "running",
+                result,
+            });
         }
-        let details = healthy;
-        // Tasks beyond the replicas (a start-first update's or rollback's
-        // extra one) may still be starting; the service is healthy once
-        // as many as it wants answer well. An update of `parallelism`
-        // tasks at a time starts the rest once these pass.
-        if details.len() < wanted {
-            return ProbeResult::Starting(format!(
-                "{} of {wanted} tasks healthy ({}){}",
-                details.len(),
-                details.join(", "),
-                waiting.iter().map(|w| format!("; {w}")).collect::<String>()
-            ));
-        }
-        ProbeResult::Healthy(format!(
-            "{} tasks healthy ({})",
-            details.len(),
-            details.join(", ")
-        ))
+        verdict(wanted, &answers)
     }
 
     /// Wait until the tasks of `image` fail, Swarm pauses, or the service
@@ -346,6 +320,58 @@ fn way_back(current: &str, before: &str, ours: Option<&str>) -> WayBack {
     } else {
         WayBack::Theirs
     }
+}
+
+/// One task's answer to a probe.
+#[derive(Debug, Clone)]
+struct TaskAnswer {
+    /// `task slot N at ADDRESS`.
+    task: String,
+    /// Swarm bound it to the service (its HEALTHCHECK passed): it takes
+    /// requests.
+    bound: bool,
+    result: ProbeResult,
+}
+
+/// The service's health from its tasks' answers: unhealthy when a task
+/// that takes requests answers badly; healthy once as many tasks as the
+/// service wants answer well (tasks beyond, a start-first update's or
+/// rollback's extra one, may still be starting; an update of
+/// `parallelism` tasks at a time starts the rest once these pass);
+/// starting otherwise. A bad answer from a task Swarm has not bound yet is
+/// not a verdict: its HEALTHCHECK or its exit decides, and the watch sees
+/// that.
+fn verdict(wanted: usize, answers: &[TaskAnswer]) -> ProbeResult {
+    let mut healthy = Vec::new();
+    let mut waiting = Vec::new();
+    for a in answers {
+        match &a.result {
+            ProbeResult::Healthy(d) => healthy.push(format!("{} {d}", a.task)),
+            ProbeResult::Unhealthy(d) if a.bound => {
+                return ProbeResult::Unhealthy(format!("{}: {d}", a.task))
+            }
+            ProbeResult::Unhealthy(d) | ProbeResult::Starting(d) => {
+                let starting = if a.bound { "" } else { " (starting)" };
+                waiting.push(format!("{}{starting}: {d}", a.task))
+            }
+        }
+    }
+    if healthy.is_empty() && waiting.is_empty() {
+        return ProbeResult::Starting(format!("0 of {wanted} tasks running"));
+    }
+    if healthy.len() < wanted {
+        return ProbeResult::Starting(format!(
+            "{} of {wanted} tasks healthy ({}){}",
+            healthy.len(),
+            healthy.join(", "),
+            waiting.iter().map(|w| format!("; {w}")).collect::<String>()
+        ));
+    }
+    ProbeResult::Healthy(format!(
+        "{} tasks healthy ({})",
+        healthy.len(),
+        healthy.join(", ")
+    ))
 }
 
 /// Whether two image references name the same content: the same
@@ -728,6 +754,53 @@ mod tests {
         assert!(!json
             .judge(&answer(Some(201), r#"{"status":"UP"}"#))
             .is_healthy());
+    }
+
+    #[test]
+    fn the_service_is_healthy_once_as_many_tasks_as_it_wants_answer_well() {
+        let ok = |t: &str, bound| TaskAnswer {
+            task: t.into(),
+            bound,
+            result: ProbeResult::Healthy("status 200".into()),
+        };
+        let down = |t: &str, bound| TaskAnswer {
+            task: t.into(),
+            bound,
+            result: ProbeResult::Unhealthy("/status is \"DOWN\"".into()),
+        };
+        let kind = |r: ProbeResult| match r {
+            ProbeResult::Healthy(_) => "healthy",
+            ProbeResult::Unhealthy(_) => "unhealthy",
+            ProbeResult::Starting(_) => "starting",
+        };
+        let table: Vec<(usize, Vec<TaskAnswer>, &str)> = vec![
+            (2, vec![], "starting"),
+            (2, vec![ok("t1", true), ok("t2", true)], "healthy"),
+            // An update one task at a time: the first new one is healthy.
+            (2, vec![ok("t1", true)], "starting"),
+            // A rollback's extra task still starting beside enough healthy ones.
+            (
+                2,
+                vec![ok("t1", true), ok("t2", true), down("t3", false)],
+                "healthy",
+            ),
+            // A task not bound yet answering DOWN: not yet a verdict.
+            (2, vec![down("t1", false)], "starting"),
+            // A bound task answering DOWN is.
+            (2, vec![ok("t1", true), down("t2", true)], "unhealthy"),
+            (1, vec![down("t1", true), ok("t2", true)], "unhealthy"),
+        ];
+        for (wanted, answers, expected) in table {
+            let got = verdict(wanted, &answers);
+            assert_eq!(kind(got.clone()), expected, "{wanted} {answers:?}: {got:?}");
+        }
+        let named = verdict(2, &[ok("t1", true), down("task slot 2 at 10.0.1.5", true)]);
+        assert!(
+            named
+                .detail()
+                .contains("task slot 2 at 10.0.1.5: /status is \"DOWN\""),
+            "{named:?}"
+        );
     }
 
     #[test]
