@@ -488,7 +488,10 @@ impl DeployStrategy for SwarmStrategy {
         let Some(st) = self.read(cx).await? else {
             return Ok(None);
         };
-        if let Some(state @ ("updating" | "paused" | "rollback_started" | "rollback_paused")) =
+        // `rollback_paused` is not refused: Swarm marks a rollback so when
+        // rollback sent it before Swarm's own updater saw the failure, and
+        // the previous spec runs.
+        if let Some(state @ ("updating" | "paused" | "rollback_started")) =
             st.update_state.as_deref()
         {
             return Err(Error::conflict(format!(

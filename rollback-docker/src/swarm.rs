@@ -776,21 +776,13 @@ impl Swarm {
         let deadline = Instant::now() + limit;
         let mut restored = self.rollback(current).await?;
         // Swarm's own account first: the rollback has finished replacing
-        // the tasks, so none of the failed release is left running.
+        // the tasks, so none of the failed release is left running. A
+        // rollback sent before Swarm's updater saw the failure is marked
+        // `rollback_paused` by that updater (its message names the failed
+        // release's task) while it goes on: the restored tasks decide.
         loop {
             match restored.update_state.as_deref() {
-                Some("rollback_completed") => break,
-                Some("rollback_paused") => {
-                    return Err(Error::unhealthy(format!(
-                        "rolling back service {} on {} paused: {}",
-                        restored.name,
-                        self.url,
-                        restored
-                            .update_message
-                            .as_deref()
-                            .unwrap_or("no reason given")
-                    )))
-                }
+                Some("rollback_completed" | "rollback_paused") => break,
                 state if Instant::now() >= deadline => {
                     return Err(Error::timeout(format!(
                         "rolling back service {} on {}: still {} after {}",

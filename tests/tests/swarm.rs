@@ -193,7 +193,16 @@ async fn a_crashing_release_is_detected_and_rolled_back_to_healthy_tasks() {
         .await
         .expect("roll back");
     assert_eq!(restored.image, v1);
-    assert_eq!(restored.update_state.as_deref(), Some("rollback_completed"));
+    // `rollback_paused` when the rollback was sent before Swarm's own
+    // updater saw the failure: it marks the rollback so, and it goes on.
+    assert!(
+        matches!(
+            restored.update_state.as_deref(),
+            Some("rollback_completed" | "rollback_paused")
+        ),
+        "{:?}",
+        restored.update_state
+    );
     assert_eq!(tasks.len(), 2);
     app.probe_all(&tasks, "v1").await;
     let crashing = app.swarm.tasks(&app.service, Some(&crash)).await.unwrap();
