@@ -146,7 +146,7 @@ impl SwarmStrategy {
     /// since it was created): older ones, of an earlier deploy of the same
     /// image, are history.
     async fn current_tasks(&self, st: &ServiceState, image: &str) -> Result<Vec<TaskInfo>, Error> {
-        let tasks = self.swarm.tasks(&self.service, Some(image)).await?;
+        let tasks = self.swarm.tasks_of(st, Some(image)).await?;
         Ok(match st.update_started {
             Some(since) => tasks
                 .into_iter()
@@ -201,7 +201,11 @@ impl SwarmStrategy {
         };
         // Every task of the image that runs: a restored spec's tasks may
         // have run all along (start-first never stopped them).
-        let tasks = match self.swarm.tasks(&self.service, Some(image)).await {
+        let tasks = async {
+            let tasks = self.swarm.tasks_of(&st, Some(image)).await?;
+            self.swarm.with_addresses(&st, tasks).await
+        };
+        let tasks = match tasks.await {
             Ok(tasks) => tasks,
             Err(e) => return ProbeResult::Unhealthy(e.report()),
         };

@@ -512,6 +512,18 @@ impl Swarm {
     /// The tasks of `service`, all of them or those whose spec runs `image`.
     pub async fn tasks(&self, service: &str, image: Option<&str>) -> Result<Vec<TaskInfo>> {
         let current = self.existing(service).await?;
+        let tasks = self.tasks_of(&current, image).await?;
+        self.with_addresses(&current, tasks).await
+    }
+
+    /// The tasks of `current` (the service as just read), all of them or
+    /// those whose spec runs `image`, without their addresses: what a watch
+    /// for failures needs, without reading the service or its network again.
+    pub async fn tasks_of(
+        &self,
+        current: &ServiceState,
+        image: Option<&str>,
+    ) -> Result<Vec<TaskInfo>> {
         let options = ListTasksOptions {
             filters: Some(HashMap::from([(
                 "service".into(),
@@ -522,7 +534,22 @@ impl Swarm {
             .docker
             .list_tasks(Some(options))
             .await
-            .map_err(|e| self.err(&format!("list the tasks of service {service}"), e))?;
+            .map_err(|e| self.err(&format!("list the tasks of service {}", current.name), e))?;
+        let mut out: Vec<TaskInfo> = tasks
+            .into_iter()
+            .map(|t| task_info(t, &HashMap::new()))
+            .filter(|t| image.is_none_or(|i| t.image == i))
+            .collect();
+        out.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
+        Ok(out)
+    }
+
+    /// `tasks` of `current` with their addresses on the service's network.
+    pub async fn with_addresses(
+        &self,
+        current: &ServiceState,
+        mut tasks: Vec<TaskInfo>,
+    ) -> Result<Vec<TaskInfo>> {
         let network = current
             .spec
             .task_template
@@ -531,27 +558,22 @@ impl Swarm {
             .or(current.spec.networks.as_ref())
             .and_then(|n| n.first())
             .and_then(|n| n.target.clone());
-        let addresses = match &network {
-            Some(net) => self.overlay_addresses(net).await?,
-            None => HashMap::new(),
+        let Some(net) = network else {
+            return Ok(tasks);
         };
-        let mut out: Vec<TaskInfo> = tasks
-            .into_iter()
-            .map(|t| task_info(t, &addresses))
-            .filter(|t| image.is_none_or(|i| t.image == i))
-            .collect();
-        // The network lists a task only once Swarm bound it to the service,
-        // after its HEALTHCHECK passed; a task still `starting` on this
-        // node is found through its container.
-        if let Some(net) = &network {
-            for task in out.iter_mut().filter(|t| t.address.is_none()) {
+        let addresses = self.overlay_addresses(&net).await?;
+        for task in &mut tasks {
+            task.address = addresses.get(&task.id).cloned();
+            // The network lists a task only once Swarm bound it to the
+            // service, after its HEALTHCHECK passed; a task still
+            // `starting` on this node is found through its container.
+            if task.address.is_none() {
                 if let Some(id) = task.container_id.clone() {
-                    task.address = self.container_address(&id, net).await;
+                    task.address = self.container_address(&id, &net).await;
                 }
             }
         }
-        out.sort_by(|a, b| (a.slot, &a.id).cmp(&(b.slot, &b.id)));
-        Ok(out)
+        Ok(tasks)
     }
 
     /// The address of container `id` (on this node) on `network`.

@@ -464,6 +464,21 @@ impl fmt::Debug for StartFirst {
     }
 }
 
+/// The machine's input for a container switch's result: `started` with
+/// the new container, or `SwitchFailed` with it once it was created.
+fn switch_input(
+    result: Result<ContainerId, (Option<ContainerId>, Error)>,
+    started: impl FnOnce(Workload) -> Input,
+) -> Input {
+    match result {
+        Ok(new_container) => started(new_container.into()),
+        Err((new_container, reason)) => Input::SwitchFailed {
+            new_container: new_container.map(Workload::from),
+            reason,
+        },
+    }
+}
+
 /// Time between SIGTERM and SIGKILL when the app's container stops.
 fn stop_timeout(host: &HostTarget) -> Duration {
     host.container.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)
@@ -673,15 +688,9 @@ impl DeployStrategy for StopFirst {
             let spec = cx.release_spec(cx.app_name(), previous, target, stable_before);
             cx.create_and_start(&spec, None, cancel).await
         };
-        match result.await {
-            Ok(new_container) => Input::Switched {
-                new_container: new_container.into(),
-            },
-            Err((new_container, reason)) => Input::SwitchFailed {
-                new_container: new_container.map(Workload::from),
-                reason,
-            },
-        }
+        switch_input(result.await, |new_container| Input::Switched {
+            new_container,
+        })
     }
 
     async fn release_failed(
@@ -925,15 +934,9 @@ impl DeployStrategy for StartFirst {
             };
             cx.create_and_start(&spec, extra, cancel).await
         };
-        match result.await {
-            Ok(new_container) => Input::StartedBeside {
-                new_container: new_container.into(),
-            },
-            Err((new_container, reason)) => Input::SwitchFailed {
-                new_container: new_container.map(Workload::from),
-                reason,
-            },
-        }
+        switch_input(result.await, |new_container| Input::StartedBeside {
+            new_container,
+        })
     }
 
     async fn traffic_switch(
