@@ -1223,7 +1223,12 @@ def part8(w, m, n, rows, meta):
       "itself (`cargo run --release -p rollback-core --features mock --example fleet_scale -- "
       "--hosts N --batch B [--fail]`, one process per row; CPU time is the run time of the "
       "process's threads (`/proc/self/task/*/schedstat`), memory is the peak resident set `VmHWM` less the resident set "
-      "before the fleet was built). The proxy figures come from "
+      "before the fleet was built). The reference of the per-host growth is the same example "
+      "with `--reference`: as many bare futures in the same batches under the same runtime, "
+      "each holding about a host's heap (~14 KiB), awaiting a host's four probe timers and "
+      "emitting its 13 events, with no rollback code; what it gains per host from the smaller "
+      "to the larger fleet is what N live futures cost the runtime and the allocator. "
+      "The proxy figures come from "
       "`cargo run --release -p rollback-proxy --example proxy_apps -- --apps N`: N apps "
       "routed by `Host` on one Caddy (the `caddy:2` stand-in), app0 switched forward and "
       f"back {meta.get('p8_switches', '?')} times while load loops (new connection per request) "
@@ -1267,7 +1272,11 @@ def part8(w, m, n, rows, meta):
             name = f"batch {'1' if b == '1' else '= hosts'}, {'failing' if f else 'healthy'}"
             ok = c / a <= 1.5 and (not ma or not mc or mc / ma <= 1.5)
             mem = f" (memory {mc / ma:.2f}x)" if ma and mc else ""
-            w(f"| fleet on fakes: per host at {big} hosts against {small} hosts, {name}: CPU | {c / a:.2f}x{mem} | | linear: ≤ 1.5x | {'yes' if ok else '**no**'} |")
+            ra = m(8, f"ref-h{small}-b{bs}", "fleet-ref", "cpu_s")
+            rc = m(8, f"ref-h{big}-b{bb}", "fleet-ref", "cpu_s")
+            ref = (f"N bare futures with the same heap and wake-ups: {(rc / big) / (ra / small):.2f}x"
+                   if ra and rc else "")
+            w(f"| fleet on fakes: per host at {big} hosts against {small} hosts, {name}: CPU | {c / a:.2f}x{mem} | {ref} | linear: ≤ 1.5x | {'yes' if ok else '**no**'} |")
         one = fleet(1, 1, 0, "virtual_s")
         v = fleet(big, 1, 0, "virtual_s")
         if one and v:
