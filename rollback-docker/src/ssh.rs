@@ -1,17 +1,22 @@
-//! `ssh://` engines, reached the way the docker CLI reaches them: each
-//! HTTP connection to the engine is a `ssh … HOST docker system dial-stdio`
-//! process whose stdin and stdout carry the Engine API.
+//! `ssh://` engines, reached over one master connection per engine
+//! (`ControlMaster`): the handshake, the host key check and the
+//! authentication happen once, with their failure classified from `ssh`'s
+//! own words.
+//!
+//! The engine's socket on the host (`/var/run/docker.sock`, or the URL's
+//! path) is then forwarded to a local socket through the master
+//! (`ssh -O forward -L`), so a new HTTP connection to the engine is a channel
+//! of the master and starts no process on either side. Where the server
+//! refuses socket forwarding (`AllowTcpForwarding no`, `DisableForwarding`)
+//! or the engine does not answer on that socket, each HTTP connection is a
+//! `ssh … HOST docker system dial-stdio` channel instead, as the docker CLI
+//! reaches `DOCKER_HOST=ssh://` engines.
 //!
 //! The system `ssh` is run (from `PATH`), so the user's setup applies as
 //! `ssh` applies it: `~/.ssh/config`, the agent, `known_hosts`, jump hosts.
 //! `BatchMode=yes`, so it never prompts: an unknown host key or a key that
 //! needs a passphrase is a failure, not a question. Host keys are checked as
 //! the user's config says; nothing here relaxes `StrictHostKeyChecking`.
-//!
-//! One master connection per engine (`ControlMaster`), opened and checked
-//! when the runtime connects: the handshake, the host key check and the
-//! authentication happen once, with their failure classified from `ssh`'s
-//! own words; every later HTTP connection is a channel on that master.
 
 use std::fmt;
 use std::future::Future;
@@ -29,7 +34,8 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rollback_core::{Error, ErrorKind};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The most of `ssh`'s stderr kept for a diagnosis.
@@ -37,6 +43,13 @@ const STDERR_KEPT: usize = 4096;
 
 /// How often the master's control socket is looked for while it connects.
 const MASTER_POLL: Duration = Duration::from_millis(5);
+
+/// Where the engine listens on the host when the URL names no socket.
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// The longest wait for the forwarded socket's first answer before the
+/// channels fall back to `dial-stdio`.
+const FORWARD_CHECK: Duration = Duration::from_secs(10);
 
 /// Where an `ssh://[user@]host[:port][/socket]` URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +134,11 @@ impl SshTarget {
         }
         args.extend(["--".to_owned(), self.host.clone()]);
         args
+    }
+
+    /// The engine's socket on the host, for forwarding.
+    fn remote_socket(&self) -> &str {
+        self.socket.as_deref().unwrap_or(DEFAULT_SOCKET)
     }
 
     /// The command run on the host; `ssh` hands it to the remote shell.
@@ -298,7 +316,10 @@ pub(crate) struct SshSession {
     target: SshTarget,
     control: PathBuf,
     connect_timeout: u64,
-    /// A channel opened ahead of need: a new one costs the `ssh` client,
+    /// The local end of the engine's forwarded socket; `None` when every
+    /// connection is a `dial-stdio` channel.
+    forwarded: Option<PathBuf>,
+    /// A `dial-stdio` channel opened ahead of need: a new one costs the `ssh` client,
     /// the server's session and the remote `docker` CLI's start, which the
     /// next new HTTP connection then does not wait for.
     spare: Mutex<Option<Channel>>,
@@ -362,10 +383,18 @@ impl SshSession {
             }
             () = tokio::time::sleep(timeout) => return Err(SshCause::TimedOut),
         }
+        let forwarded = forward_socket(
+            target,
+            &control,
+            &dir.path().join("engine.sock"),
+            timeout.min(FORWARD_CHECK),
+        )
+        .await;
         Ok(SshSession {
             target: target.clone(),
             control,
             connect_timeout,
+            forwarded,
             _master: Mutex::new(child),
             _dir: dir,
             channel_stderr: StderrTail::default(),
@@ -373,8 +402,19 @@ impl SshSession {
         })
     }
 
-    /// A channel for a new HTTP connection: the spare when there is one,
-    /// and a new spare opened behind it.
+    /// A connection to the engine: a channel of the forwarded socket, or
+    /// else a `dial-stdio` channel.
+    async fn connect(&self) -> io::Result<Channel> {
+        match &self.forwarded {
+            Some(path) => Ok(Channel::Forwarded(TokioIo::new(
+                UnixStream::connect(path).await?,
+            ))),
+            None => self.take_channel(),
+        }
+    }
+
+    /// A `dial-stdio` channel for a new HTTP connection: the spare when
+    /// there is one, and a new spare opened behind it.
     fn take_channel(&self) -> io::Result<Channel> {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let channel = match spare.take() {
@@ -404,7 +444,7 @@ impl SshSession {
             .spawn()?;
         self.channel_stderr
             .collect(child.stderr.take().expect("stderr is piped"));
-        Ok(Channel {
+        Ok(Channel::DialStdio {
             stdin: TokioIo::new(child.stdin.take().expect("stdin is piped")),
             stdout: TokioIo::new(child.stdout.take().expect("stdout is piped")),
             _child: child,
@@ -433,6 +473,54 @@ impl SshSession {
     }
 }
 
+/// Forward `local` to the engine's socket on the host through the master
+/// and check that the Engine API answers there. `None` when the server
+/// refuses the forwarding or nothing answers: its channels are then
+/// `dial-stdio` ones.
+async fn forward_socket(
+    target: &SshTarget,
+    control: &Path,
+    local: &Path,
+    within: Duration,
+) -> Option<PathBuf> {
+    let spec = format!("{}:{}", local.display(), target.remote_socket());
+    // ssh splits a forwarding at ':'; such a path cannot be named.
+    if spec.matches(':').count() != 1 {
+        return None;
+    }
+    let forward = Command::new("ssh")
+        // Not the user's config files: their LocalForward lines would be
+        // sent to the master with this one. The master needs no more than
+        // its control socket.
+        .args(["-F", "none", "-o", "BatchMode=yes", "-o"])
+        .arg(control_option(control))
+        .args(["-O", "forward", "-L"])
+        .arg(&spec)
+        .args(target.destination_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    match tokio::time::timeout(within, forward).await {
+        Ok(Ok(status)) if status.success() => {}
+        _ => return None,
+    }
+    // The master accepts the local connection either way; a refused
+    // channel or a missing socket on the host closes it unanswered.
+    let ping = async {
+        let mut stream = UnixStream::connect(local).await.ok()?;
+        stream
+            .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 7];
+        stream.read_exact(&mut head).await.ok()?;
+        (&head == b"HTTP/1.").then(|| local.to_owned())
+    };
+    tokio::time::timeout(within, ping).await.ok().flatten()
+}
+
 /// The error for a master connection that did not open.
 pub(crate) fn connect_error(url: &str, target: &SshTarget, cause: &SshCause) -> Error {
     Error::new(
@@ -441,12 +529,17 @@ pub(crate) fn connect_error(url: &str, target: &SshTarget, cause: &SshCause) -> 
     )
 }
 
-/// One HTTP connection: the stdin and stdout of a `dial-stdio` channel.
-pub(crate) struct Channel {
-    stdin: TokioIo<ChildStdin>,
-    stdout: TokioIo<ChildStdout>,
-    /// Killed on drop, which closes the channel on the master.
-    _child: Child,
+/// One HTTP connection to the engine.
+pub(crate) enum Channel {
+    /// A connection to the forwarded socket: a channel of the master.
+    Forwarded(TokioIo<UnixStream>),
+    /// The stdin and stdout of a `dial-stdio` channel.
+    DialStdio {
+        stdin: TokioIo<ChildStdin>,
+        stdout: TokioIo<ChildStdout>,
+        /// Killed on drop, which closes the channel on the master.
+        _child: Child,
+    },
 }
 
 impl hyper::rt::Read for Channel {
@@ -455,7 +548,10 @@ impl hyper::rt::Read for Channel {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stdout).poll_read(cx, buf)
+        match self.get_mut() {
+            Channel::Forwarded(stream) => Pin::new(stream).poll_read(cx, buf),
+            Channel::DialStdio { stdout, .. } => Pin::new(stdout).poll_read(cx, buf),
+        }
     }
 }
 
@@ -465,15 +561,24 @@ impl hyper::rt::Write for Channel {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stdin).poll_write(cx, buf)
+        match self.get_mut() {
+            Channel::Forwarded(stream) => Pin::new(stream).poll_write(cx, buf),
+            Channel::DialStdio { stdin, .. } => Pin::new(stdin).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stdin).poll_flush(cx)
+        match self.get_mut() {
+            Channel::Forwarded(stream) => Pin::new(stream).poll_flush(cx),
+            Channel::DialStdio { stdin, .. } => Pin::new(stdin).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stdin).poll_shutdown(cx)
+        match self.get_mut() {
+            Channel::Forwarded(stream) => Pin::new(stream).poll_shutdown(cx),
+            Channel::DialStdio { stdin, .. } => Pin::new(stdin).poll_shutdown(cx),
+        }
     }
 }
 
@@ -485,9 +590,9 @@ impl Connection for Channel {
 
 /// hyper's connector: every new connection is a channel of its own.
 #[derive(Clone)]
-struct DialStdio(Arc<SshSession>);
+struct Channels(Arc<SshSession>);
 
-impl tower_service::Service<hyper::Uri> for DialStdio {
+impl tower_service::Service<hyper::Uri> for Channels {
     type Response = Channel;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Channel>> + Send>>;
@@ -497,8 +602,8 @@ impl tower_service::Service<hyper::Uri> for DialStdio {
     }
 
     fn call(&mut self, _: hyper::Uri) -> Self::Future {
-        let channel = self.0.take_channel();
-        Box::pin(async move { channel })
+        let session = self.0.clone();
+        Box::pin(async move { session.connect().await })
     }
 }
 
@@ -519,8 +624,8 @@ pub(crate) fn docker(
     timeout_secs: u64,
     version: &ClientVersion,
 ) -> std::result::Result<Docker, EngineError> {
-    let client: Client<DialStdio, EngineBody> =
-        Client::builder(TokioExecutor::new()).build(DialStdio(session));
+    let client: Client<Channels, EngineBody> =
+        Client::builder(TokioExecutor::new()).build(Channels(session));
     Docker::connect_with_custom_transport(
         move |request: BollardRequest| {
             let client = client.clone();

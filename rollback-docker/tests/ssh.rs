@@ -35,14 +35,39 @@ fn ssh_url() -> String {
 }
 
 async fn over_ssh() -> DockerRuntime {
-    let url = ssh_url();
-    DockerRuntime::connect(Some(&url), Duration::from_secs(20))
+    connect(&ssh_url()).await
+}
+
+async fn connect(url: &str) -> DockerRuntime {
+    DockerRuntime::connect(Some(url), Duration::from_secs(20))
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {}", e.report()))
 }
 
+/// The same sshd on a port that refuses socket forwarding.
+fn no_forwarding_url() -> String {
+    ssh_url();
+    test_env("ROLLBACK_TEST_SSH_NO_FORWARDING")
+}
+
+/// The `ssh … docker system dial-stdio` channels this test process runs.
+fn dial_stdio_channels() -> usize {
+    children()
+        .iter()
+        .filter(|l| l.contains("dial-stdio"))
+        .count()
+}
+
 /// The master `ssh` processes of this test process.
 fn masters() -> Vec<String> {
+    children()
+        .into_iter()
+        .filter(|l| l.contains("ControlMaster=yes"))
+        .collect()
+}
+
+/// This test process's children, `pid args` each.
+fn children() -> Vec<String> {
     let out = std::process::Command::new("ps")
         .args([
             "-o",
@@ -54,7 +79,6 @@ fn masters() -> Vec<String> {
         .expect("ps");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("ControlMaster=yes"))
         .map(str::to_owned)
         .collect()
 }
@@ -62,9 +86,39 @@ fn masters() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_engine_over_ssh_is_the_engine_of_the_host() {
     let _serial = SERIAL.lock().await;
-    let cleanup = Cleanup::new();
     let rt = over_ssh().await;
     assert_eq!(rt.url(), ssh_url());
+    the_engine_of_the_host(&rt).await;
+    // Every connection was a channel of the forwarded socket.
+    assert_eq!(dial_stdio_channels(), 0, "{:?}", children());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_refuses_socket_forwarding_is_reached_through_dial_stdio() {
+    let _serial = SERIAL.lock().await;
+    let log = test_env("ROLLBACK_TEST_SSH_LOG");
+    let denied = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("but the request was denied")
+            .count()
+    };
+    let denied_before = denied();
+    let url = no_forwarding_url();
+    let rt = connect(&url).await;
+    assert_eq!(rt.url(), url);
+    the_engine_of_the_host(&rt).await;
+    assert!(
+        denied() > denied_before,
+        "the server refused the forwarding"
+    );
+    assert!(dial_stdio_channels() > 0, "{:?}", children());
+}
+
+/// What a runtime over ssh makes, the local CLI sees, and requests at once
+/// all answer.
+async fn the_engine_of_the_host(rt: &DockerRuntime) {
+    let cleanup = Cleanup::new();
     let server_api = docker_ok(&["version", "--format", "{{.Server.APIVersion}}"]);
     assert_eq!(rt.api_version(), server_api.trim());
 

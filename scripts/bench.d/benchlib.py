@@ -1092,9 +1092,12 @@ def part6(w, m, n, meta):
       "the host) to the local engine, once over its Unix socket and once over "
       "`ssh://root@127.0.0.1:PORT` through the test environment's `sshd` (OpenSSH, ed25519 "
       "keys, the client key in `ssh-agent`), in alternating order within each run. Over "
-      "SSH, `rollback` opens one master connection (`ControlMaster`) per engine and runs "
-      "`docker system dial-stdio` on the host in a channel of it for every HTTP connection, "
-      "as the docker CLI does for `DOCKER_HOST=ssh://`.")
+      "SSH, `rollback` opens one master connection (`ControlMaster`) per engine and forwards "
+      "the engine's socket on the host to a local socket through it (`ssh -O forward -L`), so "
+      "every HTTP connection to the engine is a channel of the master with no process on "
+      "either side (the docker CLI, for `DOCKER_HOST=ssh://`, runs `ssh HOST docker system "
+      "dial-stdio` for every connection instead, which is what `rollback` falls back to where "
+      "the server refuses socket forwarding).")
     w("")
     w("| engine | deploy wall time | process start → first event | first event → pulled | verified → last event | peak RSS | CPU time | `status` wall time | runs: range (deploy) |")
     w("|---|---|---|---|---|---|---|---|---|")
@@ -1109,8 +1112,8 @@ def part6(w, m, n, meta):
     cu, cs = m(6, "deploy", "unix", "seg_start"), m(6, "deploy", "ssh", "seg_start")
     if None not in (u, s_, cu, cs):
         text = (f"Reaching the engine over SSH costs {fmt_s(cs - cu)} at connect (process start → "
-                "first event: the SSH handshake, key check and authentication, then the first "
-                "channel with its `docker` process on the host)")
+                "first event: the SSH handshake, key check and authentication, then the socket's "
+                "forwarding and the first request through it)")
         if s_ >= u:
             text += (f"; the whole deploy takes {fmt_s(s_ - u)} more ({fmt_ratio(ratio(s_, u))} the "
                      "time over the socket)")
@@ -1118,8 +1121,8 @@ def part6(w, m, n, meta):
             text += (f"; the whole deploy's wall time ({fmt_s(s_)} over SSH, {fmt_s(u)} over the "
                      "socket) differs by less than its run-to-run spread")
         w(text + ". Later requests reuse the connection; a new HTTP connection (the event stream "
-          "that watches the container, requests in parallel) opens a new channel. The health "
-          "checks do not go through SSH.")
+          "that watches the container, requests in parallel) opens a new channel of the master. "
+          "The health checks do not go through SSH.")
         w("")
 
 
