@@ -444,11 +444,11 @@ impl SshSession {
             .spawn()?;
         self.channel_stderr
             .collect(child.stderr.take().expect("stderr is piped"));
-        Ok(Channel::DialStdio {
+        Ok(Channel::DialStdio(Box::new(DialStdio {
             stdin: TokioIo::new(child.stdin.take().expect("stdin is piped")),
             stdout: TokioIo::new(child.stdout.take().expect("stdout is piped")),
             _child: child,
-        })
+        })))
     }
 
     /// Why the engine did not answer through a channel, from what the
@@ -533,13 +533,16 @@ pub(crate) fn connect_error(url: &str, target: &SshTarget, cause: &SshCause) -> 
 pub(crate) enum Channel {
     /// A connection to the forwarded socket: a channel of the master.
     Forwarded(TokioIo<UnixStream>),
-    /// The stdin and stdout of a `dial-stdio` channel.
-    DialStdio {
-        stdin: TokioIo<ChildStdin>,
-        stdout: TokioIo<ChildStdout>,
-        /// Killed on drop, which closes the channel on the master.
-        _child: Child,
-    },
+    /// A `dial-stdio` channel.
+    DialStdio(Box<DialStdio>),
+}
+
+/// The stdin and stdout of a `dial-stdio` channel.
+pub(crate) struct DialStdio {
+    stdin: TokioIo<ChildStdin>,
+    stdout: TokioIo<ChildStdout>,
+    /// Killed on drop, which closes the channel on the master.
+    _child: Child,
 }
 
 impl hyper::rt::Read for Channel {
@@ -550,7 +553,7 @@ impl hyper::rt::Read for Channel {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Channel::Forwarded(stream) => Pin::new(stream).poll_read(cx, buf),
-            Channel::DialStdio { stdout, .. } => Pin::new(stdout).poll_read(cx, buf),
+            Channel::DialStdio(c) => Pin::new(&mut c.stdout).poll_read(cx, buf),
         }
     }
 }
@@ -563,21 +566,21 @@ impl hyper::rt::Write for Channel {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Channel::Forwarded(stream) => Pin::new(stream).poll_write(cx, buf),
-            Channel::DialStdio { stdin, .. } => Pin::new(stdin).poll_write(cx, buf),
+            Channel::DialStdio(c) => Pin::new(&mut c.stdin).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Channel::Forwarded(stream) => Pin::new(stream).poll_flush(cx),
-            Channel::DialStdio { stdin, .. } => Pin::new(stdin).poll_flush(cx),
+            Channel::DialStdio(c) => Pin::new(&mut c.stdin).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Channel::Forwarded(stream) => Pin::new(stream).poll_shutdown(cx),
-            Channel::DialStdio { stdin, .. } => Pin::new(stdin).poll_shutdown(cx),
+            Channel::DialStdio(c) => Pin::new(&mut c.stdin).poll_shutdown(cx),
         }
     }
 }
