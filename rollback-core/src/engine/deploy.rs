@@ -1,10 +1,8 @@
 //! The fleet rollout: locks, batches, failure policy, promotion, cleanup.
 
-use futures_util::future::join_all;
-
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer, Target};
+use super::{join_hosts, timed, CancellationToken, Deployer, Target};
 use crate::checkpoint::Stage;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
@@ -81,7 +79,7 @@ impl Deployer {
             )
         });
         let mut running = Vec::new();
-        for read in join_all(reads).await {
+        for read in join_hosts(reads).await {
             running.push(read?.and_then(|c| {
                 let digest = c.release.as_ref()?.digest.clone();
                 let replaced = c
@@ -189,7 +187,7 @@ impl Deployer {
             )
         });
         let wanted = digest.to_string();
-        join_all(reads)
+        join_hosts(reads)
             .await
             .into_iter()
             .flatten()
@@ -281,7 +279,7 @@ impl Deployer {
         let unlocks = runs
             .iter()
             .map(|run| self.unlock_host(ev, &self.hosts[run.index], run));
-        join_all(unlocks).await;
+        join_hosts(unlocks).await;
         let reason = self.deploy_reason(&runs, &ending, cancel.is_cancelled());
         announce_outcome(ev, ending.outcome, reason.as_deref());
         let lock_holder = runs.iter().find_map(|r| match &r.state {
@@ -365,7 +363,7 @@ impl Deployer {
                             self.restore_host(ev, host, run).await;
                         }
                     });
-                    join_all(work).await;
+                    join_hosts(work).await;
                 }
                 FleetAction::Promote => {
                     self.checkpoint
@@ -472,7 +470,7 @@ impl Deployer {
         let work = runs_of(runs, which)
             .into_iter()
             .map(|run| self.restore_host(ev, &self.hosts[run.index], run));
-        join_all(work).await;
+        join_hosts(work).await;
     }
 
     /// Promote `release` after reading the stable tag again: the tags move

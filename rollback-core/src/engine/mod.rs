@@ -530,7 +530,7 @@ impl Deployer {
     /// and the lock. A host that cannot be read has `error` set.
     pub async fn status(&self) -> Vec<HostStatus> {
         let futures = self.hosts.iter().map(|host| self.host_status(host));
-        futures_util::future::join_all(futures).await
+        join_hosts(futures).await
     }
 
     async fn host_status(&self, host: &HostTarget) -> HostStatus {
@@ -621,4 +621,18 @@ pub(crate) async fn timed<T>(
             humantime::format_duration(limit)
         ))),
     }
+}
+
+/// Await one future per host, all at once. Unconstrained because tokio's
+/// budget (128 operations a poll) runs out after the first 128 hosts woken
+/// together, and `FuturesUnordered` then still polls every other host, each
+/// returning `Pending`, before it yields: N²/256 empty polls per wake-up
+/// (rust-lang/futures-rs#2053). It yields after one pass all the same, so
+/// the runtime is not held for longer.
+pub(crate) fn join_hosts<I>(futures: I) -> impl Future<Output = Vec<<I::Item as Future>::Output>>
+where
+    I: IntoIterator,
+    I::Item: Future,
+{
+    tokio::task::unconstrained(futures_util::future::join_all(futures))
 }

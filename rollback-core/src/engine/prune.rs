@@ -4,10 +4,9 @@
 //! image stays is decided by [`retention::select`](crate::retention::select);
 //! this driver only gathers what the rule needs and removes what it says.
 
-use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::{timed, Deployer, HostTarget};
+use super::{join_hosts, timed, Deployer, HostTarget};
 use crate::error::{ErrorKind, Result};
 use crate::retention::{self, ImageInfo, KeptImage, Protected, Retain};
 use crate::types::{Digest, HostId};
@@ -93,7 +92,7 @@ impl Deployer {
         Ok(PruneReport {
             retain,
             dry_run,
-            hosts: join_all(hosts).await,
+            hosts: join_hosts(hosts).await,
         })
     }
 

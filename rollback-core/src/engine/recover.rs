@@ -1,11 +1,9 @@
 //! Finish or revert a deploy that was interrupted after the switch.
 
-use futures_util::future::join_all;
-
 use super::deploy::{announce_outcome, runs_of};
 use super::emit::{Emitter, Pump};
 use super::host::HostRun;
-use super::{timed, CancellationToken, Deployer, HostTarget};
+use super::{join_hosts, timed, CancellationToken, Deployer, HostTarget};
 use crate::adoption;
 use crate::error::{Error, ErrorKind};
 use crate::event::{Phase, Scope};
@@ -66,7 +64,7 @@ impl Deployer {
 
     async fn recover_with(&self, ev: &Emitter, cancel: &CancellationToken) -> DeployReport {
         let mut runs: Vec<HostRun> = (0..self.hosts.len()).map(HostRun::new).collect();
-        let found: Vec<Found> = join_all(self.hosts.iter().map(|h| self.read_host(ev, h))).await;
+        let found: Vec<Found> = join_hosts(self.hosts.iter().map(|h| self.read_host(ev, h))).await;
         let errors: Vec<String> = found.iter().flat_map(|f| f.errors.clone()).collect();
         let mut locked = vec![false; self.hosts.len()];
         let (outcome, reason, promoted, target) = if !errors.is_empty() {
@@ -90,7 +88,7 @@ impl Deployer {
             .zip(&locked)
             .filter(|(_, held)| **held)
             .map(|((host, run), _)| self.release_lock(ev, host, run.state.phase()));
-        join_all(unlocks).await;
+        join_hosts(unlocks).await;
         announce_outcome(ev, outcome, reason.as_deref());
         let hosts = runs
             .iter()
@@ -254,7 +252,7 @@ impl Deployer {
                 self.verify_new(ev, &self.hosts[run.index], run, &container, cancel)
                     .await
             });
-        join_all(work).await;
+        join_hosts(work).await;
 
         let mut promotion = Promotion::Pending;
         let mut promotion_failure = None;
