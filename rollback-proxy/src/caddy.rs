@@ -104,6 +104,10 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a request waits for an upstream that accepts a connection.
 const TRY_DURATION: &str = "5s";
+
+/// Caddy's wait before a refused request is tried on the next upstream.
+const TRY_INTERVAL: &str = "5ms";
+
 const POLL: Duration = Duration::from_millis(100);
 /// How many times a whole-config change is read and tried again when
 /// another change got in between (Caddy's `412 Precondition Failed`).
@@ -1118,7 +1122,12 @@ fn app_route(app: &str, host: Option<&str>, address: &str) -> Value {
             "load_balancing": {
                 "selection_policy": {"policy": "first"},
                 "try_duration": TRY_DURATION,
-                "try_interval": "100ms"
+                // Short: a config change (the switch back comes within
+                // milliseconds of a crash) ends the waits of requests
+                // retrying at that moment with a 502. The passive check has
+                // marked `primary` down by then, so the retry goes to
+                // `fallback` at once.
+                "try_interval": TRY_INTERVAL
             },
             // One refused connection sends the next requests to the fallback.
             "health_checks": {"passive": {"fail_duration": "10s", "max_fails": 1}},
