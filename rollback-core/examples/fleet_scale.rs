@@ -92,6 +92,49 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a run is measured from: its start's resident set, CPU and clock.
+struct Meter {
+    rss_start: u64,
+    cpu_start: f64,
+    wall: std::time::Instant,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Self {
+            rss_start: status_kib("VmRSS"),
+            cpu_start: cpu_s(),
+            wall: std::time::Instant::now(),
+        }
+    }
+
+    /// The run's figures, as one JSON object; `extra` adds or overrides keys.
+    fn figures(
+        &self,
+        args: &Args,
+        events: u64,
+        virtual_s: f64,
+        extra: serde_json::Value,
+    ) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "hosts": args.hosts,
+            "batch": args.batch,
+            "fail": args.fail,
+            "batches": args.hosts.div_ceil(args.batch.max(1)),
+            "cpu_s": cpu_s() - self.cpu_start,
+            "wall_s": self.wall.elapsed().as_secs_f64(),
+            "rss_start_kib": self.rss_start,
+            "rss_peak_kib": status_kib("VmHWM"),
+            "events": events,
+            "virtual_s": virtual_s,
+        });
+        if let (Some(json), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+            json.extend(extra);
+        }
+        json
+    }
+}
+
 /// The observer's shape in the reference: a shared callback per event.
 type Observer = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -149,9 +192,7 @@ fn reference(
     args: &Args,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let rss_start = status_kib("VmRSS");
-    let cpu_start = cpu_s();
-    let wall = std::time::Instant::now();
+    let meter = Meter::start();
     let events = Arc::new(AtomicU64::new(0));
     let seen = events.clone();
     let observe: Observer = Arc::new(move |_: &str| {
@@ -167,20 +208,12 @@ fn reference(
         }
         began.elapsed().as_secs_f64()
     });
-    Ok(serde_json::json!({
-        "hosts": args.hosts,
-        "batch": args.batch,
-        "fail": args.fail,
-        "reference": true,
-        "outcome": "reference",
-        "batches": args.hosts.div_ceil(args.batch.max(1)),
-        "cpu_s": cpu_s() - cpu_start,
-        "wall_s": wall.elapsed().as_secs_f64(),
-        "rss_start_kib": rss_start,
-        "rss_peak_kib": status_kib("VmHWM"),
-        "events": events.load(Ordering::Relaxed),
-        "virtual_s": virtual_s,
-    }))
+    Ok(meter.figures(
+        args,
+        events.load(Ordering::Relaxed),
+        virtual_s,
+        serde_json::json!({"reference": true, "outcome": "reference"}),
+    ))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -193,9 +226,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", reference(&args, &runtime)?);
         return Ok(());
     }
-    let rss_start = status_kib("VmRSS");
-    let cpu_start = cpu_s();
-    let wall = std::time::Instant::now();
+    let meter = Meter::start();
 
     let repo: Repository = "127.0.0.1:5000/team/app".parse()?;
     let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64)).parse();
@@ -241,19 +272,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await;
         Ok::<_, Box<dyn std::error::Error>>((report, began.elapsed().as_secs_f64()))
     })?;
-    let json = serde_json::json!({
-        "hosts": args.hosts,
-        "batch": args.batch,
-        "fail": args.fail,
-        "outcome": report.outcome,
-        "batches": args.hosts.div_ceil(args.batch),
-        "cpu_s": cpu_s() - cpu_start,
-        "wall_s": wall.elapsed().as_secs_f64(),
-        "rss_start_kib": rss_start,
-        "rss_peak_kib": status_kib("VmHWM"),
-        "events": events.load(Ordering::Relaxed),
-        "virtual_s": virtual_s,
-    });
+    let json = meter.figures(
+        &args,
+        events.load(Ordering::Relaxed),
+        virtual_s,
+        serde_json::json!({"outcome": report.outcome}),
+    );
     println!("{json}");
     Ok(())
 }

@@ -390,6 +390,9 @@ impl SshSession {
             timeout.min(FORWARD_CHECK),
         )
         .await;
+        if forwarded.is_some() {
+            no_delay_session(target, &control);
+        }
         Ok(SshSession {
             target: target.clone(),
             control,
@@ -519,6 +522,37 @@ async fn forward_socket(
         (&head == b"HTTP/1.").then(|| local.to_owned())
     };
     tokio::time::timeout(within, ping).await.ok().flatten()
+}
+
+/// A session that runs `true` on the host, started beside the work and not
+/// waited for. sshd turns Nagle's algorithm off for a connection (TCP_NODELAY)
+/// when its first session runs a command, and a connection that only
+/// forwards a socket never has one: the engine's small writes (an attached
+/// shell's lines, an event) would then each wait for the previous one's
+/// delayed acknowledgement, 40 ms.
+fn no_delay_session(target: &SshTarget, control: &Path) {
+    let session = Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o"])
+        .arg(control_option(control))
+        .args([
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ClearAllForwardings=yes",
+            "-T",
+        ])
+        .args(target.destination_args())
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    // It ends on its own, or with the master; reaped here either way.
+    if let Ok(mut session) = session {
+        tokio::spawn(async move {
+            let _ = session.wait().await;
+        });
+    }
 }
 
 /// The error for a master connection that did not open.
