@@ -6,7 +6,8 @@
 //! The engine's socket on the host (`/var/run/docker.sock`, or the URL's
 //! path) is then forwarded to a local socket through the master
 //! (`ssh -O forward -L`), so a new HTTP connection to the engine is a channel
-//! of the master and starts no process on either side. Where the server
+//! of the master and starts no process on either side (one session runs
+//! `true` once, for sshd's `TCP_NODELAY`: see `no_delay_session`). Where the server
 //! refuses socket forwarding (`AllowTcpForwarding no`, `DisableForwarding`)
 //! or the engine does not answer on that socket, each HTTP connection is a
 //! `ssh … HOST docker system dial-stdio` channel instead, as the docker CLI
