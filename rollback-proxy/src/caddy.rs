@@ -107,6 +107,9 @@ const TRY_DURATION: &str = "5s";
 
 /// Caddy's wait before a refused request is tried on the next upstream.
 const TRY_INTERVAL: &str = "5ms";
+/// Twice `TRY_INTERVAL`: by then no request refused by a dead primary
+/// still waits for its retry.
+const RETRY_SETTLE: Duration = Duration::from_millis(10);
 
 const POLL: Duration = Duration::from_millis(100);
 /// How many times a whole-config change is read and tried again when
@@ -957,7 +960,11 @@ impl TrafficSwitch for Caddy {
             Some(route) if route.fallback == to.address => {
                 // Back to the fallback (a switch back): one change. The
                 // release being left is named nowhere after it, which is
-                // what a drain would end with anyway.
+                // what a drain would end with anyway. Requests that found
+                // the primary just dead wait TRY_INTERVAL before their retry
+                // on the fallback, and the change's reload would end that
+                // wait with a 502: let them go first.
+                tokio::time::sleep(RETRY_SETTLE).await;
                 self.set_dial("primary", &to.address).await?;
             }
             Some(route) => {
