@@ -392,7 +392,7 @@ impl SshSession {
         )
         .await;
         if forwarded.is_some() {
-            no_delay_session(target, &control);
+            no_delay_session(target, &control, connect_timeout);
         }
         Ok(SshSession {
             target: target.clone(),
@@ -432,20 +432,17 @@ impl SshSession {
 
     /// A new channel running `docker system dial-stdio` on the host.
     fn open_channel(&self) -> io::Result<Channel> {
-        let mut child = Command::new("ssh")
-            .args(["-o", "BatchMode=yes", "-o"])
-            .arg(control_option(&self.control))
-            .args(["-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes"])
-            .arg("-o")
-            .arg(format!("ConnectTimeout={}", self.connect_timeout))
-            .arg("-T")
-            .args(self.target.destination_args())
-            .arg(self.target.remote_command())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()?;
+        let mut child = mux_session(
+            &self.target,
+            &self.control,
+            self.connect_timeout,
+            &self.target.remote_command(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
         self.channel_stderr
             .collect(child.stderr.take().expect("stderr is piped"));
         Ok(Channel::DialStdio(Box::new(DialStdio {
@@ -531,19 +528,8 @@ async fn forward_socket(
 /// forwards a socket never has one: the engine's small writes (an attached
 /// shell's lines, an event) would then each wait for the previous one's
 /// delayed acknowledgement, 40 ms.
-fn no_delay_session(target: &SshTarget, control: &Path) {
-    let session = Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o"])
-        .arg(control_option(control))
-        .args([
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ClearAllForwardings=yes",
-            "-T",
-        ])
-        .args(target.destination_args())
-        .arg("true")
+fn no_delay_session(target: &SshTarget, control: &Path, connect_timeout: u64) {
+    let session = mux_session(target, control, connect_timeout, "true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -554,6 +540,20 @@ fn no_delay_session(target: &SshTarget, control: &Path) {
             let _ = session.wait().await;
         });
     }
+}
+
+/// `ssh` running `command` on the host in a session of the master.
+fn mux_session(target: &SshTarget, control: &Path, connect_timeout: u64, command: &str) -> Command {
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-o", "BatchMode=yes", "-o"])
+        .arg(control_option(control))
+        .args(["-o", "ControlMaster=no", "-o", "ClearAllForwardings=yes"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={connect_timeout}"))
+        .arg("-T")
+        .args(target.destination_args())
+        .arg(command);
+    ssh
 }
 
 /// The error for a master connection that did not open.

@@ -106,10 +106,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 const TRY_DURATION: &str = "5s";
 
 /// Caddy's wait before a refused request is tried on the next upstream.
-const TRY_INTERVAL: &str = "5ms";
-/// Twice `TRY_INTERVAL`: by then no request refused by a dead primary
-/// still waits for its retry.
-const RETRY_SETTLE: Duration = Duration::from_millis(10);
+const TRY_INTERVAL: Duration = Duration::from_millis(5);
+/// By then no request refused by a dead primary still waits for its retry.
+const RETRY_SETTLE: Duration = TRY_INTERVAL.saturating_mul(2);
 
 const POLL: Duration = Duration::from_millis(100);
 /// How many times a whole-config change is read and tried again when
@@ -1134,7 +1133,7 @@ fn app_route(app: &str, host: Option<&str>, address: &str) -> Value {
                 // retrying at that moment with a 502. The passive check has
                 // marked `primary` down by then, so the retry goes to
                 // `fallback` at once.
-                "try_interval": TRY_INTERVAL
+                "try_interval": format!("{}ms", TRY_INTERVAL.as_millis())
             },
             // One refused connection sends the next requests to the fallback.
             "health_checks": {"passive": {"fail_duration": "10s", "max_fails": 1}},
